@@ -1,0 +1,129 @@
+"""Command line: run the bridge, generate its registration, or start the sandbox."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import logging.config
+import sys
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from . import __version__
+from .config import ConfigError, load_config
+
+DESCRIPTION = """\
+RelayForge, a Matrix bridge for Slack, Discord, Telegram and XMPP.
+
+  python -m bridge -c config.yaml                       run the bridge
+  python -m bridge -c config.yaml -g -r registration.yaml
+        generate the appservice registration: fresh as_token/hs_token are written into the
+        config, and the registration file is written for the homeserver to load (Synapse:
+        app_service_config_files)
+  python -m bridge -c config.yaml vault status          master key versions and counts
+  python -m bridge -c config.yaml vault rotate          new master key; rewrap every data key
+  python -m bridge -c config.yaml audit verify          check the audit chain and checkpoint
+  python -m bridge sandbox                              run a throwaway homeserver + bridge
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m bridge", description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("-c", "--config", default="config.yaml",
+                        help="the config file (default: config.yaml)")
+    parser.add_argument("-g", "--generate-registration", action="store_true",
+                        help="write the registration file and new tokens, then exit")
+    parser.add_argument("-r", "--registration", default="registration.yaml",
+                        help="where -g writes the registration (default: registration.yaml)")
+    parser.add_argument("--version", action="version", version=f"RelayForge {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="{vault,audit,sandbox}")
+    vault = commands.add_parser("vault", help="the credential vault")
+    vault.add_argument("action", choices=["status", "rotate"])
+    audit = commands.add_parser("audit", help="the audit log")
+    audit.add_argument("action", choices=["verify"])
+    commands.add_parser("sandbox", help="a throwaway homeserver and bridge (see sandbox --help)",
+                        add_help=False)
+    for sub in (vault, audit):
+        sub.add_argument("-c", "--config", default=argparse.SUPPRESS,
+                         help="the config file (default: config.yaml)")
+    return parser
+
+
+def _fail(error: ConfigError) -> int:
+    print(f"Cannot start: {error}", file=sys.stderr)
+    return 2
+
+
+def generate(config_path: str, registration_path: str) -> int:
+    from .registration import generate_registration
+
+    try:
+        config = load_config(config_path, for_run=False)
+    except ConfigError as e:
+        return _fail(e)
+    registration = generate_registration(config, registration_path)
+    print(f"Wrote {registration_path} for appservice {registration['id']!r} and saved new "
+          f"tokens in {config_path}.\nAdd {registration_path} to the homeserver's "
+          "app_service_config_files and restart it.")
+    return 0
+
+
+def run(config_path: str) -> int:
+    try:
+        config = load_config(config_path)
+    except ConfigError as e:
+        return _fail(e)
+    try:
+        logging.config.dictConfig(dict(config["logging"]))
+    except (ValueError, TypeError, AttributeError, ImportError) as e:
+        # dictConfig's message names the bad part of the section.
+        return _fail(ConfigError([f"logging: {e}"], config_path))
+    from .app import Bridge, run_until_signalled
+
+    return _run_reporting(lambda: run_until_signalled(Bridge(config)), "start")
+
+
+def _run_reporting(make: Callable[[], Coroutine[Any, Any, int | None]], doing: str) -> int:
+    """Run a coroutine; errors an admin can fix become one clear line and exit code 2."""
+    from .security.vault import VaultError
+
+    try:
+        return asyncio.run(make()) or 0
+    except ConfigError as e:
+        return _fail(e)
+    except VaultError as e:
+        print(f"Cannot {doing}: vault: {e}", file=sys.stderr)
+        return 2
+
+
+def admin(command: tuple[str, str], config_path: str) -> int:
+    from .admin_cli import COMMANDS
+
+    try:
+        config = load_config(config_path)
+    except ConfigError as e:
+        return _fail(e)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    return _run_reporting(lambda: COMMANDS[command](config), " ".join(command))
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if "sandbox" in argv[:1]:
+        from .sandbox.cli import main as sandbox_main
+
+        return sandbox_main(argv[1:])
+    args = build_parser().parse_args(argv)
+    if args.command in ("vault", "audit"):
+        return admin((args.command, args.action), args.config)
+    if args.generate_registration:
+        return generate(args.config, args.registration)
+    return run(args.config)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

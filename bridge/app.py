@@ -1,0 +1,278 @@
+"""Builds the bridge from its config, starts it and stops it: the whole wiring in one place."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Callable, Iterable
+from importlib.metadata import entry_points
+
+from aiohttp import ClientError
+from mautrix.errors import MatrixError
+from mautrix.types import Event, UserID
+
+from . import __version__
+from .audit.notices import HeadNotices
+from .config import Config, ConfigError
+from .core.authority import Authority
+from .core.linking import Linking
+from .core.mapping import MappingRules
+from .core.router import Router
+from .core.sessions import PersonaSessions
+from .db import Storage, open_database
+from .db.persona import Persona, PersonaStatus
+from .identity.accounts import Accounts
+from .identity.merge import Merges
+from .matrix.account_commands import register_account_commands
+from .matrix.appservice import BridgeAppService
+from .matrix.audit_commands import register_audit_commands
+from .matrix.bot import ManagementBot
+from .matrix.builtin_commands import register_builtin_commands
+from .matrix.dispatch import MatrixDispatcher
+from .matrix.ghosts import Ghosts, GhostTemplate
+from .matrix.network_commands import NetworkCommands
+from .matrix.permissions import Permissions
+from .matrix.portals import Portals
+from .matrix.spaces import MatrixSpaces
+from .metrics import Metrics
+from .networks.base import Connector
+from .security.policy import Policy
+from .security.setup import Security, open_security
+from .web.provisioning import ProvisioningApi
+from .web.setup import WebServices, build_web, register_web_routes
+
+log = logging.getLogger("relayforge")
+
+CONNECTOR_ENTRY_POINTS = "relayforge.networks"
+
+
+def installed_connectors() -> dict[str, type[Connector]]:
+    """Connector classes installed as plug-ins, by network name."""
+    return {ep.name: ep.load() for ep in entry_points(group=CONNECTOR_ENTRY_POINTS)}
+
+
+class Bridge:
+    def __init__(self, config: Config, connectors: Iterable[Connector] = ()) -> None:
+        self.config = config
+        self.connectors: dict[str, Connector] = {c.network: c for c in connectors}
+        self.metrics = Metrics()
+        self.storage: Storage | None = None
+        self.security: Security | None = None
+        self.appservice: BridgeAppService | None = None
+        self.bot: ManagementBot | None = None
+        self.router: Router | None = None
+        self._dispatcher: MatrixDispatcher | None = None
+        self._notices: HeadNotices | None = None
+        self.web: WebServices | None = None
+        self.provisioning: ProvisioningApi | None = None
+        self.accounts: Accounts | None = None
+        self.merges: Merges | None = None
+        self.sessions: PersonaSessions | None = None
+        self.linking: Linking | None = None
+        self.rules: MappingRules | None = None
+        self._activation: asyncio.Task | None = None
+
+    def _load_enabled_connectors(self) -> None:
+        available = installed_connectors()
+        problems = []
+        for network in self.config.network_names:
+            if not self.config[f"networks.{network}.enabled"] or network in self.connectors:
+                continue
+            if network not in available:
+                problems.append(
+                    f"networks.{network}.enabled: the {network} connector is not available in "
+                    f"RelayForge {__version__}; set it to false"
+                )
+                continue
+            self.connectors[network] = available[network](self.config[f"networks.{network}"])
+        if problems:
+            raise ConfigError(problems, self.config.path)
+
+    async def start(self) -> None:
+        cfg = self.config
+        self._load_enabled_connectors()
+        self.storage = await open_database(
+            cfg["database.uri"], min_size=cfg["database.min_size"],
+            max_size=cfg["database.max_size"],
+        )
+        pruned = await self.storage.transactions.prune()
+        if pruned:
+            log.debug("Forgot %d old appservice transaction ids", pruned)
+        await self.storage.jtis.prune()
+        self.security = await open_security(cfg, self.storage)
+        self.web = await build_web(cfg, self.storage, self.security, self.web_url)
+        self.accounts, self.merges = self.web.accounts, self.web.merges
+        az = self.appservice = BridgeAppService(
+            storage=self.storage,
+            metrics=self.metrics,
+            middlewares=[self.web.binding.middleware],
+            server=cfg["homeserver.address"],
+            domain=cfg["homeserver.domain"],
+            verify_ssl=cfg["homeserver.verify_ssl"],
+            as_token=cfg["appservice.as_token"],
+            hs_token=cfg["appservice.hs_token"],
+            bot_localpart=cfg["appservice.bot_username"],
+            id=cfg["appservice.id"],
+            ephemeral_events=cfg["appservice.ephemeral_events"],
+            bridge_name="relayforge",
+            log=logging.getLogger("relayforge.appservice"),
+        )
+        if cfg["metrics.enabled"]:
+            az.app.router.add_get("/metrics", self.metrics.handle_scrape)
+        self.provisioning = register_web_routes(az.app, self.web, cfg)
+        az.matrix_event_handler(self._on_matrix_event)
+        await az.start(cfg["appservice.hostname"], cfg["appservice.port"])
+        log.info("Listening for the homeserver on %s:%s", cfg["appservice.hostname"],
+                 cfg["appservice.port"])
+
+        bot_intent = az.intent
+        templates = {
+            network: GhostTemplate(
+                network,
+                cfg[f"networks.{network}.username_template"],
+                cfg[f"networks.{network}.displayname_template"],
+                cfg["homeserver.domain"],
+            )
+            for network in cfg.network_names
+        }
+        ghosts = Ghosts(bot_intent, self.storage.puppets, templates)
+        portals = Portals(bot_intent, self.storage.portals)
+        self.router = Router(self.storage, portals, ghosts, self.connectors, self.metrics)
+        self.bot = ManagementBot(
+            bot_intent, self.storage.management_rooms,
+            Permissions(cfg["bridge.permissions"]), cfg["bridge.command_prefix"],
+            is_bridge_user=lambda mxid: mxid == bot_intent.mxid or ghosts.is_ghost(mxid),
+        )
+        register_builtin_commands(self.bot.commands, self.network_status)
+        register_audit_commands(self.bot.commands, self.security.audit)
+        # The web routes exist before the bot does; give them the Matrix side now.
+        spaces = MatrixSpaces(bot_intent)
+        self.accounts.spaces = spaces
+        self.web.signin.notify = self.bot.tell
+        register_account_commands(self.bot.commands, self.storage, self.accounts, self.merges,
+                                  self.security.audit, self.web_url,
+                                  self.web.signin.undo_provider_added)
+        self.bot.on_new_management_room.append(self._ensure_account)
+        self._dispatcher = MatrixDispatcher(self.bot, self.router, self.metrics)
+        self.sessions = PersonaSessions(self.storage, self.security.vault, self.connectors)
+        self.linking = Linking(self.storage, self.accounts, self.security.vault,
+                               self.security.audit, self.connectors, self.sessions)
+        self.router.authority = Authority(self.storage, self.security.minter,
+                                          Policy(cfg.get("policy")))
+        self.rules = MappingRules(self.storage, self.security.audit, portals, self.connectors,
+                                  spaces)
+        self.router.on_invite = self.rules.handle_invite
+        NetworkCommands(self.bot, self.storage, self.accounts, self.linking, self.rules,
+                        self.router, self.security.audit).register()
+        self.provisioning.linking, self.provisioning.rules = self.linking, self.rules
+        self.accounts.on_unlink.append(self.sessions.close)
+        self.accounts.on_state_change.append(self._persona_changed)
+
+        await self._wait_for_homeserver()
+        await bot_intent.ensure_registered()
+        await bot_intent.set_displayname(cfg["appservice.bot_displayname"])
+        for network, connector in self.connectors.items():
+            connector.verifier = self.security.verifier
+            await connector.start(self.router.sink_for(network))
+        # People's sessions open and their rooms are rejoined in the background: a remote
+        # server that is down must not hold up the bridge; sessions keep retrying.
+        self._activation = asyncio.create_task(self._open_sessions(), name="sessions")
+        notice_room = cfg["audit.notice_room"] if cfg.get("audit.notice_room") else None
+        if notice_room:
+            bot = self.bot
+            self._notices = HeadNotices(
+                self.storage.audit_log, lambda text: bot.reply(notice_room, None, text),
+                cfg["audit.notice_interval_minutes"] * 60,
+            )
+            self._notices.start()
+        az.accepting = True
+        az.ready = True
+        try:
+            # Makes the homeserver deliver anything queued while we were down right now,
+            # instead of after its retry back-off.
+            await az.ping_self()
+        except (MatrixError, ClientError) as e:
+            log.warning("Homeserver ping failed (%s): check the registration is installed", e)
+        log.info("RelayForge %s is ready as %s", __version__, bot_intent.mxid)
+
+    async def _persona_changed(self, persona: Persona) -> None:
+        assert self.sessions is not None and self.rules is not None
+        await self.sessions.follow(persona)
+        if persona.status == PersonaStatus.ACTIVE:
+            await self.rules.activate_all(persona)
+
+    async def _open_sessions(self) -> None:
+        assert self.sessions is not None and self.rules is not None
+        await self.sessions.open_all()
+        await self.rules.activate_all()
+
+    @property
+    def web_url(self) -> str:
+        return (self.config.get("web.public_url") or self.config["appservice.address"]).rstrip("/")
+
+    async def _ensure_account(self, mxid: UserID) -> None:
+        assert self.accounts is not None
+        await self.accounts.for_matrix_user(mxid)
+
+    async def _on_matrix_event(self, evt: Event) -> None:
+        assert self._dispatcher is not None  # transactions are refused until it exists
+        await self._dispatcher.handle(evt)
+
+    async def _wait_for_homeserver(self, attempts: int = 30) -> None:
+        assert self.appservice is not None
+        for attempt in range(1, attempts + 1):
+            try:
+                await self.appservice.intent.versions()
+                return
+            except (ClientError, MatrixError, OSError) as e:
+                if attempt == attempts:
+                    raise RuntimeError(
+                        f"homeserver at {self.config['homeserver.address']} is not answering: {e}"
+                    ) from e
+                log.info("Waiting for the homeserver (%s)", e)
+                await asyncio.sleep(min(attempt, 5))
+
+    def network_status(self) -> dict[str, str]:
+        return {name: c.state.value for name, c in self.connectors.items()}
+
+    async def stop(self) -> None:
+        """Stop taking transactions, then connectors, then the listener, then storage.
+        Safe to call twice."""
+        az, storage, security = self.appservice, self.storage, self.security
+        self.appservice = self.storage = self.security = None
+        if az:
+            az.accepting = False
+            az.ready = False
+        if self._notices:
+            await self._notices.stop()
+            self._notices = None
+        if self._activation and not self._activation.done():
+            self._activation.cancel()
+        for connector in self.connectors.values():
+            try:
+                await connector.stop()
+            except Exception:
+                log.exception("Stopping the %s connector failed", connector.network)
+        if az:
+            await az.stop()
+        if security:
+            await security.close()
+        if storage:
+            await storage.close()
+
+
+async def run_until_signalled(bridge: Bridge, on_ready: Callable[[], None] | None = None) -> None:
+    """Start the bridge, run until SIGINT or SIGTERM, then stop it cleanly."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await bridge.start()
+        if on_ready:
+            on_ready()
+        await stop.wait()
+    finally:
+        log.info("Stopping")
+        await bridge.stop()

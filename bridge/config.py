@@ -1,0 +1,377 @@
+"""The bridge's config file: schema, defaults, environment overrides and validation.
+
+The file is read and written with ruamel.yaml in round-trip mode, so comments an admin wrote
+survive when the bridge writes generated tokens back into it. What the bridge *uses* is a
+separate, validated view: defaults, then the file, then environment variables. Environment
+overrides are never written back to the file (they often carry secrets).
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import re
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import attrs
+from mautrix.util.config import BaseFileConfig
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap
+from ruamel.yaml.error import YAMLError
+
+ENV_PREFIX = "RELAYFORGE_"
+PERMISSION_LEVELS = ("relay", "user", "admin")
+KNOWN_NETWORKS = ("slack", "discord", "telegram", "xmpp")
+
+_LOCALPART = re.compile(r"^[a-z0-9._=\-/]+$")
+_SERVER_NAME = re.compile(r"^[A-Za-z0-9.\-]+(:\d{1,5})?$|^\[[0-9A-Fa-f:.]+\](:\d{1,5})?$")
+_MXID = re.compile(r"^@[^:]+:.+$")
+
+
+class ConfigError(Exception):
+    """The config cannot be used. Every problem names the key and what was expected."""
+
+    def __init__(self, problems: list[str], source: str = "config") -> None:
+        self.problems = problems
+        self.source = source
+        lines = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"{source} has {len(problems)} problem(s):\n{lines}")
+
+
+def _is_http_url(value: Any) -> bool:
+    return isinstance(value, str) and re.match(r"^https?://[^\s/]+", value) is not None
+
+
+def _is_db_uri(value: Any) -> bool:
+    return isinstance(value, str) and (
+        value.startswith(("sqlite:", "postgres://", "postgresql://"))
+    )
+
+
+def _is_port(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 < value < 65536
+
+
+def _is_localpart(value: Any) -> bool:
+    return isinstance(value, str) and _LOCALPART.match(value) is not None
+
+
+def _is_nonempty_str(value: Any) -> bool:
+    return isinstance(value, str) and value.strip() != ""
+
+
+def _is_token(value: Any) -> bool:
+    # The example config's placeholder is not a token: it means -g was never run.
+    return _is_nonempty_str(value) and not value.startswith("This value is generated")
+
+
+def _is_bool(value: Any) -> bool:
+    return isinstance(value, bool)
+
+
+def _is_positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _is_mapping(value: Any) -> bool:
+    return isinstance(value, Mapping)
+
+
+@attrs.frozen
+class Key:
+    """One config key: where it lives, whether it must be given, and what a good value is."""
+
+    path: str
+    check: Callable[[Any], bool]
+    expect: str
+    default: Any = None
+    required: bool = False
+    # Keys the bridge itself fills in (tokens from `-g`) are only required when running.
+    needed_to_run_only: bool = False
+
+
+SCHEMA: tuple[Key, ...] = (
+    Key("homeserver.address", _is_http_url, "the homeserver's client-server URL, "
+        "e.g. https://matrix.example.org", required=True),
+    Key("homeserver.domain", lambda v: isinstance(v, str) and bool(_SERVER_NAME.match(v)),
+        "the server name in user IDs, e.g. example.org", required=True),
+    Key("homeserver.verify_ssl", _is_bool, "true or false", default=True),
+    Key("appservice.address", _is_http_url, "the URL the homeserver uses to reach the bridge, "
+        "e.g. http://localhost:29340", required=True),
+    Key("appservice.hostname", _is_nonempty_str, "the address to listen on, e.g. 127.0.0.1",
+        default="127.0.0.1"),
+    Key("appservice.port", _is_port, "a TCP port number (1-65535)", default=29340),
+    Key("appservice.id", _is_nonempty_str, "a unique appservice id, e.g. relayforge",
+        default="relayforge"),
+    Key("appservice.bot_username", _is_localpart,
+        "a Matrix localpart (lowercase letters, digits and ._=-/)", default="relayforgebot"),
+    Key("appservice.bot_displayname", lambda v: v is None or isinstance(v, str),
+        "a display name string", default="RelayForge bridge bot"),
+    Key("appservice.as_token", _is_token,
+        "a token; run with -g to generate the registration and tokens", needed_to_run_only=True),
+    Key("appservice.hs_token", _is_token,
+        "a token; run with -g to generate the registration and tokens", needed_to_run_only=True),
+    Key("appservice.ephemeral_events", _is_bool, "true or false", default=True),
+    Key("database.uri", _is_db_uri, "sqlite:FILE or postgres://user:pass@host/db",
+        default="sqlite:relayforge.db"),
+    Key("database.min_size", _is_positive_int, "a positive integer", default=1),
+    Key("database.max_size", _is_positive_int, "a positive integer", default=10),
+    Key("bridge.command_prefix", _is_nonempty_str, "a non-empty string such as !rf",
+        default="!rf"),
+    Key("bridge.permissions", _is_mapping,
+        'a mapping of "*", a server name or a user ID to relay, user or admin', required=True),
+    Key("vault.provider", lambda v: v in ("file", "pkcs11"), "file or pkcs11",
+        default="file"),
+    Key("vault.cache_seconds", lambda v: isinstance(v, int | float) and not isinstance(v, bool)
+        and 0 <= v <= 3600, "seconds between 0 and 3600", default=60),
+    Key("vault.file.key_path", _is_nonempty_str, "a file path", default="relayforge-master.key"),
+    Key("audit.checkpoint_file", _is_nonempty_str, "a file path",
+        default="relayforge-audit.checkpoint"),
+    Key("audit.checkpoint_every", _is_positive_int, "a positive number of records",
+        default=100),
+    Key("audit.notice_room", lambda v: isinstance(v, str) and v.startswith("!"),
+        "a room ID such as !abc:example.org"),
+    Key("audit.notice_interval_minutes", _is_positive_int, "a positive number of minutes",
+        default=60),
+    Key("identity.default_profiles",
+        lambda v: isinstance(v, list) and v and all(_is_nonempty_str(n) for n in v),
+        "a list of profile names, e.g. [Jobb, Privat]", default=["Jobb", "Privat"]),
+    Key("provisioning.shared_secret", lambda v: isinstance(v, str) and len(v) >= 32,
+        "a random string of at least 32 characters (for trusted integrations)"),
+    Key("web.public_url", _is_http_url,
+        "the URL people's browsers use to reach the bridge's web pages, e.g. "
+        "https://bridge.example.org"),
+    Key("metrics.enabled", _is_bool, "true or false", default=True),
+    Key("logging", _is_mapping, "a Python logging dictConfig mapping", default={
+        "version": 1,
+        "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+        "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+        "root": {"level": "INFO", "handlers": ["console"]},
+        "disable_existing_loggers": False,
+    }),
+)
+
+
+NETWORK_SETTINGS: dict[str, tuple[Key, ...]] = {
+    "xmpp": (
+        Key("networks.xmpp.ca_file", lambda v: isinstance(v, str) and os.path.isfile(v),
+            "the path of a PEM file of extra CAs to trust (or null)"),
+        Key("networks.xmpp.nameserver",
+            lambda v: isinstance(v, str) and re.match(r"^[0-9a-fA-F.:\[\]]+(:\d+)?$", v)
+            is not None, "host:port of the DNS server for SRV look-ups (or null for the "
+            "system's)"),
+    ),
+}
+
+
+NETWORK_LABELS = {"slack": "Slack", "discord": "Discord", "telegram": "Telegram",
+                  "xmpp": "XMPP"}
+
+
+def _network_keys(name: str) -> tuple[Key, ...]:
+    prefix = f"networks.{name}"
+    label = NETWORK_LABELS.get(name, name.title())
+    return (
+        *NETWORK_SETTINGS.get(name, ()),
+        Key(f"{prefix}.enabled", _is_bool, "true or false", default=False),
+        Key(f"{prefix}.username_template", _is_ghost_template,
+            "a localpart template containing {id} once, e.g. " f"{name}_{{id}}",
+            default=f"{name}_{{id}}"),
+        Key(f"{prefix}.displayname_template",
+            lambda v: isinstance(v, str) and "{displayname}" in v,
+            "a template containing {displayname}, e.g. {displayname} (" f"{label})",
+            default=f"{{displayname}} ({label})"),
+    )
+
+
+def _is_ghost_template(value: Any) -> bool:
+    if not isinstance(value, str) or value.count("{id}") != 1:
+        return False
+    return _is_localpart(value.replace("{id}", "x"))
+
+
+_MISSING = object()
+
+
+def get_path(data: Any, path: str, default: Any = _MISSING) -> Any:
+    """Look up a dotted path; anything that is not a mapping on the way means "not there"."""
+    node = data
+    for part in path.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return default
+        node = node[part]
+    return node
+
+
+def set_path(data: CommentedMap, path: str, value: Any) -> None:
+    *parents, last = path.split(".")
+    node = data
+    for part in parents:
+        if not isinstance(node.get(part), Mapping):
+            node[part] = CommentedMap()
+        node = node[part]
+    node[last] = value
+
+
+class Config(BaseFileConfig):
+    """The config file (round-trip) plus the validated, effective values the bridge runs on."""
+
+    def __init__(self, path: str, environ: Mapping[str, str] | None = None) -> None:
+        super().__init__(path, base_path="")
+        self.environ = dict(os.environ if environ is None else environ)
+        self.effective: CommentedMap = CommentedMap()
+
+    # BaseFileConfig hooks; this config never merges itself into a base file.
+    def load_base(self) -> None:
+        return None
+
+    def do_update(self, helper: Any) -> None:  # pragma: no cover - never called
+        raise NotImplementedError
+
+    def load(self) -> None:
+        try:
+            super().load()
+        except FileNotFoundError as e:
+            raise ConfigError(
+                [f"file not found; copy config.example.yaml to {self.path} and edit it"],
+                self.path,
+            ) from e
+        except YAMLError as e:
+            raise ConfigError([f"is not valid YAML: {e}"], self.path) from e
+        if self._data is None:
+            self._data = CommentedMap()
+        if not isinstance(self._data, Mapping):
+            raise ConfigError(["the top level must be a mapping of sections"], self.path)
+
+    @property
+    def network_names(self) -> list[str]:
+        configured = self._data.get("networks") or {}
+        names = list(KNOWN_NETWORKS)
+        if isinstance(configured, Mapping):
+            names += [n for n in configured if n not in names]
+        return names
+
+    def schema(self) -> Iterable[Key]:
+        yield from SCHEMA
+        for name in self.network_names:
+            yield from _network_keys(name)
+
+    def validate(self, *, for_run: bool = True) -> None:
+        """Build the effective values and raise ConfigError naming every bad or missing key."""
+        problems: list[str] = []
+        effective = copy.deepcopy(self._data)
+        problems += self._apply_env(effective)
+        sections = {key.path.split(".")[0] for key in self.schema() if "." in key.path}
+        for section in sorted(sections):
+            value = effective.get(section)
+            if value is not None and not isinstance(value, Mapping):
+                problems.append(f"{section}: got {value!r}; expected a mapping of keys")
+        for key in self.schema():
+            if key.needed_to_run_only and not for_run:
+                continue
+            value = get_path(effective, key.path)
+            if value is _MISSING or value is None:
+                if key.required or key.needed_to_run_only:
+                    problems.append(f"{key.path}: missing; expected {key.expect}")
+                elif key.default is not None:
+                    set_path(effective, key.path, copy.deepcopy(key.default))
+                continue
+            if not key.check(value):
+                problems.append(f"{key.path}: got {value!r}; expected {key.expect}")
+        problems += _check_pkcs11(effective)
+        from .security.policy import check_policy
+
+        problems += check_policy(get_path(effective, "policy", None))
+        from .identity.providers import parse_providers
+
+        problems += parse_providers(get_path(effective, "identity.providers", None))[1]
+        permissions = get_path(effective, "bridge.permissions", None)
+        if _is_mapping(permissions):
+            problems += _check_permissions(permissions)
+        if problems:
+            raise ConfigError(problems, self.path)
+        self.effective = effective
+
+    def _apply_env(self, target: CommentedMap) -> list[str]:
+        """RELAYFORGE_SECTION__KEY=value overrides section.key; values are parsed as YAML."""
+        problems = []
+        yaml = YAML(typ="safe")
+        for name, raw in sorted(self.environ.items()):
+            if not name.startswith(ENV_PREFIX):
+                continue
+            path = ".".join(p.lower() for p in name[len(ENV_PREFIX):].split("__"))
+            if not path or "" in path.split("."):
+                continue
+            try:
+                value = yaml.load(raw) if raw.strip() else ""
+            except YAMLError:
+                problems.append(f"{path} (from ${name}): not a valid YAML value")
+                continue
+            set_path(target, path, value)
+        return problems
+
+    def __getitem__(self, key: str) -> Any:
+        value = get_path(self.effective, key)
+        if value is _MISSING:
+            raise KeyError(key)
+        return value
+
+    def get(self, key: str, default: Any = None) -> Any:
+        value = get_path(self.effective, key)
+        return default if value is _MISSING else value
+
+    # Writing back: only the file's own document, never env overrides or defaults.
+    def set_in_file(self, key: str, value: Any) -> None:
+        set_path(self._data, key, value)
+        set_path(self.effective, key, value)
+
+    def save(self) -> None:
+        super().save()
+        if os.path.exists(self.path):
+            # The file now holds the appservice tokens: keep it private to its owner.
+            os.chmod(self.path, 0o600)
+
+
+def _check_permissions(permissions: Mapping[str, Any]) -> list[str]:
+    problems = []
+    for who, level in permissions.items():
+        where = f"bridge.permissions[{who!r}]"
+        if not isinstance(who, str) or not (
+            who == "*" or _MXID.match(who) or _SERVER_NAME.match(who)
+        ):
+            problems.append(f"{where}: expected \"*\", a server name or a user ID as the key")
+        elif level not in PERMISSION_LEVELS:
+            problems.append(f"{where}: got {level!r}; expected one of relay, user, admin")
+    return problems
+
+
+_PKCS11_KEYS = {
+    "module": "the path of the PKCS#11 module, e.g. /usr/lib/softhsm/libsofthsm2.so",
+    "token_label": "the label of the HSM token",
+    "key_label": "the label prefix of the master keys, e.g. relayforge-master",
+}
+
+
+def _check_pkcs11(effective: Mapping[str, Any]) -> list[str]:
+    settings = get_path(effective, "vault.pkcs11", None)
+    problems = []
+    if isinstance(settings, Mapping) and "pin" in settings:
+        problems.append("vault.pkcs11.pin: the PIN must not be in the config; use pin_env (an "
+                        "environment variable name) or pin_file")
+    if get_path(effective, "vault.provider", None) != "pkcs11":
+        return problems
+    if not isinstance(settings, Mapping):
+        settings = {}
+    for key, expect in _PKCS11_KEYS.items():
+        if not _is_nonempty_str(settings.get(key)):
+            problems.append(f"vault.pkcs11.{key}: missing; expected {expect}")
+    return problems
+
+
+def load_config(path: str, *, for_run: bool = True,
+                environ: Mapping[str, str] | None = None) -> Config:
+    config = Config(path, environ)
+    config.load()
+    config.validate(for_run=for_run)
+    return config

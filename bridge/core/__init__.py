@@ -1,0 +1,1 @@
+"""Network-neutral routing between Matrix and the connectors."""

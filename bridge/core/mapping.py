@@ -1,0 +1,136 @@
+"""Mapping rules: which remote rooms of a person's profile come into Matrix, and how."""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+from typing import Protocol
+
+from ..audit import AuditEvent, AuditLog
+from ..db import Storage
+from ..db.mapping_rule import MappingRule
+from ..db.persona import Persona, PersonaStatus
+from ..identity.accounts import new_id
+from ..matrix.portals import Portals
+from ..networks.base import Connector, RemoteInvite
+from ..networks.login import LoginFailed
+
+log = logging.getLogger("relayforge.mapping")
+
+
+class RuleRefused(Exception):
+    """The rule cannot be made; the message says why. Nothing was stored."""
+
+
+class SpaceLinker(Protocol):
+    async def add_to_space(self, space: str, room: str) -> None: ...
+
+
+class MappingRules:
+    def __init__(self, storage: Storage, audit: AuditLog, portals: Portals,
+                 connectors: dict[str, Connector], spaces: SpaceLinker) -> None:
+        self.storage = storage
+        self.audit = audit
+        self.portals = portals
+        self.connectors = connectors
+        self.spaces = spaces
+
+    async def persona_in(self, profile_id: str, network: str) -> Persona | None:
+        for persona in await self.storage.personas.for_profile(profile_id):
+            if persona.platform == network and persona.status == PersonaStatus.ACTIVE:
+                return persona
+        return None
+
+    async def add(self, account_id: str, owner: str, profile_name: str, network: str,
+                  remote: str, *, target_room: str | None = None, inbound_only: bool = False,
+                  relay: bool = False) -> MappingRule:
+        connector = self.connectors.get(network)
+        if connector is None:
+            raise RuleRefused(f'"{network}" is not a network this bridge runs.')
+        profile = await self.storage.profiles.by_name(account_id, profile_name)
+        if profile is None:
+            raise RuleRefused(f'You have no profile called "{profile_name}".')
+        persona = await self.persona_in(profile.id, network)
+        if persona is None:
+            raise RuleRefused(f'Link a {network} account in the profile "{profile.name}" '
+                              f'first: link {network} ADDRESS --profile "{profile.name}".')
+        rule = MappingRule(new_id("rule"), account_id, profile.id, network, remote,
+                           target_room, inbound_only, relay)
+        if "*" not in remote:
+            # A pattern rule waits for invites to rooms it covers (see handle_invite).
+            await self._activate(rule, persona, owner)
+        if not await self.storage.rules.add(rule):
+            raise RuleRefused(f"{remote} is already mapped in that profile.")
+        await self.audit.append(AuditEvent.ADMIN_ACTION, actor=owner, account=account_id,
+                                profile=profile.id, persona=persona.id,
+                                details={"what": "rule_added", "network": network,
+                                         "remote": remote, "inbound_only": inbound_only,
+                                         "relay": relay})
+        return rule
+
+    async def _activate(self, rule: MappingRule, persona: Persona, owner: str) -> None:
+        connector = self.connectors[rule.network]
+        since = await self.storage.db.fetchval(
+            "SELECT MAX(timestamp) FROM message WHERE network=$1 AND remote_room=$2",
+            rule.network, rule.remote)
+        try:
+            room = await connector.join(persona.id, rule.remote,
+                                        since_ms=since - 5000 if since else None)
+        except (LoginFailed, TimeoutError, NotImplementedError) as e:
+            raise RuleRefused(f"Could not join {rule.remote} on {rule.network}: {e}") from e
+        if rule.target_room:
+            portal = await self.portals.adopt(rule.network, room, rule.target_room)
+        else:
+            portal = await self.portals.ensure(rule.network, room, owner)
+        profile = next(p for p in await self.storage.profiles.for_account(rule.account_id)
+                       if p.id == rule.profile_id)
+        if profile.space_mxid and portal.mxid:
+            await self.spaces.add_to_space(profile.space_mxid, portal.mxid)
+
+    async def handle_invite(self, network: str, invite: RemoteInvite) -> None:
+        """An invite to a room that a pattern rule of the person's profile covers (say
+        `*@conference.example.org`) maps that room like an explicit rule would."""
+        persona = await self.storage.personas.get(invite.persona_id or "")
+        if persona is None:
+            return
+        room = invite.room.remote_id
+        for rule in await self.storage.rules.for_profile_network(persona.profile_id, network):
+            if "*" not in rule.remote or not fnmatch.fnmatchcase(room, rule.remote):
+                continue
+            owner = invite.receiver or ""
+            profile = next(p for p in await self.storage.profiles.for_account(rule.account_id)
+                           if p.id == rule.profile_id)
+            try:
+                await self.add(rule.account_id, owner, profile.name, network, room,
+                               inbound_only=rule.inbound_only, relay=rule.relay)
+            except RuleRefused as e:
+                log.info("Invite to %s not mapped: %s", room, e)
+            return
+
+    async def activate_all(self, persona: Persona | None = None) -> None:
+        """After a restart (or a resume): rejoin the mapped rooms with their persona's
+        session; only those of `persona` when given."""
+        rules = (await self.storage.rules.for_profile_network(persona.profile_id,
+                                                              persona.platform)
+                 if persona else await self.storage.rules.all())
+        for rule in rules:
+            if "*" in rule.remote:
+                continue
+            persona = await self.persona_in(rule.profile_id, rule.network)
+            owners = await self.storage.accounts.matrix_users(rule.account_id)
+            if persona is None or rule.network not in self.connectors or not owners:
+                continue
+            try:
+                await self._activate(rule, persona, owners[0])
+            except RuleRefused as e:
+                log.warning("Rule %s not active: %s", rule.id, e)
+
+    async def remove(self, account_id: str, rule_id: str, actor: str) -> MappingRule:
+        rule = next((r for r in await self.storage.rules.for_account(account_id)
+                     if r.id == rule_id), None)
+        if rule is None:
+            raise RuleRefused(f'You have no rule "{rule_id}". See "rules".')
+        await self.storage.rules.delete(rule_id)
+        await self.audit.append(AuditEvent.ADMIN_ACTION, actor=actor, account=account_id,
+                                details={"what": "rule_removed", "remote": rule.remote})
+        return rule

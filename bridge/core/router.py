@@ -1,0 +1,396 @@
+"""Routing between Matrix portals and connectors, with the message map translating ids.
+
+Remote -> Matrix: the event arrives from a connector; the ghost and portal are made on demand;
+the Matrix event id is recorded against the remote id. Matrix -> remote: an event in a portal
+becomes a neutral `Matrix*` event whose targets are already remote ids.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from mautrix.appservice import IntentAPI
+from mautrix.types import (
+    EventID,
+    FileInfo,
+    Format,
+    MediaMessageEventContent,
+    MessageEvent,
+    MessageType,
+    ReactionEvent,
+    RedactionEvent,
+    RoomID,
+    TextMessageEventContent,
+    UserID,
+)
+
+from ..db import MessageKind, MessageRow, Portal, Storage
+from ..db.first_send import HeldSend
+from ..matrix.ghosts import Ghosts
+from ..matrix.portals import Portals
+from ..metrics import Metrics
+from ..networks.base import (
+    Attachment,
+    Connector,
+    MatrixEdit,
+    MatrixEvent,
+    MatrixMessage,
+    MatrixReaction,
+    MatrixRead,
+    MatrixRedaction,
+    MatrixTyping,
+    RemoteEdit,
+    RemoteEvent,
+    RemoteInvite,
+    RemoteMessage,
+    RemoteReaction,
+    RemoteRead,
+    RemoteRedaction,
+    RemoteRoom,
+    RemoteTyping,
+)
+from ..security.impersonation import Action
+from .authority import Authority, NotAllowedHere
+
+log = logging.getLogger("relayforge.router")
+
+_TEXT_TYPES = (MessageType.TEXT, MessageType.NOTICE, MessageType.EMOTE)
+T = TypeVar("T")
+
+
+class ConnectorSink:
+    """The door one connector reports through; it knows which network is talking."""
+
+    def __init__(self, router: Router, network: str) -> None:
+        self.router = router
+        self.network = network
+
+    async def handle_remote_event(self, event: RemoteEvent) -> None:
+        await self.router.handle_remote_event(self.network, event)
+
+
+class Router:
+    def __init__(self, storage: Storage, portals: Portals, ghosts: Ghosts,
+                 connectors: dict[str, Connector], metrics: Metrics) -> None:
+        self.storage = storage
+        self.portals = portals
+        self.ghosts = ghosts
+        self.connectors = connectors
+        self.metrics = metrics
+        # Set when people act through their own personas (networks that puppet).
+        self.authority: Authority | None = None
+        # Set by the mapping rules: what to do when someone is invited to a remote room.
+        self.on_invite: Callable[[str, RemoteInvite], Awaitable[None]] | None = None
+
+    def sink_for(self, network: str) -> ConnectorSink:
+        return ConnectorSink(self, network)
+
+    # ---- remote -> Matrix ------------------------------------------------------------------
+
+    async def handle_remote_event(self, network: str, event: RemoteEvent) -> None:
+        kind = type(event).__name__
+        self.metrics.remote_events.labels(network=network, type=kind).inc()
+        with self.metrics.send_seconds.labels(network=network, direction="to_matrix").time():
+            if isinstance(event, RemoteMessage):
+                await self._remote_message(network, event)
+            elif isinstance(event, RemoteEdit):
+                await self._remote_edit(network, event)
+            elif isinstance(event, RemoteRedaction):
+                await self._remote_redaction(network, event)
+            elif isinstance(event, RemoteReaction):
+                await self._remote_reaction(network, event)
+            elif isinstance(event, RemoteTyping | RemoteRead):
+                await self._remote_signal(network, event)
+            elif isinstance(event, RemoteInvite):
+                if self.on_invite is not None:
+                    await self.on_invite(network, event)
+            else:
+                raise TypeError(f"unknown remote event type {kind}")
+        self.metrics.sends.labels(network=network, direction="to_matrix", type=kind).inc()
+
+    async def _target(self, network: str, room: RemoteRoom, remote_id: str) -> MessageRow | None:
+        row = await self.storage.messages.get_by_remote(network, room.remote_id, remote_id)
+        if row is None:
+            log.debug("No Matrix event for %s message %s in %s", network, remote_id,
+                      room.remote_id)
+        return row
+
+    async def _remote_message(self, network: str, event: RemoteMessage) -> None:
+        messages = self.storage.messages
+        if await messages.get_by_remote(network, event.room.remote_id, event.message_id):
+            return  # delivered twice by the network: already in Matrix
+        portal = await self.portals.ensure(network, event.room, _user(event.receiver))
+        intent = await self.ghosts.ensure(network, event.sender)
+        content = (await _media_content(intent, event.attachment) if event.attachment
+                   else _text_content(event.text, event.html))
+        if event.reply_to:
+            target = await self._target(network, event.room, event.reply_to)
+            if target:
+                content.set_reply(target.mxid)
+        event_id = await intent.send_message(
+            portal.mxid, content, timestamp=event.timestamp_ms,
+            txn_id=_txn_id(network, event.room, event.message_id),
+        )
+        await self._remember(network, event.room, event.message_id, MessageKind.MESSAGE,
+                             event_id, portal, intent.mxid)
+
+    async def _remote_edit(self, network: str, event: RemoteEdit) -> None:
+        target = await self._target(network, event.room, event.target_id)
+        if target is None:
+            return
+        intent = await self.ghosts.ensure(network, event.sender)
+        content = _text_content(event.text, event.html)
+        content.set_edit(target.mxid)
+        await intent.send_message(target.room_mxid, content, timestamp=event.timestamp_ms)
+
+    async def _remote_redaction(self, network: str, event: RemoteRedaction) -> None:
+        target = await self._target(network, event.room, event.target_id)
+        if target is None:
+            return
+        intent = await self.ghosts.ensure(network, event.sender)
+        await intent.redact(target.room_mxid, target.mxid)
+        await self.storage.messages.delete(target.mxid)
+
+    async def _remote_reaction(self, network: str, event: RemoteReaction) -> None:
+        messages = self.storage.messages
+        if await messages.get_by_remote(network, event.room.remote_id, event.reaction_id):
+            return
+        target = await self._target(network, event.room, event.target_id)
+        if target is None:
+            return
+        intent = await self.ghosts.ensure(network, event.sender)
+        event_id = await intent.react(
+            target.room_mxid, target.mxid, event.key,
+            txn_id=_txn_id(network, event.room, event.reaction_id),
+        )
+        portal = await self.storage.portals.get(network, event.room.remote_id)
+        assert portal is not None  # the target message lives in it
+        await self._remember(network, event.room, event.reaction_id, MessageKind.REACTION,
+                             event_id, portal, intent.mxid)
+
+    async def _remote_signal(self, network: str, event: RemoteTyping | RemoteRead) -> None:
+        portal = await self.storage.portals.get(network, event.room.remote_id)
+        if portal is None or portal.mxid is None:
+            return  # no room in Matrix yet: nobody to show it to
+        intent = await self.ghosts.ensure(network, event.sender)
+        await intent.ensure_joined(portal.mxid)
+        if isinstance(event, RemoteTyping):
+            await intent.set_typing(portal.mxid, timeout=30_000 if event.typing else 0)
+            return
+        target = await self._target(network, event.room, event.target_id)
+        if target is not None:
+            await intent.mark_read(portal.mxid, target.mxid)
+
+    async def handle_matrix_typing(self, portal: Portal, user: str, typing: bool) -> None:
+        await self._signal(portal, user, Action.TYPING, lambda room, token: MatrixTyping(
+            room=room, sender_mxid=user, event_id="", typing=typing, authorization=token))
+
+    async def handle_matrix_read(self, portal: Portal, user: str, event_id: EventID) -> None:
+        target = await self.storage.messages.get_by_mxid(event_id)
+        if target is None or target.sender_mxid == user:
+            return
+        await self._signal(portal, user, Action.READ, lambda room, token: MatrixRead(
+            room=room, sender_mxid=user, event_id=event_id, target_id=target.remote_id,
+            authorization=token))
+
+    async def _signal(self, portal: Portal, user: str, action: Action,
+                      make: Callable[[RemoteRoom, str | None], MatrixEvent]) -> None:
+        """Typing and read receipts: best effort, never a notice (they are not messages)."""
+        connector = self.connectors.get(portal.network)
+        if connector is None:
+            return
+        try:
+            token, _ = await self._acting(connector, user, portal, action)
+        except NotAllowedHere:
+            return
+        await connector.deliver(make(RemoteRoom(portal.remote_id, portal.name), token))
+
+    async def _remember(self, network: str, room: RemoteRoom, remote_id: str,
+                        kind: MessageKind, event_id: EventID, portal: Portal,
+                        sender: UserID) -> None:
+        await self.storage.messages.insert(MessageRow(
+            network=network, remote_room=room.remote_id, remote_id=remote_id, kind=kind,
+            mxid=event_id, room_mxid=portal.mxid, sender_mxid=sender,
+        ))
+
+    # ---- Matrix -> remote ------------------------------------------------------------------
+
+    async def portal_for(self, room_id: RoomID) -> Portal | None:
+        return await self.portals.get_by_mxid(room_id)
+
+    async def handle_matrix_message(self, portal: Portal, evt: MessageEvent) -> None:
+        content = evt.content
+        attachment = None
+        if isinstance(content, MediaMessageEventContent) and content.url:
+            attachment = Attachment(
+                content.body or "file",
+                (content.info.mimetype if content.info else None) or "application/octet-stream",
+                await self.ghosts.bot_intent.download_media(content.url))
+        elif content.msgtype not in _TEXT_TYPES or not isinstance(content,
+                                                                  TextMessageEventContent):
+            log.debug("Not bridging %s message %s yet", content.msgtype, evt.event_id)
+            return
+        if await self.storage.messages.get_by_mxid(evt.event_id):
+            return  # a replayed event: already delivered
+        connector, room = self._connector(portal), RemoteRoom(portal.remote_id, portal.name)
+        edit_of = content.get_edit() if attachment is None else None
+        if edit_of:
+            target = await self.storage.messages.get_by_mxid(edit_of)
+            if target is None:
+                return
+            token, prefix = await self._acting(connector, evt.sender, portal, Action.EDIT)
+            await self._deliver(portal, "edit", connector.deliver(MatrixEdit(
+                room=room, sender_mxid=evt.sender, event_id=evt.event_id,
+                target_id=target.remote_id, text=prefix + content.body,
+                html=(prefix + content.formatted_body) if content.formatted_body else None,
+                authorization=token,
+            )))
+            return
+        reply_to = None
+        if content.get_reply_to():
+            target = await self.storage.messages.get_by_mxid(content.get_reply_to())
+            reply_to = target.remote_id if target else None
+        if attachment is None:
+            content.trim_reply_fallback()
+        formatted = getattr(content, "formatted_body", None)
+        token, prefix, persona_id = await self._acting_as(connector, evt.sender, portal,
+                                                          Action.SEND)
+        first_sends = self.storage.first_sends
+        if persona_id and await first_sends.required(persona_id, portal.remote_id):
+            await first_sends.hold(HeldSend(evt.event_id, evt.room_id, evt.sender, persona_id,
+                                            portal.remote_id))
+            raise HeldForConfirmation(portal.name or portal.remote_id)
+        result = await self._deliver(portal, "message", connector.deliver(MatrixMessage(
+            room=room, sender_mxid=evt.sender, event_id=evt.event_id,
+            text=prefix + content.body, html=(prefix + formatted) if formatted else None,
+            reply_to=reply_to, authorization=token, attachment=attachment,
+        )))
+        assert result is not None  # a sent message always gets a remote id
+        if persona_id:
+            await first_sends.mark_sent(persona_id, portal.remote_id)
+        await self._remember(portal.network, room, result.remote_id, MessageKind.MESSAGE,
+                             evt.event_id, portal, evt.sender)
+
+    async def handle_matrix_reaction(self, portal: Portal, evt: ReactionEvent) -> None:
+        relation = evt.content.relates_to
+        if await self.storage.messages.get_by_mxid(evt.event_id):
+            return
+        target = await self.storage.messages.get_by_mxid(relation.event_id)
+        if target is None:
+            return
+        connector, room = self._connector(portal), RemoteRoom(portal.remote_id, portal.name)
+        token, _ = await self._acting(connector, evt.sender, portal, Action.REACT)
+        result = await self._deliver(portal, "reaction", connector.deliver(MatrixReaction(
+            room=room, sender_mxid=evt.sender, event_id=evt.event_id,
+            target_id=target.remote_id, key=relation.key, authorization=token,
+        )))
+        assert result is not None
+        await self._remember(portal.network, room, result.remote_id, MessageKind.REACTION,
+                             evt.event_id, portal, evt.sender)
+
+    async def handle_matrix_redaction(self, portal: Portal, evt: RedactionEvent) -> None:
+        target = await self.storage.messages.get_by_mxid(evt.redacts)
+        if target is None:
+            return
+        connector, room = self._connector(portal), RemoteRoom(portal.remote_id, portal.name)
+        token, _ = await self._acting(connector, evt.sender, portal, Action.DELETE)
+        await self._deliver(portal, "redaction", connector.deliver(MatrixRedaction(
+            room=room, sender_mxid=evt.sender, event_id=evt.event_id,
+            target_id=target.remote_id,
+            target_is_reaction=target.kind == MessageKind.REACTION,
+            reason=evt.content.reason, authorization=token,
+        )))
+        await self.storage.messages.delete(target.mxid)
+
+    async def _acting(self, connector: Connector, sender: str, portal: Portal,
+                      action: Action) -> tuple[str | None, str]:
+        """The impersonation token for this action, and a "Name: " prefix when relaying."""
+        token, prefix, _ = await self._acting_as(connector, sender, portal, action)
+        return token, prefix
+
+    async def _acting_as(self, connector: Connector, sender: str, portal: Portal,
+                         action: Action) -> tuple[str | None, str, str | None]:
+        """Like `_acting`, and which persona acts (None when relaying or not puppeting)."""
+        if not connector.requires_authorization or self.authority is None:
+            return None, "", None
+        acting = await self.authority.act(sender, portal, action)
+        if acting.relayed_for is None:
+            return acting.token, "", acting.persona.id
+        name = await self.ghosts.bot_intent.get_displayname(UserID(sender)) or sender
+        return acting.token, f"{name}: ", None
+
+    def _connector(self, portal: Portal) -> Connector:
+        connector = self.connectors.get(portal.network)
+        if connector is None:
+            raise NetworkUnavailable(portal.network)
+        return connector
+
+    async def _deliver(self, portal: Portal, kind: str, sending: Awaitable[T]) -> T:
+        started = time.perf_counter()
+        try:
+            result = await sending
+        except Exception as e:
+            self.metrics.errors.labels(where=f"send_{portal.network}").inc()
+            raise DeliveryFailed(portal.network, kind) from e
+        self.metrics.send_seconds.labels(network=portal.network, direction="to_remote").observe(
+            time.perf_counter() - started
+        )
+        self.metrics.sends.labels(network=portal.network, direction="to_remote", type=kind).inc()
+        return result
+
+
+class HeldForConfirmation(Exception):
+    """A first message into a remote room waits for the person's `confirm`."""
+
+    def __init__(self, where: str) -> None:
+        super().__init__(
+            f"Held: this is your first message into {where}. Send \"confirm\" in your "
+            "management room to send it, or \"cancel\" to drop it.")
+
+
+class DeliveryFailed(Exception):
+    """The connector could not deliver something a Matrix user sent."""
+
+    def __init__(self, network: str, kind: str) -> None:
+        super().__init__(f"Your {kind} could not be delivered to {network}.")
+        self.network = network
+        self.kind = kind
+
+
+class NetworkUnavailable(Exception):
+    def __init__(self, network: str) -> None:
+        super().__init__(f"The {network} network is not running on this bridge right now.")
+        self.network = network
+
+
+async def _media_content(intent: IntentAPI, attachment: Attachment
+                         ) -> MediaMessageEventContent:
+    url = await intent.upload_media(attachment.data, mime_type=attachment.mimetype,
+                                    filename=attachment.name, size=len(attachment.data))
+    kind = MessageType.IMAGE if attachment.mimetype.startswith("image/") else MessageType.FILE
+    return MediaMessageEventContent(
+        msgtype=kind, body=attachment.name, url=url,
+        info=FileInfo(mimetype=attachment.mimetype, size=len(attachment.data)))
+
+
+def _text_content(text: str, html: str | None) -> TextMessageEventContent:
+    content = TextMessageEventContent(msgtype=MessageType.TEXT, body=text)
+    if html:
+        content.format = Format.HTML
+        content.formatted_body = html
+    return content
+
+
+def _txn_id(network: str, room: RemoteRoom, remote_id: str) -> str:
+    """A transaction id fixed by the remote id: if a crash makes us send again, the homeserver
+    recognises the retry and does not post the message twice."""
+    digest = hashlib.sha256(f"{network}\0{room.remote_id}\0{remote_id}".encode()).hexdigest()
+    return f"rf-{digest[:32]}"
+
+
+def _user(mxid: str | None) -> UserID | None:
+    return UserID(mxid) if mxid else None

@@ -1,0 +1,75 @@
+"""Each active persona's session on its network, opened from its sealed credentials."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from ..db import Storage
+from ..db.persona import Persona, PersonaStatus
+from ..networks.base import Connector
+from ..security.vault import Vault, VaultError
+
+log = logging.getLogger("relayforge.sessions")
+
+
+class PersonaSessions:
+    def __init__(self, storage: Storage, vault: Vault, connectors: dict[str, Connector]
+                 ) -> None:
+        self.storage = storage
+        self.vault = vault
+        self.connectors = connectors
+
+    async def _owner(self, persona: Persona) -> str | None:
+        row = await self.storage.db.fetchrow(
+            "SELECT m.mxid FROM profile p JOIN account_matrix_user m "
+            "ON m.account_id = p.account_id WHERE p.id=$1 ORDER BY m.added_at LIMIT 1",
+            persona.profile_id)
+        return row["mxid"] if row else None
+
+    async def credentials(self, persona: Persona) -> dict[str, str]:
+        rows = await self.storage.db.fetch(
+            "SELECT field FROM vault_secret WHERE profile=$1 AND persona=$2",
+            *persona.vault_ref)
+        return {row["field"]: await self.vault.open_text(*persona.vault_ref, row["field"])
+                for row in rows}
+
+    async def open(self, persona: Persona) -> None:
+        connector = self.connectors.get(persona.platform)
+        if connector is None or persona.status != PersonaStatus.ACTIVE:
+            return
+        owner = await self._owner(persona)
+        try:
+            credentials = await self.credentials(persona)
+        except VaultError:
+            log.exception("Credentials of persona %s do not open", persona.id)
+            await self.storage.personas.set_status(persona.id, PersonaStatus.NEEDS_REAUTH)
+            return
+        await connector.open_session(persona.id, persona.external_user_id, credentials,
+                                     owner or "")
+
+    async def open_all(self) -> None:
+        """Open every active persona's session, all at once."""
+        personas = []
+        for network in self.connectors:
+            rows = await self.storage.db.fetch(
+                "SELECT id FROM persona WHERE platform=$1 AND status=$2", network,
+                PersonaStatus.ACTIVE.value)
+            personas += [p for r in rows if (p := await self.storage.personas.get(r["id"]))]
+        results = await asyncio.gather(*(self.open(p) for p in personas),
+                                       return_exceptions=True)
+        for persona, result in zip(personas, results, strict=True):
+            if isinstance(result, Exception):
+                log.error("Could not open the session of persona %s: %s", persona.id, result)
+
+    async def follow(self, persona: Persona) -> None:
+        """Open or close a persona's session to match its status (pause, resume, revoke)."""
+        if persona.status == PersonaStatus.ACTIVE:
+            await self.open(persona)
+        else:
+            await self.close(persona)
+
+    async def close(self, persona: Persona) -> None:
+        connector = self.connectors.get(persona.platform)
+        if connector is not None:
+            await connector.close_session(persona.id)

@@ -1,0 +1,64 @@
+"""message: remote message id <-> Matrix event id, per portal."""
+
+from __future__ import annotations
+
+import time
+from enum import StrEnum
+
+import attrs
+from mautrix.types import EventID, RoomID, UserID
+from mautrix.util.async_db import Database
+
+
+class MessageKind(StrEnum):
+    MESSAGE = "message"
+    REACTION = "reaction"
+
+
+@attrs.define
+class MessageRow:
+    network: str
+    remote_room: str
+    remote_id: str
+    kind: MessageKind
+    mxid: EventID
+    room_mxid: RoomID
+    sender_mxid: UserID
+    timestamp: int = attrs.field(factory=lambda: int(time.time() * 1000))
+
+    @classmethod
+    def from_row(cls, row: dict) -> MessageRow:
+        return cls(**{**dict(row), "kind": MessageKind(row["kind"])})
+
+
+class MessageStore:
+    _columns = "network, remote_room, remote_id, kind, mxid, room_mxid, sender_mxid, timestamp"
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def insert(self, row: MessageRow) -> bool:
+        """Record a mapping; False if either side was already mapped (a duplicate delivery)."""
+        result = await self.db.fetchval(
+            f"INSERT INTO message ({self._columns}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) "
+            "ON CONFLICT DO NOTHING RETURNING mxid",
+            row.network, row.remote_room, row.remote_id, row.kind.value, row.mxid,
+            row.room_mxid, row.sender_mxid, row.timestamp,
+        )
+        return result is not None
+
+    async def get_by_remote(self, network: str, remote_room: str, remote_id: str
+                            ) -> MessageRow | None:
+        row = await self.db.fetchrow(
+            f"SELECT {self._columns} FROM message "
+            "WHERE network=$1 AND remote_room=$2 AND remote_id=$3",
+            network, remote_room, remote_id,
+        )
+        return MessageRow.from_row(row) if row else None
+
+    async def get_by_mxid(self, mxid: EventID) -> MessageRow | None:
+        row = await self.db.fetchrow(f"SELECT {self._columns} FROM message WHERE mxid=$1", mxid)
+        return MessageRow.from_row(row) if row else None
+
+    async def delete(self, mxid: EventID) -> None:
+        await self.db.execute("DELETE FROM message WHERE mxid=$1", mxid)

@@ -1,0 +1,58 @@
+"""profile: a named set of personas (e.g. Jobb, Privat), each with its own Matrix space."""
+
+from __future__ import annotations
+
+import time
+
+import attrs
+from mautrix.util.async_db import Database
+
+
+@attrs.define
+class Profile:
+    id: str
+    account_id: str
+    name: str
+    space_mxid: str | None
+    created_at: int = attrs.field(factory=lambda: int(time.time() * 1000))
+
+
+_COLUMNS = "id, account_id, name, space_mxid, created_at"
+
+
+class ProfileStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def add(self, profile: Profile) -> bool:
+        """False if the account already has a profile with this name."""
+        added = await self.db.fetchval(
+            f"INSERT INTO profile ({_COLUMNS}) VALUES ($1, $2, $3, $4, $5) "
+            "ON CONFLICT (account_id, name) DO NOTHING RETURNING id",
+            *attrs.astuple(profile),
+        )
+        return added is not None
+
+    async def for_account(self, account_id: str) -> list[Profile]:
+        rows = await self.db.fetch(
+            f"SELECT {_COLUMNS} FROM profile WHERE account_id=$1 ORDER BY created_at, name",
+            account_id,
+        )
+        return [Profile(**row) for row in rows]
+
+    async def by_name(self, account_id: str, name: str) -> Profile | None:
+        row = await self.db.fetchrow(
+            f"SELECT {_COLUMNS} FROM profile WHERE account_id=$1 AND lower(name)=lower($2)",
+            account_id, name,
+        )
+        return Profile(**row) if row else None
+
+    async def set_space(self, profile_id: str, space_mxid: str) -> None:
+        await self.db.execute("UPDATE profile SET space_mxid=$2 WHERE id=$1",
+                              profile_id, space_mxid)
+
+    async def rename(self, profile_id: str, name: str) -> None:
+        await self.db.execute("UPDATE profile SET name=$2 WHERE id=$1", profile_id, name)
+
+    async def delete(self, profile_id: str) -> None:
+        await self.db.execute("DELETE FROM profile WHERE id=$1", profile_id)

@@ -1,0 +1,265 @@
+"""Numbered schema migrations. v1 is the first schema; later versions append upgrades."""
+
+from __future__ import annotations
+
+import logging
+
+from mautrix.util.async_db import Connection, Scheme, UpgradeTable
+
+upgrade_table = UpgradeTable(
+    version_table_name="relayforge_version",
+    database_name="RelayForge",
+    log=logging.getLogger("relayforge.db.upgrade"),
+)
+
+
+@upgrade_table.register(description="Core tables: portals, puppets, messages, transactions")
+async def upgrade_v1(conn: Connection, scheme: Scheme) -> None:
+    await conn.execute("""
+        CREATE TABLE portal (
+            network    TEXT NOT NULL,
+            remote_id  TEXT NOT NULL,
+            mxid       TEXT UNIQUE,
+            name       TEXT,
+            created_at BIGINT NOT NULL,
+            PRIMARY KEY (network, remote_id)
+        )
+    """)
+    await conn.execute("""
+        CREATE TABLE puppet (
+            network     TEXT NOT NULL,
+            remote_id   TEXT NOT NULL,
+            mxid        TEXT NOT NULL UNIQUE,
+            displayname TEXT,
+            avatar_url  TEXT,
+            PRIMARY KEY (network, remote_id)
+        )
+    """)
+    # Remote message ids are only unique inside their room on some networks (Slack's ts),
+    # so the remote room is part of the key.
+    await conn.execute("""
+        CREATE TABLE message (
+            network     TEXT NOT NULL,
+            remote_room TEXT NOT NULL,
+            remote_id   TEXT NOT NULL,
+            kind        TEXT NOT NULL,
+            mxid        TEXT NOT NULL UNIQUE,
+            room_mxid   TEXT NOT NULL,
+            sender_mxid TEXT NOT NULL,
+            timestamp   BIGINT NOT NULL,
+            PRIMARY KEY (network, remote_room, remote_id),
+            FOREIGN KEY (network, remote_room) REFERENCES portal (network, remote_id)
+                ON DELETE CASCADE
+        )
+    """)
+    await conn.execute("CREATE INDEX message_room_idx ON message (room_mxid)")
+    await conn.execute("""
+        CREATE TABLE appservice_txn (
+            txn_id     TEXT PRIMARY KEY,
+            handled_at BIGINT NOT NULL
+        )
+    """)
+    await conn.execute("""
+        CREATE TABLE management_room (
+            user_mxid TEXT PRIMARY KEY,
+            room_id   TEXT NOT NULL
+        )
+    """)
+
+
+@upgrade_table.register(description="Vault keys and secrets, audit log, impersonation token ids")
+async def upgrade_v2(conn: Connection, scheme: Scheme) -> None:
+    blob = "BLOB" if scheme == Scheme.SQLITE else "BYTEA"
+    await conn.execute("""
+        CREATE TABLE vault_master_key (
+            version    INTEGER PRIMARY KEY,
+            provider   TEXT NOT NULL,
+            state      TEXT NOT NULL,
+            created_at BIGINT NOT NULL
+        )
+    """)
+    await conn.execute(f"""
+        CREATE TABLE vault_data_key (
+            profile        TEXT PRIMARY KEY,
+            version        INTEGER NOT NULL,
+            master_version INTEGER NOT NULL REFERENCES vault_master_key (version),
+            wrapped        {blob} NOT NULL,
+            created_at     BIGINT NOT NULL
+        )
+    """)
+    await conn.execute("CREATE INDEX vault_data_key_master_idx ON vault_data_key (master_version)")
+    await conn.execute(f"""
+        CREATE TABLE vault_secret (
+            profile     TEXT NOT NULL REFERENCES vault_data_key (profile),
+            persona     TEXT NOT NULL,
+            field       TEXT NOT NULL,
+            key_version INTEGER NOT NULL,
+            nonce       {blob} NOT NULL,
+            ciphertext  {blob} NOT NULL,
+            updated_at  BIGINT NOT NULL,
+            PRIMARY KEY (profile, persona, field)
+        )
+    """)
+    await conn.execute("""
+        CREATE TABLE audit_log (
+            seq        BIGINT PRIMARY KEY,
+            ts         TEXT NOT NULL,
+            actor      TEXT NOT NULL,
+            account    TEXT,
+            profile    TEXT,
+            persona    TEXT,
+            event_type TEXT NOT NULL,
+            details    TEXT NOT NULL,
+            prev_hash  TEXT NOT NULL,
+            mac        TEXT NOT NULL
+        )
+    """)
+    await conn.execute("CREATE INDEX audit_log_account_idx ON audit_log (account, seq)")
+    await conn.execute("CREATE INDEX audit_log_actor_idx ON audit_log (actor, seq)")
+    await conn.execute("""
+        CREATE TABLE impersonation_jti (
+            jti        TEXT PRIMARY KEY,
+            expires_at BIGINT NOT NULL
+        )
+    """)
+
+
+@upgrade_table.register(description="Accounts, profiles, personas, login identities, merges")
+async def upgrade_v3(conn: Connection, scheme: Scheme) -> None:
+    await conn.execute("""
+        CREATE TABLE account (
+            id          TEXT PRIMARY KEY,
+            status      TEXT NOT NULL,
+            credits     BIGINT NOT NULL DEFAULT 0,
+            merged_into TEXT REFERENCES account (id),
+            created_at  BIGINT NOT NULL
+        )
+    """)
+    await conn.execute("""
+        CREATE TABLE account_matrix_user (
+            mxid       TEXT PRIMARY KEY,
+            account_id TEXT NOT NULL REFERENCES account (id),
+            added_at   BIGINT NOT NULL
+        )
+    """)
+    await conn.execute("CREATE INDEX account_matrix_user_account_idx "
+                       "ON account_matrix_user (account_id)")
+    await conn.execute("""
+        CREATE TABLE login_identity (
+            issuer         TEXT NOT NULL,
+            subject        TEXT NOT NULL,
+            provider_id    TEXT NOT NULL,
+            account_id     TEXT NOT NULL REFERENCES account (id),
+            email          TEXT,
+            email_verified BOOLEAN NOT NULL,
+            email_trusted  BOOLEAN NOT NULL,
+            added_how      TEXT NOT NULL,
+            added_at       BIGINT NOT NULL,
+            PRIMARY KEY (issuer, subject)
+        )
+    """)
+    await conn.execute("CREATE INDEX login_identity_account_idx ON login_identity (account_id)")
+    await conn.execute("CREATE INDEX login_identity_email_idx ON login_identity (email)")
+    await conn.execute("""
+        CREATE TABLE profile (
+            id         TEXT PRIMARY KEY,
+            account_id TEXT NOT NULL REFERENCES account (id),
+            name       TEXT NOT NULL,
+            space_mxid TEXT,
+            created_at BIGINT NOT NULL,
+            UNIQUE (account_id, name)
+        )
+    """)
+    await conn.execute("""
+        CREATE TABLE persona (
+            id               TEXT PRIMARY KEY,
+            profile_id       TEXT NOT NULL REFERENCES profile (id),
+            -- The vault keeps its secrets under the profile it was linked in, even if a merge
+            -- later moves it: sealed secrets never need re-encrypting.
+            vault_profile    TEXT NOT NULL,
+            platform         TEXT NOT NULL,
+            external_user_id TEXT NOT NULL,
+            display_name     TEXT,
+            avatar_hash      TEXT,
+            scopes           TEXT NOT NULL,
+            last_refresh     TEXT,
+            status           TEXT NOT NULL,
+            created_at       BIGINT NOT NULL,
+            UNIQUE (platform, external_user_id)
+        )
+    """)
+    await conn.execute("CREATE INDEX persona_profile_idx ON persona (profile_id)")
+    await conn.execute("""
+        CREATE TABLE account_merge (
+            id           TEXT PRIMARY KEY,
+            from_account TEXT NOT NULL REFERENCES account (id),
+            into_account TEXT NOT NULL REFERENCES account (id),
+            actor        TEXT NOT NULL,
+            moved        TEXT NOT NULL,
+            merged_at    BIGINT NOT NULL,
+            reversed_at  BIGINT,
+            reversed_by  TEXT
+        )
+    """)
+    # Short-lived single-use secrets (login links, merge codes, web sessions, pending choices):
+    # only their SHA-256 is stored, never the value.
+    await conn.execute("""
+        CREATE TABLE one_time_secret (
+            hash       TEXT PRIMARY KEY,
+            kind       TEXT NOT NULL,
+            account_id TEXT,
+            mxid       TEXT,
+            browser    TEXT,
+            payload    TEXT NOT NULL,
+            created_at BIGINT NOT NULL,
+            expires_at BIGINT NOT NULL,
+            used_at    BIGINT
+        )
+    """)
+
+
+@upgrade_table.register(description="Mapping rules: which remote rooms go to which profile")
+async def upgrade_v4(conn: Connection, scheme: Scheme) -> None:
+    await conn.execute("""
+        CREATE TABLE mapping_rule (
+            id           TEXT PRIMARY KEY,
+            account_id   TEXT NOT NULL REFERENCES account (id),
+            profile_id   TEXT NOT NULL REFERENCES profile (id),
+            network      TEXT NOT NULL,
+            remote       TEXT NOT NULL,
+            target_room  TEXT,
+            inbound_only BOOLEAN NOT NULL,
+            relay        BOOLEAN NOT NULL,
+            created_at   BIGINT NOT NULL,
+            UNIQUE (profile_id, network, remote)
+        )
+    """)
+    await conn.execute("CREATE INDEX mapping_rule_remote_idx ON mapping_rule (network, remote)")
+
+
+@upgrade_table.register(description="Remember which avatar each ghost has")
+async def upgrade_v5(conn: Connection) -> None:
+    await conn.execute("ALTER TABLE puppet ADD COLUMN avatar_hash TEXT")
+
+
+@upgrade_table.register(description="First-send confirmation: setting, seen channels, held")
+async def upgrade_v6(conn: Connection) -> None:
+    await conn.execute("ALTER TABLE profile ADD COLUMN confirm_first_send BOOLEAN NOT NULL "
+                       "DEFAULT FALSE")
+    await conn.execute("""
+        CREATE TABLE send_channel (
+            persona_id TEXT NOT NULL,
+            channel    TEXT NOT NULL,
+            PRIMARY KEY (persona_id, channel)
+        )
+    """)
+    await conn.execute("""
+        CREATE TABLE held_send (
+            event_id   TEXT PRIMARY KEY,
+            room_id    TEXT NOT NULL,
+            sender     TEXT NOT NULL,
+            persona_id TEXT NOT NULL,
+            channel    TEXT NOT NULL,
+            created_at BIGINT NOT NULL
+        )
+    """)

@@ -1,0 +1,1 @@
+"""Accounts, profiles, personas and login identities; linking only with proof; merging."""

@@ -1,0 +1,1 @@
+"""The Matrix side: appservice transactions in, intents out, portals, ghosts and the bot."""

@@ -1,0 +1,119 @@
+"""Sends each Matrix event to whoever handles it: the management bot or a portal's router."""
+
+from __future__ import annotations
+
+import logging
+
+from mautrix.types import (
+    Event,
+    EventType,
+    Membership,
+    MessageEvent,
+    MessageType,
+    ReactionEvent,
+    ReceiptEvent,
+    ReceiptType,
+    RedactionEvent,
+    StateEvent,
+    TypingEvent,
+)
+
+from ..core.authority import NotAllowedHere
+from ..core.router import DeliveryFailed, HeldForConfirmation, NetworkUnavailable, Router
+from ..metrics import Metrics
+from .bot import ManagementBot
+
+log = logging.getLogger("relayforge.dispatch")
+
+
+class MatrixDispatcher:
+    def __init__(self, bot: ManagementBot, router: Router, metrics: Metrics) -> None:
+        self.bot = bot
+        self.router = router
+        self.metrics = metrics
+        # Who was typing in each portal, to tell the network when they stop.
+        self._typing: dict[str, set[str]] = {}
+
+    async def handle(self, evt: Event) -> None:
+        """Handle one event; a failure is logged and counted but never blocks the transaction,
+        so one bad event cannot stall every event behind it."""
+        kind = str(evt.type)
+        self.metrics.events.labels(type=kind).inc()
+        try:
+            with self.metrics.event_seconds.labels(type=kind).time():
+                await self._handle(evt)
+        except (NotAllowedHere, HeldForConfirmation) as e:
+            await self.bot.reply(evt.room_id, evt.event_id, str(e))
+        except (NetworkUnavailable, DeliveryFailed) as e:
+            # The person sees at once that their message did not arrive; details go to the log.
+            self.metrics.errors.labels(where="matrix_event").inc()
+            log.warning("Not delivered: %s %s: %s", kind, evt.event_id, e, exc_info=e.__cause__)
+            await self.bot.reply(evt.room_id, evt.event_id, f"Not delivered: {e}")
+        except Exception:
+            self.metrics.errors.labels(where="matrix_event").inc()
+            log.exception("Failed to handle %s %s in %s", kind, evt.event_id,
+                          getattr(evt, "room_id", "?"))
+
+    async def _handle(self, evt: Event) -> None:
+        if evt.type == EventType.ROOM_MEMBER:
+            await self._member(evt)
+            return
+        if evt.type in (EventType.TYPING, EventType.RECEIPT):
+            await self._ephemeral(evt)
+            return
+        if evt.type not in (EventType.ROOM_MESSAGE, EventType.REACTION,
+                            EventType.ROOM_REDACTION):
+            return
+        if self.bot.is_bridge_user(evt.sender):
+            return
+        if isinstance(evt, MessageEvent):
+            portal = await self.router.portal_for(evt.room_id)
+            if _is_command_candidate(evt) and (
+                portal is None or self.bot.addresses_bot(evt.content.body)
+            ):
+                await self.bot.handle_message(evt.room_id, evt.event_id, evt.sender,
+                                              evt.content.body)
+            elif portal is not None:
+                await self.router.handle_matrix_message(portal, evt)
+            return
+        portal = await self.router.portal_for(evt.room_id)
+        if portal is None:
+            return
+        if isinstance(evt, ReactionEvent):
+            await self.router.handle_matrix_reaction(portal, evt)
+        elif isinstance(evt, RedactionEvent):
+            await self.router.handle_matrix_redaction(portal, evt)
+
+    async def _ephemeral(self, evt: Event) -> None:
+        portal = await self.router.portal_for(evt.room_id)
+        if portal is None:
+            return
+        if isinstance(evt, TypingEvent):
+            now = {u for u in evt.content.user_ids if not self.bot.is_bridge_user(u)}
+            before = self._typing.get(evt.room_id, set())
+            self._typing[evt.room_id] = now
+            for user in now - before:
+                await self.router.handle_matrix_typing(portal, user, True)
+            for user in before - now:
+                await self.router.handle_matrix_typing(portal, user, False)
+        elif isinstance(evt, ReceiptEvent):
+            for event_id, receipts in evt.content.items():
+                for user in receipts.get(ReceiptType.READ, {}):
+                    if not self.bot.is_bridge_user(user):
+                        await self.router.handle_matrix_read(portal, user, event_id)
+
+    async def _member(self, evt: StateEvent) -> None:
+        if evt.state_key == self.bot.mxid and evt.content.membership == Membership.INVITE:
+            await self.bot.handle_invite(evt)
+        elif evt.content.membership in (Membership.LEAVE, Membership.BAN):
+            await self.bot.handle_leave(evt)
+
+
+def _is_command_candidate(evt: MessageEvent) -> bool:
+    """Only plain text typed by a person is a command: not notices, edits or media."""
+    content = evt.content
+    return (
+        content.msgtype == MessageType.TEXT
+        and isinstance(getattr(content, "body", None), str)
+        and content.get_edit() is None
+    )

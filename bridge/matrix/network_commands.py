@@ -1,0 +1,272 @@
+"""Commands shared by every network: link, personas, map, rules, unmap."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from mautrix.errors import MatrixError
+from mautrix.types import EventID, MessageEvent, RoomID, UserID
+
+from ..audit import AuditEvent, AuditLog
+from ..core.linking import LinkDone, Linking, LinkRefused
+from ..core.mapping import MappingRules, RuleRefused
+from ..core.router import Router
+from ..db import Storage
+from ..db.first_send import HeldSend
+from ..identity.accounts import Accounts
+from ..identity.errors import IdentityError
+from ..networks.login import LoginStep
+from .bot import ManagementBot
+from .commands import Command, CommandContext, CommandError
+
+log = logging.getLogger("relayforge.bot.link")
+SECTION = "Networks"
+PROMPT_SECONDS = 300
+
+
+def _options(args: list[str], flags: set[str], valued: set[str]
+             ) -> tuple[list[str], dict[str, str | bool]]:
+    """Split `--flag` and `--key value` options from positional arguments."""
+    positional, options = [], {}
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg in flags:
+            options[arg[2:]] = True
+        elif arg in valued:
+            if i + 1 >= len(args):
+                raise CommandError(f"{arg} needs a value.")
+            options[arg[2:]] = args[i + 1]
+            i += 1
+        elif arg.startswith("--"):
+            raise CommandError(f'Unknown option "{arg}".')
+        else:
+            positional.append(arg)
+        i += 1
+    return positional, options
+
+
+class NetworkCommands:
+    def __init__(self, bot: ManagementBot, storage: Storage, accounts: Accounts,
+                 linking: Linking, rules: MappingRules, router: Router, audit: AuditLog
+                 ) -> None:
+        self.router = router
+        self.audit = audit
+        self.bot = bot
+        self.storage = storage
+        self.accounts = accounts
+        self.linking = linking
+        self.rules = rules
+        # Secrets the bot has asked for: the person's next message in their management room.
+        # Kept in memory on purpose: after a restart the person simply runs `link` again.
+        self._prompts: dict[str, tuple[str, str, bool, float]] = {}
+
+    def register(self) -> None:
+        add = self.bot.commands.add
+        add(Command("link", SECTION, "Link your account on a network (proof of ownership)",
+                    self.link, usage="NETWORK [ADDRESS] [--profile NAME]"))
+        add(Command("personas", SECTION, "List your linked accounts and their status",
+                    self.personas))
+        add(Command("map", SECTION, "Bridge a remote room into a profile",
+                    self.map, usage="NETWORK ROOM [--profile NAME] [--room !ID] "
+                    "[--inbound-only] [--relay]"))
+        add(Command("rules", SECTION, "List your mapping rules", self.list_rules))
+        add(Command("unmap", SECTION, "Remove a mapping rule", self.unmap, usage="RULE"))
+        for action, summary in (("pause", "Stop a linked account at once (keeps it linked)"),
+                                ("resume", "Start a paused account again"),
+                                ("revoke", "Stop an account and destroy its credentials")):
+            add(Command(action, SECTION, summary, self._state_command(action),
+                        usage="PLATFORM:ID"))
+        add(Command("confirm-first", SECTION, "Ask before your first message into each "
+                    "remote room", self.confirm_first, usage="on|off [--profile NAME]"))
+        add(Command("confirm", SECTION, "Send your held first message", self.confirm))
+        add(Command("cancel", SECTION, "Drop your held first message", self.cancel))
+        self.bot.interceptors.append(self.answer_prompt)
+
+    async def _default_profile(self, account_id: str) -> str:
+        profiles = await self.storage.profiles.for_account(account_id)
+        return profiles[0].name
+
+    async def link(self, ctx: CommandContext) -> None:
+        if not ctx.in_management_room:
+            raise CommandError("Link accounts in your management room (a DM with me): "
+                               "passwords must not go to a shared room.")
+        positional, options = _options(ctx.args, set(), {"--profile"})
+        if not positional:
+            networks = ", ".join(self.linking.networks()) or "none"
+            raise CommandError(f"Usage: link NETWORK [ADDRESS] [--profile NAME]. "
+                               f"Networks: {networks}")
+        account = await self.accounts.for_matrix_user(ctx.sender)
+        profile = str(options.get("profile") or await self._default_profile(account.id))
+        try:
+            flow_id, step = await self.linking.start(
+                account.id, positional[0].lower(),
+                positional[1] if len(positional) > 1 else None, profile)
+        except LinkRefused as e:
+            raise CommandError(str(e)) from e
+        await self._show_step(ctx.sender, ctx.room_id, flow_id, step)
+
+    async def _show_step(self, sender: str, room_id: RoomID, flow_id: str,
+                         step: LoginStep) -> None:
+        field = step.fields[0] if step.fields else None
+        text = step.message
+        if step.url:
+            text += f"\nOpen: {step.url}"
+        if field:
+            self._prompts[sender] = (flow_id, field.name, field.secret,
+                                     time.monotonic() + PROMPT_SECONDS)
+            if field.secret:
+                text += (f"\nSend it as your next message here within {PROMPT_SECONDS // 60}"
+                         " minutes. I redact it as soon as I have read it, and never log it.")
+        await self.bot.reply(room_id, None, text)
+
+    async def answer_prompt(self, room_id: RoomID, event_id: EventID, sender: UserID,
+                            text: str) -> bool:
+        prompt = self._prompts.pop(sender, None)
+        if prompt is None:
+            return False
+        flow_id, field, secret, expires = prompt
+        redacted = await self._redact(room_id, event_id) if secret else True
+        if time.monotonic() > expires:
+            await self.bot.reply(room_id, None, 'That took too long; start again with "link".')
+            return True
+        account = await self.accounts.for_matrix_user(sender)
+        try:
+            result = await self.linking.submit(account.id, flow_id, {field: text},
+                                               actor=sender)
+        except LinkRefused as e:
+            await self.bot.reply(room_id, None, f'{e} Send "link" again to retry.')
+            return True
+        if not redacted:
+            await self.bot.reply(room_id, None, "I could not redact your message (I need "
+                                 "permission to remove messages here): delete it yourself.")
+        if isinstance(result, LinkDone):
+            persona = result.persona
+            checks = "\n".join(f"  - {c}" for c in result.verified)
+            await self.bot.reply(room_id, None,
+                                 f"Linked {persona.platform}:{persona.external_user_id}. "
+                                 f"Verified:\n{checks}")
+        else:
+            next_id, step = result
+            await self._show_step(sender, room_id, next_id, step)
+        return True
+
+    async def _redact(self, room_id: RoomID, event_id: EventID) -> bool:
+        try:
+            await self.bot.intent.redact(room_id, event_id, reason="Contained a password")
+            return True
+        except MatrixError as e:
+            log.warning("Could not redact a secret in %s: %s", room_id, e.message)
+            return False
+
+    def _state_command(self, action: str):
+        async def run(ctx: CommandContext) -> None:
+            if len(ctx.args) != 1:
+                raise CommandError(f'Usage: {action} PLATFORM:ID (see "personas")')
+            account = await self.accounts.for_matrix_user(ctx.sender)
+            try:
+                persona = await self.accounts.set_persona_state(account.id, ctx.args[0],
+                                                                action, actor=ctx.sender)
+            except IdentityError as e:
+                raise CommandError(str(e)) from e
+            await ctx.reply(f"{persona.platform}:{persona.external_user_id} is now "
+                            f"{persona.status.value}.")
+
+        return run
+
+    async def confirm_first(self, ctx: CommandContext) -> None:
+        positional, options = _options(ctx.args, set(), {"--profile"})
+        if positional not in (["on"], ["off"]):
+            raise CommandError("Usage: confirm-first on|off [--profile NAME]")
+        account = await self.accounts.for_matrix_user(ctx.sender)
+        name = str(options.get("profile") or await self._default_profile(account.id))
+        profile = await self.storage.profiles.by_name(account.id, name)
+        if profile is None:
+            raise CommandError(f'You have no profile called "{name}".')
+        await self.storage.first_sends.set_setting(profile.id, positional == ["on"])
+        await ctx.reply(f"First messages into each remote room from {profile.name} "
+                        + ("wait for your confirmation." if positional == ["on"]
+                           else "go straight through."))
+
+    async def _held(self, ctx: CommandContext) -> HeldSend:
+        held = await self.storage.first_sends.oldest(ctx.sender)
+        if held is None:
+            raise CommandError("You have no held message.")
+        return held
+
+    async def confirm(self, ctx: CommandContext) -> None:
+        held = await self._held(ctx)
+        await self.storage.first_sends.mark_sent(held.persona_id, held.channel)
+        await self.storage.first_sends.release(held.event_id)
+        account = await self.accounts.for_matrix_user(ctx.sender)
+        await self.audit.append(AuditEvent.CONFIRM, actor=ctx.sender, account=account.id,
+                                persona=held.persona_id,
+                                details={"channel": held.channel, "decision": "send"})
+        portal = await self.router.portal_for(RoomID(held.room_id))
+        evt = await self.bot.intent.get_event(RoomID(held.room_id), EventID(held.event_id))
+        if portal is None or not isinstance(evt, MessageEvent):
+            raise CommandError("That message or its room is gone.")
+        await self.router.handle_matrix_message(portal, evt)
+        await ctx.reply(f"Sent your first message into {held.channel}.")
+
+    async def cancel(self, ctx: CommandContext) -> None:
+        held = await self._held(ctx)
+        await self.storage.first_sends.release(held.event_id)
+        account = await self.accounts.for_matrix_user(ctx.sender)
+        await self.audit.append(AuditEvent.CONFIRM, actor=ctx.sender, account=account.id,
+                                persona=held.persona_id,
+                                details={"channel": held.channel, "decision": "drop"})
+        await ctx.reply(f"Dropped the held message for {held.channel}.")
+
+    async def personas(self, ctx: CommandContext) -> None:
+        account = await self.accounts.for_matrix_user(ctx.sender)
+        view = await self.accounts.view(account.id)
+        lines = [f"{p.profile.name}: {x.platform}:{x.external_user_id} ({x.status.value})"
+                 for p in view.profiles for x in p.personas]
+        await ctx.reply("\n".join(lines) if lines else
+                        'No linked accounts yet. Link one with "link NETWORK ADDRESS".')
+
+    async def map(self, ctx: CommandContext) -> None:
+        positional, options = _options(ctx.args, {"--inbound-only", "--relay"},
+                                       {"--profile", "--room"})
+        if len(positional) != 2:
+            raise CommandError("Usage: map NETWORK ROOM [--profile NAME] [--room !ID] "
+                               "[--inbound-only] [--relay]")
+        account = await self.accounts.for_matrix_user(ctx.sender)
+        profile = str(options.get("profile") or await self._default_profile(account.id))
+        try:
+            rule = await self.rules.add(
+                account.id, ctx.sender, profile, positional[0].lower(), positional[1],
+                target_room=str(options["room"]) if "room" in options else None,
+                inbound_only=bool(options.get("inbound-only")),
+                relay=bool(options.get("relay")))
+        except RuleRefused as e:
+            raise CommandError(str(e)) from e
+        if "*" in rule.remote:
+            await ctx.reply(f"Rooms matching {rule.remote} on {rule.network} will be mapped "
+                            f"into {profile} when you are invited to them. Rule {rule.id}.")
+            return
+        portal = await self.storage.portals.get(rule.network, rule.remote)
+        where = portal.mxid if portal else "its room"
+        await ctx.reply(f"Mapped {rule.network} {rule.remote} into {profile} ({where}). "
+                        f"Rule {rule.id}.")
+
+    async def list_rules(self, ctx: CommandContext) -> None:
+        account = await self.accounts.for_matrix_user(ctx.sender)
+        rules = await self.storage.rules.for_account(account.id)
+        names = {p.id: p.name for p in await self.storage.profiles.for_account(account.id)}
+        lines = [f"{r.id}: {r.network} {r.remote} -> {names.get(r.profile_id, '?')}"
+                 + (" (inbound only)" if r.inbound_only else "")
+                 + (" (relay)" if r.relay else "") for r in rules]
+        await ctx.reply("\n".join(lines) if lines else "No mapping rules yet.")
+
+    async def unmap(self, ctx: CommandContext) -> None:
+        if len(ctx.args) != 1:
+            raise CommandError("Usage: unmap RULE (see \"rules\")")
+        account = await self.accounts.for_matrix_user(ctx.sender)
+        try:
+            rule = await self.rules.remove(account.id, ctx.args[0], ctx.sender)
+        except RuleRefused as e:
+            raise CommandError(str(e)) from e
+        await ctx.reply(f"Removed the rule for {rule.network} {rule.remote}.")

@@ -1,0 +1,1 @@
+"""One package per network; each implements `networks.base.Connector`."""

@@ -1,0 +1,308 @@
+"""The interface every network implements, and the neutral events that cross it.
+
+A connector knows its own network and nothing of Matrix or of other networks. It reports what
+happens remotely as `Remote*` events to the `BridgeSink` it is given at start, and receives what
+Matrix users do as `Matrix*` events, with ids already translated to its own remote ids.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from enum import StrEnum
+from typing import Any, Protocol
+
+import attrs
+
+from ..security.impersonation import (
+    Action,
+    Claims,
+    ImpersonationRefused,
+    Target,
+    TokenVerifier,
+)
+from .login import LinkedAccount, LoginFailed, LoginStep
+
+
+class ConnectorState(StrEnum):
+    STOPPED = "stopped"
+    CONNECTING = "connecting"
+    CONNECTED = "connected"
+    FAILED = "failed"
+
+
+# ---- who and where ----------------------------------------------------------------------------
+
+@attrs.frozen
+class Attachment:
+    """A file that travels with a message, in either direction."""
+
+    name: str
+    mimetype: str
+    data: bytes = attrs.field(repr=False)
+
+
+@attrs.frozen
+class RemoteUser:
+    """A user on the remote network, as the network names them."""
+
+    remote_id: str
+    display_name: str | None = None
+    avatar_url: str | None = None
+    # The picture itself, when the network hands it over with the user.
+    avatar: Attachment | None = None
+
+
+@attrs.frozen
+class RemoteRoom:
+    """A room, channel or chat on the remote network."""
+
+    remote_id: str
+    name: str | None = None
+    topic: str | None = None
+
+
+# ---- remote -> Matrix ---------------------------------------------------------------------------
+
+@attrs.frozen(kw_only=True)
+class RemoteEvent:
+    room: RemoteRoom
+    sender: RemoteUser
+    # The Matrix user whose linked account saw this event; invited when the portal is created.
+    receiver: str | None = None
+    timestamp_ms: int | None = None
+    # The persona (linked account) whose session saw it, when the network has sessions.
+    persona_id: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class RemoteMessage(RemoteEvent):
+    message_id: str
+    text: str
+    html: str | None = None
+    reply_to: str | None = None
+    attachment: Attachment | None = None
+
+
+@attrs.frozen(kw_only=True)
+class RemoteEdit(RemoteEvent):
+    target_id: str
+    text: str
+    html: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class RemoteRedaction(RemoteEvent):
+    target_id: str
+
+
+@attrs.frozen(kw_only=True)
+class RemoteReaction(RemoteEvent):
+    reaction_id: str
+    target_id: str
+    key: str
+
+
+@attrs.frozen(kw_only=True)
+class RemoteTyping(RemoteEvent):
+    typing: bool
+
+
+@attrs.frozen(kw_only=True)
+class RemoteRead(RemoteEvent):
+    """The sender has read everything up to `target_id`."""
+
+    target_id: str
+
+
+@attrs.frozen(kw_only=True)
+class RemoteInvite(RemoteEvent):
+    """The person (`persona_id`) was invited to `room` on the network."""
+
+
+# ---- Matrix -> remote ---------------------------------------------------------------------------
+
+@attrs.frozen(kw_only=True)
+class MatrixEvent:
+    room: RemoteRoom
+    # The Matrix user who acted, and the Matrix event that carried it.
+    sender_mxid: str
+    event_id: str
+    # The impersonation token allowing this one action as the sender's persona.
+    authorization: str | None = None
+    # Which persona acts: set by `Connector.deliver` from the verified token, never by callers.
+    persona_id: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class MatrixMessage(MatrixEvent):
+    text: str
+    html: str | None = None
+    reply_to: str | None = None
+    attachment: Attachment | None = None
+
+
+@attrs.frozen(kw_only=True)
+class MatrixEdit(MatrixEvent):
+    target_id: str
+    text: str
+    html: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class MatrixRedaction(MatrixEvent):
+    target_id: str
+    # True when the redacted Matrix event was a reaction rather than a message.
+    target_is_reaction: bool = False
+    reason: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class MatrixReaction(MatrixEvent):
+    target_id: str
+    key: str
+
+
+@attrs.frozen(kw_only=True)
+class MatrixTyping(MatrixEvent):
+    typing: bool
+
+
+@attrs.frozen(kw_only=True)
+class MatrixRead(MatrixEvent):
+    target_id: str
+
+
+@attrs.frozen
+class SendResult:
+    """What the remote network assigned to something the bridge sent."""
+
+    remote_id: str
+
+
+class BridgeSink(Protocol):
+    """What the core offers a connector: the door for everything that happens remotely."""
+
+    async def handle_remote_event(self, event: RemoteEvent) -> None: ...
+
+
+_ACTIONS: dict[type[MatrixEvent], Action] = {
+    MatrixMessage: Action.SEND,
+    MatrixEdit: Action.EDIT,
+    MatrixRedaction: Action.DELETE,
+    MatrixReaction: Action.REACT,
+    MatrixTyping: Action.TYPING,
+    MatrixRead: Action.READ,
+}
+
+
+class Connector(ABC):
+    """One network. `core/` talks to it only through these methods."""
+
+    #: Short lower-case network name; also the `networks.<name>` config section.
+    network: str
+    #: A connector that acts as people (puppeting) takes no action without an impersonation
+    #: token. Only a connector that never acts as anyone may turn this off.
+    requires_authorization: bool = True
+
+    def __init__(self, settings: Mapping[str, Any] | None = None) -> None:
+        """`settings` is the network's own `networks.<name>` config section."""
+        self.settings = settings or {}
+        self.state = ConnectorState.STOPPED
+        self.verifier: TokenVerifier | None = None
+
+    async def deliver(self, event: MatrixEvent) -> SendResult | None:
+        """The one door from Matrix to the network: check the impersonation token, act, and
+        leave an audit record naming the token. A refused token means nothing is sent."""
+        claims = await self._authorize(event)
+        event = attrs.evolve(event, persona_id=claims.persona if claims else None)
+        if isinstance(event, MatrixMessage):
+            result: SendResult | None = await self.send_message(event)
+        elif isinstance(event, MatrixEdit):
+            await self.send_edit(event)
+            result = None
+        elif isinstance(event, MatrixRedaction):
+            await self.send_redaction(event)
+            result = None
+        elif isinstance(event, MatrixReaction):
+            result = await self.send_reaction(event)
+        elif isinstance(event, MatrixTyping):
+            await self.send_typing(event)
+            return None  # signals, not messages: no audit record for each keystroke pause
+        elif isinstance(event, MatrixRead):
+            await self.send_read(event)
+            return None
+        else:
+            raise TypeError(f"unknown Matrix event type {type(event).__name__}")
+        if claims is not None and self.verifier is not None:
+            await self.verifier.record_send(claims, result.remote_id if result else None)
+        return result
+
+    async def _authorize(self, event: MatrixEvent) -> Claims | None:
+        if event.authorization is None:
+            if self.requires_authorization:
+                raise ImpersonationRefused(
+                    f"{self.network} acts only with an impersonation token, and none was given")
+            return None
+        if self.verifier is None:
+            raise ImpersonationRefused(f"{self.network} has no token verifier")
+        return await self.verifier.verify(
+            event.authorization, action=_ACTIONS[type(event)],
+            target=Target(self.network, event.room.remote_id),
+        )
+
+    @abstractmethod
+    async def start(self, sink: BridgeSink) -> None:
+        """Connect and begin reporting remote events to `sink`."""
+
+    @abstractmethod
+    async def stop(self) -> None:
+        """Disconnect; nothing in flight may be lost."""
+
+    def login_flows(self) -> list[str]:
+        """Names of the proof-of-ownership flows this network offers (oauth, qr, password)."""
+        return []
+
+    # ---- linking and per-person sessions (networks that puppet people) --------------------
+
+    async def begin_login(self, identifier: str | None) -> LoginStep:
+        """Start proving ownership of an account on this network."""
+        raise LoginFailed(f"{self.network} has no login flow")
+
+    async def continue_login(self, state: dict[str, Any], answers: dict[str, str]
+                             ) -> LoginStep | LinkedAccount:
+        """The next step, or the verified account (after a verification ping)."""
+        raise LoginFailed(f"{self.network} has no login flow")
+
+    async def open_session(self, persona_id: str, external_user_id: str,  # noqa: B027
+                           credentials: dict[str, str], owner: str) -> None:
+        """Connect as a linked person; events seen by this session name `owner` as
+        receiver. Networks without per-person sessions need nothing here."""
+
+    async def close_session(self, persona_id: str) -> None:  # noqa: B027
+        """Disconnect a person's session (paused, unlinked, shutting down)."""
+
+    async def join(self, persona_id: str, remote_room_id: str,
+                   since_ms: int | None = None) -> RemoteRoom:
+        """Join a remote room with a person's session (a mapping rule was activated).
+        `since_ms`: the last time anything from this room reached Matrix; what the room
+        said after that should be caught up (duplicates are dropped by the core)."""
+        raise NotImplementedError(f"{self.network} cannot join rooms")
+
+    @abstractmethod
+    async def send_message(self, event: MatrixMessage) -> SendResult: ...
+
+    @abstractmethod
+    async def send_edit(self, event: MatrixEdit) -> None: ...
+
+    @abstractmethod
+    async def send_redaction(self, event: MatrixRedaction) -> None: ...
+
+    @abstractmethod
+    async def send_reaction(self, event: MatrixReaction) -> SendResult: ...
+
+    async def send_typing(self, event: MatrixTyping) -> None:  # noqa: B027
+        """Show (or stop showing) that the person is typing; optional."""
+
+    async def send_read(self, event: MatrixRead) -> None:  # noqa: B027
+        """Tell the network the person read up to a message; optional."""

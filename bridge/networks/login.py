@@ -1,0 +1,44 @@
+"""Neutral types for linking an account on a network, shared by every connector.
+
+A login is a short conversation: the connector asks for fields (a password), shows a URL (an
+OAuth page) or a QR code, and ends with a verified `LinkedAccount`. Flow state passed back and
+forth is stored by the core and must hold nothing secret; secrets arrive only in `answers`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+
+
+class LoginFailed(Exception):
+    """The network refused the login; the message tells the person what to fix."""
+
+
+@attrs.frozen
+class Field:
+    name: str
+    label: str
+    secret: bool = False
+
+
+@attrs.frozen
+class LoginStep:
+    message: str
+    state: dict[str, Any] = attrs.field(factory=dict)
+    fields: list[Field] = attrs.field(factory=list)
+    url: str | None = None
+    qr: str | None = None
+
+
+@attrs.frozen
+class LinkedAccount:
+    """Proof of ownership done: who the person is there, and what to keep in the vault."""
+
+    external_user_id: str
+    display_name: str | None
+    scopes: list[str]
+    credentials: dict[str, str] = attrs.field(repr=False)
+    # What the verification ping checked, in words for the person.
+    verified: list[str] = attrs.field(factory=list)

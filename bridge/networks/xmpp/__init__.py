@@ -1,0 +1,1 @@
+"""XMPP, with slixmpp: one client session per linked person."""

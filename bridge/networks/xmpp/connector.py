@@ -1,0 +1,436 @@
+"""The XMPP connector: linking with a password, one session per person, MUCs and chats."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import logging
+import secrets
+import ssl
+from collections import deque
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import unquote
+
+import aiohttp
+import attrs
+from slixmpp import JID, Message
+from slixmpp.exceptions import IqError, IqTimeout
+from slixmpp.jid import InvalidJID
+from slixmpp.xmlstream.handler import CoroutineCallback
+from slixmpp.xmlstream.matcher import StanzaPath
+from yarl import URL
+
+from ..base import (
+    Attachment,
+    BridgeSink,
+    Connector,
+    ConnectorState,
+    MatrixEdit,
+    MatrixMessage,
+    MatrixReaction,
+    MatrixRead,
+    MatrixRedaction,
+    MatrixTyping,
+    RemoteInvite,
+    RemoteMessage,
+    RemoteRoom,
+    RemoteUser,
+    SendResult,
+)
+from ..login import Field, LinkedAccount, LoginFailed, LoginStep
+from .client import XmppClient
+from .convert import inbound_events
+from .formatting import to_xhtml_im
+
+log = logging.getLogger("relayforge.xmpp")
+LOGIN_TIMEOUT = 30
+MAX_FILE = 50 * 1024 * 1024
+DM_SEPARATOR = "|"  # portal id of a direct chat: "<persona jid>|<contact jid>"
+
+
+def dm_room(own: str, contact: str) -> str:
+    return f"{JID(own).bare}{DM_SEPARATOR}{JID(contact).bare}"
+
+
+class Session:
+    """A person's live connection, reconnecting with back-off until closed."""
+
+    def __init__(self, connector: XmppConnector, persona_id: str, jid: str, password: str,
+                 owner: str) -> None:
+        self.connector = connector
+        self.persona_id = persona_id
+        self.owner = owner
+        self.client = connector.make_client(jid, password)
+        self.rooms: dict[str, str] = {}  # room jid -> our nick
+        self.last_seen: dict[str, datetime] = {}  # room jid -> when we last heard from it
+        self.avatars: dict[str, Attachment | None] = {}  # contact jid -> vCard photo
+        self.ready = asyncio.Event()
+        self.closing = False
+        self.client.add_event_handler("session_start", self._started)
+        self.client.add_event_handler("disconnected", self._disconnected)
+        # slixmpp's "message" event only fires for stanzas with a <body>; reactions, chat
+        # states, markers and retractions may have none, so take every message stanza.
+        self.client.register_handler(CoroutineCallback(
+            "relayforge messages", StanzaPath("message"), self._message))
+        self.client.add_event_handler("groupchat_direct_invite", self._invited)
+
+    @property
+    def jid(self) -> str:
+        return self.client.boundjid.bare
+
+    def connect(self) -> None:
+        self.client.connect()
+
+    async def _started(self, _: Any) -> None:
+        self.client.send_presence()
+        with contextlib.suppress(IqError, IqTimeout):
+            await self.client.get_roster()
+        for room, nick in list(self.rooms.items()):
+            await self._join(room, nick)
+        self.ready.set()
+
+    async def _disconnected(self, _: Any) -> None:
+        self.ready.clear()
+        delay = 1.0
+        while not self.closing:
+            await asyncio.sleep(delay)
+            if self.closing:
+                return
+            log.info("Reconnecting XMPP session of %s", self.jid)
+            self.client.connect()
+            try:
+                await asyncio.wait_for(self.ready.wait(), timeout=30)
+                return
+            except TimeoutError:
+                delay = min(delay * 2, 60)
+
+    async def _join(self, room: str, nick: str) -> None:
+        # First join: no history (it predates the mapping). Rejoin after a gap: what was said
+        # since we last heard from the room, so nothing is lost while we were away.
+        since = self.last_seen.get(room)
+        await self.client.plugin["xep_0045"].join_muc_wait(
+            JID(room), nick, timeout=20,
+            **({"since": since} if since else {"maxstanzas": 0}))
+
+    async def join(self, room: str, since: datetime | None = None) -> None:
+        nick = self.rooms.get(room) or JID(self.jid).user
+        self.rooms[room] = nick
+        if since and room not in self.last_seen:
+            self.last_seen[room] = since
+        await self.ready.wait()
+        await self._join(room, nick)
+
+    async def _message(self, msg: Message) -> None:
+        if self.connector.sent_by_us(msg["origin_id"]["id"] or msg["id"]):
+            return  # the room reflecting what the bridge itself just sent
+        if msg["type"] == "groupchat":
+            room = msg["from"].bare
+            if room not in self.rooms or not msg["from"].resource:
+                return
+            self.last_seen[room] = datetime.now(UTC) - timedelta(seconds=2)
+        elif msg["type"] not in ("chat", "normal"):
+            return
+        url = msg["oob"]["url"] if msg.get_plugin("oob", check=True) else None
+        avatar = await self._avatar(msg["from"].bare) if msg["type"] == "chat" else None
+        for event in inbound_events(msg, self):
+            if avatar is not None:
+                event = attrs.evolve(event, sender=attrs.evolve(event.sender, avatar=avatar))
+            if url and isinstance(event, RemoteMessage) and event.text == url:
+                event = await self.connector.with_file(event, url)
+            await self.connector.emit(event)
+
+    async def _invited(self, msg: Message) -> None:
+        """XEP-0249: someone invited this person to a room; mapping rules decide."""
+        room = JID(msg["groupchat_invite"]["jid"]).bare
+        await self.connector.emit(RemoteInvite(
+            room=RemoteRoom(room, name=JID(room).user),
+            sender=RemoteUser(msg["from"].bare, display_name=msg["from"].user),
+            receiver=self.owner or None, persona_id=self.persona_id))
+
+    async def _avatar(self, contact: str) -> Attachment | None:
+        """A contact's vCard photo (XEP-0054), fetched once per session."""
+        if contact not in self.avatars:
+            self.avatars[contact] = None
+            try:
+                iq = await self.client.plugin["xep_0054"].get_vcard(JID(contact), timeout=10)
+                photo = iq["vcard_temp"]["PHOTO"]
+                data = photo["BINVAL"]
+                if data:
+                    self.avatars[contact] = Attachment("avatar", photo["TYPE"] or "image/png",
+                                                       bytes(data))
+            except (IqError, IqTimeout) as e:
+                log.debug("No vCard for %s: %s", contact, e)
+        return self.avatars[contact]
+
+    async def close(self) -> None:
+        self.closing = True
+        self.client.disconnect()
+
+
+class XmppConnector(Connector):
+    network = "xmpp"
+
+    def __init__(self, settings: Mapping[str, Any] | None = None) -> None:
+        super().__init__(settings)
+        self.sessions: dict[str, Session] = {}
+        self.sink: BridgeSink | None = None
+        # Ids of stanzas our sessions sent, so their reflections are not bridged back.
+        self._sent: deque[str] = deque(maxlen=10_000)
+        self._sent_set: set[str] = set()
+
+    def remember_sent(self, stanza_id: str) -> None:
+        if len(self._sent) == self._sent.maxlen:
+            self._sent_set.discard(self._sent[0])
+        self._sent.append(stanza_id)
+        self._sent_set.add(stanza_id)
+
+    def sent_by_us(self, stanza_id: str | None) -> bool:
+        return bool(stanza_id) and stanza_id in self._sent_set
+
+    async def with_file(self, event: RemoteMessage, url: str) -> RemoteMessage:
+        """Fetch a shared file so it can be uploaded to Matrix; on failure keep the link."""
+        ssl_context = ssl.create_default_context()
+        if self.settings.get("ca_file"):
+            ssl_context.load_verify_locations(self.settings["ca_file"])
+        try:
+            async with aiohttp.ClientSession() as http, http.get(
+                    url, ssl=ssl_context, timeout=aiohttp.ClientTimeout(total=60)) as response:
+                response.raise_for_status()
+                if (response.content_length or 0) > MAX_FILE:
+                    return event
+                data = b""
+                async for chunk in response.content.iter_chunked(65536):
+                    data += chunk
+                    if len(data) > MAX_FILE:
+                        break
+                mimetype = response.content_type or "application/octet-stream"
+        except (aiohttp.ClientError, TimeoutError) as e:
+            log.warning("Could not fetch a shared file: %s", e)
+            return event
+        if len(data) > MAX_FILE:
+            return event
+        name = unquote(URL(url).name) or "file"
+        return attrs.evolve(event, text=name, attachment=Attachment(name, mimetype, data))
+
+    def make_client(self, jid: str, password: str) -> XmppClient:
+        return XmppClient(jid, password, ca_file=self.settings.get("ca_file") or None,
+                          nameserver=self.settings.get("nameserver") or None)
+
+    async def start(self, sink: BridgeSink) -> None:
+        self.sink = sink
+        self.state = ConnectorState.CONNECTED
+
+    async def stop(self) -> None:
+        for session in list(self.sessions.values()):
+            await session.close()
+        self.sessions.clear()
+        self.state = ConnectorState.STOPPED
+
+    async def emit(self, event: Any) -> None:
+        assert self.sink is not None
+        try:
+            await self.sink.handle_remote_event(event)
+        except Exception:
+            log.exception("Could not bridge an XMPP event into Matrix")
+
+    # ---- linking ---------------------------------------------------------------------------
+
+    def login_flows(self) -> list[str]:
+        return ["password"]
+
+    async def begin_login(self, identifier: str | None) -> LoginStep:
+        try:
+            jid = JID(identifier or "")
+        except InvalidJID:
+            jid = JID()
+        if not jid.user or not jid.domain:
+            raise LoginFailed(f'"{identifier}" is not an XMPP address like alice@example.org.')
+        return LoginStep(message=f"Send the password of {jid.bare}.", state={"jid": jid.bare},
+                         fields=[Field("password", f"Password of {jid.bare}", secret=True)])
+
+    async def continue_login(self, state: dict[str, Any], answers: dict[str, str]
+                             ) -> LoginStep | LinkedAccount:
+        jid, password = state["jid"], answers.get("password", "")
+        if not password:
+            raise LoginFailed("The password is empty.")
+        client = self.make_client(jid, password)
+        outcome: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+
+        def settle(result: str) -> None:
+            if not outcome.done():
+                outcome.set_result(result)
+
+        client.add_event_handler("session_start", lambda _: settle("ok"))
+        client.add_event_handler("failed_all_auth", lambda _: settle("auth"))
+        client.add_event_handler("connection_failed", lambda e: settle(f"connect:{e}"))
+        client.connect()
+        try:
+            result = await asyncio.wait_for(outcome, LOGIN_TIMEOUT)
+        except TimeoutError:
+            result = "timeout"
+        try:
+            if result == "auth":
+                raise LoginFailed(f"The XMPP server refused the password for {jid}. Nothing "
+                                  "was stored; try again with the right password.")
+            if result != "ok":
+                raise LoginFailed(f"Could not reach the XMPP server of {JID(jid).domain} "
+                                  f"({result.removeprefix('connect:')}). Nothing was stored.")
+            return await self._verify(client, jid, password)
+        finally:
+            client.disconnect()
+
+    async def _verify(self, client: XmppClient, jid: str, password: str) -> LinkedAccount:
+        """The verification ping: the roster and the server's features."""
+        roster = await client.get_roster()
+        contacts = len(roster["roster"]["items"])
+        info = await client.plugin["xep_0030"].get_info(jid=JID(jid).domain, timeout=15)
+        features = sorted(info["disco_info"]["features"])
+        mechanism = getattr(client.plugin["feature_mechanisms"], "mech", None)
+        method = getattr(mechanism, "name", "SASL")
+        return LinkedAccount(
+            external_user_id=JID(jid).bare, display_name=JID(jid).user, scopes=["c2s"],
+            credentials={"password": password},
+            verified=[f"signed in with {method} over TLS (certificate verified)",
+                      f"roster fetched: {contacts} contact(s)",
+                      f"server features: {len(features)}"],
+        )
+
+    # ---- sessions --------------------------------------------------------------------------
+
+    async def open_session(self, persona_id: str, external_user_id: str,
+                           credentials: dict[str, str], owner: str) -> None:
+        await self.close_session(persona_id)
+        session = Session(self, persona_id, f"{external_user_id}/relayforge-"
+                          f"{secrets.token_hex(3)}", credentials["password"], owner)
+        self.sessions[persona_id] = session
+        session.connect()
+        try:
+            # Linking reports success once the person is online; at start-up we do not wait
+            # long for a server that is down (the session keeps retrying).
+            await asyncio.wait_for(session.ready.wait(), timeout=15)
+        except TimeoutError:
+            log.warning("XMPP session of %s is not up yet; it keeps trying", external_user_id)
+
+    async def close_session(self, persona_id: str) -> None:
+        session = self.sessions.pop(persona_id, None)
+        if session:
+            await session.close()
+
+    async def join(self, persona_id: str, remote_room_id: str,
+                   since_ms: int | None = None) -> RemoteRoom:
+        session = self._session(persona_id)
+        since = datetime.fromtimestamp(since_ms / 1000, UTC) if since_ms else None
+        await asyncio.wait_for(session.join(remote_room_id, since), timeout=60)
+        return RemoteRoom(remote_room_id, name=JID(remote_room_id).user)
+
+    def _session(self, persona_id: str | None) -> Session:
+        session = self.sessions.get(persona_id or "")
+        if session is None:
+            raise LoginFailed("that XMPP account has no open session")
+        return session
+
+    # ---- Matrix -> XMPP --------------------------------------------------------------------
+
+    def _target(self, session: Session, room_id: str) -> tuple[JID, str]:
+        if DM_SEPARATOR in room_id:
+            return JID(room_id.split(DM_SEPARATOR, 1)[1]), "chat"
+        return JID(room_id), "groupchat"
+
+    def _new_message(self, session: Session, room_id: str, body: str,
+                     html: str | None = None) -> Message:
+        to, kind = self._target(session, room_id)
+        msg = session.client.make_message(mto=to, mbody=body, mtype=kind)
+        if html:
+            msg["html"]["body"] = to_xhtml_im(html)
+        msg["id"] = secrets.token_hex(12)
+        msg["origin_id"]["id"] = msg["id"]
+        self.remember_sent(msg["id"])
+        return msg
+
+    async def send_message(self, event: MatrixMessage) -> SendResult:
+        session = self._session(event.persona_id)
+        # A session that is reconnecting gets a minute to come back before the send fails.
+        await asyncio.wait_for(session.ready.wait(), timeout=60)
+        if event.attachment is not None:
+            return await self._send_file(session, event)
+        msg = self._new_message(session, event.room.remote_id, event.text, event.html)
+        if event.reply_to:
+            msg["reply"]["id"] = event.reply_to
+            msg["reply"]["to"] = msg["to"]
+        msg.send()
+        return SendResult(msg["id"])
+
+    async def _send_file(self, session: Session, event: MatrixMessage) -> SendResult:
+        """XEP-0363: upload to the server's HTTP upload service, then share the link."""
+        attachment = event.attachment
+        assert attachment is not None
+        url = await session.client.plugin["xep_0363"].upload_file(
+            attachment.name, size=len(attachment.data), content_type=attachment.mimetype,
+            input_file=io.BytesIO(attachment.data), domain=JID(session.jid).domain,
+            timeout=60)
+        msg = self._new_message(session, event.room.remote_id, url)
+        msg["oob"]["url"] = url
+        msg.send()
+        return SendResult(msg["id"])
+
+    def _signal(self, event: MatrixTyping | MatrixRead) -> Message:
+        session = self._session(event.persona_id)
+        to, kind = self._target(session, event.room.remote_id)
+        msg = session.client.make_message(mto=to, mtype=kind)
+        msg["id"] = secrets.token_hex(12)
+        self.remember_sent(msg["id"])
+        return msg
+
+    async def send_typing(self, event: MatrixTyping) -> None:
+        msg = self._signal(event)
+        msg["chat_state"] = "composing" if event.typing else "active"
+        msg.send()
+
+    async def send_read(self, event: MatrixRead) -> None:
+        msg = self._signal(event)
+        msg["displayed"]["id"] = event.target_id
+        msg.send()
+
+    async def send_edit(self, event: MatrixEdit) -> None:
+        session = self._session(event.persona_id)
+        msg = self._new_message(session, event.room.remote_id, event.text, event.html)
+        msg["replace"]["id"] = event.target_id
+        msg.send()
+
+    async def send_redaction(self, event: MatrixRedaction) -> None:
+        session = self._session(event.persona_id)
+        to, kind = self._target(session, event.room.remote_id)
+        if event.target_is_reaction:
+            target, _, _ = event.target_id.partition(":")
+            self._send_reactions(session, to, kind, target, set(), "(removed a reaction)")
+            return
+        msg = session.client.make_message(
+            mto=to, mtype=kind,
+            mbody="This person retracted a previous message, but your client does not "
+                  "support that.")
+        msg["id"] = secrets.token_hex(12)
+        self.remember_sent(msg["id"])
+        msg["retract"]["id"] = event.target_id
+        msg["fallback"]["for"] = "urn:xmpp:message-retract:1"
+        msg.send()
+
+    async def send_reaction(self, event: MatrixReaction) -> SendResult:
+        session = self._session(event.persona_id)
+        to, kind = self._target(session, event.room.remote_id)
+        self._send_reactions(session, to, kind, event.target_id, {event.key}, event.key)
+        return SendResult(f"{event.target_id}:{session.jid}:{event.key}")
+
+    def _send_reactions(self, session: Session, to: JID, kind: str, target: str,
+                        keys: set[str], fallback: str) -> None:
+        # A fallback body for clients without reactions, marked (XEP-0428) so clients with
+        # them hide it.
+        msg = session.client.make_message(mto=to, mtype=kind, mbody=fallback)
+        msg["id"] = secrets.token_hex(12)
+        self.remember_sent(msg["id"])
+        msg["reactions"]["id"] = target
+        msg["reactions"]["values"] = keys
+        msg["fallback"]["for"] = "urn:xmpp:reactions:0"
+        msg.send()

@@ -1,0 +1,83 @@
+"""XMPP stanzas -> neutral remote events (replies, corrections, retractions, reactions)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from slixmpp import Message
+
+from ..base import (
+    RemoteEdit,
+    RemoteEvent,
+    RemoteMessage,
+    RemoteReaction,
+    RemoteRead,
+    RemoteRedaction,
+    RemoteRoom,
+    RemoteTyping,
+    RemoteUser,
+)
+from .formatting import from_xhtml_im
+
+if TYPE_CHECKING:
+    from .connector import Session
+
+
+def _has(msg: Message, plugin: str, attribute: str = "id") -> str | None:
+    if not msg.get_plugin(plugin, check=True):
+        return None
+    value = msg[plugin][attribute]
+    return value or None
+
+
+def _html(msg: Message) -> str | None:
+    if not msg.get_plugin("html", check=True):
+        return None
+    body = msg["html"].get_body()
+    return from_xhtml_im(str(body)) if body else None
+
+
+def inbound_events(msg: Message, session: Session) -> list[RemoteEvent]:
+    """What a message means for Matrix; empty for history, receipts and our own echoes."""
+    # Delayed messages are history a room replays when we rejoin after a gap (we ask only
+    # for what came after the last message we saw) or chats stored while we were offline.
+    # Either way they are bridged once: the core drops ids it has already seen.
+    delayed = msg.get_plugin("delay", check=True) and msg["delay"]["stamp"]
+    from .connector import dm_room
+
+    if msg["type"] == "groupchat":
+        room = RemoteRoom(msg["from"].bare, name=msg["from"].user)
+        sender = RemoteUser(str(msg["from"]), display_name=msg["from"].resource)
+    else:
+        contact = msg["from"].bare
+        room = RemoteRoom(dm_room(session.jid, contact), name=contact)
+        sender = RemoteUser(contact, display_name=msg["from"].user)
+    # A message that waited keeps the time it was sent.
+    when = int(msg["delay"]["stamp"].timestamp() * 1000) if delayed else None
+    common = {"room": room, "sender": sender, "receiver": session.owner or None,
+              "persona_id": session.persona_id, "timestamp_ms": when}
+    message_id = msg["origin_id"]["id"] or msg["id"] or msg["stanza_id"]["id"]
+    if target := _has(msg, "retract"):
+        return [RemoteRedaction(target_id=target, **common)]
+    if target := _has(msg, "reactions"):
+        return [RemoteReaction(reaction_id=f"{target}:{sender.remote_id}:{key}",
+                               target_id=target, key=key, **common)
+                for key in sorted(msg["reactions"]["values"])]
+    if target := _has(msg, "displayed"):
+        return [RemoteRead(target_id=target, **common)]
+    body = msg["body"]
+    state = msg["chat_state"] if msg.get_plugin("chat_state", check=True) else ""
+    if not body:
+        return [RemoteTyping(typing=state == "composing", **common)] if state else []
+    if not message_id:
+        return []
+    if target := _has(msg, "replace"):
+        return [RemoteEdit(target_id=target, text=body, html=_html(msg), **common)]
+    if url := _has(msg, "oob", "url"):
+        # A shared file (XEP-0363 upload + XEP-0066 link); the session fetches it.
+        return [RemoteMessage(message_id=message_id, text=url, **common)]
+    reply_to = _has(msg, "reply")
+    if reply_to and msg.get_plugin("fallback", check=True):
+        body = msg["reply"].strip_fallback_content() or body
+    return [RemoteMessage(message_id=message_id, text=body, html=_html(msg),
+                          reply_to=reply_to, **common)]

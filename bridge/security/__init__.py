@@ -1,0 +1,1 @@
+"""Secrets and acting on a person's behalf: the vault, impersonation tokens."""

@@ -1,0 +1,1 @@
+"""HTTP endpoints served on the appservice listener beside the Matrix appservice API."""

@@ -1,0 +1,174 @@
+"""Provisioning endpoints for linking, personas and mapping rules (the bot's flows, as an API).
+
+Mixed into `ProvisioningApi`, which authenticates every request and sets `request[ACCOUNT]`.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from ..core.linking import LinkDone, LinkRefused
+from ..core.mapping import RuleRefused
+from ..db.mapping_rule import MappingRule
+from ..db.persona import Persona
+from ..identity.errors import IdentityError
+from ..networks.login import LoginStep
+
+if TYPE_CHECKING:
+    from ..core.linking import Linking
+    from ..core.mapping import MappingRules
+    from ..identity.accounts import Accounts
+
+ACCOUNT = web.RequestKey("account", str)
+
+
+def _error(status: int, errcode: str, message: str) -> web.Response:
+    return web.json_response({"errcode": errcode, "error": message}, status=status)
+
+
+def step_json(flow_id: str, step: LoginStep) -> dict[str, Any]:
+    return {"done": False, "flow_id": flow_id, "message": step.message,
+            "fields": [{"name": f.name, "label": f.label, "secret": f.secret}
+                       for f in step.fields],
+            "url": step.url, "qr": step.qr}
+
+
+def persona_json(persona: Persona, profile: str) -> dict[str, Any]:
+    return {"id": persona.id, "profile": profile, "status": persona.status.value,
+            "descriptor": persona.descriptor()}
+
+
+def rule_json(rule: MappingRule, profile: str) -> dict[str, Any]:
+    return {"id": rule.id, "profile": profile, "network": rule.network, "remote": rule.remote,
+            "target_room": rule.target_room, "inbound_only": rule.inbound_only,
+            "relay": rule.relay}
+
+
+async def json_body(request: web.Request) -> dict[str, Any] | None:
+    try:
+        body = await request.json()
+    except json.JSONDecodeError:
+        return None
+    return body if isinstance(body, dict) else None
+
+
+class NetworkEndpoints:
+    accounts: Accounts
+    linking: Linking | None
+    rules: MappingRules | None
+
+    async def _profiles(self, account_id: str) -> dict[str, str]:
+        view = await self.accounts.view(account_id)
+        return {p.profile.id: p.profile.name for p in view.profiles}
+
+    async def _owner(self, account_id: str) -> str:
+        users = await self.accounts.storage.accounts.matrix_users(account_id)
+        return users[0] if users else account_id
+
+    async def networks(self, request: web.Request) -> web.Response:
+        assert self.linking is not None
+        return web.json_response({"networks": [
+            {"name": name, "login_flows": flows}
+            for name, flows in self.linking.networks().items()]})
+
+    async def link_start(self, request: web.Request) -> web.Response:
+        assert self.linking is not None
+        body = await json_body(request)
+        if body is None:
+            return _error(400, "M_BAD_JSON", "expected a JSON object")
+        account = request[ACCOUNT]
+        profile = body.get("profile") or next(iter((await self._profiles(account)).values()))
+        try:
+            flow_id, step = await self.linking.start(
+                account, request.match_info["network"], body.get("identifier"), str(profile))
+        except LinkRefused as e:
+            return _error(400, "M_INVALID_PARAM", str(e))
+        return web.json_response(step_json(flow_id, step))
+
+    async def link_step(self, request: web.Request) -> web.Response:
+        assert self.linking is not None
+        body = await json_body(request)
+        answers = body.get("answers") if body else None
+        if not isinstance(answers, dict) or not all(
+                isinstance(v, str) for v in answers.values()):
+            return _error(400, "M_BAD_JSON", 'expected {"answers": {"field": "value"}}')
+        account = request[ACCOUNT]
+        try:
+            result = await self.linking.submit(account, request.match_info["flow_id"],
+                                               answers, actor=await self._owner(account))
+        except LinkRefused as e:
+            return _error(400, "M_FORBIDDEN", str(e))
+        if isinstance(result, LinkDone):
+            profiles = await self._profiles(account)
+            return web.json_response({
+                "done": True, "verified": result.verified,
+                "persona": persona_json(result.persona,
+                                        profiles.get(result.persona.profile_id, ""))})
+        flow_id, step = result
+        return web.json_response(step_json(flow_id, step))
+
+    async def personas(self, request: web.Request) -> web.Response:
+        view = await self.accounts.view(request[ACCOUNT])
+        return web.json_response({"personas": [
+            persona_json(x, p.profile.name) for p in view.profiles for x in p.personas]})
+
+    async def unlink(self, request: web.Request) -> web.Response:
+        account = request[ACCOUNT]
+        try:
+            persona = await self.accounts.unlink_persona(
+                account, request.match_info["persona_id"], actor=await self._owner(account))
+        except IdentityError as e:
+            return _error(404, "M_NOT_FOUND", str(e))
+        return web.json_response({"unlinked": persona.id})
+
+    async def persona_state(self, request: web.Request) -> web.Response:
+        account = request[ACCOUNT]
+        action = request.match_info["action"]
+        if action not in ("pause", "resume", "revoke"):
+            return _error(404, "M_NOT_FOUND", f"unknown action {action}")
+        try:
+            persona = await self.accounts.set_persona_state(
+                account, request.match_info["persona_id"], action,
+                actor=await self._owner(account))
+        except IdentityError as e:
+            return _error(400, "M_FORBIDDEN", str(e))
+        profiles = await self._profiles(account)
+        return web.json_response(persona_json(persona, profiles.get(persona.profile_id, "")))
+
+    async def list_rules(self, request: web.Request) -> web.Response:
+        account = request[ACCOUNT]
+        profiles = await self._profiles(account)
+        rules = await self.accounts.storage.rules.for_account(account)
+        return web.json_response({"rules": [rule_json(r, profiles.get(r.profile_id, ""))
+                                            for r in rules]})
+
+    async def add_rule(self, request: web.Request) -> web.Response:
+        assert self.rules is not None
+        body = await json_body(request)
+        if body is None or not isinstance(body.get("network"), str) or not isinstance(
+                body.get("remote"), str):
+            return _error(400, "M_BAD_JSON", 'expected {"network": ..., "remote": ...}')
+        account = request[ACCOUNT]
+        profiles = await self._profiles(account)
+        profile = str(body.get("profile") or next(iter(profiles.values())))
+        try:
+            rule = await self.rules.add(
+                account, await self._owner(account), profile, body["network"], body["remote"],
+                target_room=body.get("target_room"),
+                inbound_only=body.get("inbound_only") is True, relay=body.get("relay") is True)
+        except RuleRefused as e:
+            return _error(400, "M_INVALID_PARAM", str(e))
+        return web.json_response(rule_json(rule, profile), status=201)
+
+    async def remove_rule(self, request: web.Request) -> web.Response:
+        assert self.rules is not None
+        account = request[ACCOUNT]
+        try:
+            rule = await self.rules.remove(account, request.match_info["rule_id"],
+                                           await self._owner(account))
+        except RuleRefused as e:
+            return _error(404, "M_NOT_FOUND", str(e))
+        return web.json_response({"removed": rule.id})

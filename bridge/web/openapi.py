@@ -1,0 +1,236 @@
+"""The OpenAPI document of the provisioning API, served at /_matrix/provision/v1/openapi.json."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .. import __version__
+
+_ERROR = {"type": "object", "required": ["error"],
+          "properties": {"errcode": {"type": "string"}, "error": {"type": "string"},
+                         "success": {"type": "boolean"}}}
+_FLOW_ERROR = {"type": "object", "required": ["success", "error"],
+               "properties": {"success": {"type": "boolean", "enum": [False]},
+                              "error": {"type": "string"}}}
+_DESCRIPTOR = {
+    "type": "object",
+    "required": ["platform", "external_user_id", "display_name", "avatar_hash", "scopes",
+                 "last_refresh"],
+    "properties": {
+        "platform": {"type": "string"}, "external_user_id": {"type": "string"},
+        "display_name": {"type": ["string", "null"]},
+        "avatar_hash": {"type": ["string", "null"]},
+        "scopes": {"type": "array", "items": {"type": "string"}},
+        "last_refresh": {"type": ["string", "null"]},
+    },
+}
+_PERSONA = {"type": "object", "required": ["id", "status", "descriptor"],
+            "properties": {"id": {"type": "string"},
+                           "status": {"type": "string", "enum": [
+                               "active", "paused", "read_only", "needs_reauth", "revoked"]},
+                           "descriptor": _DESCRIPTOR}}
+_PROFILE = {"type": "object", "required": ["id", "name", "space", "personas"],
+            "properties": {"id": {"type": "string"}, "name": {"type": "string"},
+                           "space": {"type": ["string", "null"]},
+                           "personas": {"type": "array", "items": _PERSONA}}}
+_ACCOUNT = {
+    "type": "object",
+    "required": ["account_id", "status", "credits", "matrix_users", "identities", "profiles"],
+    "properties": {
+        "account_id": {"type": "string"}, "status": {"type": "string"},
+        "credits": {"type": "integer"},
+        "matrix_users": {"type": "array", "items": {"type": "string"}},
+        "identities": {"type": "array", "items": {
+            "type": "object", "required": ["provider", "issuer", "email", "email_verified"],
+            "properties": {"provider": {"type": "string"}, "issuer": {"type": "string"},
+                           "email": {"type": ["string", "null"]},
+                           "email_verified": {"type": "boolean"}}}},
+        "profiles": {"type": "array", "items": _PROFILE},
+    },
+}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+_UNAUTHORIZED = _json(_ERROR, "No or unknown credentials")
+_USER_ID = [{"name": "user_id", "in": "query", "required": False,
+             "schema": {"type": "string"}}]
+_STEP = {"type": "object", "required": ["done", "flow_id", "message", "fields", "url", "qr"],
+         "properties": {
+             "done": {"type": "boolean", "enum": [False]}, "flow_id": {"type": "string"},
+             "message": {"type": "string"},
+             "fields": {"type": "array", "items": {
+                 "type": "object", "required": ["name", "label", "secret"],
+                 "properties": {"name": {"type": "string"}, "label": {"type": "string"},
+                                "secret": {"type": "boolean"}}}},
+             "url": {"type": ["string", "null"]}, "qr": {"type": ["string", "null"]}}}
+_LISTED_PERSONA = {"type": "object", "required": ["id", "profile", "status", "descriptor"],
+                   "properties": {"id": {"type": "string"}, "profile": {"type": "string"},
+                                  "status": {"type": "string"}, "descriptor": _DESCRIPTOR}}
+_RULE = {"type": "object",
+         "required": ["id", "profile", "network", "remote", "target_room", "inbound_only",
+                      "relay"],
+         "properties": {"id": {"type": "string"}, "profile": {"type": "string"},
+                        "network": {"type": "string"}, "remote": {"type": "string"},
+                        "target_room": {"type": ["string", "null"]},
+                        "inbound_only": {"type": "boolean"}, "relay": {"type": "boolean"}}}
+
+
+def _op(summary: str, responses: dict[str, Any], body: dict[str, Any] | None = None,
+        path_params: tuple[str, ...] = ()) -> dict[str, Any]:
+    operation: dict[str, Any] = {
+        "summary": summary,
+        "parameters": _USER_ID + [{"name": p, "in": "path", "required": True,
+                                   "schema": {"type": "string"}} for p in path_params],
+        "responses": {**responses, "401": _UNAUTHORIZED},
+    }
+    if body is not None:
+        operation["requestBody"] = {"required": True,
+                                    "content": {"application/json": {"schema": body}}}
+    return operation
+
+
+def _network_paths() -> dict[str, Any]:
+    v1 = "/_matrix/provision/v1"
+    bad = _json(_ERROR, "Refused; the error says why")
+    return {
+        f"{v1}/networks": {"get": _op("Networks and their login flows", {"200": _json({
+            "type": "object", "required": ["networks"], "properties": {"networks": {
+                "type": "array", "items": {"type": "object",
+                                           "required": ["name", "login_flows"],
+                                           "properties": {"name": {"type": "string"},
+                                                          "login_flows": {
+                                                              "type": "array", "items": {
+                                                                  "type": "string"}}}}}}},
+            "Networks")})},
+        f"{v1}/link/{{network}}": {"post": _op(
+            "Start linking an account: answers the first step",
+            {"200": _json(_STEP, "The first step"), "400": bad},
+            body={"type": "object", "properties": {"identifier": {"type": "string"},
+                                                   "profile": {"type": "string"}}},
+            path_params=("network",))},
+        f"{v1}/link/steps/{{flow_id}}": {"post": _op(
+            "Answer a step: the next step, or the linked persona",
+            {"200": _json({"oneOf": [_STEP, {
+                "type": "object", "required": ["done", "verified", "persona"],
+                "properties": {"done": {"type": "boolean", "enum": [True]},
+                               "verified": {"type": "array", "items": {"type": "string"}},
+                               "persona": _LISTED_PERSONA}}]}, "Next step or done"),
+             "400": bad},
+            body={"type": "object", "required": ["answers"], "properties": {"answers": {
+                "type": "object", "additionalProperties": {"type": "string"}}}},
+            path_params=("flow_id",))},
+        f"{v1}/personas": {"get": _op("Linked accounts", {"200": _json({
+            "type": "object", "required": ["personas"],
+            "properties": {"personas": {"type": "array", "items": _LISTED_PERSONA}}},
+            "Personas")})},
+        f"{v1}/personas/{{persona_id}}": {"delete": _op(
+            "Unlink an account and destroy its credentials",
+            {"200": _json({"type": "object", "required": ["unlinked"],
+                           "properties": {"unlinked": {"type": "string"}}}, "Unlinked"),
+             "404": _json(_ERROR, "No such persona")}, path_params=("persona_id",))},
+        f"{v1}/personas/{{persona_id}}/{{action}}": {"post": _op(
+            "Pause, resume or revoke a linked account (action: pause | resume | revoke)",
+            {"200": _json(_LISTED_PERSONA, "The persona, with its new status"),
+             "400": bad, "404": _json(_ERROR, "No such persona or action")},
+            path_params=("persona_id", "action"))},
+        f"{v1}/rules": {
+            "get": _op("Mapping rules", {"200": _json({
+                "type": "object", "required": ["rules"],
+                "properties": {"rules": {"type": "array", "items": _RULE}}}, "Rules")}),
+            "post": _op("Map a remote room into a profile",
+                        {"201": _json(_RULE, "The rule"), "400": bad},
+                        body={"type": "object", "required": ["network", "remote"],
+                              "properties": {"network": {"type": "string"},
+                                             "remote": {"type": "string"},
+                                             "profile": {"type": "string"},
+                                             "target_room": {"type": "string"},
+                                             "inbound_only": {"type": "boolean"},
+                                             "relay": {"type": "boolean"}}})},
+        f"{v1}/rules/{{rule_id}}": {"delete": _op(
+            "Remove a mapping rule",
+            {"200": _json({"type": "object", "required": ["removed"],
+                           "properties": {"removed": {"type": "string"}}}, "Removed"),
+             "404": _json(_ERROR, "No such rule")}, path_params=("rule_id",))},
+    }
+_SECURITY = [{"sharedSecret": []}, {"bridgeSession": []}, {"matrixOpenId": []}]
+
+
+def openapi_document() -> dict[str, Any]:
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "RelayForge provisioning API", "version": __version__,
+                 "description": "Accounts, profiles and linking. Every endpoint needs "
+                                "authentication: the shared secret (with ?user_id= for "
+                                "trusted integrations), a bridge session, or a Matrix OpenID "
+                                "token, each as `Authorization: Bearer <token>`."},
+        "components": {"securitySchemes": {
+            "sharedSecret": {"type": "http", "scheme": "bearer",
+                             "description": "provisioning.shared_secret plus ?user_id="},
+            "bridgeSession": {"type": "http", "scheme": "bearer",
+                              "description": "a session id from signing in"},
+            "matrixOpenId": {"type": "http", "scheme": "bearer",
+                             "description": "an OpenID token from the person's homeserver"},
+        }},
+        "security": _SECURITY,
+        "paths": {
+            "/_matrix/provision/v1/whoami": {"get": {
+                "summary": "Who the credentials belong to",
+                "parameters": [{"name": "user_id", "in": "query", "required": False,
+                                "schema": {"type": "string"}}],
+                "responses": {
+                    "200": _json({"type": "object", "required": ["account_id", "matrix_users"],
+                                  "properties": {"account_id": {"type": "string"},
+                                                 "matrix_users": {"type": "array",
+                                                                  "items": {"type": "string"}}}},
+                                 "The account"),
+                    "401": _UNAUTHORIZED}}},
+            "/_matrix/provision/v1/account": {"get": {
+                "summary": "The account: Matrix users, sign-in methods, profiles, personas",
+                "parameters": [{"name": "user_id", "in": "query", "required": False,
+                                "schema": {"type": "string"}}],
+                "responses": {"200": _json(_ACCOUNT, "The account"), "401": _UNAUTHORIZED}}},
+            "/_matrix/provision/v1/profiles": {"post": {
+                "summary": "Create a profile (it gets a Matrix space)",
+                "parameters": [{"name": "user_id", "in": "query", "required": False,
+                                "schema": {"type": "string"}}],
+                "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                    "type": "object", "required": ["name"],
+                    "properties": {"name": {"type": "string"}}}}}},
+                "responses": {"201": _json(_PROFILE, "The new profile"),
+                              "400": _json(_ERROR, "Bad name or the name is taken"),
+                              "401": _UNAUTHORIZED}}},
+            "/api/account/complete-linking": {"post": {
+                "summary": "Link a pending sign-in to the account just signed in to",
+                "security": [],
+                "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                    "type": "object", "required": ["pendingSessionId", "existingSessionId"],
+                    "properties": {"pendingSessionId": {"type": "string"},
+                                   "existingSessionId": {"type": "string"}}}}}},
+                "responses": {
+                    "200": _json({"type": "object", "required": ["success", "message"],
+                                  "properties": {"success": {"type": "boolean"},
+                                                 "message": {"type": "string"}}}, "Linked"),
+                    "400": _json(_FLOW_ERROR, "Expired, reused or foreign sessions")}}},
+            "/api/account/merge": {"post": {
+                "summary": "Merge the account of mergeSessionId into the signed-in account",
+                "security": [{"bridgeSession": []}],
+                "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                    "type": "object", "required": ["mergeSessionId"],
+                    "properties": {"mergeSessionId": {"type": "string"}}}}}},
+                "responses": {
+                    "200": _json({"type": "object",
+                                  "required": ["success", "creditsMerged", "providersAdded"],
+                                  "properties": {"success": {"type": "boolean"},
+                                                 "creditsMerged": {"type": "integer"},
+                                                 "providersAdded": {"type": "array",
+                                                                    "items": {"type": "string"}}}},
+                                 "Merged"),
+                    "400": _json(_FLOW_ERROR, "Expired or reused merge session"),
+                    "401": _json(_FLOW_ERROR, "No session"),
+                    "403": _json(_FLOW_ERROR, "The session is not valid")}}},
+            **_network_paths(),
+        },
+    }

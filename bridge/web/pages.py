@@ -1,0 +1,130 @@
+"""The server-rendered pages: plain HTML forms that work without JavaScript."""
+
+from __future__ import annotations
+
+from html import escape
+
+STYLE = """
+body{font-family:system-ui,sans-serif;max-width:40rem;margin:2rem auto;padding:0 1rem;
+color:#1d1d1f;line-height:1.5}
+h1{font-size:1.5rem}.card{border:1px solid #ddd;border-radius:.5rem;padding:1rem;margin:1rem 0}
+button,.button{font:inherit;padding:.5rem 1rem;margin:.25rem .25rem .25rem 0;border-radius:.4rem;
+border:1px solid #0b57d0;background:#0b57d0;color:#fff;cursor:pointer;text-decoration:none;
+display:inline-block}.secondary{background:#fff;color:#0b57d0}.ok{color:#137333}
+.error{color:#b3261e}table{border-collapse:collapse}td,th{padding:.2rem .6rem;text-align:left;
+border-bottom:1px solid #eee}
+"""
+
+
+def page(title: str, body: str) -> str:
+    return (f'<!doctype html><html lang="en"><head><meta charset="utf-8">'
+            f'<meta name="viewport" content="width=device-width, initial-scale=1">'
+            f"<title>{escape(title)} - RelayForge</title><style>{STYLE}</style></head>"
+            f"<body><main>{body}</main></body></html>")
+
+
+def hidden(**fields: str) -> str:
+    return "".join(f'<input type="hidden" name="{escape(k)}" value="{escape(v)}">'
+                   for k, v in fields.items())
+
+
+def provider_buttons(providers: list[tuple[str, str]], purpose: str, label: str) -> str:
+    return "".join(
+        f'<a class="button secondary" id="{escape(purpose)}-{escape(pid)}" '
+        f'href="/oauth/{escape(pid)}/start?purpose={escape(purpose)}">'
+        f"{escape(label)} {escape(name)}</a>"
+        for pid, name in providers)
+
+
+def sign_in_page(providers: list[tuple[str, str]]) -> str:
+    return page("Sign in", "<h1>Sign in to RelayForge</h1>"
+                f'<div class="card">{provider_buttons(providers, "signin", "Continue with")}'
+                '<p>Or send <code>login-link</code> to the RelayForge bot in Matrix.</p></div>')
+
+
+def account_choice_page(email: str | None, provider_name: str, pending_id: str, csrf: str,
+                        providers: list[tuple[str, str]]) -> str:
+    who = escape(email or "an account without an email address")
+    return page("Choose your account", f"""
+<h1>One more step</h1>
+<p>You've authenticated as <strong>{who}</strong> with {escape(provider_name)}.</p>
+<div class="card">
+  <h2>Create new RelayForge account</h2>
+  <form method="post" action="/auth/account-choice/create">
+    {hidden(session=pending_id, csrf=csrf)}
+    <button id="create-new" type="submit">Create new RelayForge account</button>
+  </form>
+</div>
+<div class="card">
+  <h2>Sign in with existing account to link</h2>
+  <p>Prove it is yours by signing in to it; then {escape(provider_name)} is linked to it.</p>
+  {provider_buttons(providers, "link", "Continue with")}
+  <p>Or send <code>login-link</code> to the RelayForge bot in Matrix and open its link in
+  this browser.</p>
+</div>""")
+
+
+def confirm_link_page(provider_name: str, email: str | None, pending_id: str, existing_id: str,
+                      csrf: str) -> str:
+    return page("Link accounts", f"""
+<h1>Link {escape(provider_name)} to your account?</h1>
+<p>{escape(provider_name)} ({escape(email or "no email")}) will become a way to sign in to the
+account you just signed in to.</p>
+<form method="post" action="/api/account/complete-linking">
+  {hidden(pendingSessionId=pending_id, existingSessionId=existing_id, csrf=csrf)}
+  <button id="confirm-link" type="submit">Link accounts</button>
+</form>""")
+
+
+def linked_page(provider_name: str, email: str | None) -> str:
+    return page("Accounts linked", f"""
+<h1 class="ok" id="success">&#10003; Accounts successfully linked!</h1>
+<p>Your {escape(provider_name)} ({escape(email or "no email")}) is now connected to your
+account.</p>
+<p>All your linked chats are reachable from one RelayForge account.</p>
+<p><a class="button" href="/account/settings">Account settings</a></p>""")
+
+
+def settings_page(emails: list[str], providers: list[str], matrix_users: list[str],
+                  credits: int, merge_providers: list[tuple[str, str]],
+                  notice: str | None = None) -> str:
+    flash = f'<p class="ok" id="notice">{escape(notice)}</p>' if notice else ""
+    return page("Account settings", f"""
+<h1>Account Management</h1>{flash}
+<div class="card">
+  <p id="linked-emails">Linked emails: {escape(", ".join(emails) or "none")}</p>
+  <p id="connected-providers">Connected providers: {escape(", ".join(providers) or "none")}</p>
+  <p id="matrix-users">Matrix users: {escape(", ".join(matrix_users) or "none")}</p>
+  <p id="credits">Credits: {credits}</p>
+</div>
+<div class="card">
+  <h2>Merge another account</h2>
+  <p>Sign in to your other RelayForge account; it is merged into this one (credits,
+  connections and profiles).</p>
+  {provider_buttons(merge_providers, "merge", "Merge another account:")}
+</div>""")
+
+
+def confirm_merge_page(provider_name: str, merge_id: str, csrf: str) -> str:
+    return page("Merge accounts", f"""
+<h1>Merge the other account into this one?</h1>
+<p>The account you signed in to with {escape(provider_name)} will be merged into the account
+you are signed in to. Support can reverse a merge if needed.</p>
+<form method="post" action="/account/merge">
+  {hidden(mergeSessionId=merge_id, csrf=csrf)}
+  <button id="confirm-merge" type="submit">Merge accounts</button>
+</form>""")
+
+
+def merged_page(credits: int, providers: list[str]) -> str:
+    return page("Accounts merged", f"""
+<h1 class="ok" id="success">&#10003; Accounts merged!</h1>
+<p>{credits} credits and {len(providers)} sign-in provider(s)
+({escape(", ".join(providers) or "none")}) moved to this account.</p>
+<p><a class="button" href="/account/settings">Account settings</a></p>""")
+
+
+def error_page(message: str, status_title: str = "That did not work") -> str:
+    return page(status_title, f'<h1 class="error">{escape(status_title)}</h1>'
+                f"<p>{escape(message)}</p>"
+                '<p><a class="button" href="/auth/sign-in">Start again</a></p>')

@@ -1,0 +1,274 @@
+"""Sign-in, account choice, linking, settings and merge: the web side of the linking flows."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aiohttp import web
+
+from ..db import Storage
+from ..identity.accounts import Accounts
+from ..identity.signin import CallbackResult, FlowRefused, Outcome, Purpose, SignIn
+from . import pages
+from .browser import BROWSER, PENDING_COOKIE, SESSION_COOKIE, BrowserBinding
+
+SETTINGS = "/account/settings"
+
+
+def wants_json(request: web.Request) -> bool:
+    return "application/json" in request.headers.get("Accept", "") or (
+        request.content_type == "application/json")
+
+
+def html(body: str, status: int = 200) -> web.Response:
+    return web.Response(text=body, status=status, content_type="text/html", charset="utf-8")
+
+
+def bearer(request: web.Request) -> str | None:
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+class SignInRoutes:
+    def __init__(self, signin: SignIn, accounts: Accounts, storage: Storage,
+                 binding: BrowserBinding) -> None:
+        self.signin = signin
+        self.accounts = accounts
+        self.storage = storage
+        self.binding = binding
+
+    def register(self, app: web.Application) -> None:
+        r = app.router
+        r.add_get("/auth/sign-in", self.sign_in_page)
+        r.add_get("/oauth/{provider}/start", self.start)
+        r.add_get("/oauth/{provider}/callback", self.callback)
+        r.add_get("/auth/account-choice", self.account_choice)
+        r.add_post("/auth/account-choice/create", self.create_account)
+        r.add_post("/api/account/complete-linking", self.complete_linking)
+        r.add_get("/auth/matrix", self.matrix_login)
+        r.add_get(SETTINGS, self.settings)
+        r.add_post("/account/merge", self.merge_form)
+        r.add_post("/api/account/merge", self.merge_api)
+
+    @property
+    def _buttons(self) -> list[tuple[str, str]]:
+        return [(p.id, p.config.name) for p in self.signin.providers.values()]
+
+    def _refused(self, request: web.Request, error: FlowRefused, status: int | None = None
+                 ) -> web.Response:
+        status = status or error.status
+        if wants_json(request):
+            return web.json_response({"success": False, "error": str(error)}, status=status)
+        return html(pages.error_page(str(error)), status=status)
+
+    def _signed_in(self, response: web.StreamResponse, session_id: str) -> None:
+        response.set_cookie(SESSION_COOKIE, session_id, **self.binding.cookie_args(12 * 3600))
+
+    async def _account(self, request: web.Request) -> str | None:
+        return await self.signin.session_account(request.cookies.get(SESSION_COOKIE),
+                                                 request[BROWSER])
+
+    # ---- pages and the OAuth dance ---------------------------------------------------------
+
+    async def sign_in_page(self, request: web.Request) -> web.Response:
+        return html(pages.sign_in_page(self._buttons))
+
+    async def start(self, request: web.Request) -> web.Response:
+        try:
+            purpose = Purpose(request.query.get("purpose", "signin"))
+        except ValueError:
+            return self._refused(request, FlowRefused("unknown purpose"))
+        account = None
+        if purpose == Purpose.MERGE:
+            account = await self._account(request)
+            if account is None:
+                return self._refused(request, FlowRefused("sign in first"), 401)
+        try:
+            url = await self.signin.start(request.match_info["provider"], purpose,
+                                          request[BROWSER], account)
+        except FlowRefused as e:
+            return self._refused(request, e, 404)
+        raise web.HTTPSeeOther(url)
+
+    async def callback(self, request: web.Request) -> web.StreamResponse:
+        if "error" in request.query:
+            return self._refused(request, FlowRefused(
+                f"the provider refused: {request.query.get('error')}"))
+        try:
+            result = await self.signin.callback(
+                request.match_info["provider"], request.query.get("code"),
+                request.query.get("state"), request[BROWSER])
+        except FlowRefused as e:
+            return self._refused(request, e)
+        if wants_json(request):
+            return self._callback_json(result)
+        return await self._callback_html(request, result)
+
+    def _callback_json(self, result: CallbackResult) -> web.Response:
+        body: dict[str, Any]
+        if result.outcome == Outcome.PENDING_CHOICE:
+            body = {"type": "pending_choice", "pendingSessionId": result.session_id,
+                    "redirectUrl": "/auth/account-choice"}
+        elif result.outcome == Outcome.EXISTING_SESSION:
+            body = {"type": "existing_session", "existingSessionId": result.session_id}
+        elif result.outcome == Outcome.MERGE_SESSION:
+            body = {"type": "merge_session", "mergeSessionId": result.session_id}
+        else:
+            message = (f"{result.provider_name} added to your account"
+                       if result.outcome == Outcome.PROVIDER_ADDED
+                       else f"Signed in with {result.provider_name}")
+            body = {"type": result.outcome.value, "sessionUrl": SETTINGS, "message": message,
+                    "sessionId": result.session_id}
+        response = web.json_response(body)
+        if result.outcome in (Outcome.SIGNED_IN, Outcome.PROVIDER_ADDED):
+            self._signed_in(response, result.session_id)
+        return response
+
+    async def _callback_html(self, request: web.Request, result: CallbackResult
+                             ) -> web.StreamResponse:
+        if result.outcome == Outcome.PENDING_CHOICE:
+            raise web.HTTPSeeOther(f"/auth/account-choice?session={result.session_id}")
+        if result.outcome == Outcome.EXISTING_SESSION:
+            pending = request.cookies.get(PENDING_COOKIE, "")
+            payload = await self.signin.pending(pending, request[BROWSER])
+            if payload is None:
+                return self._refused(request, FlowRefused(
+                    "the account choice expired: sign in again"))
+            return html(pages.confirm_link_page(
+                self.signin.provider(payload["provider"]).config.name, payload["email"],
+                pending, result.session_id, self.binding.csrf_token(request)))
+        if result.outcome == Outcome.MERGE_SESSION:
+            return html(pages.confirm_merge_page(result.provider_name, result.session_id,
+                                                 self.binding.csrf_token(request)))
+        response = web.HTTPSeeOther(SETTINGS + (
+            "?added=" + result.identity.provider_id
+            if result.outcome == Outcome.PROVIDER_ADDED else ""))
+        self._signed_in(response, result.session_id)
+        raise response
+
+    async def account_choice(self, request: web.Request) -> web.Response:
+        pending_id = request.query.get("session", "")
+        payload = await self.signin.pending(pending_id, request[BROWSER])
+        if payload is None:
+            return self._refused(request, FlowRefused(
+                "this choice expired, was already made, or was started in another browser: "
+                "sign in again"))
+        name = self.signin.provider(payload["provider"]).config.name
+        response = html(pages.account_choice_page(
+            payload["email"], name, pending_id, self.binding.csrf_token(request),
+            self._buttons))
+        response.set_cookie(PENDING_COOKIE, pending_id, **self.binding.cookie_args(600))
+        return response
+
+    async def create_account(self, request: web.Request) -> web.StreamResponse:
+        form = dict(await request.post())
+        self.binding.check_form(request, form)
+        try:
+            session = await self.signin.create_account(str(form.get("session", "")),
+                                                       request[BROWSER])
+        except FlowRefused as e:
+            return self._refused(request, e)
+        response = web.HTTPSeeOther(SETTINGS + "?created=1")
+        self._signed_in(response, session)
+        response.del_cookie(PENDING_COOKIE, path="/")
+        raise response
+
+    async def complete_linking(self, request: web.Request) -> web.Response:
+        if request.content_type == "application/json":
+            try:
+                body = await request.json()
+            except json.JSONDecodeError:
+                body = None
+            if not isinstance(body, dict):
+                return self._refused(request, FlowRefused("expected a JSON object"))
+        else:
+            body = dict(await request.post())
+            self.binding.check_form(request, body)
+        pending, existing = body.get("pendingSessionId"), body.get("existingSessionId")
+        if not isinstance(pending, str) or not isinstance(existing, str):
+            return self._refused(request, FlowRefused(
+                "pendingSessionId and existingSessionId are both required"))
+        try:
+            account_id, identity = await self.signin.complete_linking(
+                pending, existing, request[BROWSER])
+        except FlowRefused as e:
+            return self._refused(request, e)
+        name = self.signin.provider(identity.provider_id).config.name
+        if request.content_type == "application/json":
+            return web.json_response({"success": True,
+                                      "message": "Accounts linked successfully"})
+        response = html(pages.linked_page(name, identity.email))
+        self._signed_in(response, await self.signin.new_session(account_id,
+                                                                request[BROWSER]))
+        response.del_cookie(PENDING_COOKIE, path="/")
+        return response
+
+    async def matrix_login(self, request: web.Request) -> web.StreamResponse:
+        token = request.query.get("token", "")
+        pending = request.cookies.get(PENDING_COOKIE, "")
+        try:
+            if pending and await self.signin.pending(pending, request[BROWSER]):
+                # From the account choice page: this Matrix account is the one to link to.
+                handoff = await self.signin.matrix_link_session(token, request[BROWSER])
+                payload = await self.signin.pending(pending, request[BROWSER])
+                assert payload is not None
+                return html(pages.confirm_link_page(
+                    self.signin.provider(payload["provider"]).config.name, payload["email"],
+                    pending, handoff, self.binding.csrf_token(request)))
+            session = await self.signin.matrix_login(token, request[BROWSER])
+        except FlowRefused as e:
+            return self._refused(request, e)
+        response = web.HTTPSeeOther(SETTINGS)
+        self._signed_in(response, session)
+        raise response
+
+    # ---- settings and merge ----------------------------------------------------------------
+
+    async def settings(self, request: web.Request) -> web.StreamResponse:
+        account_id = await self._account(request)
+        if account_id is None:
+            raise web.HTTPSeeOther("/auth/sign-in")
+        view = await self.accounts.view(account_id)
+        emails = sorted({i.email for i in view.identities if i.email and i.email_verified})
+        names = {p.id: p.config.name for p in self.signin.providers.values()}
+        providers = sorted({names.get(i.provider_id, i.provider_id) for i in view.identities})
+        notice = None
+        if "added" in request.query:
+            notice = f"{names.get(request.query['added'], 'A provider')} added to your account"
+        elif "created" in request.query:
+            notice = "Your RelayForge account was created."
+        return html(pages.settings_page(emails, providers, view.matrix_users,
+                                        view.account.credits, self._buttons, notice))
+
+    async def merge_form(self, request: web.Request) -> web.Response:
+        form = dict(await request.post())
+        self.binding.check_form(request, form)
+        try:
+            result = await self.signin.merge(request.cookies.get(SESSION_COOKIE, ""),
+                                             str(form.get("mergeSessionId", "")),
+                                             request[BROWSER])
+        except FlowRefused as e:
+            return self._refused(request, e)
+        return html(pages.merged_page(result.credits_merged, result.providers_added))
+
+    async def merge_api(self, request: web.Request) -> web.Response:
+        session = bearer(request)
+        if session is None:
+            return web.json_response({"success": False, "error": "Authorization: Bearer "
+                                      "<sessionId> is required"}, status=401)
+        try:
+            body = await request.json()
+        except json.JSONDecodeError:
+            body = None
+        merge_id = body.get("mergeSessionId") if isinstance(body, dict) else None
+        if not isinstance(merge_id, str):
+            return self._refused(request, FlowRefused("mergeSessionId is required"))
+        try:
+            # An API caller holds both session ids itself; browser binding applies to the
+            # hand-off only when it was made in a browser (it always is: the callback).
+            result = await self.signin.merge(session, merge_id, request[BROWSER])
+        except FlowRefused as e:
+            return self._refused(request, e)
+        return web.json_response({"success": True, "creditsMerged": result.credits_merged,
+                                  "providersAdded": result.providers_added})

@@ -1,0 +1,178 @@
+"""Config loading: defaults, validation that names the key, env overrides, round-trip saving."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from ruamel.yaml import YAML
+
+from bridge.config import ConfigError, get_path, load_config
+from bridge.registration import generate_registration
+
+ROOT = Path(__file__).resolve().parent.parent
+MINIMAL = """\
+homeserver:
+    address: https://matrix.example.org
+    domain: example.org
+appservice:
+    address: http://localhost:29340
+    as_token: a-token
+    hs_token: h-token
+bridge:
+    permissions:
+        "*": relay
+        example.org: user
+"""
+
+
+def write(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    return str(path)
+
+
+def problems_of(tmp_path: Path, text: str, **kwargs) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, text), environ={}, **kwargs)
+    return info.value.problems
+
+
+def test_minimal_config_gets_documented_defaults(tmp_path):
+    config = load_config(write(tmp_path, MINIMAL), environ={})
+    assert config["database.uri"] == "sqlite:relayforge.db"
+    assert config["bridge.command_prefix"] == "!rf"
+    assert config["appservice.port"] == 29340
+    assert config["networks.slack.username_template"] == "slack_{id}"
+    assert config["networks.xmpp.enabled"] is False
+
+
+def test_example_config_is_valid_and_documents_every_key(tmp_path):
+    text = (ROOT / "config.example.yaml").read_text()
+    # Only the generated tokens are missing from the example.
+    problems = problems_of(tmp_path, text)
+    assert all(p.startswith(("appservice.as_token", "appservice.hs_token")) for p in problems)
+    config = load_config(write(tmp_path, text), for_run=False, environ={})
+    example = YAML(typ="safe").load(text)
+
+    missing = object()
+    undocumented = [key.path for key in config.schema()
+                    if get_path(example, key.path, missing) is missing]
+    assert undocumented == []
+
+
+def test_missing_required_key_is_named(tmp_path):
+    problems = problems_of(tmp_path, MINIMAL.replace("    domain: example.org\n", ""))
+    assert problems == ["homeserver.domain: missing; expected the server name in user IDs, "
+                        "e.g. example.org"]
+
+
+@pytest.mark.parametrize(("old", "new", "key"), [
+    ("    address: https://matrix.example.org", "    address: matrix.example.org",
+     "homeserver.address"),
+    ("    as_token: a-token", "    as_token: a-token\n    port: eighty", "appservice.port"),
+    ("        example.org: user", "        example.org: superuser",
+     "bridge.permissions['example.org']"),
+    ("bridge:\n", "database:\n    uri: mysql://x\nbridge:\n", "database.uri"),
+    ("bridge:\n", "networks:\n    slack:\n        username_template: slack\nbridge:\n",
+     "networks.slack.username_template"),
+])
+def test_wrong_value_is_named_with_what_was_expected(tmp_path, old, new, key):
+    problems = problems_of(tmp_path, MINIMAL.replace(old, new))
+    assert len(problems) == 1
+    assert problems[0].startswith(f"{key}: ")
+    assert "expected" in problems[0]
+
+
+def test_section_of_wrong_type(tmp_path):
+    problems = problems_of(tmp_path, MINIMAL + "database: sqlite:x.db\n")
+    assert problems[0] == "database: got 'sqlite:x.db'; expected a mapping of keys"
+
+
+def test_placeholder_tokens_mean_registration_was_not_generated(tmp_path):
+    text = MINIMAL.replace("a-token", '"This value is generated when generating the registration"')
+    problems = problems_of(tmp_path, text)
+    assert problems[0].startswith("appservice.as_token: got")
+    assert "run with -g" in problems[0]
+
+
+def test_environment_overrides_keys_but_is_never_saved(tmp_path):
+    path = write(tmp_path, MINIMAL)
+    config = load_config(path, environ={"RELAYFORGE_DATABASE__URI": "postgres://db/relay",
+                                        "RELAYFORGE_APPSERVICE__PORT": "29999"})
+    assert config["database.uri"] == "postgres://db/relay"
+    assert config["appservice.port"] == 29999
+    config.save()
+    assert "postgres" not in Path(path).read_text()
+
+
+def test_bad_environment_override_is_named(tmp_path):
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, MINIMAL), environ={"RELAYFORGE_APPSERVICE__PORT": "x"})
+    assert info.value.problems == ["appservice.port: got 'x'; expected a TCP port number "
+                                   "(1-65535)"]
+
+
+def test_generate_keeps_comments_and_writes_tokens(tmp_path):
+    text = "# my own note\n" + MINIMAL.replace("a-token", "old").replace("h-token", "old")
+    path = write(tmp_path, text)
+    registration = generate_registration(load_config(path, for_run=False, environ={}),
+                                         str(tmp_path / "registration.yaml"))
+    saved = Path(path).read_text()
+    assert saved.startswith("# my own note\n")
+    assert registration["as_token"] in saved and registration["hs_token"] in saved
+    assert registration["as_token"] != registration["hs_token"]
+    assert os.stat(path).st_mode & 0o077 == 0  # the tokens are secrets
+    assert os.stat(tmp_path / "registration.yaml").st_mode & 0o077 == 0
+
+
+def test_registration_namespaces(tmp_path):
+    path = write(tmp_path, MINIMAL)
+    reg_path = tmp_path / "registration.yaml"
+    generate_registration(load_config(path, for_run=False, environ={}), str(reg_path))
+    registration = YAML(typ="safe").load(reg_path.read_text())
+    assert registration["sender_localpart"] == "relayforgebot"
+    assert registration["rate_limited"] is False
+    assert registration["receive_ephemeral"] is True
+    regexes = [ns["regex"] for ns in registration["namespaces"]["users"]]
+    assert regexes == [r"@relayforgebot:example\.org", r"@slack_.+:example\.org",
+                       r"@discord_.+:example\.org", r"@telegram_.+:example\.org",
+                       r"@xmpp_.+:example\.org"]
+    assert all(ns["exclusive"] for ns in registration["namespaces"]["users"])
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "bridge", *args], capture_output=True,
+                          text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=60)
+
+
+def test_cli_refuses_to_start_and_names_the_key(tmp_path):
+    path = write(tmp_path, MINIMAL.replace("    address: http://localhost:29340\n",
+                                           "    address: 12\n"))
+    result = run_cli("-c", path)
+    assert result.returncode == 2
+    assert "appservice.address: got 12; expected the URL the homeserver uses" in result.stderr
+
+
+def test_cli_help_explains_run_and_generate():
+    result = run_cli("--help")
+    assert result.returncode == 0
+    assert "-g" in result.stdout and "registration" in result.stdout
+    assert "python -m bridge -c config.yaml" in result.stdout
+
+
+def test_enabled_network_without_connector_stops_start_up(tmp_path):
+    path = write(tmp_path, MINIMAL + "networks:\n    slack:\n        enabled: true\n")
+    result = run_cli("-c", path)
+    assert result.returncode == 2
+    assert "networks.slack.enabled: the slack connector is not available" in result.stderr
+
+
+def test_policy_with_an_unknown_action_is_named(tmp_path):
+    problems = problems_of(tmp_path, MINIMAL + "policy:\n    allowed_actions:\n"
+                                               "        xmpp: [send, shout]\n")
+    assert problems == ["policy.allowed_actions.xmpp: unknown shout; expected some of send, "
+                        "edit, delete, react, typing, read"]
