@@ -101,9 +101,10 @@ async def test_health_and_metrics(bridge, new_user, homeserver):
         line.split(" ")[0]: float(line.split(" ")[1])
         for line in text.splitlines() if line and not line.startswith("#")
     }
-    assert values['relayforge_appservice_transactions_total{outcome="handled"}'] >= 2
+    # The invite and the "ping" may arrive in one transaction or in two.
+    assert values['relayforge_appservice_transactions_total{outcome="handled"}'] >= 1
     assert values['relayforge_matrix_events_total{type="m.room.message"}'] >= 1
-    assert values["relayforge_appservice_transaction_seconds_count"] >= 2
+    assert values["relayforge_appservice_transaction_seconds_count"] >= 1
     assert 'relayforge_matrix_event_seconds_bucket{le="0.005",type="m.room.message"}' in values
     # Matrix room state is kept in the database, not in mautrix's default JSON file.
     assert not await asyncio.to_thread(os.path.exists, "mx-state.json")

@@ -20,7 +20,7 @@ from bridge.networks.base import (
     RemoteUser,
 )
 
-from .support.loopback import RefusingLoopbackConnector
+from .support.loopback import EagerLoopbackConnector, RefusingLoopbackConnector
 
 
 def remote_names() -> tuple[RemoteRoom, RemoteUser]:
@@ -125,6 +125,20 @@ async def test_remote_edit_reaction_and_redaction_are_mirrored(bridge, loopback,
     bodies = [e.content.body for e in await alice.room_events(portal)
               if e.type == EventType.ROOM_MESSAGE]
     assert bodies.count("third") == 1
+
+
+async def test_an_answer_racing_the_send_is_not_lost(start_bridge, new_user):
+    eager = EagerLoopbackConnector()
+    await start_bridge([eager])
+    alice = await new_user("alice")
+    room, rita = remote_names()
+    await eager.emit(RemoteMessage(room=room, sender=rita, receiver=alice.mxid,
+                                   message_id="r-1", text="anyone?"))
+    portal = await alice.wait_for_invite()
+    mine = await alice.send_text(portal, "me")
+    reaction = await alice.wait_for_event(
+        portal, lambda e: e.type == EventType.REACTION, "the reaction to my message")
+    assert (reaction.content.relates_to.event_id, reaction.content.relates_to.key) == (mine, "👀")
 
 
 async def test_two_messages_at_once_make_one_portal(bridge, loopback, new_user):

@@ -55,6 +55,7 @@ from ..networks.base import (
 )
 from ..security.impersonation import Action
 from .authority import Authority, NotAllowedHere
+from .inflight import SendsInFlight
 
 log = logging.getLogger("relayforge.router")
 
@@ -85,6 +86,7 @@ class Router:
         self.authority: Authority | None = None
         # Set by the mapping rules: what to do when someone is invited to a remote room.
         self.on_invite: Callable[[str, RemoteInvite], Awaitable[None]] | None = None
+        self.in_flight = SendsInFlight()
 
     def sink_for(self, network: str) -> ConnectorSink:
         return ConnectorSink(self, network)
@@ -114,6 +116,10 @@ class Router:
 
     async def _target(self, network: str, room: RemoteRoom, remote_id: str) -> MessageRow | None:
         row = await self.storage.messages.get_by_remote(network, room.remote_id, remote_id)
+        if row is None and self.in_flight.busy((network, room.remote_id)):
+            # Possibly an answer to what the bridge is sending right now: wait for its id.
+            await self.in_flight.settled((network, room.remote_id))
+            row = await self.storage.messages.get_by_remote(network, room.remote_id, remote_id)
         if row is None:
             log.debug("No Matrix event for %s message %s in %s", network, remote_id,
                       room.remote_id)
@@ -264,16 +270,17 @@ class Router:
             await first_sends.hold(HeldSend(evt.event_id, evt.room_id, evt.sender, persona_id,
                                             portal.remote_id))
             raise HeldForConfirmation(portal.name or portal.remote_id)
-        result = await self._deliver(portal, "message", connector.deliver(MatrixMessage(
-            room=room, sender_mxid=evt.sender, event_id=evt.event_id,
-            text=prefix + content.body, html=(prefix + formatted) if formatted else None,
-            reply_to=reply_to, authorization=token, attachment=attachment,
-        )))
-        assert result is not None  # a sent message always gets a remote id
+        async with self.in_flight.sending((portal.network, portal.remote_id)):
+            result = await self._deliver(portal, "message", connector.deliver(MatrixMessage(
+                room=room, sender_mxid=evt.sender, event_id=evt.event_id,
+                text=prefix + content.body, html=(prefix + formatted) if formatted else None,
+                reply_to=reply_to, authorization=token, attachment=attachment,
+            )))
+            assert result is not None  # a sent message always gets a remote id
+            await self._remember(portal.network, room, result.remote_id, MessageKind.MESSAGE,
+                                 evt.event_id, portal, evt.sender)
         if persona_id:
             await first_sends.mark_sent(persona_id, portal.remote_id)
-        await self._remember(portal.network, room, result.remote_id, MessageKind.MESSAGE,
-                             evt.event_id, portal, evt.sender)
 
     async def handle_matrix_reaction(self, portal: Portal, evt: ReactionEvent) -> None:
         relation = evt.content.relates_to
@@ -284,13 +291,14 @@ class Router:
             return
         connector, room = self._connector(portal), RemoteRoom(portal.remote_id, portal.name)
         token, _ = await self._acting(connector, evt.sender, portal, Action.REACT)
-        result = await self._deliver(portal, "reaction", connector.deliver(MatrixReaction(
-            room=room, sender_mxid=evt.sender, event_id=evt.event_id,
-            target_id=target.remote_id, key=relation.key, authorization=token,
-        )))
-        assert result is not None
-        await self._remember(portal.network, room, result.remote_id, MessageKind.REACTION,
-                             evt.event_id, portal, evt.sender)
+        async with self.in_flight.sending((portal.network, portal.remote_id)):
+            result = await self._deliver(portal, "reaction", connector.deliver(MatrixReaction(
+                room=room, sender_mxid=evt.sender, event_id=evt.event_id,
+                target_id=target.remote_id, key=relation.key, authorization=token,
+            )))
+            assert result is not None
+            await self._remember(portal.network, room, result.remote_id, MessageKind.REACTION,
+                                 evt.event_id, portal, evt.sender)
 
     async def handle_matrix_redaction(self, portal: Portal, evt: RedactionEvent) -> None:
         target = await self.storage.messages.get_by_mxid(evt.redacts)

@@ -19,6 +19,8 @@ from bridge.networks.base import (
     MatrixReaction,
     MatrixRedaction,
     RemoteEvent,
+    RemoteReaction,
+    RemoteUser,
     SendResult,
 )
 
@@ -73,3 +75,20 @@ class RefusingLoopbackConnector(LoopbackConnector):
 
     async def send_message(self, event: MatrixMessage) -> SendResult:
         raise ConnectionError("loopback network unreachable")
+
+
+class EagerLoopbackConnector(LoopbackConnector):
+    """A loopback network whose people react to a message before its send has returned,
+    as fast remote clients do (a read marker or a reaction racing the send's answer)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.answers: list[asyncio.Task[None]] = []
+
+    async def send_message(self, event: MatrixMessage) -> SendResult:
+        result = await super().send_message(event)
+        self.answers.append(asyncio.create_task(self.emit(RemoteReaction(
+            room=event.room, sender=RemoteUser("eager"), reaction_id=f"re-{result.remote_id}",
+            target_id=result.remote_id, key="👀"))))
+        await asyncio.sleep(0.2)  # the answer is looked up while the send is still returning
+        return result
