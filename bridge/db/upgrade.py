@@ -263,3 +263,29 @@ async def upgrade_v6(conn: Connection) -> None:
             created_at BIGINT NOT NULL
         )
     """)
+
+
+@upgrade_table.register(description="Durable outbound queue: Matrix events waiting to be sent")
+async def upgrade_v7(conn: Connection, scheme: Scheme) -> None:
+    seq = "BIGSERIAL PRIMARY KEY" if scheme != Scheme.SQLITE else (
+        "INTEGER PRIMARY KEY AUTOINCREMENT")
+    # The Matrix event is kept whole so a send survives a crash; a message's text is not a
+    # credential (credentials only ever live in the vault).
+    await conn.execute(f"""
+        CREATE TABLE outbound (
+            seq          {seq},
+            event_id     TEXT NOT NULL UNIQUE,
+            room_mxid    TEXT NOT NULL,
+            network      TEXT NOT NULL,
+            remote_room  TEXT NOT NULL,
+            sender       TEXT NOT NULL,
+            event        TEXT NOT NULL,
+            state        TEXT NOT NULL,
+            persona_id   TEXT,
+            attempts     INTEGER NOT NULL,
+            next_attempt BIGINT NOT NULL,
+            created_at   BIGINT NOT NULL,
+            last_error   TEXT
+        )
+    """)
+    await conn.execute("CREATE INDEX outbound_room_idx ON outbound (room_mxid, state, seq)")
