@@ -16,6 +16,7 @@ from . import __version__
 from .audit.notices import HeadNotices
 from .config import Config, ConfigError
 from .core.authority import Authority
+from .core.delivery import Delivery, DeliverySettings
 from .core.linking import Linking
 from .core.mapping import MappingRules
 from .core.router import Router
@@ -34,9 +35,11 @@ from .matrix.ghosts import Ghosts, GhostTemplate
 from .matrix.network_commands import NetworkCommands
 from .matrix.permissions import Permissions
 from .matrix.portals import Portals
+from .matrix.security_commands import SecurityCommands
 from .matrix.spaces import MatrixSpaces
 from .metrics import Metrics
 from .networks.base import Connector
+from .security.capabilities import Capabilities
 from .security.policy import Policy
 from .security.setup import Security, open_security
 from .web.provisioning import ProvisioningApi
@@ -72,6 +75,7 @@ class Bridge:
         self.linking: Linking | None = None
         self.rules: MappingRules | None = None
         self._activation: asyncio.Task | None = None
+        self.delivery: Delivery | None = None
 
     def _load_enabled_connectors(self) -> None:
         available = installed_connectors()
@@ -154,17 +158,25 @@ class Bridge:
                                   self.security.audit, self.web_url,
                                   self.web.signin.undo_provider_added)
         self.bot.on_new_management_room.append(self._ensure_account)
-        self._dispatcher = MatrixDispatcher(self.bot, self.router, self.metrics)
+        self.delivery = Delivery(self.storage, self.router, self.bot, self.security.audit,
+                                 self.metrics, DeliverySettings.from_config(
+                                     lambda key: cfg[f"delivery.{key}"]))
+        self._dispatcher = MatrixDispatcher(self.bot, self.router, self.delivery, self.metrics)
         self.sessions = PersonaSessions(self.storage, self.security.vault, self.connectors)
         self.linking = Linking(self.storage, self.accounts, self.security.vault,
                                self.security.audit, self.connectors, self.sessions)
-        self.router.authority = Authority(self.storage, self.security.minter,
-                                          Policy(cfg.get("policy")))
+        self.linking.on_relinked.append(self.delivery.relinked)
+        policy = Policy(cfg.get("policy"))
+        capabilities = Capabilities(self.storage, self.security.audit, policy,
+                                    self._workspace_of, lambda: sorted(self.connectors))
+        self.router.authority = Authority(self.storage, self.security.minter, policy,
+                                          capabilities)
+        self._wire_security(policy, capabilities)
         self.rules = MappingRules(self.storage, self.security.audit, portals, self.connectors,
                                   spaces)
         self.router.on_invite = self.rules.handle_invite
         NetworkCommands(self.bot, self.storage, self.accounts, self.linking, self.rules,
-                        self.router, self.security.audit).register()
+                        self.router, self.security.audit, self.delivery).register()
         self.provisioning.linking, self.provisioning.rules = self.linking, self.rules
         self.accounts.on_unlink.append(self.sessions.close)
         self.accounts.on_state_change.append(self._persona_changed)
@@ -174,10 +186,12 @@ class Bridge:
         await bot_intent.set_displayname(cfg["appservice.bot_displayname"])
         for network, connector in self.connectors.items():
             connector.verifier = self.security.verifier
+            connector.on_auth_failure = self.security.anomalies.remote_auth_failure
             await connector.start(self.router.sink_for(network))
         # People's sessions open and their rooms are rejoined in the background: a remote
         # server that is down must not hold up the bridge; sessions keep retrying.
         self._activation = asyncio.create_task(self._open_sessions(), name="sessions")
+        await self.delivery.start()
         notice_room = cfg["audit.notice_room"] if cfg.get("audit.notice_room") else None
         if notice_room:
             bot = self.bot
@@ -201,6 +215,25 @@ class Bridge:
         await self.sessions.follow(persona)
         if persona.status == PersonaStatus.ACTIVE:
             await self.rules.activate_all(persona)
+            if self.delivery is not None:
+                await self.delivery.relinked(persona.id)  # resumed: what waited goes out
+
+    def _wire_security(self, policy: Policy, capabilities: Capabilities) -> None:
+        """Capabilities and MFA commands; MFA before high-risk links and before resuming a
+        persona stopped by anomaly detection; anomalies stop sessions and tell the person."""
+        assert self.security and self.bot and self.accounts and self.linking and self.sessions
+        SecurityCommands(self.bot, self.accounts, capabilities, self.security.mfa).register()
+        self.linking.mfa, self.linking.policy = self.security.mfa, policy
+        self.accounts.resume_checks.append(self.security.mfa.check_resume)
+        anomalies = self.security.anomalies
+        anomalies.notify = self.bot.tell
+        anomalies.on_stopped.append(self.sessions.follow)
+        if self.delivery is not None:  # a send refused for bad credentials is a failure too
+            self.delivery.on_read_only.append(anomalies.remote_auth_failure)
+
+    def _workspace_of(self, network: str, channel: str) -> str:
+        connector = self.connectors.get(network)
+        return connector.workspace_of(channel) if connector else ""
 
     async def _open_sessions(self) -> None:
         assert self.sessions is not None and self.rules is not None
@@ -249,6 +282,8 @@ class Bridge:
             self._notices = None
         if self._activation and not self._activation.done():
             self._activation.cancel()
+        if self.delivery:
+            await self.delivery.stop()  # unsent events stay queued for the next start
         for connector in self.connectors.values():
             try:
                 await connector.stop()

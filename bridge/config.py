@@ -9,6 +9,7 @@ overrides are never written back to the file (they often carry secrets).
 from __future__ import annotations
 
 import copy
+import ipaddress
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -74,6 +75,21 @@ def _is_positive_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _is_networks(value: Any) -> bool:
+    if not isinstance(value, list):
+        return False
+    try:
+        for network in value:
+            ipaddress.ip_network(str(network), strict=False)
+    except ValueError:
+        return False
+    return True
+
+
 def _is_mapping(value: Any) -> bool:
     return isinstance(value, Mapping)
 
@@ -134,6 +150,33 @@ SCHEMA: tuple[Key, ...] = (
         "a room ID such as !abc:example.org"),
     Key("audit.notice_interval_minutes", _is_positive_int, "a positive number of minutes",
         default=60),
+    Key("delivery.max_attempts", _is_positive_int, "a positive number of attempts",
+        default=8),
+    Key("delivery.max_age_seconds", _is_positive_int, "a positive number of seconds",
+        default=24 * 3600),
+    Key("delivery.backoff_seconds", lambda v: _is_number(v) and 0 < v <= 60,
+        "seconds between 0 and 60 (the first retry's delay)", default=1.0),
+    Key("delivery.backoff_max_seconds", lambda v: _is_number(v) and 0 < v <= 86400,
+        "seconds between 0 and 86400 (the longest delay between retries)", default=300.0),
+    Key("delivery.status_events", _is_bool, "true or false", default=True),
+    Key("security.mfa.fresh_seconds", _is_positive_int,
+        "a positive number of seconds a passed MFA check counts as fresh", default=300),
+    Key("security.mfa.max_failures", _is_positive_int,
+        "a positive number of wrong codes allowed per window", default=5),
+    Key("security.mfa.failure_window_seconds", _is_positive_int,
+        "a positive number of seconds", default=900),
+    Key("security.mfa.issuer", _is_nonempty_str, "the name authenticator apps show",
+        default="RelayForge"),
+    Key("security.anomaly.max_failures", _is_positive_int,
+        "a positive number of failures per window", default=10),
+    Key("security.anomaly.window_seconds", _is_positive_int, "a positive number of seconds",
+        default=3600),
+    Key("security.anomaly.ipv4_prefix", lambda v: _is_positive_int(v) and v <= 32,
+        "a prefix length between 1 and 32", default=24),
+    Key("security.anomaly.ipv6_prefix", lambda v: _is_positive_int(v) and v <= 128,
+        "a prefix length between 1 and 128", default=48),
+    Key("security.anomaly.trusted_proxies", _is_networks,
+        "a list of proxy addresses or networks, e.g. [127.0.0.1/32]", default=[]),
     Key("identity.default_profiles",
         lambda v: isinstance(v, list) and v and all(_is_nonempty_str(n) for n in v),
         "a list of profile names, e.g. [Jobb, Privat]", default=["Jobb", "Privat"]),
@@ -283,6 +326,10 @@ class Config(BaseFileConfig):
         from .security.policy import check_policy
 
         problems += check_policy(get_path(effective, "policy", None))
+        from .security.anomaly import geoip_problem
+
+        geoip = geoip_problem(get_path(effective, "security.anomaly.geoip_database", None))
+        problems += [geoip] if geoip else []
         from .identity.providers import parse_providers
 
         problems += parse_providers(get_path(effective, "identity.providers", None))[1]

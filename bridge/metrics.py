@@ -40,6 +40,10 @@ class Metrics:
         self.errors = Counter(
             "relayforge_errors", "Errors while handling events", ["where"], registry=self.registry,
         )
+        self.queue_events = Counter(
+            "relayforge_outbound", "What happened to queued Matrix -> remote events",
+            ["outcome"], registry=self.registry,
+        )
 
     async def handle_scrape(self, _: web.Request) -> web.Response:
         return web.Response(

@@ -84,7 +84,7 @@ async def test_first_send_into_a_room_waits_for_confirmation(xmpp_bridge, new_us
     await alice.send_text(portal, "first words")
     await alice.wait_for_notice(portal, bot, "Held: this is your first message")
     await alice.send_text(room, "confirm")
-    await alice.wait_for_notice(room, bot, f"Sent your first message into {muc}")
+    await alice.wait_for_notice(room, bot, f"Sending your first message into {muc}")
     await bob.wait_for(lambda m: m["body"] == "first words", "the confirmed message")
     await alice.send_text(portal, "second words")
     await bob.wait_for(lambda m: m["body"] == "second words", "the next message, unheld")

@@ -20,7 +20,7 @@ from bridge.networks.base import (
     RemoteUser,
 )
 
-from .support.loopback import EagerLoopbackConnector, RefusingLoopbackConnector
+from .support.loopback import EagerLoopbackConnector
 
 
 def remote_names() -> tuple[RemoteRoom, RemoteUser]:
@@ -154,16 +154,3 @@ async def test_two_messages_at_once_make_one_portal(bridge, loopback, new_user):
     events = await alice.room_events(portal)
     assert sorted(e.content.body for e in events if e.type == EventType.ROOM_MESSAGE) == [
         f"burst {i}" for i in range(5)]
-
-
-async def test_failed_delivery_is_told_to_the_sender(start_bridge, new_user, homeserver):
-    connector = RefusingLoopbackConnector()
-    await start_bridge(connectors=[connector])
-    alice = await new_user("alice")
-    room, rita = remote_names()
-    await connector.emit(RemoteMessage(room=room, sender=rita, receiver=alice.mxid,
-                                       message_id="r-1", text="can you hear me?"))
-    portal = await alice.wait_for_invite()
-    await alice.send_text(portal, "yes!")
-    notice = await alice.wait_for_notice(portal, homeserver.bot_mxid, "Not delivered")
-    assert notice == "Not delivered: Your message could not be delivered to loopback."

@@ -48,6 +48,13 @@ class AuditEvent(StrEnum):
     KEY_ROTATION = "key_rotation"
     ADMIN_ACTION = "admin_action"
     CONFIRM = "first_send_confirmation"
+    CAPABILITY = "capability"
+    MFA_ENROLLED = "mfa_enrolled"
+    MFA_VERIFIED = "mfa_verified"
+    MFA_FAILED = "mfa_failed"
+    ANOMALY = "anomaly"
+    SESSION_NETWORK_CHANGED = "session_network_changed"
+    READ_ONLY = "read_only"
 
 
 @attrs.frozen

@@ -11,12 +11,32 @@ import attrs
 
 from ..db import Portal, Storage
 from ..db.persona import Persona, PersonaStatus
+from ..security.capabilities import Capabilities
 from ..security.impersonation import Action, Target, TokenMinter
 from ..security.policy import Policy
 
 
 class NotAllowedHere(Exception):
     """The sender cannot act in this portal; the message tells them why and what to do."""
+
+
+class NeedsRelink(NotAllowedHere):
+    """The sender's persona lost its credentials: what they send waits for them to relink."""
+
+    def __init__(self, persona: Persona) -> None:
+        ref = f"{persona.platform}:{persona.external_user_id}"
+        if persona.status == PersonaStatus.NEEDS_REAUTH:  # stopped by anomaly detection
+            super().__init__(f"Waiting: {ref} needs re-authentication after repeated failed "
+                             "checks, so this is not sent yet. In your management room: mfa "
+                             f"verify CODE, then resume {ref} (or relink {ref}).")
+        else:
+            super().__init__(f"Waiting: {ref} must be linked again before this can be sent. "
+                             f"Send \"relink {ref}\" in your management room.")
+        self.persona_id = persona.id
+
+
+# Personas whose sends wait (queued, not dropped) until the person relinks or re-authenticates.
+_WAITING = (PersonaStatus.READ_ONLY, PersonaStatus.NEEDS_REAUTH)
 
 
 @attrs.frozen
@@ -29,10 +49,12 @@ class Acting:
 
 class Authority:
     def __init__(self, storage: Storage, minter: TokenMinter,
-                 policy: Policy | None = None) -> None:
+                 policy: Policy | None = None, capabilities: Capabilities | None = None
+                 ) -> None:
         self.storage = storage
         self.minter = minter
         self.policy = policy or Policy(None)
+        self.capabilities = capabilities
 
     async def _personas(self, account_id: str, network: str) -> list[Persona]:
         rows = await self.storage.db.fetch(
@@ -47,6 +69,15 @@ class Authority:
             "SELECT COUNT(*) FROM persona pe JOIN profile pr ON pr.id = pe.profile_id "
             "WHERE pr.account_id=$1 AND pe.platform=$2 AND pe.status<>$3",
             account_id, network, PersonaStatus.ACTIVE.value))
+
+    async def _raise_if_waiting(self, account_id: str, network: str) -> None:
+        persona_id = await self.storage.db.fetchval(
+            "SELECT pe.id FROM persona pe JOIN profile pr ON pr.id = pe.profile_id "
+            "WHERE pr.account_id=$1 AND pe.platform=$2 AND pe.status IN ($3, $4) "
+            "ORDER BY pe.created_at LIMIT 1", account_id, network, *(s.value for s in _WAITING))
+        persona = await self.storage.personas.get(persona_id) if persona_id else None
+        if persona is not None:
+            raise NeedsRelink(persona)
 
     async def act(self, sender: str, portal: Portal, action: Action) -> Acting:
         refusal = self.policy.refusal(portal.network, portal.remote_id, action)
@@ -64,6 +95,8 @@ class Authority:
             persona = next((p for p in personas if p.profile_id in mine), None) or (
                 personas[0] if personas else None)
         relayed_for = None
+        if persona is None and account is not None:
+            await self._raise_if_waiting(account.id, portal.network)
         if persona is None:
             relay = next((r for r in rules if r.relay), None)
             if relay is None and account is not None and await self._inactive(account.id,
@@ -81,6 +114,11 @@ class Authority:
             if persona is None:
                 raise NotAllowedHere("The relay for this room is not available right now.")
             relayed_for = sender
+        if self.capabilities is not None:  # what the person allows, within the policy
+            refusal = await self.capabilities.refusal(persona, portal.network, portal.remote_id,
+                                                      action, relayed=relayed_for is not None)
+            if refusal is not None:
+                raise NotAllowedHere(refusal)
         profile = await self.storage.db.fetchrow(
             "SELECT account_id FROM profile WHERE id=$1", persona.profile_id)
         token = self.minter.mint(persona=persona.id, profile=persona.profile_id,

@@ -10,16 +10,19 @@ from __future__ import annotations
 import logging
 import secrets
 import time
+from collections.abc import Awaitable, Callable
 
 import attrs
 
 from ..audit import AuditEvent, AuditLog
 from ..db import Storage
-from ..db.persona import Persona
+from ..db.persona import Persona, PersonaStatus
 from ..identity.accounts import Accounts
 from ..identity.errors import IdentityError
 from ..networks.base import Connector
 from ..networks.login import Field, LinkedAccount, LoginFailed, LoginStep
+from ..security.mfa import SETUP_HINT, VERIFY_HINT, Mfa, MfaRefused
+from ..security.policy import Policy
 from ..security.vault import Vault
 from .sessions import PersonaSessions
 
@@ -46,6 +49,13 @@ class Linking:
         self.audit = audit
         self.connectors = connectors
         self.sessions = sessions
+        # Called with the persona id when a persona that had lost its credentials is linked
+        # again (what waited for it can go out now).
+        self.on_relinked: list[Callable[[str], Awaitable[None]]] = []
+        # Set by the app: accounts the policy calls high-risk need a fresh MFA check before
+        # consent is even asked.
+        self.mfa: Mfa | None = None
+        self.policy: Policy | None = None
 
     def networks(self) -> dict[str, list[str]]:
         return {name: c.login_flows() for name, c in sorted(self.connectors.items())}
@@ -64,6 +74,7 @@ class Linking:
         profile_row = await self.storage.profiles.by_name(account_id, profile)
         if profile_row is None:
             raise LinkRefused(f'You have no profile called "{profile}".')
+        await self._refuse_without_mfa(account_id, network, identifier)
         # Credentials of consents never given are not kept longer than the flow lived.
         await self.storage.db.execute(
             "DELETE FROM vault_secret WHERE persona LIKE 'pending_%' AND updated_at < $1",
@@ -87,6 +98,8 @@ class Linking:
         network, profile = flow.payload["network"], flow.payload["profile"]
         if "consent" in flow.payload:
             return await self._consented(account_id, flow_id, flow.payload, answers, actor)
+        if "mfa" in flow.payload:
+            return await self._mfa_answered(account_id, flow.payload, answers, actor)
         connector = self._connector(network)
         try:
             result = await connector.continue_login(flow.payload["state"], answers)
@@ -99,33 +112,89 @@ class Linking:
             return next_id, result
         return await self._ask_consent(account_id, network, profile, result)
 
+    # ---- MFA before high-risk accounts -----------------------------------------------------
+
+    async def _refuse_without_mfa(self, account_id: str, network: str,
+                                  identifier: str | None) -> None:
+        """When the whole network is high-risk, someone without MFA learns it before typing
+        a password."""
+        reason = self.policy.high_risk_reason(network, []) if self.policy else None
+        if reason and self.mfa and await self.mfa.missing_check(account_id) == SETUP_HINT:
+            raise LinkRefused(f"Linking {identifier or 'an account'} on {network} needs "
+                              f"multi-factor authentication ({reason}): {SETUP_HINT}, then "
+                              "link again.")
+
     async def _ask_consent(self, account_id: str, network: str, profile: str,
                            linked: LinkedAccount) -> tuple[str, LoginStep]:
-        """Verified: now say exactly what the bridge will do with the account, and wait for
-        yes. The credentials wait sealed in the vault meanwhile, never in the flow."""
+        """Verified. A high-risk account first needs a fresh MFA check; then consent. The
+        credentials wait sealed in the vault meanwhile, never in the flow."""
+        reason = (self.policy.high_risk_reason(network, linked.risk_markers)
+                  if self.policy else None)
+        missing = await self.mfa.missing_check(account_id) if reason and self.mfa else None
+        who = f"{linked.external_user_id} on {network}"
+        if missing == SETUP_HINT:
+            raise LinkRefused(f"Linking {who} needs multi-factor authentication ({reason}): "
+                              f"{SETUP_HINT}, then link again. Nothing was stored.")
         pending = f"pending_{secrets.token_urlsafe(12)}"
         profile_row = await self.storage.profiles.by_name(account_id, profile)
         assert profile_row is not None
         for field, secret in linked.credentials.items():
             await self.vault.seal(profile_row.id, pending, field, secret)
-        who = linked.display_name or linked.external_user_id
+        payload = {"network": network, "profile": profile, "pending": pending,
+                   "fields": sorted(linked.credentials),
+                   "external_user_id": linked.external_user_id,
+                   "display_name": linked.display_name, "scopes": linked.scopes,
+                   "verified": linked.verified}
+        if missing is not None:
+            return await self._mfa_step(account_id, payload, (
+                f"Linking {who} needs a fresh MFA check ({reason}): {VERIFY_HINT}. Send the "
+                "6-digit code from your authenticator app as your next message."))
+        return await self._consent_step(account_id, payload)
+
+    async def _mfa_step(self, account_id: str, payload: dict, message: str
+                        ) -> tuple[str, LoginStep]:
+        flow_id = await self.storage.one_time.issue(
+            "link_flow", FLOW_TTL, account_id=account_id, payload={**payload, "mfa": True})
+        return flow_id, LoginStep(message=message, fields=[
+            Field("mfa_code", "the 6-digit code from your authenticator app")])
+
+    async def _mfa_answered(self, account_id: str, payload: dict, answers: dict[str, str],
+                            actor: str) -> tuple[str, LoginStep]:
+        assert self.mfa is not None
+        # People type what the message told them: "mfa verify 123456" is as good as the code.
+        code = answers.get("mfa_code", "").strip()
+        code = code[len("mfa verify"):] if code.lower().startswith("mfa verify") else code
+        try:
+            await self.mfa.verify(account_id, code, actor)
+        except MfaRefused as e:
+            if await self.mfa.locked(account_id):
+                profile_row = await self.storage.profiles.by_name(account_id,
+                                                                  payload["profile"])
+                if profile_row is not None:
+                    await self.vault.destroy(profile_row.id, payload["pending"])
+                raise LinkRefused(f"{e} Nothing was stored.") from e
+            return await self._mfa_step(account_id, payload,
+                                        f"{e} Send the code as your next message.")
+        return await self._consent_step(account_id, {k: v for k, v in payload.items()
+                                                     if k != "mfa"})
+
+    async def _consent_step(self, account_id: str, payload: dict) -> tuple[str, LoginStep]:
+        """Say exactly what the bridge will do with the account, and wait for yes."""
+        network, profile = payload["network"], payload["profile"]
+        who = payload["display_name"] or payload["external_user_id"]
         message = (
-            f"Verified {linked.external_user_id} on {network}:\n"
-            + "".join(f"  - {check}\n" for check in linked.verified)
+            f"Verified {payload['external_user_id']} on {network}:\n"
+            + "".join(f"  - {check}\n" for check in payload["verified"])
             + f"If you agree, RelayForge will, as {who} on {network} (profile {profile}):\n"
             "  - read the messages of the rooms you map and of your direct chats, to show them "
             "in Matrix;\n"
             "  - send, edit, delete and react there only when you do so in Matrix;\n"
             f"  - keep the credential sealed in its vault. Scopes: "
-            f"{', '.join(linked.scopes) or 'none'}.\n"
+            f"{', '.join(payload['scopes']) or 'none'}.\n"
             "Reply yes to link the account, or no to cancel.")
         flow_id = await self.storage.one_time.issue(
             "link_flow", FLOW_TTL, account_id=account_id,
-            payload={"network": network, "profile": profile, "consent": True,
-                     "pending": pending, "fields": sorted(linked.credentials),
-                     "external_user_id": linked.external_user_id,
-                     "display_name": linked.display_name, "scopes": linked.scopes,
-                     "verified": linked.verified})
+            payload={**payload, "consent": True})
         return flow_id, LoginStep(message=message,
                                   fields=[Field("consent", "yes to link, no to cancel")])
 
@@ -146,6 +215,9 @@ class Linking:
 
     async def _finish(self, account_id: str, network: str, profile: str,
                       linked: LinkedAccount, actor: str) -> LinkDone:
+        existing = await self.storage.personas.by_external(network, linked.external_user_id)
+        if existing is not None and await self._owned_by(existing, account_id):
+            return await self._relinked(account_id, existing, linked, actor)
         try:
             persona = await self.accounts.add_persona(
                 account_id, profile, platform=network,
@@ -160,4 +232,28 @@ class Linking:
                                 details={"step": "verified", "checks": "; ".join(
                                     linked.verified)})
         await self.sessions.open(persona)
+        return LinkDone(persona, linked.verified)
+
+    async def _owned_by(self, persona: Persona, account_id: str) -> bool:
+        return await self.storage.db.fetchval(
+            "SELECT account_id FROM profile WHERE id=$1", persona.profile_id) == account_id
+
+    async def _relinked(self, account_id: str, persona: Persona, linked: LinkedAccount,
+                        actor: str) -> LinkDone:
+        """The person proved the account again (after a revoked token, a changed password):
+        new credentials replace the old ones, the persona is active again, and what waited
+        for it is sent."""
+        # Sealing replaces each field in place: a crash half way leaves old or new, never none.
+        for field, secret in linked.credentials.items():
+            await self.vault.seal(*persona.vault_ref, field, secret)
+        await self.storage.personas.set_status(persona.id, PersonaStatus.ACTIVE)
+        persona.status = PersonaStatus.ACTIVE
+        await self.audit.append(AuditEvent.LINK, actor=actor, account=account_id,
+                                profile=persona.profile_id, persona=persona.id,
+                                details={"step": "relinked", "checks": "; ".join(
+                                    linked.verified)})
+        await self.sessions.close(persona)  # the old session holds the old credentials
+        await self.sessions.open(persona)
+        for hook in self.on_relinked:
+            await hook(persona.id)
         return LinkDone(persona, linked.verified)

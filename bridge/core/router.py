@@ -248,13 +248,14 @@ class Router:
             target = await self.storage.messages.get_by_mxid(edit_of)
             if target is None:
                 return
-            token, prefix = await self._acting(connector, evt.sender, portal, Action.EDIT)
+            token, prefix, persona_id = await self._acting_as(connector, evt.sender, portal,
+                                                              Action.EDIT)
             await self._deliver(portal, "edit", connector.deliver(MatrixEdit(
                 room=room, sender_mxid=evt.sender, event_id=evt.event_id,
                 target_id=target.remote_id, text=prefix + content.body,
                 html=(prefix + content.formatted_body) if content.formatted_body else None,
                 authorization=token,
-            )))
+            )), persona_id)
             return
         reply_to = None
         if content.get_reply_to():
@@ -275,7 +276,7 @@ class Router:
                 room=room, sender_mxid=evt.sender, event_id=evt.event_id,
                 text=prefix + content.body, html=(prefix + formatted) if formatted else None,
                 reply_to=reply_to, authorization=token, attachment=attachment,
-            )))
+            )), persona_id)
             assert result is not None  # a sent message always gets a remote id
             await self._remember(portal.network, room, result.remote_id, MessageKind.MESSAGE,
                                  evt.event_id, portal, evt.sender)
@@ -290,12 +291,13 @@ class Router:
         if target is None:
             return
         connector, room = self._connector(portal), RemoteRoom(portal.remote_id, portal.name)
-        token, _ = await self._acting(connector, evt.sender, portal, Action.REACT)
+        token, _, persona_id = await self._acting_as(connector, evt.sender, portal,
+                                                     Action.REACT)
         async with self.in_flight.sending((portal.network, portal.remote_id)):
             result = await self._deliver(portal, "reaction", connector.deliver(MatrixReaction(
                 room=room, sender_mxid=evt.sender, event_id=evt.event_id,
                 target_id=target.remote_id, key=relation.key, authorization=token,
-            )))
+            )), persona_id)
             assert result is not None
             await self._remember(portal.network, room, result.remote_id, MessageKind.REACTION,
                                  evt.event_id, portal, evt.sender)
@@ -305,13 +307,14 @@ class Router:
         if target is None:
             return
         connector, room = self._connector(portal), RemoteRoom(portal.remote_id, portal.name)
-        token, _ = await self._acting(connector, evt.sender, portal, Action.DELETE)
+        token, _, persona_id = await self._acting_as(connector, evt.sender, portal,
+                                                     Action.DELETE)
         await self._deliver(portal, "redaction", connector.deliver(MatrixRedaction(
             room=room, sender_mxid=evt.sender, event_id=evt.event_id,
             target_id=target.remote_id,
             target_is_reaction=target.kind == MessageKind.REACTION,
             reason=evt.content.reason, authorization=token,
-        )))
+        )), persona_id)
         await self.storage.messages.delete(target.mxid)
 
     async def _acting(self, connector: Connector, sender: str, portal: Portal,
@@ -337,13 +340,14 @@ class Router:
             raise NetworkUnavailable(portal.network)
         return connector
 
-    async def _deliver(self, portal: Portal, kind: str, sending: Awaitable[T]) -> T:
+    async def _deliver(self, portal: Portal, kind: str, sending: Awaitable[T],
+                       persona_id: str | None = None) -> T:
         started = time.perf_counter()
         try:
             result = await sending
         except Exception as e:
             self.metrics.errors.labels(where=f"send_{portal.network}").inc()
-            raise DeliveryFailed(portal.network, kind) from e
+            raise DeliveryFailed(portal.network, kind, persona_id) from e
         self.metrics.send_seconds.labels(network=portal.network, direction="to_remote").observe(
             time.perf_counter() - started
         )
@@ -363,10 +367,12 @@ class HeldForConfirmation(Exception):
 class DeliveryFailed(Exception):
     """The connector could not deliver something a Matrix user sent."""
 
-    def __init__(self, network: str, kind: str) -> None:
+    def __init__(self, network: str, kind: str, persona_id: str | None = None) -> None:
         super().__init__(f"Your {kind} could not be delivered to {network}.")
         self.network = network
         self.kind = kind
+        # The persona that acted, when it was the sender's own (not a relay).
+        self.persona_id = persona_id
 
 
 class NetworkUnavailable(Exception):

@@ -11,6 +11,8 @@ from ..networks.base import Connector
 from ..security.vault import Vault, VaultError
 
 log = logging.getLogger("relayforge.sessions")
+# A read-only persona still receives: only sending as it waits for the person to relink.
+_RECEIVING = (PersonaStatus.ACTIVE, PersonaStatus.READ_ONLY)
 
 
 class PersonaSessions:
@@ -36,7 +38,7 @@ class PersonaSessions:
 
     async def open(self, persona: Persona) -> None:
         connector = self.connectors.get(persona.platform)
-        if connector is None or persona.status != PersonaStatus.ACTIVE:
+        if connector is None or persona.status not in _RECEIVING:
             return
         owner = await self._owner(persona)
         try:
@@ -53,8 +55,8 @@ class PersonaSessions:
         personas = []
         for network in self.connectors:
             rows = await self.storage.db.fetch(
-                "SELECT id FROM persona WHERE platform=$1 AND status=$2", network,
-                PersonaStatus.ACTIVE.value)
+                "SELECT id FROM persona WHERE platform=$1 AND status IN ($2, $3)", network,
+                *(s.value for s in _RECEIVING))
             personas += [p for r in rows if (p := await self.storage.personas.get(r["id"]))]
         results = await asyncio.gather(*(self.open(p) for p in personas),
                                        return_exceptions=True)
@@ -64,7 +66,7 @@ class PersonaSessions:
 
     async def follow(self, persona: Persona) -> None:
         """Open or close a persona's session to match its status (pause, resume, revoke)."""
-        if persona.status == PersonaStatus.ACTIVE:
+        if persona.status in _RECEIVING:
             await self.open(persona)
         else:
             await self.close(persona)

@@ -9,17 +9,22 @@ from mautrix.util.async_db import Database
 from .account import AccountStore
 from .account_merge import MergeStore
 from .audit_log import AuditLogStore
+from .capability import CapabilityStore
 from .first_send import FirstSendStore
 from .impersonation_jti import JtiStore
 from .login_identity import LoginIdentityStore
 from .management_room import ManagementRoomStore
 from .mapping_rule import MappingRuleStore
 from .message import MessageStore
+from .mfa_factor import MfaFactorStore
 from .one_time_secret import OneTimeSecretStore
+from .outbound import OutboundStore
 from .persona import PersonaStore
 from .portal import PortalStore
 from .profile import ProfileStore
 from .puppet import PuppetStore
+from .security_failure import SecurityFailureStore
+from .session_network import SessionNetworkStore
 from .transaction import TransactionStore
 from .upgrade import upgrade_table
 from .vault_key import VaultKeyStore
@@ -48,6 +53,11 @@ class Storage:
     one_time: OneTimeSecretStore
     rules: MappingRuleStore
     first_sends: FirstSendStore
+    capabilities: CapabilityStore
+    mfa: MfaFactorStore
+    failures: SecurityFailureStore
+    session_networks: SessionNetworkStore
+    outbound: OutboundStore
     # Matrix room state (members, power levels) lives in the same database, not a JSON file.
     state_store: PgASStateStore
 
@@ -84,5 +94,10 @@ async def open_database(uri: str, *, min_size: int = 1, max_size: int = 10) -> S
         one_time=OneTimeSecretStore(db),
         rules=MappingRuleStore(db),
         first_sends=FirstSendStore(db),
+        capabilities=CapabilityStore(db),
+        mfa=MfaFactorStore(db),
+        failures=SecurityFailureStore(db),
+        session_networks=SessionNetworkStore(db),
+        outbound=OutboundStore(db),
         state_store=state_store,
     )

@@ -85,6 +85,13 @@ class OneTimeSecretStore:
         return SecretRecord(kind, row["account_id"], row["mxid"], row["browser"],
                             json.loads(row["payload"]), row["expires_at"])
 
+    async def revoke(self, kind: str, value: str) -> None:
+        """End one value before it expires (a session used from another network)."""
+        await self.db.execute(
+            "UPDATE one_time_secret SET used_at=$3 WHERE hash=$1 AND kind=$2 AND used_at IS NULL",
+            digest(value), kind, int(time.time() * 1000),
+        )
+
     async def revoke_for_account(self, account_id: str, kind: str) -> None:
         await self.db.execute(
             "UPDATE one_time_secret SET used_at=$3 WHERE account_id=$1 AND kind=$2 "

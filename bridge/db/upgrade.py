@@ -289,3 +289,64 @@ async def upgrade_v7(conn: Connection, scheme: Scheme) -> None:
         )
     """)
     await conn.execute("CREATE INDEX outbound_room_idx ON outbound (room_mxid, state, seq)")
+
+
+@upgrade_table.register(description="Capabilities, MFA, failure counts and session networks")
+async def upgrade_v8(conn: Connection, scheme: Scheme) -> None:
+    seq = "BIGSERIAL PRIMARY KEY" if scheme != Scheme.SQLITE else (
+        "INTEGER PRIMARY KEY AUTOINCREMENT")
+    # What a person allows the bridge to do as them; no rows for a profile means "whatever the
+    # admin's policy allows", so existing people keep working unchanged.
+    await conn.execute("""
+        CREATE TABLE capability (
+            id         TEXT PRIMARY KEY,
+            account_id TEXT NOT NULL REFERENCES account (id),
+            profile_id TEXT NOT NULL REFERENCES profile (id) ON DELETE CASCADE,
+            persona_id TEXT,
+            effect     TEXT NOT NULL,
+            actions    TEXT NOT NULL,
+            network    TEXT NOT NULL,
+            workspace  TEXT NOT NULL,
+            channel    TEXT NOT NULL,
+            created_at BIGINT NOT NULL
+        )
+    """)
+    await conn.execute("CREATE INDEX capability_profile_idx ON capability (profile_id, network)")
+    # The TOTP secret itself is sealed in the vault; this row only says where enrolment
+    # stands, the last time-step used (codes are single-use) and when a check last passed.
+    await conn.execute("""
+        CREATE TABLE mfa_factor (
+            account_id    TEXT PRIMARY KEY REFERENCES account (id),
+            enrolled_at   BIGINT,
+            pending_since BIGINT,
+            last_step     BIGINT NOT NULL,
+            verified_at   BIGINT
+        )
+    """)
+    # Failures are counted here, not in memory, so a restart resets neither the MFA rate
+    # limit nor the anomaly counts. `cleared_at` marks failures an anomaly already acted on.
+    await conn.execute(f"""
+        CREATE TABLE security_failure (
+            id         {seq},
+            account_id TEXT NOT NULL,
+            persona_id TEXT,
+            kind       TEXT NOT NULL,
+            at         BIGINT NOT NULL,
+            cleared_at BIGINT
+        )
+    """)
+    await conn.execute("CREATE INDEX security_failure_account_idx ON security_failure "
+                       "(account_id, at)")
+    # The client network a web or provisioning session started from; the credential is only
+    # kept as a SHA-256, like one_time_secret.
+    await conn.execute("""
+        CREATE TABLE session_network (
+            credential TEXT PRIMARY KEY,
+            account_id TEXT NOT NULL,
+            network    TEXT NOT NULL,
+            country    TEXT,
+            created_at BIGINT NOT NULL,
+            expires_at BIGINT NOT NULL,
+            refused_at BIGINT
+        )
+    """)

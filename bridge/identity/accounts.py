@@ -69,6 +69,9 @@ class Accounts:
         self.on_unlink: list[Callable[[Persona], Awaitable[None]]] = []
         # Called after a persona was paused, resumed or revoked (sessions follow).
         self.on_state_change: list[Callable[[Persona], Awaitable[None]]] = []
+        # Called with (account id, persona) before a persona is resumed; raising IdentityError
+        # refuses (a persona stopped for re-authentication needs a fresh MFA check).
+        self.resume_checks: list[Callable[[str, Persona], Awaitable[None]]] = []
 
     # ---- accounts --------------------------------------------------------------------------
 
@@ -221,6 +224,13 @@ class Accounts:
                                 "link it again to use it.")
         if action == "resume" and persona.status == PersonaStatus.ACTIVE:
             raise IdentityError("That account is not paused.")
+        if action == "resume" and persona.status == PersonaStatus.READ_ONLY:
+            raise IdentityError(f"{persona.platform} refused the bridge's access to that account: "
+                                f"link it again with relink {persona.platform}:"
+                                f"{persona.external_user_id}")
+        if action == "resume":
+            for check in self.resume_checks:
+                await check(account_id, persona)
         await self.storage.personas.set_status(persona.id, targets[action])
         persona.status = targets[action]
         if action == "revoke":

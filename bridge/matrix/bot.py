@@ -10,9 +10,11 @@ from mautrix.appservice import IntentAPI
 from mautrix.errors import MatrixError
 from mautrix.types import (
     EventID,
+    EventType,
     Membership,
     MessageType,
     RoomID,
+    Serializable,
     StateEvent,
     TextMessageEventContent,
     UserID,
@@ -65,6 +67,10 @@ class ManagementBot:
         if event_id:
             content.set_reply(event_id)
         await self.intent.send_message(room_id, content)
+
+    async def send_event(self, room_id: RoomID, event_type: EventType,
+                         content: Serializable) -> None:
+        await self.intent.send_message_event(room_id, event_type, content)
 
     async def tell(self, mxid: UserID, text: str) -> bool:
         """Send a notice to a person's management room; False if they have none yet."""

@@ -19,6 +19,7 @@ from mautrix.types import (
 )
 
 from ..core.authority import NotAllowedHere
+from ..core.delivery import Delivery
 from ..core.router import DeliveryFailed, HeldForConfirmation, NetworkUnavailable, Router
 from ..metrics import Metrics
 from .bot import ManagementBot
@@ -27,16 +28,19 @@ log = logging.getLogger("relayforge.dispatch")
 
 
 class MatrixDispatcher:
-    def __init__(self, bot: ManagementBot, router: Router, metrics: Metrics) -> None:
+    def __init__(self, bot: ManagementBot, router: Router, delivery: Delivery,
+                 metrics: Metrics) -> None:
         self.bot = bot
         self.router = router
+        self.delivery = delivery
         self.metrics = metrics
         # Who was typing in each portal, to tell the network when they stop.
         self._typing: dict[str, set[str]] = {}
 
     async def handle(self, evt: Event) -> None:
         """Handle one event; a failure is logged and counted but never blocks the transaction,
-        so one bad event cannot stall every event behind it."""
+        so one bad event cannot stall every event behind it. What people send in portals goes
+        to the durable outbound queue, which reports its own outcomes."""
         kind = str(evt.type)
         self.metrics.events.labels(type=kind).inc()
         try:
@@ -74,15 +78,11 @@ class MatrixDispatcher:
                 await self.bot.handle_message(evt.room_id, evt.event_id, evt.sender,
                                               evt.content.body)
             elif portal is not None:
-                await self.router.handle_matrix_message(portal, evt)
+                await self.delivery.enqueue(portal, evt)
             return
         portal = await self.router.portal_for(evt.room_id)
-        if portal is None:
-            return
-        if isinstance(evt, ReactionEvent):
-            await self.router.handle_matrix_reaction(portal, evt)
-        elif isinstance(evt, RedactionEvent):
-            await self.router.handle_matrix_redaction(portal, evt)
+        if portal is not None and isinstance(evt, ReactionEvent | RedactionEvent):
+            await self.delivery.enqueue(portal, evt)
 
     async def _ephemeral(self, evt: Event) -> None:
         portal = await self.router.portal_for(evt.room_id)

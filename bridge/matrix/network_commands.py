@@ -9,6 +9,7 @@ from mautrix.errors import MatrixError
 from mautrix.types import EventID, MessageEvent, RoomID, UserID
 
 from ..audit import AuditEvent, AuditLog
+from ..core.delivery import Delivery
 from ..core.linking import LinkDone, Linking, LinkRefused
 from ..core.mapping import MappingRules, RuleRefused
 from ..core.router import Router
@@ -49,9 +50,10 @@ def _options(args: list[str], flags: set[str], valued: set[str]
 
 class NetworkCommands:
     def __init__(self, bot: ManagementBot, storage: Storage, accounts: Accounts,
-                 linking: Linking, rules: MappingRules, router: Router, audit: AuditLog
-                 ) -> None:
+                 linking: Linking, rules: MappingRules, router: Router, audit: AuditLog,
+                 delivery: Delivery) -> None:
         self.router = router
+        self.delivery = delivery
         self.audit = audit
         self.bot = bot
         self.storage = storage
@@ -66,6 +68,10 @@ class NetworkCommands:
         add = self.bot.commands.add
         add(Command("link", SECTION, "Link your account on a network (proof of ownership)",
                     self.link, usage="NETWORK [ADDRESS] [--profile NAME]"))
+        add(Command("relink", SECTION, "Prove a linked account again (after its access was "
+                    "revoked); what waited for it is then sent", self.relink,
+                    usage="PLATFORM:ID"))
+        add(Command("retry", SECTION, "Send again what could not be delivered", self.retry))
         add(Command("personas", SECTION, "List your linked accounts and their status",
                     self.personas))
         add(Command("map", SECTION, "Bridge a remote room into a profile",
@@ -106,6 +112,25 @@ class NetworkCommands:
         except LinkRefused as e:
             raise CommandError(str(e)) from e
         await self._show_step(ctx.sender, ctx.room_id, flow_id, step)
+
+    async def relink(self, ctx: CommandContext) -> None:
+        if len(ctx.args) != 1:
+            raise CommandError('Usage: relink PLATFORM:ID (see "personas")')
+        account = await self.accounts.for_matrix_user(ctx.sender)
+        try:
+            persona = await self.accounts.find_persona(account.id, ctx.args[0])
+        except IdentityError as e:
+            raise CommandError(str(e)) from e
+        profile = next(p for p in await self.storage.profiles.for_account(account.id)
+                       if p.id == persona.profile_id)
+        ctx.args = [persona.platform, persona.external_user_id, "--profile", profile.name]
+        await self.link(ctx)
+
+    async def retry(self, ctx: CommandContext) -> None:
+        rooms = await self.delivery.retry(ctx.sender)
+        if not rooms:
+            raise CommandError("Nothing of yours is waiting to be sent again.")
+        await ctx.reply(f"Sending again what was not delivered, in {rooms} room(s).")
 
     async def _show_step(self, sender: str, room_id: RoomID, flow_id: str,
                          step: LoginStep) -> None:
@@ -207,8 +232,8 @@ class NetworkCommands:
         evt = await self.bot.intent.get_event(RoomID(held.room_id), EventID(held.event_id))
         if portal is None or not isinstance(evt, MessageEvent):
             raise CommandError("That message or its room is gone.")
-        await self.router.handle_matrix_message(portal, evt)
-        await ctx.reply(f"Sent your first message into {held.channel}.")
+        await self.delivery.enqueue(portal, evt)
+        await ctx.reply(f"Sending your first message into {held.channel}.")
 
     async def cancel(self, ctx: CommandContext) -> None:
         held = await self._held(ctx)

@@ -8,7 +8,7 @@ Matrix users do as `Matrix*` events, with ids already translated to its own remo
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from enum import StrEnum
 from typing import Any, Protocol
 
@@ -180,6 +180,20 @@ class SendResult:
     remote_id: str
 
 
+class RateLimited(Exception):
+    """The network asks the bridge to wait before sending again (HTTP 429 with Retry-After,
+    or the network's own equivalent). The send is retried after `retry_after` seconds."""
+
+    def __init__(self, retry_after: float, detail: str = "rate limited") -> None:
+        super().__init__(f"{detail} (retry after {retry_after:g} s)")
+        self.retry_after = retry_after
+
+
+class CredentialsRejected(Exception):
+    """The network refused the person's credentials (a revoked token, a changed password).
+    Retrying cannot help: the persona goes read-only until the person relinks it."""
+
+
 class BridgeSink(Protocol):
     """What the core offers a connector: the door for everything that happens remotely."""
 
@@ -210,6 +224,19 @@ class Connector(ABC):
         self.settings = settings or {}
         self.state = ConnectorState.STOPPED
         self.verifier: TokenVerifier | None = None
+        # Set by the core: called with (persona id, reason) when the network refuses a
+        # person's stored credentials, so repeated refusals can stop the persona.
+        self.on_auth_failure: Callable[[str, str], Awaitable[None]] | None = None
+
+    async def report_auth_failure(self, persona_id: str, reason: str) -> None:
+        """The network refused a linked person's credentials (signing in again, say)."""
+        if self.on_auth_failure is not None:
+            await self.on_auth_failure(persona_id, reason)
+
+    def workspace_of(self, channel: str) -> str:
+        """The workspace a remote room belongs to (a Slack team, a Discord server, an XMPP
+        MUC service), matched by people's capability rules; "" when the network has none."""
+        return ""
 
     async def deliver(self, event: MatrixEvent) -> SendResult | None:
         """The one door from Matrix to the network: check the impersonation token, act, and

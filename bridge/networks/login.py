@@ -42,3 +42,8 @@ class LinkedAccount:
     credentials: dict[str, str] = attrs.field(repr=False)
     # What the verification ping checked, in words for the person.
     verified: list[str] = attrs.field(factory=list)
+    # What may make the account high-risk under the admin's `policy.high_risk` (linking it then
+    # needs a fresh MFA check): "enterprise_grid" for a Slack Enterprise Grid org,
+    # "server:<id>" for each Discord server the account is in. The core decides, not the
+    # connector, so the admin's policy stays in one place.
+    risk_markers: list[str] = attrs.field(factory=list)

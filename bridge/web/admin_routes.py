@@ -18,15 +18,18 @@ from ..identity.errors import IdentityError
 from ..identity.merge import Merges
 from ..identity.signin import SignIn
 from ..matrix.permissions import Level, Permissions
+from ..security.anomaly import SessionNetworks
 from . import pages
-from .browser import BROWSER, SESSION_COOKIE, BrowserBinding
-from .signin_routes import html
+from .browser import BrowserBinding
+from .signin_routes import cookie_account, html
 
 
 class AdminRoutes:
     def __init__(self, signin: SignIn, accounts: Accounts, merges: Merges, storage: Storage,
-                 audit: AuditLog, binding: BrowserBinding, permissions: Permissions) -> None:
+                 audit: AuditLog, binding: BrowserBinding, permissions: Permissions,
+                 session_networks: SessionNetworks | None = None) -> None:
         self.signin = signin
+        self.session_networks = session_networks
         self.accounts = accounts
         self.merges = merges
         self.storage = storage
@@ -41,8 +44,7 @@ class AdminRoutes:
 
     async def _admin(self, request: web.Request) -> str:
         """The admin's MXID, or a refusal."""
-        account = await self.signin.session_account(request.cookies.get(SESSION_COOKIE),
-                                                    request[BROWSER])
+        account = await cookie_account(self.signin, self.session_networks, request)
         if account is None:
             raise web.HTTPSeeOther("/auth/sign-in")
         for mxid in await self.storage.accounts.matrix_users(account):

@@ -22,7 +22,8 @@ from ..core.linking import Linking
 from ..core.mapping import MappingRules
 from ..identity.accounts import Accounts, AccountView
 from ..identity.errors import IdentityError
-from ..identity.signin import SignIn
+from ..identity.signin import SESSION_TTL, SignIn
+from ..security.anomaly import NETWORK_CHANGED, SessionNetworks
 from .network_endpoints import ACCOUNT, NetworkEndpoints
 from .openapi import openapi_document
 from .signin_routes import bearer
@@ -30,6 +31,9 @@ from .signin_routes import bearer
 log = logging.getLogger("relayforge.provisioning")
 PREFIX = "/_matrix/provision/v1"
 _OPENID_CACHE_SECONDS = 300
+# How long the network an OpenID token was first used from is remembered (the homeserver's
+# tokens live about an hour).
+_OPENID_BINDING_SECONDS = 24 * 3600
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -53,8 +57,10 @@ def account_json(view: AccountView) -> dict:
 
 class ProvisioningApi(NetworkEndpoints):
     def __init__(self, accounts: Accounts, signin: SignIn, shared_secret: str | None,
-                 homeserver_url: str, homeserver_domain: str) -> None:
+                 homeserver_url: str, homeserver_domain: str,
+                 session_networks: SessionNetworks | None = None) -> None:
         self.accounts = accounts
+        self.session_networks = session_networks
         self.signin = signin
         self._secret = shared_secret
         self.homeserver_url = homeserver_url.rstrip("/")
@@ -88,25 +94,38 @@ class ProvisioningApi(NetworkEndpoints):
             token = bearer(request)
             if token is None:
                 return _error(401, "M_MISSING_TOKEN", "Authorization: Bearer <token> needed")
-            account = await self._account_for(request, token)
+            account, kind = await self._account_for(request, token)
             if account is None:
                 return _error(401, "M_UNKNOWN_TOKEN", "Unknown or expired credentials")
+            # A person's session must keep coming from where it started; the shared secret
+            # is an integration's, on its own server, and is not tied to a network.
+            if kind is not None and self.session_networks is not None:
+                refused = await self.session_networks.check(
+                    request, kind, token, account,
+                    SESSION_TTL if kind == "web_session" else _OPENID_BINDING_SECONDS)
+                if refused:
+                    self._openid.pop(hashlib.sha256(token.encode()).hexdigest(), None)
+                    return _error(401, NETWORK_CHANGED, refused)
             request[ACCOUNT] = account
             return await handler(request)
 
         return check
 
-    async def _account_for(self, request: web.Request, token: str) -> str | None:
+    async def _account_for(self, request: web.Request, token: str
+                           ) -> tuple[str | None, str | None]:
+        """The account, and the kind of session the token is (None for the shared secret)."""
         if self._secret and hmac.compare_digest(token.encode(), self._secret.encode()):
             user_id = request.query.get("user_id", "")
             if not user_id.startswith("@") or ":" not in user_id:
-                return None
-            return (await self.accounts.for_matrix_user(user_id)).id
+                return None, None
+            return (await self.accounts.for_matrix_user(user_id)).id, None
         account = await self.signin.session_account(token)
         if account is not None:
-            return account
+            return account, "web_session"
         mxid = await self._openid_user(token)
-        return (await self.accounts.for_matrix_user(mxid)).id if mxid else None
+        if mxid is None:
+            return None, None
+        return (await self.accounts.for_matrix_user(mxid)).id, "openid"
 
     async def _openid_user(self, token: str) -> str | None:
         key = hashlib.sha256(token.encode()).hexdigest()

@@ -12,6 +12,7 @@ from ..identity.merge import Merges
 from ..identity.providers import SignInProvider, parse_providers
 from ..identity.signin import SignIn
 from ..matrix.permissions import Permissions
+from ..security.anomaly import SessionNetworks
 from ..security.setup import Security
 from ..security.system_keys import web_keys
 from .admin_routes import AdminRoutes
@@ -26,6 +27,7 @@ class WebServices:
     merges: Merges
     signin: SignIn
     binding: BrowserBinding
+    session_networks: SessionNetworks
 
 
 async def build_web(config: Config, storage: Storage, security: Security,
@@ -38,18 +40,21 @@ async def build_web(config: Config, storage: Storage, security: Security,
                         list(config["identity.default_profiles"]))
     merges = Merges(storage, security.audit)
     signin = SignIn(storage, security.audit, accounts, merges, providers, flow_key)
-    return WebServices(accounts, merges, signin, BrowserBinding(csrf_key, public_url))
+    return WebServices(accounts, merges, signin, BrowserBinding(csrf_key, public_url),
+                       security.session_networks)
 
 
 def register_web_routes(app: web.Application, services: WebServices, config: Config
                         ) -> ProvisioningApi:
     SignInRoutes(services.signin, services.accounts, services.signin.storage,
-                 services.binding).register(app)
+                 services.binding, services.session_networks).register(app)
     AdminRoutes(services.signin, services.accounts, services.merges, services.signin.storage,
                 services.signin.audit, services.binding,
-                Permissions(config["bridge.permissions"])).register(app)
+                Permissions(config["bridge.permissions"]),
+                services.session_networks).register(app)
     api = ProvisioningApi(services.accounts, services.signin,
                           config.get("provisioning.shared_secret"),
-                          config["homeserver.address"], config["homeserver.domain"])
+                          config["homeserver.address"], config["homeserver.domain"],
+                          services.session_networks)
     api.register(app)
     return api

@@ -9,7 +9,8 @@ from aiohttp import web
 
 from ..db import Storage
 from ..identity.accounts import Accounts
-from ..identity.signin import CallbackResult, FlowRefused, Outcome, Purpose, SignIn
+from ..identity.signin import SESSION_TTL, CallbackResult, FlowRefused, Outcome, Purpose, SignIn
+from ..security.anomaly import SessionNetworks
 from . import pages
 from .browser import BROWSER, PENDING_COOKIE, SESSION_COOKIE, BrowserBinding
 
@@ -25,6 +26,18 @@ def html(body: str, status: int = 200) -> web.Response:
     return web.Response(text=body, status=status, content_type="text/html", charset="utf-8")
 
 
+async def cookie_account(signin: SignIn, networks: SessionNetworks | None,
+                         request: web.Request) -> str | None:
+    """The account signed in with this browser's session cookie; None when there is none, or
+    when the session was just ended for coming from another network (sign in again)."""
+    session = request.cookies.get(SESSION_COOKIE)
+    account = await signin.session_account(session, request[BROWSER])
+    if account is None or session is None or networks is None:
+        return account
+    refused = await networks.check(request, "web_session", session, account, SESSION_TTL)
+    return None if refused else account
+
+
 def bearer(request: web.Request) -> str | None:
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
@@ -32,8 +45,10 @@ def bearer(request: web.Request) -> str | None:
 
 class SignInRoutes:
     def __init__(self, signin: SignIn, accounts: Accounts, storage: Storage,
-                 binding: BrowserBinding) -> None:
+                 binding: BrowserBinding, session_networks: SessionNetworks | None = None
+                 ) -> None:
         self.signin = signin
+        self.session_networks = session_networks
         self.accounts = accounts
         self.storage = storage
         self.binding = binding
@@ -66,8 +81,7 @@ class SignInRoutes:
         response.set_cookie(SESSION_COOKIE, session_id, **self.binding.cookie_args(12 * 3600))
 
     async def _account(self, request: web.Request) -> str | None:
-        return await self.signin.session_account(request.cookies.get(SESSION_COOKIE),
-                                                 request[BROWSER])
+        return await cookie_account(self.signin, self.session_networks, request)
 
     # ---- pages and the OAuth dance ---------------------------------------------------------
 

@@ -70,13 +70,6 @@ class LoopbackConnector(Connector):
         return SendResult(f"lb-react-{next(self._ids)}")
 
 
-class RefusingLoopbackConnector(LoopbackConnector):
-    """A loopback network that is down: every send fails."""
-
-    async def send_message(self, event: MatrixMessage) -> SendResult:
-        raise ConnectionError("loopback network unreachable")
-
-
 class EagerLoopbackConnector(LoopbackConnector):
     """A loopback network whose people react to a message before its send has returned,
     as fast remote clients do (a read marker or a reaction racing the send's answer)."""

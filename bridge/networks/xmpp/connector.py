@@ -71,6 +71,7 @@ class Session:
         self.closing = False
         self.client.add_event_handler("session_start", self._started)
         self.client.add_event_handler("disconnected", self._disconnected)
+        self.client.add_event_handler("failed_all_auth", self._auth_failed)
         # slixmpp's "message" event only fires for stanzas with a <body>; reactions, chat
         # states, markers and retractions may have none, so take every message stanza.
         self.client.register_handler(CoroutineCallback(
@@ -91,6 +92,12 @@ class Session:
         for room, nick in list(self.rooms.items()):
             await self._join(room, nick)
         self.ready.set()
+
+    async def _auth_failed(self, _: Any) -> None:
+        # The stored password no longer works (changed, or the account was reset): the core
+        # counts these and stops the persona when they repeat.
+        await self.connector.report_auth_failure(
+            self.persona_id, "the XMPP server refused the stored password")
 
     async def _disconnected(self, _: Any) -> None:
         self.ready.clear()
@@ -240,6 +247,13 @@ class XmppConnector(Connector):
 
     def login_flows(self) -> list[str]:
         return ["password"]
+
+    def workspace_of(self, channel: str) -> str:
+        # A MUC's service (conference.example.org); a direct chat's is the contact's server.
+        try:
+            return JID(channel.split(DM_SEPARATOR)[-1]).domain
+        except InvalidJID:
+            return ""
 
     async def begin_login(self, identifier: str | None) -> LoginStep:
         try:

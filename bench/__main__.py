@@ -1,0 +1,170 @@
+"""Relaying through RelayForge against the bare homeserver, on one real Synapse, in one run.
+
+    .venv/bin/python -m bench [--n 300] [--concurrency 10] [--burst 200]
+                              [--database postgres://user:pass@host/empty_db]
+
+Needs Synapse (the `sandbox` or `test` extra). Prints a JSON summary and writes it to
+bench/results/latest.json. Every bridge figure comes with its baseline from the same run and
+its ratio to it; the ratios are what to compare between runs and machines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import importlib.util
+import inspect
+import json
+import logging
+import os
+import platform
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).resolve().parent / "results"
+TARGET_RATIO = 0.9
+METHOD = {
+    "remote_to_matrix": "N messages over `lanes` rooms (one sender each, in order per room, "
+    "rooms in parallel), timed until a person's /sync showed all; baseline: an appservice "
+    "ghost of the bridge's own registration PUTs them itself; ratio = bridge/baseline "
+    "(higher is better)",
+    "matrix_to_remote": "a person sends one message at a time; baseline: until a bare second "
+    "appservice receives the transaction; bridge: until the connector's send_message is "
+    "called; samples alternate; ratio = bridge/baseline (lower is better)",
+    "matrix_to_remote_burst": "the same, with all messages sent at once; per-message latency "
+    "from its own send; drain = first send to last delivery",
+}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=int, default=300,
+                        help="messages per throughput run and latency samples (default 300)")
+    parser.add_argument("--concurrency", type=int, default=10,
+                        help="parallel rooms/senders in the concurrent runs (default 10)")
+    parser.add_argument("--burst", type=int, default=200,
+                        help="messages a person sends at once for the burst latency")
+    parser.add_argument("--repeats", type=int, default=2,
+                        help="throughput runs per side, in alternating order (default 2)")
+    parser.add_argument("--database", help="the bridge's database URI (default: SQLite in "
+                        "the run's directory); a PostgreSQL database should be empty")
+    parser.add_argument("--workdir", type=Path,
+                        help="keep Synapse, configs and logs here (default: a temporary "
+                        "directory, removed afterwards)")
+    parser.add_argument("--profile", type=Path,
+                        help="write a cProfile of the bridge's concurrent relay runs here")
+    parser.add_argument("--no-save", action="store_true",
+                        help="only print; do not write bench/results/latest.json")
+    args = parser.parse_args(argv)
+    if args.n < 20 or args.concurrency < 1 or args.burst < 1 or args.repeats < 1:
+        parser.error("--n must be at least 20; --concurrency, --burst, --repeats at least 1")
+    return args
+
+
+def outbound_queue_in_use() -> bool:
+    """Whether the durable outbound queue exists and the bridge wires it in. Decides only how
+    the burst figure is labelled: the measurement is the same either way."""
+    if importlib.util.find_spec("bridge.core.delivery") is None:
+        return False
+    import bridge.app
+    import bridge.core.router
+
+    sources = inspect.getsource(bridge.app) + inspect.getsource(bridge.core.router)
+    return "delivery" in sources and ("core.delivery" in sources or ".delivery import"
+                                      in sources)
+
+
+async def run(args: argparse.Namespace, directory: Path) -> dict[str, Any]:
+    # Imported here so `--help` works without Synapse or a configured bridge.
+    import mautrix
+    import synapse
+
+    import bridge
+
+    from . import measure
+    from .harness import Harness
+
+    h = Harness(directory, args.database)
+    try:
+        await h.start()
+        lanes = await measure.prepare(h, args.concurrency)
+        await measure.warm_up(h, lanes, max(20, args.n // 5), args.concurrency)
+
+        sequential = await measure.remote_to_matrix(h, lanes, args.n, 1, args.repeats)
+        profiler = cProfile.Profile() if args.profile else None
+        if profiler:
+            profiler.enable()
+        concurrent = await measure.remote_to_matrix(h, lanes, args.n, args.concurrency,
+                                                    args.repeats)
+        if profiler:
+            profiler.disable()
+            profiler.dump_stats(args.profile)
+
+        probe_room = await measure.make_probe_room(h)
+        latency = await measure.matrix_to_remote(h, lanes.portals[0], probe_room, args.n,
+                                                 warm=10)
+        queue = outbound_queue_in_use()
+        # The queue's per-message send-status event is part of what a burst costs: say
+        # whether it was on.
+        settings = getattr(getattr(h.bridge, "delivery", None), "settings", None)
+        loaded = await measure.matrix_to_remote_burst(h, lanes.portals[0], probe_room,
+                                                      args.burst, queue)
+        assert h.watcher is not None
+        return {
+            "setup": {
+                "relayforge": bridge.__version__, "mautrix": mautrix.__version__,
+                "synapse": synapse.__version__, "python": platform.python_version(),
+                "cpus": os.cpu_count(),
+                "database": "postgres" if args.database else "sqlite",
+                "n": args.n, "concurrency": args.concurrency,
+                "appservice_rate_limited": h.registration["rate_limited"],
+                "sync_gaps": h.watcher.limited,
+            },
+            "remote_to_matrix": {
+                "target_ratio": TARGET_RATIO,
+                "sequential": sequential,
+                "concurrent": concurrent,
+            },
+            "matrix_to_remote": latency,
+            "matrix_to_remote_burst": {
+                **loaded, "queue_status_events": getattr(settings, "status_events", None)},
+            "method": METHOD,
+        }
+    except Exception:
+        print(h.synapse_log_tail(), file=sys.stderr)
+        raise
+    finally:
+        await h.stop()
+
+
+def compact(summary: dict[str, Any]) -> dict[str, Any]:
+    """The printed summary leaves out each throughput run, which the saved file keeps."""
+    printed = json.loads(json.dumps(summary))
+    for mode in ("sequential", "concurrent"):
+        printed["remote_to_matrix"][mode].pop("runs", None)
+    return printed
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    # The bridge logs at INFO by default; only problems matter during a benchmark.
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if args.workdir:
+        args.workdir.mkdir(parents=True, exist_ok=True)
+        summary = asyncio.run(run(args, args.workdir.resolve()))
+    else:
+        with tempfile.TemporaryDirectory(prefix="relayforge-bench-") as tmp:
+            summary = asyncio.run(run(args, Path(tmp)))
+    print(json.dumps(compact(summary), indent=2))
+    if not args.no_save:
+        RESULTS.mkdir(exist_ok=True)
+        (RESULTS / "latest.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

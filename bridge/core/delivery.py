@@ -1,0 +1,357 @@
+"""The durable outbound queue: what people send in Matrix reaches the remote network, in order,
+exactly once, even when the network or the bridge fails on the way.
+
+Every Matrix event for a portal is written to `outbound` before its appservice transaction is
+acknowledged. One worker per Matrix room sends the room's events oldest first; an event that
+fails for a passing reason blocks the events behind it (order matters more than speed) and is
+retried with exponential back-off and jitter, or after the network's Retry-After. An event
+whose persona lost its credentials is parked until the person relinks, without blocking others.
+An event that keeps failing is given up: the person is told where they wrote it and in their
+management room, and `retry` puts it back in line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+import attrs
+from mautrix.types import (
+    BeeperMessageStatusEventContent,
+    Event,
+    EventID,
+    EventType,
+    MessageEvent,
+    MessageStatus,
+    MessageStatusReason,
+    ReactionEvent,
+    RedactionEvent,
+    RelatesTo,
+    RelationType,
+    RoomID,
+    UserID,
+)
+
+from ..audit import AuditEvent, AuditLog
+from ..db import Portal, Storage
+from ..db.outbound import OutboundRow, OutboundState
+from ..db.persona import PersonaStatus
+from ..metrics import Metrics
+from ..networks.base import CredentialsRejected, RateLimited
+from ..security.impersonation import ImpersonationRefused
+from .authority import NeedsRelink, NotAllowedHere
+from .router import DeliveryFailed, HeldForConfirmation, NetworkUnavailable, Router
+
+log = logging.getLogger("relayforge.delivery")
+
+
+
+class Notifier(Protocol):
+    async def reply(self, room_id: RoomID, event_id: EventID | None, text: str) -> None: ...
+
+    async def tell(self, mxid: UserID, text: str) -> bool: ...
+
+    async def send_event(self, room_id: RoomID, event_type: EventType,
+                         content: BeeperMessageStatusEventContent) -> None: ...
+
+
+@attrs.frozen
+class DeliverySettings:
+    max_attempts: int = 8
+    max_age_seconds: int = 24 * 3600
+    backoff_seconds: float = 1.0
+    backoff_max_seconds: float = 300.0
+    status_events: bool = True
+
+    @classmethod
+    def from_config(cls, get: Callable[[str], Any]) -> DeliverySettings:
+        """From the config's `delivery` section (`get("max_attempts")` and so on)."""
+        return cls(**{f.name: get(f.name) for f in attrs.fields(cls)})
+
+
+def backoff(attempts: int, settings: DeliverySettings, rng: random.Random) -> float:
+    """Seconds before attempt `attempts + 1`: exponential, capped, with "full jitter" so
+    many senders that failed together do not all come back at the same moment."""
+    ceiling = min(settings.backoff_max_seconds,
+                  settings.backoff_seconds * 2 ** max(attempts - 1, 0))
+    return ceiling / 2 + rng.uniform(0, ceiling / 2)
+
+
+class Delivery:
+    def __init__(self, storage: Storage, router: Router, notifier: Notifier, audit: AuditLog,
+                 metrics: Metrics, settings: DeliverySettings | None = None) -> None:
+        self.storage = storage
+        self.store = storage.outbound
+        self.router = router
+        self.notifier = notifier
+        self.audit = audit
+        self.metrics = metrics
+        self.settings = settings or DeliverySettings()
+        self._rng = random.Random()
+        self._workers: dict[str, asyncio.Task[None]] = {}
+        self._wake: dict[str, asyncio.Event] = {}
+        self._stopping = False
+        self._statuses: dict[str, asyncio.Task[None]] = {}  # the latest status sent per room
+        # Called with (persona id, reason) when a persona turns read-only.
+        self.on_read_only: list[Callable[[str, str], Awaitable[None]]] = []
+
+    # ---- entry points ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Resume whatever was waiting when the bridge last stopped (or crashed)."""
+        for room in await self.store.rooms_waiting():
+            self._kick(room)
+
+    async def stop(self) -> None:
+        """Stop sending; anything not finished stays queued for the next start."""
+        self._stopping = True
+        workers = list(self._workers.values())
+        for worker in workers:
+            worker.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)
+        self._workers.clear()
+        # Statuses are a courtesy: give them a moment, never hold up shutdown for long.
+        if statuses := list(self._statuses.values()):
+            await asyncio.wait(statuses, timeout=5)
+
+    async def enqueue(self, portal: Portal, evt: Event) -> None:
+        """Keep the event durably, then let the room's worker send it."""
+        queued = await self.store.add(evt.event_id, evt.room_id, portal.network,
+                                      portal.remote_id, evt.sender, evt.serialize())
+        if queued:
+            self.metrics.queue_events.labels(outcome="queued").inc()
+        self._kick(evt.room_id)
+
+    async def retry(self, sender: str) -> int:
+        """Put the person's given-up events back in line; how many rooms they are in."""
+        rooms = await self.store.requeue(OutboundState.FAILED, sender=sender)
+        for room in rooms:
+            self._kick(room)
+        return len(rooms)
+
+    async def relinked(self, persona_id: str) -> None:
+        """The persona has working credentials again: send what waited for it, in order."""
+        for room in await self.store.requeue(OutboundState.PARKED, persona_id=persona_id):
+            self._kick(room)
+
+    async def idle(self) -> None:
+        """Wait until every worker has nothing left to do right now (for orderly shutdown
+        and benchmarks)."""
+        while workers := [w for w in [*self._workers.values(), *self._statuses.values()]
+                          if not w.done()]:
+            await asyncio.gather(*workers, return_exceptions=True)
+
+    # ---- the per-room workers ----------------------------------------------------------------
+
+    def _kick(self, room: str) -> None:
+        if self._stopping:
+            return
+        self._wake.setdefault(room, asyncio.Event()).set()
+        worker = self._workers.get(room)
+        if worker is None or worker.done():
+            self._workers[room] = asyncio.create_task(self._run(room), name=f"outbound {room}")
+
+    async def _run(self, room: str) -> None:
+        wake = self._wake.setdefault(room, asyncio.Event())
+        while not self._stopping:
+            wake.clear()
+            try:
+                row = await self.store.head(room)
+            except Exception:
+                log.exception("Could not read the outbound queue of %s", room)
+                await asyncio.sleep(1)
+                continue
+            if row is None:
+                if wake.is_set():
+                    continue  # something was queued while we looked
+                # No await between the check and leaving: a later _kick starts a new worker.
+                self._workers.pop(room, None)
+                return
+            delay = row.next_attempt / 1000 - time.time()
+            if delay > 0:
+                try:
+                    await asyncio.wait_for(wake.wait(), delay)
+                except TimeoutError:
+                    pass
+                continue
+            await self._attempt(row)
+
+    async def _attempt(self, row: OutboundRow) -> None:
+        evt = Event.deserialize(row.event)
+        portal = await self.router.portal_for(RoomID(row.room_mxid))
+        if portal is None:
+            await self.store.done(row.seq)  # the portal is gone: nowhere to send it
+            return
+        try:
+            await self._send(portal, evt)
+        except HeldForConfirmation as e:
+            await self.store.done(row.seq)  # it waits in held_send for "confirm"
+            await self.notifier.reply(evt.room_id, evt.event_id, str(e))
+        except NeedsRelink as e:
+            await self._park(row, evt, e.persona_id, str(e), announce=False)
+        except NotAllowedHere as e:
+            await self.store.done(row.seq)
+            await self._status(evt, portal, MessageStatus.FAIL, str(e),
+                               MessageStatusReason.NO_PERMISSION)
+            await self.notifier.reply(evt.room_id, evt.event_id, str(e))
+        except NetworkUnavailable as e:
+            await self._give_up(row, evt, portal, str(e))
+        except DeliveryFailed as e:
+            await self._failed(row, evt, portal, e)
+        except Exception as e:
+            log.exception("Sending %s failed unexpectedly", evt.event_id)
+            await self._retry_later(row, evt, portal, f"internal error: {type(e).__name__}")
+        else:
+            await self.store.done(row.seq)
+            self.metrics.queue_events.labels(outcome="sent").inc()
+            if row.attempts or self.settings.status_events:
+                await self._status(evt, portal, MessageStatus.SUCCESS)
+
+    async def _send(self, portal: Portal, evt: Event) -> None:
+        if isinstance(evt, MessageEvent):
+            await self.router.handle_matrix_message(portal, evt)
+        elif isinstance(evt, ReactionEvent):
+            await self.router.handle_matrix_reaction(portal, evt)
+        elif isinstance(evt, RedactionEvent):
+            await self.router.handle_matrix_redaction(portal, evt)
+
+    # ---- outcomes ----------------------------------------------------------------------------
+
+    async def _failed(self, row: OutboundRow, evt: Event, portal: Portal,
+                      error: DeliveryFailed) -> None:
+        cause = error.__cause__
+        log.warning("Sending %s to %s failed (attempt %d): %s", evt.event_id, portal.network,
+                    row.attempts + 1, cause or error)
+        if isinstance(cause, CredentialsRejected | ImpersonationRefused) and error.persona_id:
+            await self._park(row, evt, error.persona_id, str(cause), announce=True)
+        elif isinstance(cause, RateLimited):
+            # The network said when: not before, and it does not count as a failed attempt.
+            self.metrics.queue_events.labels(outcome="rate_limited").inc()
+            if self._too_old(row):
+                await self._give_up(row, evt, portal, str(cause))
+                return
+            await self.store.reschedule(row.seq, row.attempts,
+                                        int((time.time() + cause.retry_after) * 1000),
+                                        str(cause))
+        else:
+            await self._retry_later(row, evt, portal, str(cause or error))
+
+    def _too_old(self, row: OutboundRow) -> bool:
+        return time.time() * 1000 - row.created_at > self.settings.max_age_seconds * 1000
+
+    async def _retry_later(self, row: OutboundRow, evt: Event, portal: Portal,
+                           reason: str) -> None:
+        attempts = row.attempts + 1
+        if attempts >= self.settings.max_attempts or self._too_old(row):
+            await self._give_up(row, evt, portal, reason, attempts)
+            return
+        self.metrics.queue_events.labels(outcome="retry").inc()
+        delay = backoff(attempts, self.settings, self._rng)
+        await self.store.reschedule(row.seq, attempts, int((time.time() + delay) * 1000),
+                                    reason)
+        if attempts == 1:
+            await self._status(evt, portal, MessageStatus.PENDING, "Retrying")
+
+    async def _give_up(self, row: OutboundRow, evt: Event, portal: Portal, reason: str,
+                       attempts: int | None = None) -> None:
+        await self.store.fail(row.seq, attempts if attempts is not None else row.attempts,
+                              reason)
+        self.metrics.queue_events.labels(outcome="failed").inc()
+        what = _kind(evt)
+        await self._status(evt, portal, MessageStatus.RETRIABLE, f"Not delivered: {reason}")
+        await self.notifier.reply(evt.room_id, evt.event_id,
+                                  f"Not delivered: your {what} could not be sent to "
+                                  f"{portal.network}. Send \"retry\" in your management room "
+                                  "to try again.")
+        await self.notifier.tell(UserID(row.sender),
+                                 f"Your {what} in {portal.name or portal.remote_id} "
+                                 f"({portal.network}) was not delivered after "
+                                 f"{max(attempts or row.attempts, 1)} attempt(s): {reason}. "
+                                 "Send \"retry\" to try again.")
+
+    async def _park(self, row: OutboundRow, evt: Event, persona_id: str, reason: str, *,
+                    announce: bool) -> None:
+        await self.store.park(row.seq, persona_id, reason)
+        self.metrics.queue_events.labels(outcome="parked").inc()
+        portal = await self.router.portal_for(RoomID(row.room_mxid))
+        if portal is not None:
+            await self._status(evt, portal, MessageStatus.PENDING,
+                               "Waiting for you to relink the account")
+        if announce:
+            await self.read_only(persona_id, reason)
+            persona = await self.storage.personas.get(persona_id)
+            if persona is not None:
+                ref = f"{persona.platform}:{persona.external_user_id}"
+                await self.notifier.reply(evt.room_id, evt.event_id, (
+                    f"Waiting: {persona.platform} refused the bridge's access to {ref}. This "
+                    f"and what you send after it will be sent once you relink: send "
+                    f"\"relink {ref}\" in your management room."))
+
+    async def read_only(self, persona_id: str, reason: str) -> None:
+        """The network refused the persona's credentials: stop sending as it, keep receiving,
+        and tell the person how to resume."""
+        persona = await self.storage.personas.get(persona_id)
+        if persona is None or persona.status == PersonaStatus.READ_ONLY:
+            return
+        await self.storage.personas.set_status(persona_id, PersonaStatus.READ_ONLY)
+        account = await self.storage.db.fetchval(
+            "SELECT account_id FROM profile WHERE id=$1", persona.profile_id)
+        await self.audit.append(AuditEvent.READ_ONLY, account=account,
+                                profile=persona.profile_id, persona=persona_id,
+                                details={"platform": persona.platform, "reason": reason[:200]})
+        waiting = await self.store.waiting_for(persona_id)
+        ref = f"{persona.platform}:{persona.external_user_id}"
+        for owner in await self.storage.db.fetch(
+                "SELECT mxid FROM account_matrix_user WHERE account_id=$1", account):
+            await self.notifier.tell(UserID(owner["mxid"]), (
+                f"{persona.platform} refused the bridge's access to {ref} ({reason}). "
+                f"It is read-only now: messages from {persona.platform} keep arriving, and "
+                f"what you send there waits in order ({waiting} waiting). To send them, "
+                f"link the account again: relink {ref}"))
+        for hook in self.on_read_only:
+            await hook(persona_id, reason)
+
+    async def _status(self, evt: Event, portal: Portal, status: MessageStatus,
+                      message: str | None = None,
+                      reason: MessageStatusReason = MessageStatusReason.NETWORK_ERROR) -> None:
+        """A send status next to the person's message, for clients that show one (the
+        `com.beeper.message_send_status` events the mautrix bridges send too)."""
+        if not self.settings.status_events:
+            return
+        content = BeeperMessageStatusEventContent(
+            relates_to=RelatesTo(RelationType.REFERENCE, evt.event_id),
+            network=portal.network, status=status)
+        if status != MessageStatus.SUCCESS:
+            content.reason, content.message = reason, message
+        # Sent beside the worker, not by it: waiting for a Matrix round trip per status would
+        # halve how fast a room's queue drains. Chained per room so statuses keep their order.
+        previous = self._statuses.get(evt.room_id)
+        task = asyncio.create_task(self._send_status(previous, evt, content))
+        self._statuses[evt.room_id] = task
+        task.add_done_callback(lambda t, room=evt.room_id: self._statuses.get(room) is t
+                               and self._statuses.pop(room))
+
+    async def _send_status(self, previous: asyncio.Task[None] | None, evt: Event,
+                           content: BeeperMessageStatusEventContent) -> None:
+        if previous is not None:
+            await asyncio.gather(previous, return_exceptions=True)
+        try:
+            await self.notifier.send_event(evt.room_id, EventType.BEEPER_MESSAGE_STATUS,
+                                           content)
+        except Exception:
+            log.warning("Could not send the send status of %s", evt.event_id, exc_info=True)
+
+
+def _kind(evt: Event) -> str:
+    if isinstance(evt, ReactionEvent):
+        return "reaction"
+    if isinstance(evt, RedactionEvent):
+        return "deletion"
+    content = getattr(evt, "content", None)
+    if content is not None and content.get_edit():
+        return "edit"
+    return "message"

@@ -1,0 +1,131 @@
+"""outbound: Matrix events waiting to be sent to a remote network, in order per room.
+
+A row is written before the appservice transaction that carried the event is acknowledged,
+and deleted only after the send was recorded in the message map: a crash at any point leaves
+either the row (sent again, the message map or the network's idempotency key drops the
+duplicate) or the finished send.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from enum import StrEnum
+from typing import Any
+
+import attrs
+from mautrix.util.async_db import Database
+
+
+class OutboundState(StrEnum):
+    QUEUED = "queued"  # waiting for its turn or for its next attempt
+    PARKED = "parked"  # its persona must be relinked first; kept in order, not lost
+    FAILED = "failed"  # gave up; the person was told and can `retry`
+
+
+@attrs.define
+class OutboundRow:
+    seq: int
+    event_id: str
+    room_mxid: str
+    network: str
+    remote_room: str
+    sender: str
+    event: dict[str, Any]
+    state: OutboundState
+    persona_id: str | None
+    attempts: int
+    next_attempt: int
+    created_at: int
+    last_error: str | None
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _row(record: Any) -> OutboundRow:
+    row = dict(record)
+    return OutboundRow(**{**row, "event": json.loads(row["event"]),
+                          "state": OutboundState(row["state"])})
+
+
+class OutboundStore:
+    _columns = ("seq, event_id, room_mxid, network, remote_room, sender, event, state, "
+                "persona_id, attempts, next_attempt, created_at, last_error")
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def add(self, event_id: str, room_mxid: str, network: str, remote_room: str,
+                  sender: str, event: dict[str, Any]) -> bool:
+        """Queue an event; False when it was queued before (a replayed transaction)."""
+        seq = await self.db.fetchval(
+            "INSERT INTO outbound (event_id, room_mxid, network, remote_room, sender, event, "
+            "state, attempts, next_attempt, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, "
+            "0, $8, $8) ON CONFLICT (event_id) DO NOTHING RETURNING seq",
+            event_id, room_mxid, network, remote_room, sender, json.dumps(event),
+            OutboundState.QUEUED.value, _now_ms())
+        return seq is not None
+
+    async def head(self, room_mxid: str) -> OutboundRow | None:
+        """The oldest event of the room still to be sent (parked and failed ones wait aside)."""
+        row = await self.db.fetchrow(
+            f"SELECT {self._columns} FROM outbound WHERE room_mxid=$1 AND state=$2 "
+            "ORDER BY seq LIMIT 1", room_mxid, OutboundState.QUEUED.value)
+        return _row(row) if row else None
+
+    async def get(self, event_id: str) -> OutboundRow | None:
+        row = await self.db.fetchrow(
+            f"SELECT {self._columns} FROM outbound WHERE event_id=$1", event_id)
+        return _row(row) if row else None
+
+    async def rooms_waiting(self) -> list[str]:
+        rows = await self.db.fetch("SELECT DISTINCT room_mxid FROM outbound WHERE state=$1",
+                                   OutboundState.QUEUED.value)
+        return [r["room_mxid"] for r in rows]
+
+    async def done(self, seq: int) -> None:
+        await self.db.execute("DELETE FROM outbound WHERE seq=$1", seq)
+
+    async def reschedule(self, seq: int, attempts: int, next_attempt: int, error: str) -> None:
+        await self.db.execute(
+            "UPDATE outbound SET attempts=$2, next_attempt=$3, last_error=$4 WHERE seq=$1",
+            seq, attempts, next_attempt, error)
+
+    async def park(self, seq: int, persona_id: str, error: str) -> None:
+        await self.db.execute(
+            "UPDATE outbound SET state=$2, persona_id=$3, last_error=$4 WHERE seq=$1",
+            seq, OutboundState.PARKED.value, persona_id, error)
+
+    async def fail(self, seq: int, attempts: int, error: str) -> None:
+        await self.db.execute(
+            "UPDATE outbound SET state=$2, attempts=$3, last_error=$4 WHERE seq=$1",
+            seq, OutboundState.FAILED.value, attempts, error)
+
+    async def requeue(self, state: OutboundState, *, sender: str | None = None,
+                      persona_id: str | None = None) -> list[str]:
+        """Put a person's failed events (by sender) or a persona's parked events back in
+        line, in their original places (order is by `seq`); returns their rooms."""
+        column, value = ("sender", sender) if sender is not None else ("persona_id", persona_id)
+        where = f"{column}=$1 AND state=$2"
+        async with self.db.acquire() as conn, conn.transaction():
+            rooms = await conn.fetch(f"SELECT DISTINCT room_mxid FROM outbound WHERE {where}",
+                                     value, state.value)
+            await conn.execute(
+                f"UPDATE outbound SET state=$3, attempts=0, next_attempt=$4 WHERE {where}",
+                value, state.value, OutboundState.QUEUED.value, _now_ms())
+        return [r["room_mxid"] for r in rooms]
+
+    async def waiting_for(self, persona_id: str) -> int:
+        """How many events wait for this persona to be relinked."""
+        return await self.db.fetchval(
+            "SELECT COUNT(*) FROM outbound WHERE persona_id=$1 AND state=$2",
+            persona_id, OutboundState.PARKED.value) or 0
+
+    async def count(self, room_mxid: str | None = None) -> int:
+        if room_mxid is None:
+            return await self.db.fetchval("SELECT COUNT(*) FROM outbound") or 0
+        return await self.db.fetchval(
+            "SELECT COUNT(*) FROM outbound WHERE room_mxid=$1", room_mxid) or 0
+

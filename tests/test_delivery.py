@@ -1,0 +1,170 @@
+"""The durable outbound queue on a real Synapse: retries with back-off, Retry-After, giving up
+with a notice and `retry`, and the read-only fallback with `relink` when the network revokes
+a person's access."""
+
+from __future__ import annotations
+
+import secrets
+from itertools import pairwise
+
+from mautrix.types import BeeperMessageStatusEventContent, EventType, MessageStatus
+
+from bridge.networks.base import MatrixMessage, RemoteMessage, RemoteRoom, RemoteUser
+
+from .support.controlled import ControlledConnector
+
+FAST_RETRIES = {"delivery": {"max_attempts": 3, "backoff_seconds": 0.05,
+                             "backoff_max_seconds": 0.2}}
+
+
+async def linked_portal(connector: ControlledConnector, alice, homeserver, user: str):
+    """Link `user` on the controlled network through the bot; a remote message then opens a
+    portal. Returns (management room, portal)."""
+    connector.add_account(user, "pw-1")
+    room = await alice.open_management_room(homeserver.bot_mxid)
+    bot = homeserver.bot_mxid
+    await alice.send_text(room, f"link loopback {user} --profile Jobb")
+    await alice.wait_for_notice(room, bot, "Send it as your next message")
+    await alice.send_text(room, "pw-1")
+    await alice.wait_for_notice(room, bot, "Reply yes to link")
+    await alice.send_text(room, "yes")
+    await alice.wait_for_notice(room, bot, f"Linked loopback:{user}")
+    await connector.emit(RemoteMessage(
+        room=RemoteRoom(f"chan-{secrets.token_hex(3)}", "Team"), sender=RemoteUser("rita"),
+        receiver=alice.mxid, message_id="r-1", text="hello"))
+    return room, await alice.wait_for_invite()
+
+
+def sent_texts(connector: ControlledConnector) -> list[str]:
+    return [e.text for e in connector.sent if isinstance(e, MatrixMessage)]
+
+
+async def send_status(alice, portal, event_id: str, status: MessageStatus
+                      ) -> BeeperMessageStatusEventContent:
+    """The send status a client would show next to the message."""
+    event = await alice.wait_for_event(
+        portal, lambda e: e.type == EventType.BEEPER_MESSAGE_STATUS
+        and e.content.relates_to.event_id == event_id and e.content.status == status,
+        f"send status {status}")
+    return event.content
+
+
+async def test_a_failing_network_is_retried_then_given_up_with_retry_offered(
+        start_bridge, new_user, homeserver):
+    connector = ControlledConnector(requires_authorization=False)
+    await start_bridge([connector], extra=FAST_RETRIES)
+    alice = await new_user("alice")
+    await connector.emit(RemoteMessage(
+        room=RemoteRoom("chan-down", "Down"), sender=RemoteUser("rita"), receiver=alice.mxid,
+        message_id="r-1", text="hello"))
+    portal = await alice.wait_for_invite()
+    room = await alice.open_management_room(homeserver.bot_mxid)
+    connector.down = True
+    mine = await alice.send_text(portal, "are you there?")
+
+    notice = await alice.wait_for_notice(portal, homeserver.bot_mxid, "Not delivered")
+    assert 'Send "retry" in your management room' in notice
+    assert [a.outcome for a in connector.attempts] == ["down"] * 3
+    gaps = [b.at - a.at for a, b in pairwise(connector.attempts)]
+    assert all(gap >= 0.025 for gap in gaps), gaps  # backed off, not hammered
+    status = await send_status(alice, portal, mine, MessageStatus.RETRIABLE)
+    assert status.network == "loopback"
+    told = await alice.wait_for_notice(room, homeserver.bot_mxid, "was not delivered after 3")
+    assert "Down" in told and '"retry"' in told
+
+    connector.down = False
+    await alice.send_text(room, "retry")
+    await alice.wait_for_notice(room, homeserver.bot_mxid, "Sending again")
+    await connector.wait_until(lambda: sent_texts(connector) == ["are you there?"],
+                               "the retried message")
+    await send_status(alice, portal, mine, MessageStatus.SUCCESS)
+
+
+async def test_order_is_kept_while_the_network_recovers(start_bridge, new_user):
+    connector = ControlledConnector(requires_authorization=False)
+    bridge = await start_bridge([connector], extra={"delivery": {
+        "max_attempts": 1000, "backoff_seconds": 0.05, "backoff_max_seconds": 0.2}})
+    alice = await new_user("alice")
+    await connector.emit(RemoteMessage(
+        room=RemoteRoom("chan-order", "Order"), sender=RemoteUser("rita"),
+        receiver=alice.mxid, message_id="r-1", text="hello"))
+    portal = await alice.wait_for_invite()
+    connector.down = True
+    for i in range(20):
+        await alice.send_text(portal, f"m{i}")
+    await connector.wait_until(lambda: len(connector.attempts) >= 3, "a few failed attempts")
+    connector.down = False
+    await connector.wait_until(lambda: len(connector.sent) == 20, "all twenty messages")
+    assert sent_texts(connector) == [f"m{i}" for i in range(20)]
+    await bridge.delivery.idle()
+    assert await bridge.storage.outbound.count() == 0  # nothing left behind to resend
+
+
+async def test_retry_after_is_honoured(start_bridge, new_user):
+    connector = ControlledConnector(requires_authorization=False)
+    await start_bridge([connector], extra=FAST_RETRIES)
+    alice = await new_user("alice")
+    await connector.emit(RemoteMessage(
+        room=RemoteRoom("chan-429", "Busy"), sender=RemoteUser("rita"), receiver=alice.mxid,
+        message_id="r-1", text="hello"))
+    portal = await alice.wait_for_invite()
+    connector.retry_after = 0.7
+    connector.rate_limited_until = float("inf")  # 429 until the test lifts it
+    for i in range(5):
+        await alice.send_text(portal, f"burst {i}")
+    await connector.wait_until(lambda: len(connector.attempts) >= 3, "three refused attempts")
+    lifted = connector.rate_limited_until = connector.attempts[-1].at
+    await connector.wait_until(lambda: len(connector.sent) == 5, "the burst")
+    refused = [a for a in connector.attempts if a.outcome == "rate_limited"]
+    gaps = [b.at - a.at for a, b in pairwise(refused)]
+    # Every retry waited for the network's Retry-After, and 429s never exhausted the
+    # attempts (max_attempts is 3 here, and more than 3 were refused or nothing failed).
+    assert all(gap >= 0.7 for gap in gaps), gaps
+    assert all(a.at >= lifted for a in connector.attempts if a.outcome == "sent")
+    assert sent_texts(connector) == [f"burst {i}" for i in range(5)]
+
+
+async def test_revoked_access_turns_read_only_and_relink_sends_what_waited(
+        start_bridge, new_user, homeserver):
+    connector = ControlledConnector()
+    bridge = await start_bridge([connector])
+    alice = await new_user("alice")
+    user = f"alice{secrets.token_hex(2)}"
+    room, portal = await linked_portal(connector, alice, homeserver, user)
+    bot = homeserver.bot_mxid
+    ref = f"loopback:{user}"
+
+    await alice.send_text(portal, "before")
+    await connector.wait_until(lambda: sent_texts(connector) == ["before"], "the first message")
+    connector.revoke(user, "pw-2")
+    await alice.send_text(portal, "during 1")
+    prompt = await alice.wait_for_notice(room, bot, "read-only")
+    assert f"relink {ref}" in prompt
+    await alice.wait_for_notice(portal, bot, f"relink {ref}")
+    during_2 = await alice.send_text(portal, "during 2")
+    await send_status(alice, portal, during_2, MessageStatus.PENDING)
+    # One refused send turned it read-only; nothing else was tried on the network.
+    assert [a.outcome for a in connector.attempts] == ["sent", "revoked"]
+    account = await bridge.accounts.for_matrix_user(alice.mxid)
+    persona = await bridge.accounts.find_persona(account.id, ref)
+    assert persona.status.value == "read_only"
+    # Inbound keeps flowing while read-only.
+    await connector.emit(RemoteMessage(room=connector.sent[0].room, sender=RemoteUser("rita"),
+                                       receiver=alice.mxid, message_id="r-2",
+                                       text="still here"))
+    await alice.wait_for_event(portal, lambda e: e.type == EventType.ROOM_MESSAGE
+                               and e.content.body == "still here", "inbound while read-only")
+
+    await alice.send_text(room, f"resume {ref}")
+    await alice.wait_for_notice(room, bot, f"relink {ref}")
+    await alice.send_text(room, f"relink {ref}")
+    await alice.wait_for_notice(room, bot, "Send it as your next message")
+    await alice.send_text(room, "pw-2")
+    await alice.wait_for_notice(room, bot, "Reply yes to link")
+    await alice.send_text(room, "yes")
+    await connector.wait_until(lambda: sent_texts(connector) == ["before", "during 1", "during 2"],
+                "the queued messages, in order, after relinking")
+    persona = await bridge.accounts.find_persona(account.id, ref)
+    assert persona.status.value == "active"
+    kinds = [r.event_type for r in await bridge.security.audit.latest(30, who=account.id)]
+    assert "read_only" in kinds
