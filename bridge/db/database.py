@@ -2,8 +2,21 @@
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 import attrs
 from mautrix.appservice.state_store.asyncpg import PgASStateStore
+from mautrix.types import (
+    Member,
+    Membership,
+    MemberStateEventContent,
+    PowerLevelStateEventContent,
+    RoomID,
+    Serializable,
+    StateEvent,
+    UserID,
+)
 from mautrix.util.async_db import Database
 
 from .account import AccountStore
@@ -29,6 +42,131 @@ from .transaction import TransactionStore
 from .upgrade import upgrade_table
 from .vault_key import VaultKeyStore
 from .vault_secret import VaultSecretStore
+
+
+class CachedASStateStore(PgASStateStore):
+    """mautrix's database state store with an in-memory copy of what every send reads.
+
+    Each ghost message makes mautrix check the ghost's membership and the room's power levels
+    and create event (`IntentAPI.send_message`); on a single SQLite connection those reads
+    were most of the relay's database round trips. mautrix 0.21 has no caching layer for
+    `PgASStateStore`, so this adds one. Writes go to the database first and then to the copy
+    (write-through); the state events the homeserver sends reach `update_state` (mautrix
+    registers it as the first event handler), so membership and power-level changes made by
+    people update the copy before the bridge handles the event. Only this process writes
+    these tables. Members, power levels and create events are kept for every room seen, like
+    the database rows; that is a few hundred bytes a room.
+    """
+
+    def __init__(self, db: Database) -> None:
+        super().__init__(db)
+        # None means "known to be absent", so a missing row is not read again and again.
+        self._members: dict[RoomID, dict[UserID, Member | None]] = {}
+        # Kept as JSON and parsed on each read: mautrix mutates the power levels it gets
+        # (to raise someone) before sending them, and a failed send must not change the copy.
+        self._power_levels: dict[RoomID, str | None] = {}
+        self._creates: dict[RoomID, str | None] = {}
+        # Bumped on every write to a room: a read that awaited the database while a write
+        # happened may hold the old value and must not put it in the copy.
+        self._writes: dict[RoomID, int] = {}
+
+    def _wrote(self, room_id: RoomID) -> None:
+        self._writes[room_id] = self._writes.get(room_id, 0) + 1
+
+    async def get_member(self, room_id: RoomID, user_id: UserID) -> Member | None:
+        room = self._members.get(room_id)
+        if room is not None and user_id in room:
+            return _copy_member(room[user_id])
+        before = self._writes.get(room_id, 0)
+        member = await super().get_member(room_id, user_id)
+        if self._writes.get(room_id, 0) == before:
+            self._members.setdefault(room_id, {})[user_id] = _copy_member(member)
+        return member
+
+    async def set_member(self, room_id: RoomID, user_id: UserID,
+                         member: Member | MemberStateEventContent) -> None:
+        await super().set_member(room_id, user_id, member)
+        self._members.setdefault(room_id, {})[user_id] = Member(
+            membership=member.membership, displayname=member.displayname,
+            avatar_url=member.avatar_url)
+        self._wrote(room_id)
+
+    async def set_membership(self, room_id: RoomID, user_id: UserID,
+                             membership: Membership) -> None:
+        await super().set_membership(room_id, user_id, membership)
+        room = self._members.setdefault(room_id, {})
+        if user_id in room:
+            # The row keeps its name and avatar; a new row has none, as in the database.
+            known = room[user_id]
+            room[user_id] = Member(membership=membership,
+                                   displayname=known.displayname if known else None,
+                                   avatar_url=known.avatar_url if known else None)
+        self._wrote(room_id)
+
+    async def set_members(self, room_id: RoomID,
+                          members: dict[UserID, Member | MemberStateEventContent],
+                          only_membership: Membership | None = None) -> None:
+        await super().set_members(room_id, members, only_membership)
+        # Rows were deleted and rewritten in bulk: read them again when needed.
+        self._members.pop(room_id, None)
+        self._wrote(room_id)
+
+    async def has_power_levels_cached(self, room_id: RoomID) -> bool:
+        return await self._power_levels_json(room_id) is not None
+
+    async def get_power_levels(self, room_id: RoomID) -> PowerLevelStateEventContent | None:
+        levels = await self._power_levels_json(room_id)
+        return PowerLevelStateEventContent.parse_json(levels) if levels is not None else None
+
+    async def _power_levels_json(self, room_id: RoomID) -> str | None:
+        if room_id in self._power_levels:
+            return self._power_levels[room_id]
+        before = self._writes.get(room_id, 0)
+        levels = await self.db.fetchval(
+            "SELECT power_levels FROM mx_room_state WHERE room_id=$1", room_id)
+        if self._writes.get(room_id, 0) == before:
+            self._power_levels[room_id] = levels
+        return levels
+
+    async def set_power_levels(self, room_id: RoomID,
+                               content: PowerLevelStateEventContent | dict[str, Any]) -> None:
+        await super().set_power_levels(room_id, content)
+        self._power_levels[room_id] = _json(content)
+        self._wrote(room_id)
+
+    async def has_create_cached(self, room_id: RoomID) -> bool:
+        return await self._create_json(room_id) is not None
+
+    async def get_create(self, room_id: RoomID) -> StateEvent | None:
+        create = await self._create_json(room_id)
+        return StateEvent.parse_json(create) if create is not None else None
+
+    async def _create_json(self, room_id: RoomID) -> str | None:
+        if room_id in self._creates:
+            return self._creates[room_id]
+        before = self._writes.get(room_id, 0)
+        create = await self.db.fetchval(
+            "SELECT create_event FROM mx_room_state WHERE room_id=$1", room_id)
+        if self._writes.get(room_id, 0) == before:
+            self._creates[room_id] = create
+        return create
+
+    async def set_create(self, event: StateEvent) -> None:
+        await super().set_create(event)
+        self._creates[event.room_id] = _json(event)
+        self._wrote(event.room_id)
+
+
+def _copy_member(member: Member | None) -> Member | None:
+    # Callers get their own object, as they did from the database.
+    if member is None:
+        return None
+    return Member(membership=member.membership, displayname=member.displayname,
+                  avatar_url=member.avatar_url)
+
+
+def _json(content: Serializable | dict[str, Any]) -> str:
+    return json.dumps(content.serialize() if isinstance(content, Serializable) else content)
 
 
 @attrs.define
@@ -59,7 +197,7 @@ class Storage:
     session_networks: SessionNetworkStore
     outbound: OutboundStore
     # Matrix room state (members, power levels) lives in the same database, not a JSON file.
-    state_store: PgASStateStore
+    state_store: CachedASStateStore
 
     async def close(self) -> None:
         await self.db.stop()
@@ -69,11 +207,14 @@ async def open_database(uri: str, *, min_size: int = 1, max_size: int = 10) -> S
     """Connect, migrate to the latest schema and return the stores."""
     db_args: dict = {"min_size": min_size, "max_size": max_size}
     if uri.startswith("sqlite:"):
-        # aiosqlite opens one connection; pool sizes mean nothing there.
+        # One connection, on purpose. mautrix's aiosqlite backend could pool (min_size
+        # connections, WAL, busy_timeout), but its transactions are deferred BEGINs: two
+        # connections that read and then write (the audit log's read-head-then-append,
+        # which has no lock on SQLite) fail with SQLITE_BUSY_SNAPSHOT instead of waiting.
         db_args = {}
     db = Database.create(uri, upgrade_table=upgrade_table, db_args=db_args)
     await db.start()
-    state_store = PgASStateStore(db)
+    state_store = CachedASStateStore(db)
     await state_store.upgrade_table.upgrade(db)
     return Storage(
         db=db,

@@ -78,6 +78,10 @@ class Ghosts:
         self.bot_intent = bot_intent
         self.store = store
         self.templates = templates
+        # Puppet rows by (network, remote id), kept once read or written: every relayed
+        # message checks its sender's name and avatar. Only `ensure` writes the puppet table.
+        # One small row per remote user who spoke, like the intents mautrix keeps.
+        self._known: dict[tuple[str, str], Puppet] = {}
 
     def is_ghost(self, mxid: str) -> bool:
         return any(t.remote_id(mxid) is not None for t in self.templates.values())
@@ -90,7 +94,7 @@ class Ghosts:
         template = self.templates[network]
         mxid = template.mxid(user.remote_id)
         intent = self.intent_for(mxid)
-        known = await self.store.get(network, user.remote_id)
+        known = await self._puppet(network, user.remote_id)
         displayname = template.display_name(user)
         avatar_hash = (hashlib.sha256(user.avatar.data).hexdigest() if user.avatar
                        else known.avatar_hash if known else None)
@@ -108,6 +112,17 @@ class Ghosts:
                                                    filename=user.avatar.name)
             await intent.set_avatar_url(avatar_url, check_current=False)
         if changed_name or changed_avatar:
-            await self.store.upsert(Puppet(network, user.remote_id, mxid, displayname,
-                                           avatar_url, avatar_hash))
+            puppet = Puppet(network, user.remote_id, mxid, displayname, avatar_url, avatar_hash)
+            await self.store.upsert(puppet)
+            self._known[(network, user.remote_id)] = puppet
         return intent
+
+    async def _puppet(self, network: str, remote_id: str) -> Puppet | None:
+        known = self._known.get((network, remote_id))
+        if known is not None:
+            return known
+        known = await self.store.get(network, remote_id)
+        if known is not None:
+            # setdefault: an `ensure` that wrote a newer row while this read waited wins.
+            known = self._known.setdefault((network, remote_id), known)
+        return known

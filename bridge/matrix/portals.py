@@ -7,7 +7,7 @@ import logging
 from collections import defaultdict
 
 from mautrix.appservice import IntentAPI
-from mautrix.types import RoomID, UserID
+from mautrix.types import Membership, RoomID, UserID
 
 from ..db import Portal, PortalStore
 from ..networks.base import RemoteRoom
@@ -16,18 +16,48 @@ log = logging.getLogger("relayforge.portals")
 
 
 class Portals:
+    """Portal rows, kept in memory once read: every relayed message looks its portal up.
+
+    The rows change only through this class (created in `ensure`/`adopt`, renamed with
+    `set_name`); code that changes the `portal` table another way must call `forget`. A row
+    without a Matrix room yet is never kept, so a room set on it later is always seen.
+    Portals are few (one per bridged room), so the copy is not bounded.
+    """
+
     def __init__(self, bot_intent: IntentAPI, store: PortalStore) -> None:
         self.bot_intent = bot_intent
         self.store = store
         # One lock per remote room, so two messages arriving together create one Matrix room.
         self._locks: defaultdict[tuple[str, str], asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._by_remote: dict[tuple[str, str], Portal] = {}
+        self._by_mxid: dict[RoomID, Portal] = {}
+        # Counts changes: a read that awaited the database during one must not keep its row.
+        self._changes = 0
+
+    async def get(self, network: str, remote_id: str) -> Portal | None:
+        portal = self._by_remote.get((network, remote_id))
+        if portal is not None:
+            return portal
+        before = self._changes
+        portal = await self.store.get(network, remote_id)
+        if portal is not None and self._changes == before:
+            self._keep(portal)
+        return portal
 
     async def get_by_mxid(self, room_id: RoomID) -> Portal | None:
-        return await self.store.get_by_mxid(room_id)
+        portal = self._by_mxid.get(room_id)
+        if portal is not None:
+            return portal
+        # Not a portal (a management room, say) is not remembered: it is asked again.
+        before = self._changes
+        portal = await self.store.get_by_mxid(room_id)
+        if portal is not None and self._changes == before:
+            self._keep(portal)
+        return portal
 
     async def ensure(self, network: str, room: RemoteRoom, receiver: UserID | None) -> Portal:
         async with self._locks[(network, room.remote_id)]:
-            portal = await self.store.get(network, room.remote_id)
+            portal = await self.get(network, room.remote_id)
             if portal is None:
                 portal = await self._create(network, room, receiver)
             elif receiver:
@@ -37,13 +67,36 @@ class Portals:
     async def adopt(self, network: str, room: RemoteRoom, room_id: RoomID) -> Portal:
         """Use an existing Matrix room (the bot must be in it) as the portal of a remote room."""
         async with self._locks[(network, room.remote_id)]:
-            portal = await self.store.get(network, room.remote_id)
+            portal = await self.get(network, room.remote_id)
             if portal is not None:
                 return portal
             if not await self.bot_intent.state_store.is_joined(room_id, self.bot_intent.mxid):
                 await self.bot_intent.join_room_by_id(room_id)
-            return await self.store.insert(network, room.remote_id, room_id,
-                                           room.name or room.remote_id)
+            return self._changed(await self.store.insert(network, room.remote_id, room_id,
+                                                         room.name or room.remote_id))
+
+    async def set_name(self, network: str, remote_id: str, name: str | None) -> None:
+        async with self._locks[(network, remote_id)]:
+            await self.store.set_name(network, remote_id, name)
+            self.forget(network, remote_id)
+
+    def forget(self, network: str, remote_id: str) -> None:
+        """Drop a portal's row from memory; the next lookup reads the database."""
+        self._changes += 1
+        portal = self._by_remote.pop((network, remote_id), None)
+        if portal is not None and portal.mxid is not None:
+            self._by_mxid.pop(portal.mxid, None)
+
+    def _keep(self, portal: Portal) -> None:
+        if portal.mxid is None:
+            return
+        self._by_remote[(portal.network, portal.remote_id)] = portal
+        self._by_mxid[portal.mxid] = portal
+
+    def _changed(self, portal: Portal) -> Portal:
+        self.forget(portal.network, portal.remote_id)
+        self._keep(portal)
+        return portal
 
     async def _create(self, network: str, room: RemoteRoom, receiver: UserID | None) -> Portal:
         name = room.name or room.remote_id
@@ -53,9 +106,13 @@ class Portals:
             invitees=[receiver] if receiver else [],
         )
         log.info("Created portal %s for %s room %s", room_id, network, room.remote_id)
-        return await self.store.insert(network, room.remote_id, room_id, name)
+        return self._changed(await self.store.insert(network, room.remote_id, room_id, name))
 
     async def _invite(self, room_id: RoomID, user: UserID) -> None:
+        # The state store keeps membership in memory (CachedASStateStore), and mautrix's own
+        # event handler records every m.room.member event before the bridge sees it, so this
+        # costs no database read per message, and someone who left or refused the invite
+        # is invited again by the next message.
         member = await self.bot_intent.state_store.get_member(room_id, user)
-        if member is None or member.membership.value not in ("invite", "join"):
+        if member is None or member.membership not in (Membership.INVITE, Membership.JOIN):
             await self.bot_intent.invite_user(room_id, user)

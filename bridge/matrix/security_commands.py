@@ -108,9 +108,9 @@ class SecurityCommands:
                                                        ctx.sender)
             except MfaRefused as e:
                 raise CommandError(str(e)) from e
-            await ctx.reply(text)
-            if enrolled:
+            if enrolled:  # before the reply, so the secret is gone once it is read
                 await self._hide_setup(ctx.sender)
+            await ctx.reply(text)
         elif verb == "status" and len(ctx.args) <= 1:
             missing = await self.mfa.missing_check(account.id)
             await ctx.reply("MFA: " + (
