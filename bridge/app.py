@@ -180,6 +180,7 @@ class Bridge:
         self.provisioning.linking, self.provisioning.rules = self.linking, self.rules
         self.accounts.on_unlink.append(self.sessions.close)
         self.accounts.on_state_change.append(self._persona_changed)
+        self.accounts.before_destroy.append(self._revoke_at_network)
 
         await self._wait_for_homeserver()
         await bot_intent.ensure_registered()
@@ -234,6 +235,22 @@ class Bridge:
     def _workspace_of(self, network: str, channel: str) -> str:
         connector = self.connectors.get(network)
         return connector.workspace_of(channel) if connector else ""
+
+    async def _revoke_at_network(self, persona: Persona) -> None:
+        """Best effort: the credentials are destroyed here whatever the network answers."""
+        connector = self.connectors.get(persona.platform)
+        if connector is None or self.sessions is None:
+            return
+        try:
+            credentials = await self.sessions.credentials(persona)
+            revoked = await connector.revoke_access(persona.external_user_id, credentials)
+        except Exception:
+            log.warning("Could not revoke %s's access at %s", persona.id, persona.platform,
+                        exc_info=True)
+            return
+        if revoked:
+            log.info("%s revoked the bridge's access for persona %s", persona.platform,
+                     persona.id)
 
     async def _open_sessions(self) -> None:
         assert self.sessions is not None and self.rules is not None

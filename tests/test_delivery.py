@@ -168,3 +168,18 @@ async def test_revoked_access_turns_read_only_and_relink_sends_what_waited(
     assert persona.status.value == "active"
     kinds = [r.event_type for r in await bridge.security.audit.latest(30, who=account.id)]
     assert "read_only" in kinds
+
+
+async def test_revoke_asks_the_network_to_revoke_before_destroying(start_bridge, new_user,
+                                                                    homeserver):
+    connector = ControlledConnector()
+    bridge = await start_bridge([connector])
+    alice = await new_user("alice")
+    user = f"alice{secrets.token_hex(2)}"
+    room, _ = await linked_portal(connector, alice, homeserver, user)
+    await alice.send_text(room, f"revoke loopback:{user}")
+    await alice.wait_for_notice(room, homeserver.bot_mxid, "is now revoked")
+    assert user in connector.revoked  # the network was told, with the sealed credential
+    account = await bridge.accounts.for_matrix_user(alice.mxid)
+    persona = await bridge.accounts.find_persona(account.id, f"loopback:{user}")
+    assert await bridge.storage.vault_secrets.get(*persona.vault_ref, "password") is None

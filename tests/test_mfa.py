@@ -10,8 +10,11 @@ import secrets
 
 from mautrix.types import EventType, MessageType
 
+from bridge.security.policy import Policy
+
 from .support.api import PREFIX, Api
 from .support.security import Authenticator, wait_for_notices
+from .test_config import MINIMAL, problems_of
 
 SECRET = secrets.token_urlsafe(32)
 
@@ -169,3 +172,24 @@ async def test_provisioning_link_stops_before_consent_without_mfa(start_bridge, 
         assert done["persona"]["descriptor"]["external_user_id"] == carol_xmpp.jid
     finally:
         await api.http.close()
+
+
+def test_high_risk_policy_and_its_config_errors(tmp_path):
+    policy = Policy({"high_risk": {"networks": ["telegram"],
+                                   "discord_corporate_servers": ["4242"],
+                                   "slack_enterprise_grid": True}})
+    assert "every telegram account" in policy.high_risk_reason("telegram", [])
+    assert "4242" in policy.high_risk_reason("discord", ["server:1", "server:4242"])
+    assert policy.high_risk_reason("discord", ["server:1"]) is None
+    assert "Enterprise Grid" in policy.high_risk_reason("slack", ["enterprise_grid"])
+    assert policy.high_risk_reason("xmpp", ["enterprise_grid"]) is None
+
+    problems = problems_of(tmp_path, MINIMAL + (
+        "policy:\n    high_risk:\n        slack_enterprise_grid: sometimes\n"
+        "security:\n    mfa:\n        fresh_seconds: 0\n"
+        "    anomaly:\n        ipv4_prefix: 33\n        trusted_proxies: [not-an-address]\n"
+        "        geoip_database: nowhere.mmdb\n"))
+    assert sorted(p.split(":")[0] for p in problems) == [
+        "policy.high_risk.slack_enterprise_grid", "security.anomaly.geoip_database",
+        "security.anomaly.ipv4_prefix", "security.anomaly.trusted_proxies",
+        "security.mfa.fresh_seconds"]

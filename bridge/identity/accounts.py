@@ -67,6 +67,9 @@ class Accounts:
         self._creating: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         # Called with a persona after it was unlinked (its network session must end).
         self.on_unlink: list[Callable[[Persona], Awaitable[None]]] = []
+        # Called before a persona's credentials are destroyed (revoke, unlink), while they can
+        # still be used to tell the network to revoke the bridge's access.
+        self.before_destroy: list[Callable[[Persona], Awaitable[None]]] = []
         # Called after a persona was paused, resumed or revoked (sessions follow).
         self.on_state_change: list[Callable[[Persona], Awaitable[None]]] = []
         # Called with (account id, persona) before a persona is resumed; raising IdentityError
@@ -203,6 +206,8 @@ class Accounts:
     async def unlink_persona(self, account_id: str, ref: str, *, actor: str) -> Persona:
         """Forget a linked account and destroy every credential held for it."""
         persona = await self.find_persona(account_id, ref)
+        for hook in self.before_destroy:
+            await hook(persona)
         await self.vault.revoke_persona(*persona.vault_ref)
         await self.storage.personas.delete(persona.id)
         for hook in self.on_unlink:
@@ -234,6 +239,8 @@ class Accounts:
         await self.storage.personas.set_status(persona.id, targets[action])
         persona.status = targets[action]
         if action == "revoke":
+            for hook in self.before_destroy:
+                await hook(persona)
             await self.vault.revoke_persona(*persona.vault_ref)
         for hook in self.on_state_change:
             await hook(persona)

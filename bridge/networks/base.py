@@ -309,6 +309,12 @@ class Connector(ABC):
     async def close_session(self, persona_id: str) -> None:  # noqa: B027
         """Disconnect a person's session (paused, unlinked, shutting down)."""
 
+    async def revoke_access(self, external_user_id: str, credentials: dict[str, str]) -> bool:
+        """Ask the network to revoke the bridge's access (an OAuth token revocation endpoint)
+        before the credentials are destroyed; False where the network has no such thing
+        (an XMPP password can only be changed by its owner)."""
+        return False
+
     async def join(self, persona_id: str, remote_room_id: str,
                    since_ms: int | None = None) -> RemoteRoom:
         """Join a remote room with a person's session (a mapping rule was activated).

@@ -54,7 +54,9 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
-_UNAUTHORIZED = _json(_ERROR, "No or unknown credentials")
+_UNAUTHORIZED = _json(_ERROR, "No or unknown credentials; errcode RF_SESSION_NETWORK_CHANGED "
+                      "when the session was used from another network and was ended (sign in "
+                      "again)")
 _USER_ID = [{"name": "user_id", "in": "query", "required": False,
              "schema": {"type": "string"}}]
 _STEP = {"type": "object", "required": ["done", "flow_id", "message", "fields", "url", "qr"],

@@ -96,6 +96,13 @@ class ControlledConnector(LoopbackConnector):
     async def close_session(self, persona_id: str) -> None:
         self.sessions.pop(persona_id, None)
 
+    async def revoke_access(self, external_user_id: str, credentials: dict[str, str]) -> bool:
+        """Like an OAuth revocation endpoint: the credential stops working here."""
+        if self.passwords.get(external_user_id) != credentials.get("password"):
+            return False
+        self.revoked.add(external_user_id)
+        return True
+
     # ---- sending --------------------------------------------------------------------------
 
     def _check(self, event: Any, text: str) -> None:
