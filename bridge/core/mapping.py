@@ -6,13 +6,15 @@ import fnmatch
 import logging
 from typing import Protocol
 
+import attrs
+
 from ..audit import AuditEvent, AuditLog
 from ..db import Storage
 from ..db.mapping_rule import MappingRule
 from ..db.persona import Persona, PersonaStatus
 from ..identity.accounts import new_id
 from ..matrix.portals import Portals
-from ..networks.base import Connector, RemoteInvite
+from ..networks.base import Connector, RemoteInvite, RemoteRoom
 from ..networks.login import LoginFailed
 
 log = logging.getLogger("relayforge.mapping")
@@ -57,8 +59,11 @@ class MappingRules:
         rule = MappingRule(new_id("rule"), account_id, profile.id, network, remote,
                            target_room, inbound_only, relay)
         if "*" not in remote:
-            # A pattern rule waits for invites to rooms it covers (see handle_invite).
-            await self._activate(rule, persona, owner)
+            # A pattern rule waits for invites to rooms it covers (see handle_invite). A named
+            # room is kept under the network's own id for it (a Slack "T1/#general" is
+            # "T1/C123"), so renaming the channel does not break the rule.
+            room = await self._activate(rule, persona, owner)
+            rule = attrs.evolve(rule, remote=room.remote_id)
         if not await self.storage.rules.add(rule):
             raise RuleRefused(f"{remote} is already mapped in that profile.")
         await self.audit.append(AuditEvent.ADMIN_ACTION, actor=owner, account=account_id,
@@ -68,7 +73,7 @@ class MappingRules:
                                          "relay": relay})
         return rule
 
-    async def _activate(self, rule: MappingRule, persona: Persona, owner: str) -> None:
+    async def _activate(self, rule: MappingRule, persona: Persona, owner: str) -> RemoteRoom:
         connector = self.connectors[rule.network]
         since = await self.storage.db.fetchval(
             "SELECT MAX(timestamp) FROM message WHERE network=$1 AND remote_room=$2",
@@ -86,6 +91,7 @@ class MappingRules:
                        if p.id == rule.profile_id)
         if profile.space_mxid and portal.mxid:
             await self.spaces.add_to_space(profile.space_mxid, portal.mxid)
+        return room
 
     async def handle_invite(self, network: str, invite: RemoteInvite) -> None:
         """An invite to a room that a pattern rule of the person's profile covers (say

@@ -20,6 +20,7 @@ from mautrix.types import (
     Format,
     MediaMessageEventContent,
     MessageEvent,
+    MessageEventContent,
     MessageType,
     ReactionEvent,
     RedactionEvent,
@@ -47,6 +48,7 @@ from ..networks.base import (
     RemoteEvent,
     RemoteInvite,
     RemoteMessage,
+    RemoteProfile,
     RemoteReaction,
     RemoteRead,
     RemoteRedaction,
@@ -72,6 +74,19 @@ class ConnectorSink:
 
     async def handle_remote_event(self, event: RemoteEvent) -> None:
         await self.router.handle_remote_event(self.network, event)
+
+    def ghost_mxid(self, remote_user_id: str) -> str:
+        return self.router.ghosts.templates[self.network].mxid(remote_user_id)
+
+    async def remote_user_for(self, mxid: str) -> str | None:
+        ghost = self.router.ghosts.templates[self.network].remote_id(mxid)
+        if ghost is not None:
+            return ghost
+        return await self.router.storage.db.fetchval(
+            "SELECT pe.external_user_id FROM persona pe JOIN profile pr ON pr.id = pe.profile_id "
+            "JOIN account_matrix_user m ON m.account_id = pr.account_id "
+            "WHERE m.mxid=$1 AND pe.platform=$2 ORDER BY pe.created_at LIMIT 1",
+            mxid, self.network)
 
 
 class Router:
@@ -110,6 +125,8 @@ class Router:
             elif isinstance(event, RemoteInvite):
                 if self.on_invite is not None:
                     await self.on_invite(network, event)
+            elif isinstance(event, RemoteProfile):
+                await self.ghosts.ensure(network, event.sender)
             else:
                 raise TypeError(f"unknown remote event type {kind}")
         self.metrics.sends.labels(network=network, direction="to_matrix", type=kind).inc()
@@ -133,10 +150,17 @@ class Router:
         intent = await self.ghosts.ensure(network, event.sender)
         content = (await _media_content(intent, event.attachment) if event.attachment
                    else _text_content(event.text, event.html))
+        if event.thread_root:
+            root = await self._target(network, event.room, event.thread_root)
+            if root:
+                content.set_thread_parent(root.mxid)
         if event.reply_to:
             target = await self._target(network, event.room, event.reply_to)
             if target:
                 content.set_reply(target.mxid)
+        if event.mentions or event.mentions_room:
+            content["m.mentions"] = {"user_ids": list(event.mentions),
+                                     **({"room": True} if event.mentions_room else {})}
         event_id = await intent.send_message(
             portal.mxid, content, timestamp=event.timestamp_ms,
             txn_id=_txn_id(network, event.room, event.message_id),
@@ -257,8 +281,11 @@ class Router:
                 authorization=token,
             )), persona_id)
             return
-        reply_to = None
-        if content.get_reply_to():
+        reply_to = thread_root = None
+        if content.get_thread_parent():
+            root = await self.storage.messages.get_by_mxid(content.get_thread_parent())
+            thread_root = root.remote_id if root else None
+        if content.get_reply_to() and (not thread_root or not _is_thread_fallback(content)):
             target = await self.storage.messages.get_by_mxid(content.get_reply_to())
             reply_to = target.remote_id if target else None
         if attachment is None:
@@ -276,6 +303,7 @@ class Router:
                 room=room, sender_mxid=evt.sender, event_id=evt.event_id,
                 text=prefix + content.body, html=(prefix + formatted) if formatted else None,
                 reply_to=reply_to, authorization=token, attachment=attachment,
+                thread_root=thread_root,
             )), persona_id)
             assert result is not None  # a sent message always gets a remote id
             await self._remember(portal.network, room, result.remote_id, MessageKind.MESSAGE,
@@ -408,3 +436,10 @@ def _txn_id(network: str, room: RemoteRoom, remote_id: str) -> str:
 
 def _user(mxid: str | None) -> UserID | None:
     return UserID(mxid) if mxid else None
+
+
+def _is_thread_fallback(content: MessageEventContent) -> bool:
+    """In a thread, clients set a reply to the latest thread message only as a fallback for
+    clients without threads; it is not a real reply."""
+    relates = content.relates_to
+    return bool(relates and relates.in_reply_to and getattr(relates, "is_falling_back", False))

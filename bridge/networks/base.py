@@ -82,6 +82,12 @@ class RemoteMessage(RemoteEvent):
     html: str | None = None
     reply_to: str | None = None
     attachment: Attachment | None = None
+    # The message that started the thread this one is in (Slack's thread_ts).
+    thread_root: str | None = None
+    # Matrix users mentioned (already translated by the connector), and "@room"-like
+    # mentions, for `m.mentions`.
+    mentions: tuple[str, ...] = ()
+    mentions_room: bool = False
 
 
 @attrs.frozen(kw_only=True)
@@ -120,6 +126,11 @@ class RemoteInvite(RemoteEvent):
     """The person (`persona_id`) was invited to `room` on the network."""
 
 
+@attrs.frozen(kw_only=True)
+class RemoteProfile(RemoteEvent):
+    """The sender's name or picture changed; their ghost should follow."""
+
+
 # ---- Matrix -> remote ---------------------------------------------------------------------------
 
 @attrs.frozen(kw_only=True)
@@ -140,6 +151,8 @@ class MatrixMessage(MatrixEvent):
     html: str | None = None
     reply_to: str | None = None
     attachment: Attachment | None = None
+    # The remote id of the thread's first message, when the Matrix message is in a thread.
+    thread_root: str | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -198,6 +211,15 @@ class BridgeSink(Protocol):
     """What the core offers a connector: the door for everything that happens remotely."""
 
     async def handle_remote_event(self, event: RemoteEvent) -> None: ...
+
+    def ghost_mxid(self, remote_user_id: str) -> str:
+        """The Matrix ID of a remote user's ghost (for mentions/pills)."""
+        ...
+
+    async def remote_user_for(self, mxid: str) -> str | None:
+        """The remote user a Matrix ID stands for on this network: a ghost's remote user, or
+        a Matrix user's own linked account there (for mentions); None if neither."""
+        ...
 
 
 _ACTIONS: dict[type[MatrixEvent], Action] = {
