@@ -42,6 +42,7 @@ from .networks.base import Connector
 from .security.capabilities import Capabilities
 from .security.policy import Policy
 from .security.setup import Security, open_security
+from .web.link_routes import LinkCallbackRoutes, callback_path
 from .web.provisioning import ProvisioningApi
 from .web.setup import WebServices, build_web, register_web_routes
 
@@ -76,6 +77,7 @@ class Bridge:
         self.rules: MappingRules | None = None
         self._activation: asyncio.Task | None = None
         self.delivery: Delivery | None = None
+        self._link_callbacks = LinkCallbackRoutes()
 
     def _load_enabled_connectors(self) -> None:
         available = installed_connectors()
@@ -125,6 +127,10 @@ class Bridge:
         if cfg["metrics.enabled"]:
             az.app.router.add_get("/metrics", self.metrics.handle_scrape)
         self.provisioning = register_web_routes(az.app, self.web, cfg)
+        self._link_callbacks.register(az.app)
+        for connector in self.connectors.values():
+            for method, path, handler in connector.web_routes():
+                az.app.router.add_route(method, path, handler)
         az.matrix_event_handler(self._on_matrix_event)
         await az.start(cfg["appservice.hostname"], cfg["appservice.port"])
         log.info("Listening for the homeserver on %s:%s", cfg["appservice.hostname"],
@@ -162,10 +168,13 @@ class Bridge:
                                  self.metrics, DeliverySettings.from_config(
                                      lambda key: cfg[f"delivery.{key}"]))
         self._dispatcher = MatrixDispatcher(self.bot, self.router, self.delivery, self.metrics)
-        self.sessions = PersonaSessions(self.storage, self.security.vault, self.connectors)
+        self.sessions = PersonaSessions(self.storage, self.security.vault, self.connectors,
+                                        self.security.audit)
         self.linking = Linking(self.storage, self.accounts, self.security.vault,
                                self.security.audit, self.connectors, self.sessions)
         self.linking.on_relinked.append(self.delivery.relinked)
+        self.linking.callback_url = lambda network: self.web_url + callback_path(network)
+        self._link_callbacks.linking = self.linking
         policy = Policy(cfg.get("policy"))
         capabilities = Capabilities(self.storage, self.security.audit, policy,
                                     self._workspace_of, lambda: sorted(self.connectors))

@@ -7,6 +7,9 @@ its credentials in the vault and opens its session.
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import logging
 import secrets
 import time
@@ -23,6 +26,7 @@ from ..networks.base import Connector
 from ..networks.login import Field, LinkedAccount, LoginFailed, LoginStep
 from ..security.mfa import SETUP_HINT, VERIFY_HINT, Mfa, MfaRefused
 from ..security.policy import Policy
+from ..security.system_keys import link_flow_key
 from ..security.vault import Vault
 from .sessions import PersonaSessions
 
@@ -56,6 +60,12 @@ class Linking:
         # consent is even asked.
         self.mfa: Mfa | None = None
         self.policy: Policy | None = None
+        # OAuth networks: where their authorisation pages send the browser back to (set by
+        # the app from the web URL), and who shows the person the next step once the browser
+        # came back (the bot: consent is answered in the management room).
+        self.callback_url: Callable[[str], str] = lambda network: ""
+        self.on_oauth_step: list[Callable[[str, str, LoginStep], Awaitable[None]]] = []
+        self._flow_key: bytes | None = None
 
     def networks(self) -> dict[str, list[str]]:
         return {name: c.login_flows() for name, c in sorted(self.connectors.items())}
@@ -79,6 +89,8 @@ class Linking:
         await self.storage.db.execute(
             "DELETE FROM vault_secret WHERE persona LIKE 'pending_%' AND updated_at < $1",
             int(time.time() * 1000) - FLOW_TTL * 1000)
+        if connector.uses_oauth:
+            return await self._start_oauth(account_id, connector, profile_row.name)
         try:
             step = await connector.begin_login(identifier)
         except LoginFailed as e:
@@ -87,6 +99,62 @@ class Linking:
             "link_flow", FLOW_TTL, account_id=account_id,
             payload={"network": network, "profile": profile_row.name, "state": step.state})
         return flow_id, step
+
+    # ---- OAuth 2.0 networks: state + PKCE, exact redirect URI -----------------------------
+
+    async def _pkce_verifier(self, state: str) -> str:
+        """Derived from the state with a key sealed in the vault: nothing about the flow that
+        is secret is stored."""
+        if self._flow_key is None:
+            self._flow_key = await link_flow_key(self.vault)
+        digest = hmac.new(self._flow_key, f"link-pkce\0{state}".encode(), hashlib.sha256)
+        return base64.urlsafe_b64encode(digest.digest()).rstrip(b"=").decode()
+
+    async def _start_oauth(self, account_id: str, connector: Connector, profile: str
+                           ) -> tuple[str, LoginStep]:
+        # The state is the flow's single-use id: the callback finds the flow by it, once.
+        state = secrets.token_urlsafe(32)
+        verifier = await self._pkce_verifier(state)
+        challenge = base64.urlsafe_b64encode(
+            hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+        try:
+            step = await connector.begin_oauth(state, challenge,
+                                               self.callback_url(connector.network))
+        except LoginFailed as e:
+            raise LinkRefused(str(e)) from e
+        await self.storage.one_time.issue(
+            "link_flow", FLOW_TTL, account_id=account_id, value=state,
+            payload={"network": connector.network, "profile": profile, "state": step.state,
+                     "oauth": True})
+        return state, step
+
+    async def oauth_callback(self, network: str, state: str, code: str | None,
+                             error: str | None) -> tuple[str, LoginStep]:
+        """The browser came back from the network's authorisation page. Exchanges the code,
+        verifies the account, and hands the next step (MFA or consent) to the person.
+        Returns (account id, that step)."""
+        flow = await self.storage.one_time.consume("link_flow", state)
+        if flow is None or not flow.payload.get("oauth") or flow.payload["network"] != network:
+            raise LinkRefused("This link is unknown, expired or already used. Start again "
+                              f'with "link {network}" in your management room.')
+        assert flow.account_id is not None
+        if error or not code:
+            raise LinkRefused(f"{network} did not authorise the bridge ({error or 'no code'}). "
+                              "Nothing was linked.")
+        connector = self._connector(network)
+        try:
+            result = await connector.continue_login(flow.payload["state"], {
+                "code": code, "code_verifier": await self._pkce_verifier(state),
+                "redirect_uri": self.callback_url(network)})
+        except LoginFailed as e:
+            raise LinkRefused(str(e)) from e
+        if not isinstance(result, LinkedAccount):
+            raise LinkRefused(f"{network} asked for more than an OAuth login can answer.")
+        flow_id, step = await self._ask_consent(flow.account_id, network,
+                                                flow.payload["profile"], result)
+        for hook in self.on_oauth_step:
+            await hook(flow.account_id, flow_id, step)
+        return flow.account_id, step
 
     async def submit(self, account_id: str, flow_id: str, answers: dict[str, str],
                      actor: str) -> tuple[str, LoginStep] | LinkDone:
@@ -178,6 +246,11 @@ class Linking:
         return await self._consent_step(account_id, {k: v for k, v in payload.items()
                                                      if k != "mfa"})
 
+    def _scopes_in_words(self, network: str, scopes: list[str]) -> str:
+        connector = self.connectors.get(network)
+        words = connector.describe_scopes(scopes) if connector else scopes
+        return "; ".join(words) or "none"
+
     async def _consent_step(self, account_id: str, payload: dict) -> tuple[str, LoginStep]:
         """Say exactly what the bridge will do with the account, and wait for yes."""
         network, profile = payload["network"], payload["profile"]
@@ -190,7 +263,7 @@ class Linking:
             "in Matrix;\n"
             "  - send, edit, delete and react there only when you do so in Matrix;\n"
             f"  - keep the credential sealed in its vault. Scopes: "
-            f"{', '.join(payload['scopes']) or 'none'}.\n"
+            f"{self._scopes_in_words(network, payload['scopes'])}.\n"
             "Reply yes to link the account, or no to cancel.")
         flow_id = await self.storage.one_time.issue(
             "link_flow", FLOW_TTL, account_id=account_id,

@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from ..audit import AuditLog
 from ..db import Storage
 from ..db.persona import Persona, PersonaStatus
 from ..networks.base import Connector
+from ..security.access_tokens import AccessTokens, RefreshFn
 from ..security.vault import Vault, VaultError
 
 log = logging.getLogger("relayforge.sessions")
@@ -16,11 +18,26 @@ _RECEIVING = (PersonaStatus.ACTIVE, PersonaStatus.READ_ONLY)
 
 
 class PersonaSessions:
-    def __init__(self, storage: Storage, vault: Vault, connectors: dict[str, Connector]
-                 ) -> None:
+    def __init__(self, storage: Storage, vault: Vault, connectors: dict[str, Connector],
+                 audit: AuditLog) -> None:
         self.storage = storage
         self.vault = vault
         self.connectors = connectors
+        self.tokens = AccessTokens(vault, audit)
+        for connector in connectors.values():
+            connector.access_token = self.access_token
+
+    async def access_token(self, persona_id: str, refresh: RefreshFn) -> str:
+        """A persona's current access token (networks that rotate tokens): memory only,
+        refreshed from the refresh token sealed in the vault before it expires; audited."""
+        persona = await self.storage.personas.get(persona_id)
+        if persona is None:
+            raise VaultError(f"persona {persona_id} is gone")
+        account = await self.storage.db.fetchval(
+            "SELECT account_id FROM profile WHERE id=$1", persona.profile_id)
+        profile, persona_ref = persona.vault_ref
+        return await self.tokens.get(account=account, profile=profile, persona=persona_ref,
+                                     refresh=refresh)
 
     async def _owner(self, persona: Persona) -> str | None:
         row = await self.storage.db.fetchrow(
@@ -72,6 +89,7 @@ class PersonaSessions:
             await self.close(persona)
 
     async def close(self, persona: Persona) -> None:
+        self.tokens.drop(*persona.vault_ref)
         connector = self.connectors.get(persona.platform)
         if connector is not None:
             await connector.close_session(persona.id)

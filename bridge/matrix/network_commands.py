@@ -89,6 +89,7 @@ class NetworkCommands:
         add(Command("confirm", SECTION, "Send your held first message", self.confirm))
         add(Command("cancel", SECTION, "Drop your held first message", self.cancel))
         self.bot.interceptors.append(self.answer_prompt)
+        self.linking.on_oauth_step.append(self._oauth_step)
 
     async def _default_profile(self, account_id: str) -> str:
         profiles = await self.storage.profiles.for_account(account_id)
@@ -131,6 +132,15 @@ class NetworkCommands:
         if not rooms:
             raise CommandError("Nothing of yours is waiting to be sent again.")
         await ctx.reply(f"Sending again what was not delivered, in {rooms} room(s).")
+
+    async def _oauth_step(self, account_id: str, flow_id: str, step: LoginStep) -> None:
+        """The browser came back from an OAuth page: the next step (consent) is asked in the
+        management room of whoever started the link."""
+        for mxid in await self.storage.accounts.matrix_users(account_id):
+            room = await self.storage.management_rooms.get(UserID(mxid))
+            if room is not None:
+                await self._show_step(mxid, room, flow_id, step)
+                return
 
     async def _show_step(self, sender: str, room_id: RoomID, flow_id: str,
                          step: LoginStep) -> None:

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 import attrs
 
+from ..security.access_tokens import RefreshFn
 from ..security.impersonation import (
     Action,
     Claims,
@@ -310,6 +311,30 @@ class Connector(ABC):
 
     def login_flows(self) -> list[str]:
         """Names of the proof-of-ownership flows this network offers (oauth, qr, password)."""
+        return []
+
+    #: Set by the core: a persona's current access token, refreshed with the given function
+    #: (refresh token -> RefreshedTokens) before it expires (networks that rotate tokens).
+    access_token: Callable[[str, RefreshFn], Awaitable[str]] | None = None
+
+    #: Linking goes through the network's OAuth 2.0 authorisation page (`begin_oauth`), and
+    #: the code comes back to the bridge's callback, which calls `continue_login` with
+    #: {"code", "code_verifier", "redirect_uri"}.
+    uses_oauth: bool = False
+
+    async def begin_oauth(self, state: str, code_challenge: str, redirect_uri: str
+                          ) -> LoginStep:
+        """The first step of an OAuth link: the authorisation URL to open (with this state,
+        this S256 PKCE challenge and exactly this redirect URI)."""
+        raise LoginFailed(f"{self.network} has no OAuth login")
+
+    def describe_scopes(self, scopes: list[str]) -> list[str]:
+        """The granted scopes in words a person understands, for the consent step."""
+        return scopes
+
+    def web_routes(self) -> list[tuple[str, str, Callable[[Any], Awaitable[Any]]]]:
+        """(method, path, handler) the network needs on the bridge's web listener (an
+        Events API endpoint)."""
         return []
 
     # ---- linking and per-person sessions (networks that puppet people) --------------------

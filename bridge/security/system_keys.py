@@ -35,3 +35,9 @@ async def web_keys(vault: Vault) -> tuple[bytes, bytes]:
     csrf = await vault.open_or_create(SYSTEM_PROFILE, SYSTEM_PERSONA, "web_csrf_key",
                                       lambda: secrets.token_bytes(32))
     return flow, csrf
+
+
+async def link_flow_key(vault: Vault) -> bytes:
+    """The key OAuth linking flows derive their PKCE verifiers with (from the state)."""
+    return await vault.open_or_create(SYSTEM_PROFILE, SYSTEM_PERSONA, "link_flow_key",
+                                      lambda: secrets.token_bytes(32))
