@@ -196,7 +196,32 @@ SCHEMA: tuple[Key, ...] = (
 )
 
 
+def _is_optional_str(value: Any) -> bool:
+    return value is None or _is_nonempty_str(value)
+
+
 NETWORK_SETTINGS: dict[str, tuple[Key, ...]] = {
+    "slack": (
+        Key("networks.slack.client_id", _is_optional_str, "the Slack app's client ID"),
+        Key("networks.slack.client_secret", _is_optional_str,
+            "the Slack app's client secret"),
+        Key("networks.slack.app_token", lambda v: v is None or (
+            isinstance(v, str) and v.startswith("xapp-")),
+            "an app-level token (xapp-...) with connections:write, for Socket Mode"),
+        Key("networks.slack.signing_secret", _is_optional_str,
+            "the Slack app's signing secret, for the Events API"),
+        Key("networks.slack.inbound", lambda v: v in ("socket_mode", "events_api"),
+            "socket_mode or events_api", default="socket_mode"),
+        Key("networks.slack.api_url", _is_http_url, "Slack's Web API URL",
+            default="https://slack.com/api/"),
+        Key("networks.slack.oauth_url", _is_http_url, "Slack's OAuth authorisation page",
+            default="https://slack.com/oauth/v2/authorize"),
+        Key("networks.slack.token_rotation", _is_bool, "true or false (the app has token "
+            "rotation turned on)", default=False),
+        Key("networks.slack.min_send_interval_seconds", lambda v: _is_number(v) and 0 <= v <= 60,
+            "seconds between sends into one channel (Slack allows about one per second)",
+            default=1.0),
+    ),
     "xmpp": (
         Key("networks.xmpp.ca_file", lambda v: isinstance(v, str) and os.path.isfile(v),
             "the path of a PEM file of extra CAs to trust (or null)"),

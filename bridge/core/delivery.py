@@ -41,7 +41,7 @@ from ..db import Portal, Storage
 from ..db.outbound import OutboundRow, OutboundState
 from ..db.persona import PersonaStatus
 from ..metrics import Metrics
-from ..networks.base import CredentialsRejected, RateLimited
+from ..networks.base import CredentialsRejected, RateLimited, Unsupported
 from ..security.impersonation import ImpersonationRefused
 from .authority import NeedsRelink, NotAllowedHere
 from .router import DeliveryFailed, HeldForConfirmation, NetworkUnavailable, Router
@@ -228,6 +228,8 @@ class Delivery:
                     row.attempts + 1, cause or error)
         if isinstance(cause, CredentialsRejected | ImpersonationRefused) and error.persona_id:
             await self._park(row, evt, error.persona_id, str(cause), announce=True)
+        elif isinstance(cause, Unsupported):
+            await self._give_up(row, evt, portal, str(cause))
         elif isinstance(cause, RateLimited):
             # The network said when: not before, and it does not count as a failed attempt.
             self.metrics.queue_events.labels(outcome="rate_limited").inc()

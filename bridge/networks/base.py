@@ -203,6 +203,11 @@ class RateLimited(Exception):
         self.retry_after = retry_after
 
 
+class Unsupported(Exception):
+    """The network cannot take this at all (a reaction it has no emoji for): retrying cannot
+    help, so the person is told at once."""
+
+
 class CredentialsRejected(Exception):
     """The network refused the person's credentials (a revoked token, a changed password).
     Retrying cannot help: the persona goes read-only until the person relinks it."""

@@ -1,0 +1,374 @@
+"""The Slack network: people's own user tokens for everything sent, Socket Mode (or the Events
+API) for everything received.
+
+Remote ids: rooms are "TEAM/CHANNEL", people "TEAM/USER" (user ids are per workspace),
+messages their `ts` (unique inside a channel), reactions "TS:USER:NAME".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+from slack_sdk.errors import SlackApiError
+from slack_sdk.signature import SignatureVerifier
+from slack_sdk.socket_mode.aiohttp import SocketModeClient
+from slack_sdk.socket_mode.request import SocketModeRequest
+from slack_sdk.socket_mode.response import SocketModeResponse
+from slack_sdk.web.async_client import AsyncWebClient
+
+from ..base import (
+    BridgeSink,
+    Connector,
+    ConnectorState,
+    CredentialsRejected,
+    MatrixEdit,
+    MatrixMessage,
+    MatrixReaction,
+    MatrixRedaction,
+    RateLimited,
+    RemoteRoom,
+    SendResult,
+    Unsupported,
+)
+from ..login import LinkedAccount, LoginFailed, LoginStep
+from .emoji import unicode_to_shortcode
+from .events import SlackEvents
+from .formatting import matrix_to_mrkdwn
+from .oauth import SlackOAuth, describe
+
+log = logging.getLogger("relayforge.slack")
+
+# Errors that mean the person's token is gone for good: read-only until they relink.
+TOKEN_GONE = {"invalid_auth", "token_revoked", "account_inactive", "token_expired",
+              "not_authed", "user_removed_from_team", "team_disabled"}
+
+
+class SlackSession:
+    def __init__(self, persona_id: str, team: str, user: str, owner: str,
+                 credentials: dict[str, str]) -> None:
+        self.persona_id = persona_id
+        self.team = team
+        self.user = user
+        self.owner = owner
+        self.credentials = credentials
+
+
+class SlackConnector(Connector):
+    network = "slack"
+    uses_oauth = True
+
+    def __init__(self, settings: dict[str, Any] | None = None) -> None:
+        super().__init__(settings)
+        settings = dict(self.settings)
+        self.api_url = settings.get("api_url") or "https://slack.com/api/"
+        settings.setdefault("oauth_url", "https://slack.com/oauth/v2/authorize")
+        self.oauth = SlackOAuth(settings, self.api_url)
+        self.interval = float(settings.get("min_send_interval_seconds", 1.0))
+        self.sessions: dict[str, SlackSession] = {}
+        self.sink: BridgeSink | None = None
+        self.events = SlackEvents(self)
+        self._socket: SocketModeClient | None = None
+        self._signatures = (SignatureVerifier(settings["signing_secret"])
+                            if settings.get("signing_secret") else None)
+        self._inbound = settings.get("inbound") or "socket_mode"
+        # One send at a time per channel, paced; what the bridge sent, to know its echoes.
+        self._channel_locks: dict[str, asyncio.Lock] = {}
+        self._last_send: dict[str, float] = {}
+        self.sent: OrderedDict[tuple[str, str], None] = OrderedDict()
+
+    # ---- lifecycle --------------------------------------------------------------------------
+
+    async def start(self, sink: BridgeSink) -> None:
+        self.sink = sink
+        app_token = self.settings.get("app_token")
+        if self._inbound == "socket_mode" and app_token:
+            self._socket = SocketModeClient(
+                app_token=app_token, web_client=AsyncWebClient(base_url=self.api_url),
+                auto_reconnect_enabled=True)
+            self._socket.socket_mode_request_listeners.append(self._on_socket_request)
+            await self._socket.connect()
+        self.state = ConnectorState.CONNECTED
+
+    async def stop(self) -> None:
+        if self._socket is not None:
+            await self._socket.close()
+            self._socket = None
+        self.state = ConnectorState.STOPPED
+
+    def web_routes(self) -> list[tuple[str, str, Callable[[Any], Awaitable[Any]]]]:
+        return [("POST", "/slack/events", self._events_api)]
+
+    # ---- linking ----------------------------------------------------------------------------
+
+    def login_flows(self) -> list[str]:
+        return ["oauth"]
+
+    def describe_scopes(self, scopes: list[str]) -> list[str]:
+        return describe(scopes)
+
+    async def begin_oauth(self, state: str, code_challenge: str, redirect_uri: str
+                          ) -> LoginStep:
+        return self.oauth.begin(state, code_challenge, redirect_uri)
+
+    async def continue_login(self, state: dict[str, Any], answers: dict[str, str]
+                             ) -> LoginStep | LinkedAccount:
+        if "code" not in answers:
+            raise LoginFailed("Slack accounts are linked through Slack's own page: "
+                              "start with \"link slack\".")
+        return await self.oauth.finish(answers)
+
+    async def open_session(self, persona_id: str, external_user_id: str,
+                           credentials: dict[str, str], owner: str) -> None:
+        team, _, user = external_user_id.partition("/")
+        self.sessions[persona_id] = SlackSession(persona_id, team, user, owner, credentials)
+
+    async def close_session(self, persona_id: str) -> None:
+        self.sessions.pop(persona_id, None)
+
+    async def revoke_access(self, external_user_id: str, credentials: dict[str, str]) -> bool:
+        team, _, user = external_user_id.partition("/")
+        session = SlackSession("", team, user, "", credentials)
+        try:
+            if "refresh_token" in credentials:
+                token = (await self.oauth.refresh(credentials["refresh_token"])).access_token
+            else:
+                token = credentials["access_token"]
+            response = await AsyncWebClient(token=token, base_url=self.api_url).auth_revoke()
+        except SlackApiError as e:
+            log.info("auth.revoke for %s: %s", session.user, e.response.get("error"))
+            return False
+        return bool(response.get("revoked"))
+
+    def workspace_of(self, channel: str) -> str:
+        return channel.partition("/")[0]
+
+    # ---- calling Slack as a person ----------------------------------------------------------
+
+    async def client(self, session: SlackSession) -> AsyncWebClient:
+        if "refresh_token" in session.credentials and self.access_token is not None:
+            token = await self.access_token(session.persona_id, self.oauth.refresh)
+        else:
+            token = session.credentials["access_token"]
+        return AsyncWebClient(token=token, base_url=self.api_url)
+
+    async def call(self, session: SlackSession, method: str, **params: Any) -> Any:
+        """One Web API call as the person; Slack's refusals become what the core
+        understands (wait for Retry-After; the token is gone)."""
+        client = await self.client(session)
+        try:
+            return await getattr(client, method.replace(".", "_"))(**params)
+        except SlackApiError as e:
+            if e.response.status_code == 429:
+                retry_after = float(e.response.headers.get("Retry-After", 1))
+                raise RateLimited(retry_after, f"Slack rate limit on {method}") from e
+            error = e.response.get("error")
+            if error in TOKEN_GONE:
+                await self.report_auth_failure(session.persona_id, f"Slack said {error}")
+                raise CredentialsRejected(f"Slack refused the token ({error})") from e
+            raise
+
+    def session_for(self, persona_id: str | None) -> SlackSession:
+        session = self.sessions.get(persona_id or "")
+        if session is None:
+            raise ConnectionError("this Slack account's session is not open")
+        return session
+
+    def session_of_user(self, team: str, user: str) -> SlackSession | None:
+        return next((s for s in self.sessions.values() if s.team == team and s.user == user),
+                    None)
+
+    # ---- rooms ------------------------------------------------------------------------------
+
+    async def join(self, persona_id: str, remote_room_id: str,
+                   since_ms: int | None = None) -> RemoteRoom:
+        """`TEAM/#name` or `TEAM/CHANNEL`: the channel is joined if public and not yet a
+        member, and what was said since `since_ms` is caught up."""
+        session = self.session_for(persona_id)
+        team, _, wanted = remote_room_id.partition("/")
+        if team != session.team:
+            raise LoginFailed(f"{remote_room_id} is not in your Slack workspace {session.team}"
+                              f" (write it as {session.team}/#channel).")
+        channel = await self._find_channel(session, wanted)
+        if channel is None:
+            raise LoginFailed(f"there is no channel {wanted} you can see in {team}")
+        if not channel.get("is_member") and not channel.get("is_im") and not channel.get(
+                "is_mpim"):
+            await self.call(session, "conversations.join", channel=channel["id"])
+        room = await self.events.room(session, channel["id"])
+        if since_ms:
+            await self.events.catch_up(session, channel["id"], since_ms)
+        return room
+
+    async def _find_channel(self, session: SlackSession, wanted: str) -> dict | None:
+        name = wanted.removeprefix("#")
+        cursor = None
+        while True:
+            page = await self.call(session, "conversations.list", cursor=cursor, limit=200,
+                                   types="public_channel,private_channel,mpim,im")
+            for channel in page.get("channels", []):
+                if wanted in (channel["id"],) or channel.get("name") == name:
+                    return channel
+            cursor = (page.get("response_metadata") or {}).get("next_cursor")
+            if not cursor:
+                return None
+
+    # ---- Matrix -> Slack --------------------------------------------------------------------
+
+    async def _paced(self, channel: str) -> asyncio.Lock:
+        lock = self._channel_locks.setdefault(channel, asyncio.Lock())
+        await lock.acquire()
+        wait = self._last_send.get(channel, 0) + self.interval - time.monotonic()
+        if wait > 0:
+            await asyncio.sleep(wait)  # Slack allows about one message per second per channel
+        return lock
+
+    def _remember_sent(self, channel: str, remote_id: str) -> None:
+        self.sent[(channel, remote_id)] = None
+        while len(self.sent) > 5000:
+            self.sent.popitem(last=False)
+
+    async def settled(self, channel: str) -> None:
+        """Wait until no send into the channel is in flight (its echo may be arriving)."""
+        lock = self._channel_locks.get(channel)
+        if lock is not None and lock.locked():
+            async with lock:
+                pass
+
+    async def _mrkdwn(self, session: SlackSession, text: str, html: str | None) -> str:
+        mxids = _pills(html)
+        ids: dict[str, str] = {}
+        assert self.sink is not None
+        for mxid in mxids:
+            remote = await self.sink.remote_user_for(mxid)
+            if remote and remote.startswith(f"{session.team}/"):
+                ids[mxid] = remote.partition("/")[2]
+        return matrix_to_mrkdwn(text, html, ids.get)
+
+    async def send_message(self, event: MatrixMessage) -> SendResult:
+        session = self.session_for(event.persona_id)
+        channel = event.room.remote_id.partition("/")[2]
+        thread = event.thread_root or event.reply_to
+        lock = await self._paced(channel)
+        try:
+            if event.attachment is not None:
+                return await self._send_file(session, channel, event, thread)
+            text = await self._mrkdwn(session, event.text, event.html)
+            response = await self.call(session, "chat.postMessage", channel=channel,
+                                       text=text, thread_ts=thread)
+            ts = response["ts"]
+            self._remember_sent(channel, ts)
+            return SendResult(ts)
+        finally:
+            self._last_send[channel] = time.monotonic()
+            lock.release()
+
+    async def _send_file(self, session: SlackSession, channel: str, event: MatrixMessage,
+                         thread: str | None) -> SendResult:
+        attachment = event.attachment
+        assert attachment is not None
+        client = await self.client(session)
+        try:
+            response = await client.files_upload_v2(
+                channel=channel, content=attachment.data, filename=attachment.name,
+                title=attachment.name, thread_ts=thread)
+        except SlackApiError as e:
+            if e.response.status_code == 429:
+                raise RateLimited(float(e.response.headers.get("Retry-After", 1))) from e
+            if e.response.get("error") in TOKEN_GONE:
+                raise CredentialsRejected(f"Slack refused the token "
+                                          f"({e.response.get('error')})") from e
+            raise
+        file_id = response["files"][0]["id"]
+        self._remember_sent(channel, file_id)
+        return SendResult(file_id)
+
+    async def send_edit(self, event: MatrixEdit) -> None:
+        session = self.session_for(event.persona_id)
+        channel = event.room.remote_id.partition("/")[2]
+        text = await self._mrkdwn(session, event.text, event.html)
+        self._remember_sent(channel, f"edit:{event.target_id}:{text}")
+        await self.call(session, "chat.update", channel=channel, ts=event.target_id, text=text)
+
+    async def send_redaction(self, event: MatrixRedaction) -> None:
+        session = self.session_for(event.persona_id)
+        channel = event.room.remote_id.partition("/")[2]
+        if event.target_is_reaction:
+            ts, _, name = _reaction_parts(event.target_id)
+            self._remember_sent(channel, f"unreact:{ts}:{session.user}:{name}")
+            await self.call(session, "reactions.remove", channel=channel, timestamp=ts,
+                            name=name)
+        else:
+            self._remember_sent(channel, f"delete:{event.target_id}")
+            await self.call(session, "chat.delete", channel=channel, ts=event.target_id)
+
+    async def send_reaction(self, event: MatrixReaction) -> SendResult:
+        session = self.session_for(event.persona_id)
+        channel = event.room.remote_id.partition("/")[2]
+        name = unicode_to_shortcode(event.key)
+        if name is None:
+            raise Unsupported(f"Slack has no emoji for the reaction {event.key}")
+        reaction_id = f"{event.target_id}:{session.user}:{name}"
+        self._remember_sent(channel, reaction_id)
+        await self.call(session, "reactions.add", channel=channel, timestamp=event.target_id,
+                        name=name)
+        return SendResult(reaction_id)
+
+    # ---- Slack -> bridge --------------------------------------------------------------------
+
+    async def _on_socket_request(self, client: SocketModeClient,
+                                 request: SocketModeRequest) -> None:
+        if request.type != "events_api":
+            await client.send_socket_mode_response(
+                SocketModeResponse(envelope_id=request.envelope_id))
+            return
+        try:
+            await self.events.handle(request.payload)
+        except Exception:
+            # Not acknowledged: Slack delivers it again, and the core drops what it has seen.
+            log.exception("Slack event %s not handled", request.payload.get("event_id"))
+            return
+        await client.send_socket_mode_response(
+            SocketModeResponse(envelope_id=request.envelope_id))
+
+    async def _events_api(self, request: web.Request) -> web.Response:
+        """The Events API: only requests signed with the app's signing secret, inside
+        Slack's five-minute window (no replays), are taken."""
+        if self._signatures is None or self._inbound != "events_api":
+            return web.json_response({"error": "the Events API is not enabled"}, status=404)
+        body = await request.read()
+        if not self._signatures.is_valid(
+                body, request.headers.get("X-Slack-Request-Timestamp", ""),
+                request.headers.get("X-Slack-Signature", "")):
+            log.warning("Refused a Slack Events API request with a bad or old signature")
+            return web.json_response({"error": "invalid signature"}, status=401)
+        data = json.loads(body)
+        if data.get("type") == "url_verification":
+            return web.json_response({"challenge": data.get("challenge")})
+        if self.sink is None:
+            return web.json_response({"error": "starting"}, status=503)
+        try:
+            await self.events.handle(data)
+        except Exception:
+            log.exception("Slack event %s not handled", data.get("event_id"))
+            return web.json_response({"error": "not handled"}, status=500)  # Slack retries
+        return web.json_response({"ok": True})
+
+
+def _reaction_parts(reaction_id: str) -> tuple[str, str, str]:
+    ts, user, name = reaction_id.split(":", 2)
+    return ts, user, name
+
+
+def _pills(html: str | None) -> list[str]:
+    """Matrix IDs linked as pills in formatted text."""
+    if not html:
+        return []
+    return re.findall(r'href="https://matrix\.to/#/(@[^"?]+)', html)

@@ -1,0 +1,269 @@
+"""Slack events (from Socket Mode or the Events API) as the bridge's neutral remote events."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections import OrderedDict
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+
+from ..base import (
+    Attachment,
+    RemoteEdit,
+    RemoteEvent,
+    RemoteInvite,
+    RemoteMessage,
+    RemoteProfile,
+    RemoteReaction,
+    RemoteRedaction,
+    RemoteRoom,
+    RemoteUser,
+)
+from .emoji import shortcode_to_unicode
+from .formatting import mrkdwn_to_matrix
+
+if TYPE_CHECKING:
+    from .connector import SlackConnector, SlackSession
+
+log = logging.getLogger("relayforge.slack.events")
+_MENTION = re.compile(r"<@([UW][A-Z0-9]+)(?:\|[^>]*)?>")
+# Plain messages and the kinds that are messages too; joins, topic changes etc. are not.
+_MESSAGE_SUBTYPES = (None, "thread_broadcast", "file_share", "me_message")
+
+
+class SlackEvents:
+    def __init__(self, connector: SlackConnector) -> None:
+        self.c = connector
+        self._users: dict[tuple[str, str], RemoteUser] = {}
+        self._rooms: dict[tuple[str, str], RemoteRoom] = {}
+        self._seen: OrderedDict[str, None] = OrderedDict()
+
+    async def _emit(self, event: RemoteEvent) -> None:
+        assert self.c.sink is not None
+        await self.c.sink.handle_remote_event(event)
+
+    def _receiver(self, team: str, payload: dict[str, Any]) -> SlackSession | None:
+        """The linked person this event was delivered for (Slack names them in
+        `authorizations`), else anyone linked in that workspace."""
+        for authorization in payload.get("authorizations") or []:
+            session = self.c.session_of_user(team, authorization.get("user_id", ""))
+            if session is not None:
+                return session
+        return next((s for s in self.c.sessions.values() if s.team == team), None)
+
+    async def handle(self, payload: dict[str, Any]) -> None:
+        event = payload.get("event") or {}
+        team = payload.get("team_id") or event.get("team") or ""
+        event_id = payload.get("event_id") or ""
+        if event_id and event_id in self._seen:
+            return  # delivered again (a retry): already handled
+        session = self._receiver(team, payload)
+        if session is None:
+            log.debug("Slack event %s for %s: nobody linked there", event_id, team)
+            return
+        kind = event.get("type")
+        if kind == "message":
+            await self._message(session, team, event)
+        elif kind in ("reaction_added", "reaction_removed"):
+            await self._reaction(session, team, event)
+        elif kind == "user_change":
+            await self._user_change(session, team, event.get("user") or {})
+        elif kind == "member_joined_channel" and event.get("user") == session.user:
+            await self._emit(RemoteInvite(room=await self.room(session, event["channel"]),
+                                          sender=await self.user(session, team,
+                                                                 event.get("inviter")
+                                                                 or event["user"]),
+                                          receiver=session.owner,
+                                          persona_id=session.persona_id))
+        if event_id:
+            self._seen[event_id] = None
+            while len(self._seen) > 5000:
+                self._seen.popitem(last=False)
+
+    # ---- people and rooms -------------------------------------------------------------------
+
+    async def user(self, session: SlackSession, team: str, user_id: str) -> RemoteUser:
+        known = self._users.get((team, user_id))
+        if known is not None:
+            return known
+        info = await self.c.call(session, "users.info", user=user_id)
+        return await self._remember_user(session, team, info["user"])
+
+    async def _remember_user(self, session: SlackSession, team: str, user: dict[str, Any]
+                             ) -> RemoteUser:
+        profile = user.get("profile") or {}
+        name = (profile.get("display_name") or profile.get("real_name") or user.get("name")
+                or user["id"])
+        avatar = None
+        picture = profile.get("image_192") or profile.get("image_72")
+        if picture:
+            data = await self.download(session, picture)
+            if data is not None:
+                avatar = Attachment("avatar.png", "image/png", data)
+        remote = RemoteUser(f"{team}/{user['id']}", display_name=name, avatar=avatar)
+        self._users[(team, user["id"])] = remote
+        return remote
+
+    async def _user_change(self, session: SlackSession, team: str, user: dict[str, Any]
+                           ) -> None:
+        if not user.get("id"):
+            return
+        remote = await self._remember_user(session, team, user)
+        await self._emit(RemoteProfile(room=RemoteRoom(f"{team}/"), sender=remote,
+                                       persona_id=session.persona_id))
+
+    async def room(self, session: SlackSession, channel: str) -> RemoteRoom:
+        key = (session.team, channel)
+        known = self._rooms.get(key)
+        if known is not None:
+            return known
+        info = (await self.c.call(session, "conversations.info", channel=channel))["channel"]
+        if info.get("is_im"):
+            other = await self.user(session, session.team, info.get("user", ""))
+            name = other.display_name
+        elif info.get("is_mpim"):
+            name = info.get("purpose", {}).get("value") or info.get("name")
+        else:
+            name = f"#{info.get('name', channel)}"
+        topic = (info.get("topic") or {}).get("value") or None
+        room = RemoteRoom(f"{session.team}/{channel}", name=name, topic=topic)
+        self._rooms[key] = room
+        return room
+
+    async def download(self, session: SlackSession, url: str) -> bytes | None:
+        """A file or picture; Slack's private URLs need the person's token."""
+        client = await self.c.client(session)
+        headers = {"Authorization": f"Bearer {client.token}"}
+        try:
+            async with aiohttp.ClientSession() as http, http.get(url, headers=headers) as r:
+                if r.status != 200:
+                    log.warning("Slack file download answered %s", r.status)
+                    return None
+                return await r.read()
+        except aiohttp.ClientError as e:
+            log.warning("Slack file download failed: %s", e)
+            return None
+
+    # ---- messages ---------------------------------------------------------------------------
+
+    async def _format(self, session: SlackSession, team: str, text: str) -> Any:
+        assert self.c.sink is not None
+        sink = self.c.sink
+        for user_id in set(_MENTION.findall(text)):
+            await self.user(session, team, user_id)
+
+        def resolve_user(user_id: str) -> tuple[str, str] | None:
+            known = self._users.get((team, user_id))
+            if known is None:
+                return None
+            return sink.ghost_mxid(known.remote_id), known.display_name or user_id
+
+        return mrkdwn_to_matrix(text, resolve_user, lambda channel: None)
+
+    async def _is_echo(self, session: SlackSession, team: str, user: str | None,
+                       channel: str, *ids: str) -> bool:
+        """Did the bridge itself do this (as one of its linked people)? Sends into the
+        channel still in flight are waited for, since Slack may announce them first."""
+        if user is None or self.c.session_of_user(team, user) is None:
+            return False
+        await self.c.settled(channel)
+        return any((channel, i) in self.c.sent for i in ids)
+
+    async def _message(self, session: SlackSession, team: str, event: dict[str, Any]) -> None:
+        channel = event.get("channel", "")
+        subtype = event.get("subtype")
+        if subtype == "message_changed":
+            await self._edited(session, team, channel, event)
+        elif subtype == "message_deleted":
+            ts = event.get("deleted_ts", "")
+            previous = event.get("previous_message") or {}
+            if await self._is_echo(session, team, previous.get("user"), channel,
+                                   f"delete:{ts}"):
+                return
+            await self._emit(RemoteRedaction(
+                room=await self.room(session, channel),
+                sender=await self.user(session, team, previous.get("user") or session.user),
+                receiver=session.owner, persona_id=session.persona_id, target_id=ts))
+        elif subtype in _MESSAGE_SUBTYPES and event.get("user"):
+            await self.new_message(session, team, channel, event)
+
+    async def _edited(self, session: SlackSession, team: str, channel: str,
+                      event: dict[str, Any]) -> None:
+        message = event.get("message") or {}
+        text = message.get("text", "")
+        if text == (event.get("previous_message") or {}).get("text"):
+            return  # an unfurl or a file change, not an edit of the words
+        if await self._is_echo(session, team, message.get("user"), channel,
+                               f"edit:{message.get('ts')}:{text}"):
+            return
+        formatted = await self._format(session, team, text)
+        await self._emit(RemoteEdit(
+            room=await self.room(session, channel),
+            sender=await self.user(session, team, message.get("user") or session.user),
+            receiver=session.owner, persona_id=session.persona_id,
+            target_id=message.get("ts", ""), text=formatted.body, html=formatted.html))
+
+    async def new_message(self, session: SlackSession, team: str, channel: str,
+                          event: dict[str, Any]) -> None:
+        ts, user = event["ts"], event["user"]
+        files = event.get("files") or []
+        if await self._is_echo(session, team, user, channel, ts, *(f.get("id", "")
+                                                                    for f in files)):
+            return
+        room = await self.room(session, channel)
+        sender = await self.user(session, team, user)
+        thread = event.get("thread_ts")
+        common: dict[str, Any] = {
+            "room": room, "sender": sender, "receiver": session.owner,
+            "persona_id": session.persona_id, "timestamp_ms": int(float(ts) * 1000),
+            "thread_root": thread if thread and thread != ts else None}
+        text = event.get("text") or ""
+        if text:
+            formatted = await self._format(session, team, text)
+            await self._emit(RemoteMessage(
+                **common, message_id=ts, text=formatted.body, html=formatted.html,
+                mentions=tuple(formatted.mentioned_user_ids),
+                mentions_room=formatted.mentions_room))
+        for file in files:
+            url = file.get("url_private_download") or file.get("url_private")
+            data = await self.download(session, url) if url else None
+            if data is None:
+                continue
+            name = file.get("name") or "file"
+            await self._emit(RemoteMessage(
+                **common, message_id=ts if not text and file is files[0]
+                else f"{ts}/{file.get('id')}", text=name,
+                attachment=Attachment(name, file.get("mimetype") or
+                                      "application/octet-stream", data)))
+
+    async def _reaction(self, session: SlackSession, team: str, event: dict[str, Any]) -> None:
+        item = event.get("item") or {}
+        if item.get("type") != "message":
+            return
+        channel, ts, user = item.get("channel", ""), item.get("ts", ""), event.get("user", "")
+        name = event.get("reaction", "")
+        reaction_id = f"{ts}:{user}:{name}"
+        room = await self.room(session, channel)
+        sender = await self.user(session, team, user)
+        if event["type"] == "reaction_added":
+            if await self._is_echo(session, team, user, channel, reaction_id):
+                return
+            await self._emit(RemoteReaction(
+                room=room, sender=sender, receiver=session.owner,
+                persona_id=session.persona_id, reaction_id=reaction_id, target_id=ts,
+                key=shortcode_to_unicode(name) or f":{name}:"))
+        elif not await self._is_echo(session, team, user, channel, f"unreact:{reaction_id}"):
+            await self._emit(RemoteRedaction(room=room, sender=sender, receiver=session.owner,
+                                             persona_id=session.persona_id,
+                                             target_id=reaction_id))
+
+    async def catch_up(self, session: SlackSession, channel: str, since_ms: int) -> None:
+        """What the channel said since the bridge last heard from it (after a restart)."""
+        history = await self.c.call(session, "conversations.history", channel=channel,
+                                    oldest=f"{since_ms / 1000:.6f}", limit=200)
+        for message in reversed(history.get("messages") or []):
+            if message.get("subtype") in _MESSAGE_SUBTYPES and message.get("user"):
+                await self.new_message(session, session.team, channel,
+                                       {**message, "channel": channel})
