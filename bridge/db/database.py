@@ -86,9 +86,9 @@ class CachedASStateStore(PgASStateStore):
     async def set_member(self, room_id: RoomID, user_id: UserID,
                          member: Member | MemberStateEventContent) -> None:
         await super().set_member(room_id, user_id, member)
-        self._members.setdefault(room_id, {}).setdefault(user_id, Member(
+        self._members.setdefault(room_id, {})[user_id] = Member(
             membership=member.membership, displayname=member.displayname,
-            avatar_url=member.avatar_url))
+            avatar_url=member.avatar_url)
         self._wrote(room_id)
 
     async def set_membership(self, room_id: RoomID, user_id: UserID,
@@ -131,7 +131,7 @@ class CachedASStateStore(PgASStateStore):
     async def set_power_levels(self, room_id: RoomID,
                                content: PowerLevelStateEventContent | dict[str, Any]) -> None:
         await super().set_power_levels(room_id, content)
-        pass
+        self._power_levels[room_id] = _json(content)
         self._wrote(room_id)
 
     async def has_create_cached(self, room_id: RoomID) -> bool:

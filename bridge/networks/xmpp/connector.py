@@ -28,6 +28,7 @@ from ..base import (
     BridgeSink,
     Connector,
     ConnectorState,
+    CredentialsRejected,
     MatrixEdit,
     MatrixMessage,
     MatrixReaction,
@@ -69,6 +70,7 @@ class Session:
         self.avatars: dict[str, Attachment | None] = {}  # contact jid -> vCard photo
         self.ready = asyncio.Event()
         self.closing = False
+        self.auth_failed = False
         self.client.add_event_handler("session_start", self._started)
         self.client.add_event_handler("disconnected", self._disconnected)
         self.client.add_event_handler("failed_all_auth", self._auth_failed)
@@ -82,6 +84,15 @@ class Session:
     def jid(self) -> str:
         return self.client.boundjid.bare
 
+    async def until_ready(self) -> None:
+        """Wait for a reconnecting session (the outbound queue retries if it takes too long);
+        a password the server refused fails at once."""
+        if self.auth_failed:
+            raise CredentialsRejected("the XMPP server refused the stored password")
+        await asyncio.wait_for(self.ready.wait(), timeout=20)
+        if self.auth_failed:
+            raise CredentialsRejected("the XMPP server refused the stored password")
+
     def connect(self) -> None:
         self.client.connect()
 
@@ -91,11 +102,14 @@ class Session:
             await self.client.get_roster()
         for room, nick in list(self.rooms.items()):
             await self._join(room, nick)
+        self.auth_failed = False
         self.ready.set()
 
     async def _auth_failed(self, _: Any) -> None:
-        # The stored password no longer works (changed, or the account was reset): the core
-        # counts these and stops the persona when they repeat.
+        # The stored password no longer works (changed, or the account was reset): sends
+        # fail at once (the persona turns read-only until relinked), and the core counts
+        # these and stops the persona when they repeat.
+        self.auth_failed = True
         await self.connector.report_auth_failure(
             self.persona_id, "the XMPP server refused the stored password")
 
@@ -366,8 +380,7 @@ class XmppConnector(Connector):
 
     async def send_message(self, event: MatrixMessage) -> SendResult:
         session = self._session(event.persona_id)
-        # A session that is reconnecting gets a minute to come back before the send fails.
-        await asyncio.wait_for(session.ready.wait(), timeout=60)
+        await session.until_ready()
         if event.attachment is not None:
             return await self._send_file(session, event)
         msg = self._new_message(session, event.room.remote_id, event.text, event.html)
@@ -410,12 +423,14 @@ class XmppConnector(Connector):
 
     async def send_edit(self, event: MatrixEdit) -> None:
         session = self._session(event.persona_id)
+        await session.until_ready()
         msg = self._new_message(session, event.room.remote_id, event.text, event.html)
         msg["replace"]["id"] = event.target_id
         msg.send()
 
     async def send_redaction(self, event: MatrixRedaction) -> None:
         session = self._session(event.persona_id)
+        await session.until_ready()
         to, kind = self._target(session, event.room.remote_id)
         if event.target_is_reaction:
             target, _, _ = event.target_id.partition(":")
@@ -433,6 +448,7 @@ class XmppConnector(Connector):
 
     async def send_reaction(self, event: MatrixReaction) -> SendResult:
         session = self._session(event.persona_id)
+        await session.until_ready()
         to, kind = self._target(session, event.room.remote_id)
         self._send_reactions(session, to, kind, event.target_id, {event.key}, event.key)
         return SendResult(f"{event.target_id}:{session.jid}:{event.key}")

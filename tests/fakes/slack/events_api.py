@@ -14,7 +14,7 @@ from typing import Any
 import aiohttp
 import attrs
 
-from .models import SlackApp
+from .models import Activity, SlackApp
 
 USER_AGENT = "Slackbot 1.0 (+https://api.slack.com/robots)"
 
@@ -43,8 +43,9 @@ class HttpDelivery:
 
 
 class EventsApiDelivery:
-    def __init__(self, apps: dict[str, SlackApp]) -> None:
+    def __init__(self, apps: dict[str, SlackApp], activity: Activity) -> None:
         self.apps = apps
+        self.activity = activity
         self.deliveries: list[HttpDelivery] = []
         # Slack gives the app 3 seconds to answer.
         self.timeout = 3.0
@@ -93,6 +94,7 @@ class EventsApiDelivery:
         except aiohttp.ClientError:
             record.error = "connection_failed"
         self.deliveries.append(record)
+        self.activity.notify()
         return record
 
     async def deliver(self, app: SlackApp, payload: dict[str, Any]) -> HttpDelivery:

@@ -3,8 +3,10 @@ apps and tokens. Plain records; the rules live in state.py and the wire shapes i
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import string
+from collections.abc import Callable
 from typing import Any, Literal
 
 import attrs
@@ -33,6 +35,30 @@ def parse_ts(ts: str | None) -> int | None:
         return int(seconds) * 1_000_000 + int((fraction + "000000")[:6])
     except ValueError:
         return None
+
+
+# How long a test waits for something to happen at the fake before failing.
+DEADLINE = 10.0
+
+
+class Activity:
+    """Wakes whoever waits for something to happen at the fake (a request, a connection, an
+    ack, an HTTP delivery), so tests wait on conditions instead of sleeping."""
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+
+    def notify(self) -> None:
+        self._event.set()
+        self._event = asyncio.Event()
+
+    async def until(self, condition: Callable[[], object], what: str) -> None:
+        try:
+            async with asyncio.timeout(DEADLINE):
+                while not condition():
+                    await self._event.wait()
+        except TimeoutError:
+            raise AssertionError(f"never happened at the fake Slack: {what}") from None
 
 
 class SlackError(Exception):

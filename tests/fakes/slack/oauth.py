@@ -133,7 +133,7 @@ class OAuthFlow:
         if token.refresh_token:
             assert token.expires_at is not None
             authed.update(refresh_token=token.refresh_token,
-                          expires_in=int(token.expires_at - self.state.now()))
+                          expires_in=round(token.expires_at - self.state.now()))
         return {"app_id": app.id, "authed_user": authed, **self._installation(token)}
 
     def _refresh(self, call: Call, app: SlackApp) -> dict[str, Any]:
@@ -150,7 +150,7 @@ class OAuthFlow:
         assert token.expires_at is not None
         return {"app_id": app.id, "scope": token.scope_header, "token_type": "user",
                 "access_token": token.value, "refresh_token": token.refresh_token,
-                "expires_in": int(token.expires_at - self.state.now()),
+                "expires_in": round(token.expires_at - self.state.now()),
                 **self._installation(token)}
 
     def register(self, api: WebApi) -> None:

@@ -7,7 +7,6 @@ connection goes away are sent again on the next connection with `retry_attempt` 
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import itertools
 import json
@@ -17,9 +16,7 @@ from typing import Any
 import attrs
 from aiohttp import WSMsgType, web
 
-from .models import SlackApp
-
-DEFAULT_TIMEOUT = 5.0
+from .models import Activity, SlackApp
 
 
 @attrs.define(eq=False)
@@ -56,13 +53,17 @@ class Envelope:
 
 
 class SocketModeHub:
-    def __init__(self) -> None:
+    def __init__(self, activity: Activity) -> None:
+        self.activity = activity
         self.base_ws_url = ""
         self.tickets: dict[str, SlackApp] = {}
         self.connections: list[Connection] = []
         self.envelopes: dict[str, Envelope] = {}
         self._ids = itertools.count(1)
         self._rotation = itertools.count()
+
+    def _notify(self) -> None:
+        self.activity.notify()
 
     # ---- wiring ----------------------------------------------------------------------------
 
@@ -82,6 +83,7 @@ class SocketModeHub:
         except (ConnectionError, RuntimeError):
             # The socket died under us; the envelope waits for the next connection.
             pass
+        self._notify()
 
     async def _flush(self, app: SlackApp) -> None:
         """Send what never went out, and again what went out on a connection now gone."""
@@ -109,6 +111,7 @@ class SocketModeHub:
         await ws.prepare(request)
         connection = Connection(id=next(self._ids), app=app, ws=ws)
         self.connections.append(connection)
+        self._notify()
         try:
             await ws.send_json({
                 "type": "hello", "num_connections": len(self._open(app)),
@@ -126,6 +129,7 @@ class SocketModeHub:
                         self._on_ack(data)
         finally:
             self.connections.remove(connection)
+            self._notify()
             if self._open(app):
                 await self._flush(app)
         return ws
@@ -135,6 +139,7 @@ class SocketModeHub:
         if envelope is not None and not envelope.acked:
             envelope.acked = True
             envelope.ack = data
+            self._notify()
 
     # ---- used by the event router ----------------------------------------------------------
 
@@ -161,23 +166,20 @@ class SocketModeHub:
                 return envelope
         return None
 
-    async def wait_connected(self, count: int = 1, app: SlackApp | None = None,
-                             timeout: float = DEFAULT_TIMEOUT) -> list[Connection]:
-        async with asyncio.timeout(timeout):
-            while len(self._open(app)) < count:
-                await asyncio.sleep(0.01)
+    async def wait_connected(self, count: int = 1, app: SlackApp | None = None
+                             ) -> list[Connection]:
+        await self.activity.until(lambda: len(self._open(app)) >= count,
+                                  f"{count} Socket Mode connection(s)")
         return self._open(app)
 
-    async def wait_acked(self, envelope_id: str | None = None,
-                         timeout: float = DEFAULT_TIMEOUT) -> list[Envelope]:
+    async def wait_acked(self, envelope_id: str | None = None) -> list[Envelope]:
         """Wait for one envelope's ack, or (no id) for every envelope sent so far."""
-        async with asyncio.timeout(timeout):
-            while True:
-                wanted = ([self.envelopes[envelope_id]] if envelope_id
-                          else list(self.envelopes.values()))
-                if all(e.acked for e in wanted):
-                    return wanted
-                await asyncio.sleep(0.01)
+        def wanted() -> list[Envelope]:
+            return ([self.envelopes[envelope_id]] if envelope_id
+                    else list(self.envelopes.values()))
+        await self.activity.until(lambda: all(e.acked for e in wanted()),
+                                  f"ack of {envelope_id or 'every envelope'}")
+        return wanted()
 
     async def send_disconnect(self, reason: str = "refresh_requested",
                               app: SlackApp | None = None) -> None:

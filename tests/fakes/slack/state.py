@@ -13,6 +13,7 @@ from typing import Any
 
 from . import events as ev
 from .models import (
+    Activity,
     Channel,
     Enterprise,
     Message,
@@ -54,6 +55,7 @@ class SlackState:
         self.refresh_tokens: dict[str, Token] = {}
         self.used_refresh_tokens: set[str] = set()
         self.emit: Emit = _no_emit
+        self.activity = Activity()
         self._last_event_micros = 0
 
     # ---- time ------------------------------------------------------------------------------
@@ -216,6 +218,12 @@ class SlackState:
 
     def channel_for(self, viewer: User, channel_id: str | None) -> Channel:
         channel = self.channels.get(channel_id or "")
+        if channel is None and channel_id:
+            # Slack also takes a channel's name ("#general" or "general").
+            name = channel_id.removeprefix("#")
+            channel = next((c for c in self.channels.values()
+                            if c.name == name and c.kind in ("public", "private")
+                            and self.can_see(viewer, c)), None)
         if channel is None and channel_id in self.users:
             # A user token may name a person instead of a DM: Slack posts into their DM.
             other = self.users[channel_id]

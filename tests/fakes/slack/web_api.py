@@ -188,9 +188,13 @@ class WebApi:
         if request.method != "POST" or not request.can_read_body:
             return params
         if request.content_type == "application/json":
-            body = await request.json()
-            if isinstance(body, dict):
-                params.update(body)
+            try:
+                body = await request.json()
+            except ValueError:
+                body = None
+            if not isinstance(body, dict):
+                raise SlackError("invalid_json")
+            params.update(body)
         elif request.content_type in ("application/x-www-form-urlencoded",
                                       "multipart/form-data"):
             form = await request.post()
@@ -200,7 +204,10 @@ class WebApi:
 
     async def handle(self, request: web.Request) -> web.Response:
         method = request.match_info["method"]
-        params = await self._params(request)
+        try:
+            params = await self._params(request)
+        except SlackError as error:
+            return web.json_response({"ok": False, "error": error.code})
         header = request.headers.get("Authorization", "")
         bearer = header[7:].strip() if header.startswith("Bearer ") else None
         form_token = params.pop("token", None)
@@ -213,6 +220,7 @@ class WebApi:
         retry_after = self._limited(method)
         if retry_after is not None:
             record.status, record.ok, record.error = 429, False, "ratelimited"
+            self.state.activity.notify()
             return web.json_response({"ok": False, "error": "ratelimited"}, status=429,
                                      headers={"Retry-After": str(retry_after)})
 
@@ -235,6 +243,7 @@ class WebApi:
             body = {"ok": False, "error": error.code, **error.extra}
         record.ok = bool(body["ok"])
         record.error = body.get("error")
+        self.state.activity.notify()
         return web.json_response(body, headers=headers)
 
 
