@@ -1,0 +1,63 @@
+"""Linking a Slack account the way a person does: the bot gives the authorisation link, the
+browser signs in at (fake) Slack, comes back to the bridge, and the person consents."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import aiohttp
+
+from tests.fakes.slack import FakeSlack
+from tests.fakes.slack.models import User
+
+from .matrix import MatrixUser
+
+
+def slack_settings(slack: FakeSlack, callback: str, **extra: Any) -> dict[str, Any]:
+    """The bridge's `networks.slack` section, pointed at the fake; the app accepts exactly
+    the bridge's callback URL."""
+    slack.app.redirect_uris = [callback]
+    return {"enabled": True, "client_id": slack.app.client_id,
+            "client_secret": slack.app.client_secret, "app_token": slack.app.app_token,
+            "signing_secret": slack.app.signing_secret, "api_url": slack.api_url,
+            "oauth_url": slack.authorize_endpoint, "min_send_interval_seconds": 0,
+            **extra}
+
+
+async def open_in_browser(url: str) -> tuple[int, str, str | None]:
+    """GET without following redirects: (status, body, Location)."""
+    async with aiohttp.ClientSession() as http, http.get(url, allow_redirects=False) as r:
+        return r.status, await r.text(), r.headers.get("Location")
+
+
+async def authorise(slack: FakeSlack, person: User, url: str, *,
+                    enterprise_install: bool = False) -> tuple[int, str]:
+    """Sign in at Slack as `person`, allow, and follow the redirect back to the bridge."""
+    slack.sign_in(person, enterprise_install=enterprise_install)
+    status, _, location = await open_in_browser(url)
+    assert status == 302 and location, f"Slack's page answered {status}"
+    status, body, _ = await open_in_browser(location)
+    return status, body
+
+
+async def start_link(user: MatrixUser, bot: str, room: str, profile: str = "Jobb") -> str:
+    """`link slack`: returns the authorisation URL the bot gave."""
+    await user.send_text(room, f"link slack --profile {profile}")
+    notice = await user.wait_for_notice(room, bot, "Open: ")
+    match = re.search(r"Open: (\S+)", notice)
+    assert match, notice
+    return match.group(1)
+
+
+async def link_slack(user: MatrixUser, bot: str, slack: FakeSlack, person: User,
+                     profile: str = "Jobb") -> str:
+    """The whole link; returns the management room."""
+    room = await user.open_management_room(bot)
+    url = await start_link(user, bot, room, profile)
+    status, _ = await authorise(slack, person, url)
+    assert status == 200
+    await user.wait_for_notice(room, bot, "Reply yes to link")
+    await user.send_text(room, "yes")
+    await user.wait_for_notice(room, bot, "Linked slack:")
+    return room

@@ -1,0 +1,155 @@
+"""Slack end to end: the unmodified slack-sdk inside the bridge talks to the wire-level fake
+(tests/fakes/slack); Matrix is the real Synapse. Linking through Slack's OAuth page, mapping
+rules, and messages both ways as the person."""
+
+from __future__ import annotations
+
+import pytest
+from mautrix.types import EventType
+
+from tests.fakes.slack import FakeSlack
+from tests.fakes.slack.scenario import World, build_world
+
+from .support.slack import authorise, link_slack, open_in_browser, slack_settings, start_link
+
+
+@pytest.fixture
+async def slack():
+    async with FakeSlack() as fake:
+        yield fake
+
+
+@pytest.fixture
+def world(slack) -> World:
+    return build_world(slack)
+
+
+@pytest.fixture
+async def slack_bridge(start_bridge, slack, homeserver):
+    callback = f"{homeserver.appservice_url}/link/slack/callback"
+    return await start_bridge(extra={"networks": {"slack": slack_settings(slack, callback)}})
+
+
+def body_is(text: str):
+    return lambda e: e.type == EventType.ROOM_MESSAGE and e.content.body == text
+
+
+async def test_linking_through_slacks_page(slack_bridge, slack, world, new_user, homeserver):
+    alice = await new_user("alice")
+    bot = homeserver.bot_mxid
+    room = await alice.open_management_room(bot)
+    url = await start_link(alice, bot, room)
+    assert url.startswith(slack.authorize_endpoint)
+    assert "code_challenge=" in url and "code_challenge_method=S256" in url
+
+    status, page = await authorise(slack, world.alice, url)
+    assert status == 200 and "management room" in page
+    consent = await alice.wait_for_notice(room, bot, "Reply yes to link")
+    assert "send, edit and delete messages as you (chat:write)" in consent
+    assert "read messages in your public channels (channels:history)" in consent
+    # The code was exchanged with the PKCE verifier, and the token proven before consent.
+    exchange = slack.calls("oauth.v2.access")[-1]
+    assert exchange.ok and exchange.params.get("code_verifier")
+    assert [c.ok for c in slack.calls("auth.test")][-1]
+    await alice.send_text(room, "yes")
+    linked = await alice.wait_for_notice(room, bot, "Linked slack:")
+    assert f"slack:{world.team.id}/{world.alice.id}" in linked
+
+    # The state is single-use: the same callback again is refused, and says what to do.
+    status, page, _ = await open_in_browser(
+        f"{homeserver.appservice_url}/link/slack/callback?state=forged&code=x")
+    assert status == 400 and "link slack" in page
+
+
+async def test_messages_both_ways_as_the_person(slack_bridge, slack, world, new_user,
+                                                homeserver):
+    alice = await new_user("alice")
+    bot = homeserver.bot_mxid
+    room = await link_slack(alice, bot, slack, world.alice)
+    await alice.send_text(room, f"map slack {world.team.id}/#general --profile Jobb")
+    await alice.wait_for_notice(room, bot, "Mapped slack")
+    portal = await alice.wait_for_invite()
+
+    # Slack -> Matrix, with formatting and a mention of a linked person's ghost.
+    await slack.post_message(world.bob, world.general, "*hello* from <@%s>" % world.carol.id)
+    hello = await alice.wait_for_event(
+        portal, lambda e: e.type == EventType.ROOM_MESSAGE and "hello" in e.content.body,
+        "bob's message")
+    assert "<strong>hello</strong>" in hello.content.formatted_body
+    assert "matrix.to" in hello.content.formatted_body
+    member = await alice.client.get_state_event(portal, EventType.ROOM_MEMBER, hello.sender)
+    assert member.displayname.startswith("Bobby")
+
+    # Matrix -> Slack, as alice with her own token, formatted as mrkdwn.
+    await alice.client.send_message(portal, _html("hi <b>Bob</b>", "hi Bob"))
+    await slack.wait_until(lambda: any(m.text == "hi *Bob*"
+                                       for m in slack.messages(world.general)),
+                           "alice's message in Slack")
+    post = slack.calls("chat.postMessage")[-1]
+    assert slack.token(post.token).user.id == world.alice.id
+
+    # Threads both ways.
+    root = next(m for m in slack.messages(world.general) if m.text == "hi *Bob*")
+    await slack.post_message(world.bob, world.general, "in the thread", thread_ts=root.ts)
+    threaded = await alice.wait_for_event(portal, body_is("in the thread"), "thread reply")
+    assert threaded.content.get_thread_parent() is not None
+
+
+def _html(html: str, body: str):
+    from mautrix.types import Format, MessageType, TextMessageEventContent
+    return TextMessageEventContent(msgtype=MessageType.TEXT, body=body,
+                                   format=Format.HTML, formatted_body=html)
+
+
+async def test_edits_deletes_reactions_and_files_both_ways(slack_bridge, slack, world,
+                                                           new_user, homeserver):
+    alice = await new_user("alice")
+    bot = homeserver.bot_mxid
+    room = await link_slack(alice, bot, slack, world.alice)
+    await alice.send_text(room, f"map slack {world.team.id}/#general --profile Jobb")
+    portal = await alice.wait_for_invite()
+    general = world.general
+
+    # Slack -> Matrix: an edit, a reaction, a delete, a file.
+    bobs = await slack.post_message(world.bob, general, "frist")
+    first = await alice.wait_for_event(portal, body_is("frist"), "bob's message")
+    await slack.edit_message(world.bob, general, bobs.ts, "first")
+    edit = await alice.wait_for_event(portal, lambda e: e.type == EventType.ROOM_MESSAGE
+                                      and e.content.get_edit() == first.event_id, "the edit")
+    assert edit.content.body == "first"
+    await slack.add_reaction(world.bob, general, bobs.ts, "+1")
+    reaction = await alice.wait_for_event(portal, lambda e: e.type == EventType.REACTION,
+                                          "bob's reaction")
+    assert reaction.content.relates_to.key == "👍"
+    await slack.upload_file(world.bob, general, "notes.txt", b"remember the milk")
+    shared = await alice.wait_for_event(portal, body_is("notes.txt"), "bob's file")
+    assert await alice.client.download_media(shared.content.url) == b"remember the milk"
+    await slack.delete_message(general, bobs.ts, user=world.bob)
+    await alice.wait_for_event(portal, lambda e: e.type == EventType.ROOM_REDACTION
+                               and e.redacts == first.event_id, "the deletion")
+
+    # Matrix -> Slack: alice's message, edited, reacted to, deleted; a file.
+    mine = await alice.send_text(portal, "draft")
+    await slack.wait_until(lambda: any(m.text == "draft" for m in slack.messages(general)),
+                           "alice's message")
+    ts = next(m.ts for m in slack.messages(general) if m.text == "draft")
+    await alice.send_text(portal, "final", edit_of=mine)
+    await slack.wait_until(lambda: any(m.ts == ts and m.text == "final"
+                                       for m in slack.messages(general)), "the edit")
+    await alice.client.react(portal, mine, "🎉")
+    await slack.wait_until(lambda: any(m.ts == ts and world.alice.id in m.reactions.get(
+        "tada", []) for m in slack.messages(general)), "alice's reaction")
+    await alice.client.redact(portal, mine)
+    await slack.wait_until(lambda: not any(m.ts == ts for m in slack.messages(general)),
+                           "the deletion")
+    mxc = await alice.client.upload_media(b"a picture", mime_type="image/png",
+                                          filename="pic.png")
+    from mautrix.types import MediaMessageEventContent, MessageType
+    await alice.client.send_message(portal, MediaMessageEventContent(
+        msgtype=MessageType.IMAGE, body="pic.png", url=mxc))
+    await slack.wait_until(lambda: any(f.name == "pic.png" for m in slack.messages(general)
+                                       for f in m.files), "alice's file")
+    # Nothing the bridge did came back into Matrix as if someone else had done it.
+    bodies = [e.content.body for e in await alice.room_events(portal)
+              if e.type == EventType.ROOM_MESSAGE and e.sender != alice.mxid]
+    assert "draft" not in bodies and "final" not in bodies
