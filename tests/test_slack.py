@@ -71,7 +71,7 @@ async def test_messages_both_ways_as_the_person(slack_bridge, slack, world, new_
     portal = await alice.wait_for_invite()
 
     # Slack -> Matrix, with formatting and a mention of a linked person's ghost.
-    await slack.post_message(world.bob, world.general, "*hello* from <@%s>" % world.carol.id)
+    await slack.post_message(world.bob, world.general, f"*hello* from <@{world.carol.id}>")
     hello = await alice.wait_for_event(
         portal, lambda e: e.type == EventType.ROOM_MESSAGE and "hello" in e.content.body,
         "bob's message")

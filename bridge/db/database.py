@@ -44,7 +44,6 @@ from .upgrade import upgrade_table
 from .vault_key import VaultKeyStore
 from .vault_secret import VaultSecretStore
 
-
 T = TypeVar("T", PowerLevelStateEventContent, StateEvent)
 _PARSED_MAX = 4096
 

@@ -7,6 +7,7 @@ import re
 from typing import Any
 
 import aiohttp
+from mautrix.types import EventType
 
 from tests.fakes.slack import FakeSlack
 from tests.fakes.slack.models import User
@@ -41,12 +42,17 @@ async def authorise(slack: FakeSlack, person: User, url: str, *,
     return status, body
 
 
-async def start_link(user: MatrixUser, bot: str, room: str, profile: str = "Jobb") -> str:
-    """`link slack`: returns the authorisation URL the bot gave."""
-    await user.send_text(room, f"link slack --profile {profile}")
-    notice = await user.wait_for_notice(room, bot, "Open: ")
-    match = re.search(r"Open: (\S+)", notice)
-    assert match, notice
+async def start_link(user: MatrixUser, bot: str, room: str, profile: str = "Jobb",
+                     command: str | None = None) -> str:
+    """`link slack` (or `command`, say a relink): returns the authorisation URL the bot
+    gave in answer (not an earlier one)."""
+    before = {e.event_id for e in await user.room_events(room)}
+    await user.send_text(room, command or f"link slack --profile {profile}")
+    notice = await user.wait_for_event(
+        room, lambda e: e.event_id not in before and e.type == EventType.ROOM_MESSAGE
+        and e.sender == bot and "Open: " in (e.content.body or ""), "the link to open")
+    match = re.search(r"Open: (\S+)", notice.content.body)
+    assert match, notice.content.body
     return match.group(1)
 
 

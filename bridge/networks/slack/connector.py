@@ -212,7 +212,8 @@ class SlackConnector(Connector):
         cursor = None
         while True:
             page = await self.call(session, "conversations.list", cursor=cursor, limit=200,
-                                   types="public_channel,private_channel,mpim,im")
+                                   types="public_channel,private_channel,mpim,im",
+                                   team_id=session.team)
             for channel in page.get("channels", []):
                 if wanted in (channel["id"],) or channel.get("name") == name:
                     return channel

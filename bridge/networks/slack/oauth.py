@@ -93,13 +93,15 @@ class SlackOAuth:
         client = self._client(token)
         try:
             who = await client.auth_test()
-            channels = await client.conversations_list(
-                types="public_channel,private_channel,mpim,im", limit=200)
             profile = await client.users_info(user=who["user_id"])
+            # The person's own workspace (an org-wide Enterprise Grid install speaks for the
+            # organisation, and must name the workspace when listing).
+            team = profile["user"].get("team_id") or who.get("team_id")
+            channels = await client.conversations_list(
+                types="public_channel,private_channel,mpim,im", limit=200, team_id=team)
         except SlackApiError as e:
             raise LoginFailed(f"The new Slack token does not work ({e.response.get('error')})."
                               " Nothing was stored.") from e
-        team = who.get("team_id") or (response.get("team") or {}).get("id")
         credentials = {"access_token": token, "team_id": team, "user_id": who["user_id"]}
         if user.get("refresh_token"):
             # With rotation, only the refresh token is kept (sealed); access tokens are
