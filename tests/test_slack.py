@@ -153,3 +153,29 @@ async def test_edits_deletes_reactions_and_files_both_ways(slack_bridge, slack, 
     bodies = [e.content.body for e in await alice.room_events(portal)
               if e.type == EventType.ROOM_MESSAGE and e.sender != alice.mxid]
     assert "draft" not in bodies and "final" not in bodies
+
+
+async def test_only_mapped_channels_come_in_and_dms_always(slack_bridge, slack, world,
+                                                           new_user, homeserver):
+    alice = await new_user("alice")
+    bot = homeserver.bot_mxid
+    room = await link_slack(alice, bot, slack, world.alice)
+    await slack.post_message(world.bob, world.secret, "not mapped: stays in Slack")
+    await slack.post_message(world.bob, world.dm, "psst, alice")
+    dm = await alice.wait_for_invite()
+    psst = await alice.wait_for_event(dm, body_is("psst, alice"), "bob's direct message")
+    name = await alice.client.get_state_event(dm, EventType.ROOM_NAME)
+    assert name.name == "Bobby"
+    await alice.send_text(dm, "hi bob")
+    await slack.wait_until(lambda: "hi bob" in [m.text for m in slack.messages(world.dm)],
+                           "alice's answer in the DM")
+    # A name change on Slack reaches the ghost.
+    await slack.update_user(world.bob, display_name="Robert")
+    renamed = await alice.wait_for_event(
+        dm, lambda e: e.type == EventType.ROOM_MEMBER
+        and (e.content.displayname or "").startswith("Robert"), "bob's new name")
+    assert renamed.state_key == psst.sender
+    for joined in await alice.client.get_joined_rooms():
+        if joined != room:
+            assert not any(getattr(e.content, "body", None) == "not mapped: stays in Slack"
+                           for e in await alice.room_events(joined))

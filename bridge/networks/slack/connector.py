@@ -59,6 +59,9 @@ class SlackSession:
         self.user = user
         self.owner = owner
         self.credentials = credentials
+        # Channels a mapping rule brought in (joined through `join`); direct and group
+        # messages always come through, like a phone's chats.
+        self.mapped: set[str] = set()
 
 
 class SlackConnector(Connector):
@@ -202,6 +205,7 @@ class SlackConnector(Connector):
         if not channel.get("is_member") and not channel.get("is_im") and not channel.get(
                 "is_mpim"):
             await self.call(session, "conversations.join", channel=channel["id"])
+        session.mapped.add(channel["id"])
         room = await self.events.room(session, channel["id"])
         if since_ms:
             await self.events.catch_up(session, channel["id"], since_ms)

@@ -171,9 +171,17 @@ class SlackEvents:
         await self.c.settled(channel)
         return any((channel, i) in self.c.sent for i in ids)
 
+    def bridged(self, session: SlackSession, channel: str, channel_type: str | None) -> bool:
+        """Only channels a rule maps come into Matrix; direct and group messages always do."""
+        if channel_type in ("im", "mpim") or channel[:1] == "D":
+            session.mapped.add(channel)  # so reactions there (no channel type) follow
+        return channel in session.mapped
+
     async def _message(self, session: SlackSession, team: str, event: dict[str, Any]) -> None:
         channel = event.get("channel", "")
         subtype = event.get("subtype")
+        if not self.bridged(session, channel, event.get("channel_type")):
+            return
         if subtype == "message_changed":
             await self._edited(session, team, channel, event)
         elif subtype == "message_deleted":
@@ -240,7 +248,8 @@ class SlackEvents:
 
     async def _reaction(self, session: SlackSession, team: str, event: dict[str, Any]) -> None:
         item = event.get("item") or {}
-        if item.get("type") != "message":
+        if item.get("type") != "message" or not self.bridged(session, item.get("channel", ""),
+                                                              None):
             return
         channel, ts, user = item.get("channel", ""), item.get("ts", ""), event.get("user", "")
         name = event.get("reaction", "")
