@@ -10,6 +10,7 @@ from mautrix.types import EventType
 from tests.fakes.slack import FakeSlack
 from tests.fakes.slack.scenario import World, build_world
 
+from .support.api import PREFIX, Api
 from .support.slack import authorise, link_slack, open_in_browser, slack_settings, start_link
 
 
@@ -179,3 +180,38 @@ async def test_only_mapped_channels_come_in_and_dms_always(slack_bridge, slack, 
         if joined != room:
             assert not any(getattr(e.content, "body", None) == "not mapped: stays in Slack"
                            for e in await alice.room_events(joined))
+
+
+async def test_linking_through_the_provisioning_api(start_bridge, slack, world, new_user,
+                                                    homeserver):
+    secret = "s" * 40
+    await start_bridge(extra={"networks": {"slack": slack_settings(
+        slack, f"{homeserver.appservice_url}/link/slack/callback")},
+        "provisioning": {"shared_secret": secret}})
+    alice = await new_user("alice")
+    api = Api(homeserver.appservice_url)
+    me = {"user_id": alice.mxid}
+    try:
+        status, networks = await api.call("GET", f"{PREFIX}/networks", token=secret, query=me)
+        assert {"name": "slack", "login_flows": ["oauth"]} in networks["networks"]
+        status, step = await api.call("POST", f"{PREFIX}/link/slack", token=secret, query=me,
+                                      body={"profile": "Privat"})
+        assert status == 200 and step["url"].startswith(slack.authorize_endpoint)
+        status, _ = await api.call("GET", f"{PREFIX}/link/steps/{step['flow_id']}",
+                                         token=secret, query=me)
+        assert status == 404  # the browser has not been to Slack yet
+        status, _ = await authorise(slack, world.alice, step["url"])
+        assert status == 200
+        status, consent = await api.call("GET", f"{PREFIX}/link/steps/{step['flow_id']}",
+                                         token=secret, query=me)
+        assert status == 200 and consent["fields"][0]["name"] == "consent"
+        assert "(chat:write)" in consent["message"]
+        status, done = await api.call("POST", f"{PREFIX}/link/steps/{consent['flow_id']}",
+                                      token=secret, query=me,
+                                      body={"answers": {"consent": "yes"}})
+        assert status == 200 and done["done"] is True
+        assert done["persona"]["profile"] == "Privat"
+        assert done["persona"]["descriptor"]["external_user_id"] == (
+            f"{world.team.id}/{world.alice.id}")
+    finally:
+        await api.http.close()

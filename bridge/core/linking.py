@@ -102,13 +102,28 @@ class Linking:
 
     # ---- OAuth 2.0 networks: state + PKCE, exact redirect URI -----------------------------
 
-    async def _pkce_verifier(self, state: str) -> str:
-        """Derived from the state with a key sealed in the vault: nothing about the flow that
-        is secret is stored."""
+    async def _derived(self, label: str, state: str) -> str:
+        """A value derived from the state with a key sealed in the vault: the PKCE verifier,
+        the id of the step after the callback. Nothing secret about the flow is stored."""
         if self._flow_key is None:
             self._flow_key = await link_flow_key(self.vault)
-        digest = hmac.new(self._flow_key, f"link-pkce\0{state}".encode(), hashlib.sha256)
+        digest = hmac.new(self._flow_key, f"link-{label}\0{state}".encode(), hashlib.sha256)
         return base64.urlsafe_b64encode(digest.digest()).rstrip(b"=").decode()
+
+    async def _pkce_verifier(self, state: str) -> str:
+        return await self._derived("pkce", state)
+
+    async def after_oauth(self, account_id: str, state: str) -> tuple[str, LoginStep] | None:
+        """For API clients: the step that followed the browser's return to the callback
+        (MFA or consent), found from the OAuth flow's id; None while the browser has not come
+        back (or the step was answered already)."""
+        next_id = await self._derived("next", state)
+        flow = await self.storage.one_time.peek("link_flow", next_id)
+        if flow is None or flow.account_id != account_id or "step" not in flow.payload:
+            return None
+        shown = flow.payload["step"]
+        return next_id, LoginStep(message=shown["message"],
+                                  fields=[Field(shown["field"], shown["label"])])
 
     async def _start_oauth(self, account_id: str, connector: Connector, profile: str
                            ) -> tuple[str, LoginStep]:
@@ -151,7 +166,8 @@ class Linking:
         if not isinstance(result, LinkedAccount):
             raise LinkRefused(f"{network} asked for more than an OAuth login can answer.")
         flow_id, step = await self._ask_consent(flow.account_id, network,
-                                                flow.payload["profile"], result)
+                                                flow.payload["profile"], result,
+                                                await self._derived("next", state))
         for hook in self.on_oauth_step:
             await hook(flow.account_id, flow_id, step)
         return flow.account_id, step
@@ -193,7 +209,8 @@ class Linking:
                               "link again.")
 
     async def _ask_consent(self, account_id: str, network: str, profile: str,
-                           linked: LinkedAccount) -> tuple[str, LoginStep]:
+                           linked: LinkedAccount, flow_value: str | None = None
+                           ) -> tuple[str, LoginStep]:
         """Verified. A high-risk account first needs a fresh MFA check; then consent. The
         credentials wait sealed in the vault meanwhile, never in the flow."""
         reason = (self.policy.high_risk_reason(network, linked.risk_markers)
@@ -216,15 +233,25 @@ class Linking:
         if missing is not None:
             return await self._mfa_step(account_id, payload, (
                 f"Linking {who} needs a fresh MFA check ({reason}): {VERIFY_HINT}. Send the "
-                "6-digit code from your authenticator app as your next message."))
-        return await self._consent_step(account_id, payload)
+                "6-digit code from your authenticator app as your next message."), flow_value)
+        return await self._consent_step(account_id, payload, flow_value)
 
-    async def _mfa_step(self, account_id: str, payload: dict, message: str
-                        ) -> tuple[str, LoginStep]:
+    async def _issue_step(self, account_id: str, payload: dict, step: LoginStep,
+                          value: str | None) -> tuple[str, LoginStep]:
+        """Keep the flow (the step's words too, so a client that was away can be shown it
+        again; never a secret) and return its single-use id."""
+        field = step.fields[0]
         flow_id = await self.storage.one_time.issue(
-            "link_flow", FLOW_TTL, account_id=account_id, payload={**payload, "mfa": True})
-        return flow_id, LoginStep(message=message, fields=[
-            Field("mfa_code", "the 6-digit code from your authenticator app")])
+            "link_flow", FLOW_TTL, account_id=account_id, value=value, payload={
+                **payload, "step": {"message": step.message, "field": field.name,
+                                    "label": field.label}})
+        return flow_id, step
+
+    async def _mfa_step(self, account_id: str, payload: dict, message: str,
+                        value: str | None = None) -> tuple[str, LoginStep]:
+        return await self._issue_step(account_id, {**payload, "mfa": True}, LoginStep(
+            message=message, fields=[
+                Field("mfa_code", "the 6-digit code from your authenticator app")]), value)
 
     async def _mfa_answered(self, account_id: str, payload: dict, answers: dict[str, str],
                             actor: str) -> tuple[str, LoginStep]:
@@ -241,17 +268,19 @@ class Linking:
                 if profile_row is not None:
                     await self.vault.destroy(profile_row.id, payload["pending"])
                 raise LinkRefused(f"{e} Nothing was stored.") from e
-            return await self._mfa_step(account_id, payload,
+            return await self._mfa_step(account_id, {k: v for k, v in payload.items()
+                                                     if k != "step"},
                                         f"{e} Send the code as your next message.")
         return await self._consent_step(account_id, {k: v for k, v in payload.items()
-                                                     if k != "mfa"})
+                                                     if k not in ("mfa", "step")})
 
     def _scopes_in_words(self, network: str, scopes: list[str]) -> str:
         connector = self.connectors.get(network)
         words = connector.describe_scopes(scopes) if connector else scopes
         return "; ".join(words) or "none"
 
-    async def _consent_step(self, account_id: str, payload: dict) -> tuple[str, LoginStep]:
+    async def _consent_step(self, account_id: str, payload: dict, value: str | None = None
+                            ) -> tuple[str, LoginStep]:
         """Say exactly what the bridge will do with the account, and wait for yes."""
         network, profile = payload["network"], payload["profile"]
         who = payload["display_name"] or payload["external_user_id"]
@@ -265,11 +294,8 @@ class Linking:
             f"  - keep the credential sealed in its vault. Scopes: "
             f"{self._scopes_in_words(network, payload['scopes'])}.\n"
             "Reply yes to link the account, or no to cancel.")
-        flow_id = await self.storage.one_time.issue(
-            "link_flow", FLOW_TTL, account_id=account_id,
-            payload={**payload, "consent": True})
-        return flow_id, LoginStep(message=message,
-                                  fields=[Field("consent", "yes to link, no to cancel")])
+        return await self._issue_step(account_id, {**payload, "consent": True}, LoginStep(
+            message=message, fields=[Field("consent", "yes to link, no to cancel")]), value)
 
     async def _consented(self, account_id: str, flow_id: str, payload: dict,
                          answers: dict[str, str], actor: str) -> LinkDone:

@@ -110,6 +110,14 @@ class NetworkEndpoints:
         flow_id, step = result
         return web.json_response(step_json(flow_id, step))
 
+    async def link_after_oauth(self, request: web.Request) -> web.Response:
+        assert self.linking is not None
+        found = await self.linking.after_oauth(request[ACCOUNT], request.match_info["flow_id"])
+        if found is None:
+            return _error(404, "M_NOT_FOUND", "Nothing yet: open the step's URL and allow "
+                          "the bridge there first.")
+        return web.json_response(step_json(*found))
+
     async def personas(self, request: web.Request) -> web.Response:
         view = await self.accounts.view(request[ACCOUNT])
         return web.json_response({"personas": [

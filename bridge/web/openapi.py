@@ -123,7 +123,13 @@ def _network_paths() -> dict[str, Any]:
              "400": bad},
             body={"type": "object", "required": ["answers"], "properties": {"answers": {
                 "type": "object", "additionalProperties": {"type": "string"}}}},
-            path_params=("flow_id",))},
+            path_params=("flow_id",)),
+            "get": _op(
+                "After an OAuth step: the step that followed once the browser came back "
+                "from the network's page (MFA or consent)",
+                {"200": _json(_STEP, "The next step"),
+                 "404": _json(_ERROR, "The browser has not come back yet")},
+                path_params=("flow_id",))},
         f"{v1}/personas": {"get": _op("Linked accounts", {"200": _json({
             "type": "object", "required": ["personas"],
             "properties": {"personas": {"type": "array", "items": _LISTED_PERSONA}}},

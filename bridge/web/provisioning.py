@@ -77,6 +77,8 @@ class ProvisioningApi(NetworkEndpoints):
         app.router.add_post(f"{PREFIX}/profiles", self._authed(self.create_profile))
         app.router.add_get(f"{PREFIX}/networks", self._authed(self.networks))
         app.router.add_post(f"{PREFIX}/link/steps/{{flow_id}}", self._authed(self.link_step))
+        app.router.add_get(f"{PREFIX}/link/steps/{{flow_id}}",
+                           self._authed(self.link_after_oauth))
         app.router.add_post(f"{PREFIX}/link/{{network}}", self._authed(self.link_start))
         app.router.add_get(f"{PREFIX}/personas", self._authed(self.personas))
         app.router.add_delete(f"{PREFIX}/personas/{{persona_id}}", self._authed(self.unlink))
