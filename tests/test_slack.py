@@ -215,3 +215,19 @@ async def test_linking_through_the_provisioning_api(start_bridge, slack, world, 
             f"{world.team.id}/{world.alice.id}")
     finally:
         await api.http.close()
+
+
+async def test_a_pattern_rule_maps_channels_the_person_joins(slack_bridge, slack, world,
+                                                             new_user, homeserver):
+    alice = await new_user("alice")
+    bot = homeserver.bot_mxid
+    room = await link_slack(alice, bot, slack, world.alice)
+    await alice.send_text(room, f"map slack {world.team.id}/* --profile Jobb")
+    await alice.wait_for_notice(room, bot, "will be mapped")
+    launch = slack.create_channel(world.team, "launch", [world.bob])
+    await slack.join_channel(world.alice, launch)
+    portal = await alice.wait_for_invite()
+    name = await alice.client.get_state_event(portal, EventType.ROOM_NAME)
+    assert name.name == "#launch"
+    await slack.post_message(world.bob, launch, "welcome aboard")
+    await alice.wait_for_event(portal, body_is("welcome aboard"), "bob's welcome")
