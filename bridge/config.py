@@ -253,6 +253,17 @@ def _network_keys(name: str) -> tuple[Key, ...]:
     )
 
 
+def _check_slack(effective: Any) -> list[str]:
+    """An enabled Slack needs its app's credentials, and the secret of the inbound it uses."""
+    slack = get_path(effective, "networks.slack", None)
+    if not isinstance(slack, Mapping) or slack.get("enabled") is not True:
+        return []
+    needed = ["client_id", "client_secret"]
+    needed.append("signing_secret" if slack.get("inbound") == "events_api" else "app_token")
+    return [f"networks.slack.{key}: required when Slack is enabled (see the README's Slack "
+            "section)" for key in needed if not slack.get(key)]
+
+
 def _is_ghost_template(value: Any) -> bool:
     if not isinstance(value, str) or value.count("{id}") != 1:
         return False
@@ -348,6 +359,7 @@ class Config(BaseFileConfig):
             if not key.check(value):
                 problems.append(f"{key.path}: got {value!r}; expected {key.expect}")
         problems += _check_pkcs11(effective)
+        problems += _check_slack(effective)
         from .security.policy import check_policy
 
         problems += check_policy(get_path(effective, "policy", None))

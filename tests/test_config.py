@@ -165,10 +165,20 @@ def test_cli_help_explains_run_and_generate():
 
 
 def test_enabled_network_without_connector_stops_start_up(tmp_path):
-    path = write(tmp_path, MINIMAL + "networks:\n    slack:\n        enabled: true\n")
+    path = write(tmp_path, MINIMAL + "networks:\n    discord:\n        enabled: true\n")
     result = run_cli("-c", path)
     assert result.returncode == 2
-    assert "networks.slack.enabled: the slack connector is not available" in result.stderr
+    assert "networks.discord.enabled: the discord connector is not available" in result.stderr
+
+
+def test_enabled_slack_needs_its_app_credentials(tmp_path):
+    problems = problems_of(tmp_path, MINIMAL + "networks:\n    slack:\n        enabled: true\n"
+                                               "        client_id: '1.2'\n")
+    assert problems == [
+        "networks.slack.client_secret: required when Slack is enabled (see the README's "
+        "Slack section)",
+        "networks.slack.app_token: required when Slack is enabled (see the README's Slack "
+        "section)"]
 
 
 def test_policy_with_an_unknown_action_is_named(tmp_path):
