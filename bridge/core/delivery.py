@@ -116,7 +116,10 @@ class Delivery:
         self._workers.clear()
         # Statuses are a courtesy: give them a moment, never hold up shutdown for long.
         if statuses := list(self._statuses.values()):
-            await asyncio.wait(statuses, timeout=5)
+            _, late = await asyncio.wait(statuses, timeout=5)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
 
     async def enqueue(self, portal: Portal, evt: Event) -> None:
         """Keep the event durably, then let the room's worker send it."""

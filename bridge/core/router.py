@@ -197,13 +197,13 @@ class Router:
             target.room_mxid, target.mxid, event.key,
             txn_id=_txn_id(network, event.room, event.reaction_id),
         )
-        portal = await self.storage.portals.get(network, event.room.remote_id)
+        portal = await self.portals.get(network, event.room.remote_id)
         assert portal is not None  # the target message lives in it
         await self._remember(network, event.room, event.reaction_id, MessageKind.REACTION,
                              event_id, portal, intent.mxid)
 
     async def _remote_signal(self, network: str, event: RemoteTyping | RemoteRead) -> None:
-        portal = await self.storage.portals.get(network, event.room.remote_id)
+        portal = await self.portals.get(network, event.room.remote_id)
         if portal is None or portal.mxid is None:
             return  # no room in Matrix yet: nobody to show it to
         intent = await self.ghosts.ensure(network, event.sender)
