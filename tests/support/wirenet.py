@@ -40,7 +40,7 @@ class WireServer:
 
     def __init__(self) -> None:
         self.events: list[dict[str, Any]] = []  # remote -> Matrix, in order
-        self.acked = 0  # events up to this sequence number were handled by the bridge
+        self.acked: set[int] = set()  # sequence numbers the bridge has handled
         self.received: list[dict[str, Any]] = []  # Matrix -> remote sends it accepted
         self.duplicates = 0  # sends refused because their idempotency key was seen
         self._keys: dict[str, str] = {}
@@ -85,20 +85,24 @@ class WireServer:
                                 "text": text, "receiver": receiver})
             self._new_event.notify_all()
 
+    def _pending(self, after: int) -> list[dict[str, Any]]:
+        return [e for e in self.events[after:] if e["seq"] not in self.acked]
+
     async def _events(self, request: web.Request) -> web.Response:
-        """Long poll: events after the acknowledged ones (unacknowledged ones come again)."""
+        """Long poll: the events after the client's cursor that nobody acknowledged. A new
+        connection starts from 0, so whatever was not acknowledged comes again."""
+        after = int(request.query.get("after", "0"))
         async with self._new_event:
             try:
                 await asyncio.wait_for(self._new_event.wait_for(
-                    lambda: len(self.events) > self.acked), 10)
+                    lambda: bool(self._pending(after))), 10)
             except TimeoutError:
                 pass
-            batch = self.events[self.acked:self.acked + 50]
+            batch = self._pending(after)[:200]
         return web.json_response(batch)
 
     async def _ack(self, request: web.Request) -> web.Response:
-        seq = (await request.json())["seq"]
-        self.acked = max(self.acked, seq)
+        self.acked.add((await request.json())["seq"])
         await self._notify()
         return web.json_response({})
 
@@ -126,6 +130,7 @@ class WireConnector(Connector):
         self.url = url
         self._session: aiohttp.ClientSession | None = None
         self._poller: asyncio.Task[None] | None = None
+        self._workers: list[asyncio.Task[None]] = []
 
     async def start(self, sink: BridgeSink) -> None:
         self._session = aiohttp.ClientSession()
@@ -133,19 +138,44 @@ class WireConnector(Connector):
         self.state = ConnectorState.CONNECTED
 
     async def stop(self) -> None:
-        if self._poller:
-            self._poller.cancel()
+        for task in [self._poller, *self._workers]:
+            if task is not None:
+                task.cancel()
         if self._session:
             await self._session.close()
         self.state = ConnectorState.STOPPED
 
     async def _poll(self, sink: BridgeSink) -> None:
+        """Events of different rooms are handled side by side, those of one room in order."""
         assert self._session is not None
+        after = 0
+        rooms: dict[str, asyncio.Queue[dict[str, Any]]] = {}
         while True:
             try:
-                async with self._session.get(f"{self.url}/events") as response:
+                async with self._session.get(f"{self.url}/events",
+                                             params={"after": str(after)}) as response:
                     batch = await response.json()
-                for event in batch:
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("Polling the wire network failed")
+                await asyncio.sleep(0.5)
+                continue
+            for event in batch:
+                after = max(after, event["seq"])
+                if event["room"] not in rooms:
+                    rooms[event["room"]] = asyncio.Queue()
+                    self._workers.append(asyncio.create_task(
+                        self._room_worker(sink, rooms[event["room"]])))
+                rooms[event["room"]].put_nowait(event)
+
+    async def _room_worker(self, sink: BridgeSink, queue: asyncio.Queue[dict[str, Any]]
+                           ) -> None:
+        assert self._session is not None
+        while True:
+            event = await queue.get()
+            while True:
+                try:
                     await sink.handle_remote_event(RemoteMessage(
                         room=RemoteRoom(event["room"], event["room"]),
                         sender=RemoteUser(event["sender"]), receiver=event["receiver"],
@@ -155,11 +185,12 @@ class WireConnector(Connector):
                     async with self._session.post(f"{self.url}/ack",
                                                   json={"seq": event["seq"]}):
                         pass
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("Polling the wire network failed")
-                await asyncio.sleep(0.5)
+                    break
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("Handling wire event %s failed; trying again", event["seq"])
+                    await asyncio.sleep(0.5)
 
     async def send_message(self, event: MatrixMessage) -> SendResult:
         assert self._session is not None
