@@ -5,7 +5,13 @@ rules, and messages both ways as the person."""
 from __future__ import annotations
 
 import pytest
-from mautrix.types import EventType
+from mautrix.types import (
+    EventType,
+    Format,
+    MediaMessageEventContent,
+    MessageType,
+    TextMessageEventContent,
+)
 
 from tests.fakes.slack import FakeSlack
 from tests.fakes.slack.scenario import World, build_world
@@ -96,8 +102,7 @@ async def test_messages_both_ways_as_the_person(slack_bridge, slack, world, new_
     assert threaded.content.get_thread_parent() is not None
 
 
-def _html(html: str, body: str):
-    from mautrix.types import Format, MessageType, TextMessageEventContent
+def _html(html: str, body: str) -> TextMessageEventContent:
     return TextMessageEventContent(msgtype=MessageType.TEXT, body=body,
                                    format=Format.HTML, formatted_body=html)
 
@@ -145,7 +150,6 @@ async def test_edits_deletes_reactions_and_files_both_ways(slack_bridge, slack, 
                            "the deletion")
     mxc = await alice.client.upload_media(b"a picture", mime_type="image/png",
                                           filename="pic.png")
-    from mautrix.types import MediaMessageEventContent, MessageType
     await alice.client.send_message(portal, MediaMessageEventContent(
         msgtype=MessageType.IMAGE, body="pic.png", url=mxc))
     await slack.wait_until(lambda: any(f.name == "pic.png" for m in slack.messages(general)

@@ -137,8 +137,6 @@ class SlackConnector(Connector):
         self.sessions.pop(persona_id, None)
 
     async def revoke_access(self, external_user_id: str, credentials: dict[str, str]) -> bool:
-        team, _, user = external_user_id.partition("/")
-        session = SlackSession("", team, user, "", credentials)
         try:
             if "refresh_token" in credentials:
                 token = (await self.oauth.refresh(credentials["refresh_token"])).access_token
@@ -146,7 +144,7 @@ class SlackConnector(Connector):
                 token = credentials["access_token"]
             response = await AsyncWebClient(token=token, base_url=self.api_url).auth_revoke()
         except SlackApiError as e:
-            log.info("auth.revoke for %s: %s", session.user, e.response.get("error"))
+            log.info("auth.revoke for %s: %s", external_user_id, e.response.get("error"))
             return False
         return bool(response.get("revoked"))
 
@@ -279,18 +277,9 @@ class SlackConnector(Connector):
                          thread: str | None) -> SendResult:
         attachment = event.attachment
         assert attachment is not None
-        client = await self.client(session)
-        try:
-            response = await client.files_upload_v2(
-                channel=channel, content=attachment.data, filename=attachment.name,
-                title=attachment.name, thread_ts=thread)
-        except SlackApiError as e:
-            if e.response.status_code == 429:
-                raise RateLimited(float(e.response.headers.get("Retry-After", 1))) from e
-            if e.response.get("error") in TOKEN_GONE:
-                raise CredentialsRejected(f"Slack refused the token "
-                                          f"({e.response.get('error')})") from e
-            raise
+        response = await self.call(session, "files_upload_v2", channel=channel,
+                                   content=attachment.data, filename=attachment.name,
+                                   title=attachment.name, thread_ts=thread)
         file_id = response["files"][0]["id"]
         self._remember_sent(channel, file_id)
         return SendResult(file_id)
