@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import subprocess
 
 import pkcs11
 import pytest
@@ -221,3 +222,38 @@ def test_pin_in_config_is_refused(tmp_path):
         load_config(str(path), environ={})
     assert info.value.problems == ["vault.pkcs11.pin: the PIN must not be in the config; use "
                                    "pin_env (an environment variable name) or pin_file"]
+
+
+async def test_key_file_from_elsewhere_is_refused_for_a_new_database(tmp_path, db_uri):
+    # A key file that already holds keys when the database has no vault was made for another
+    # database (or came with a copy of the project): adopting it would seal with a known key.
+    path = tmp_path / "master.key"
+    old = FileKeyProvider(str(path))
+    old.open()
+    old.create_version(1)
+    storage = await open_database(db_uri)
+    try:
+        vault = Vault(FileKeyProvider(str(path)), storage.vault_keys, storage.vault_secrets)
+        with pytest.raises(VaultError, match=r"vault\.file\.key_path: .* older than the database"):
+            await vault.start()
+        assert await storage.vault_keys.master_versions() == {}
+        path.unlink()
+        fresh = Vault(FileKeyProvider(str(path)), storage.vault_keys, storage.vault_secrets)
+        await fresh.start()
+        fresh.stop()
+        # Its own key file opens the same database again after a restart.
+        again = Vault(FileKeyProvider(str(path)), storage.vault_keys, storage.vault_secrets)
+        await again.start()
+        again.stop()
+    finally:
+        await storage.close()
+
+
+def test_key_file_tracked_by_git_is_refused(tmp_path):
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    path = tmp_path / "master.key"
+    FileKeyProvider(str(path)).open()
+    FileKeyProvider(str(path)).open()  # untracked inside a work tree: fine
+    subprocess.run(["git", "-C", str(tmp_path), "add", "master.key"], check=True)
+    with pytest.raises(VaultError, match=r"vault\.file\.key_path: .* is tracked by git"):
+        FileKeyProvider(str(path)).open()

@@ -7,6 +7,7 @@ import json
 import logging
 import secrets
 import stat
+import subprocess
 from pathlib import Path
 
 from cryptography.hazmat.primitives.keywrap import (
@@ -29,11 +30,21 @@ class FileKeyProvider(KeyProvider):
     def __init__(self, path: str) -> None:
         self.path = Path(path)
         self._keys: dict[int, bytes] = {}
+        self._created_now = False
 
     def open(self) -> None:
         if not self.path.exists():
             self._write({})
+            self._created_now = True
             log.info("Created a new vault master key file at %s", self.path)
+        if _tracked_by_git(self.path):
+            # A key in version control is a key everyone with the repository has: whatever it
+            # seals (signing keys, the audit MAC key, every credential) is open to them.
+            raise VaultError(
+                f"vault.file.key_path: {self.path} is tracked by git, so anyone with the "
+                "repository has it. Remove it from the repository (git rm --cached), move it "
+                "out of the work tree and start with a new key and a new database."
+            )
         mode = self.path.stat().st_mode
         if mode & (stat.S_IRWXG | stat.S_IRWXO):
             raise VaultError(
@@ -50,6 +61,16 @@ class FileKeyProvider(KeyProvider):
                              f"file ({e})") from e
         log.warning("The vault's master keys are in the file %s, not in hardware. Use the "
                     "pkcs11 provider with an HSM in production.", self.path)
+
+    def check_new_database(self) -> None:
+        if self._keys and not self._created_now:
+            raise VaultError(
+                f"vault.file.key_path: {self.path} holds master keys but the database has no "
+                "vault: the key file is older than the database it would now seal, so it was "
+                "made for another one (or came with a copy of the project). Point "
+                "vault.file.key_path at the key file of this database, or move the file "
+                "away to let the bridge make a new key."
+            )
 
     def _write(self, keys: dict[int, bytes]) -> None:
         data = {"format": _FORMAT,
@@ -81,3 +102,17 @@ class FileKeyProvider(KeyProvider):
         except InvalidUnwrap as e:
             raise VaultError(f"a data key does not unwrap with master key version {version}: "
                              "the key file or the database was changed") from e
+
+
+def _tracked_by_git(path: Path) -> bool:
+    """Whether `path` is tracked in a git work tree (False when git or a repository is absent)."""
+    directory = path.resolve().parent
+    if not any((parent / ".git").exists() for parent in (directory, *directory.parents)):
+        return False
+    try:
+        result = subprocess.run(
+            ["git", "-C", str(directory), "ls-files", "--error-unmatch", "--", path.name],
+            capture_output=True, timeout=10, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return result.returncode == 0

@@ -22,6 +22,11 @@ class KeyProvider(ABC):
     def close(self) -> None:  # noqa: B027 - optional hook
         """Disconnect."""
 
+    def check_new_database(self) -> None:  # noqa: B027 - optional hook
+        """Called when the database has no vault yet, before master key version 1 is made.
+        Providers whose keys could have come from somewhere else (a file shipped with a copy
+        of the project) raise VaultError here instead of adopting them."""
+
     @abstractmethod
     def has_version(self, version: int) -> bool: ...
 

@@ -89,6 +89,7 @@ class Vault:
         self.provider.open()
         versions = await self.keys.master_versions()
         if not versions:
+            self.provider.check_new_database()
             self.provider.create_version(1)
             await self.keys.add_master(1, self.provider.name)
             versions = {1: MasterState.CURRENT}
