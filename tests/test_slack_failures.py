@@ -140,7 +140,7 @@ async def test_enterprise_grid_install_needs_mfa(start_bridge, slack, new_user, 
     status, page = await authorise(slack, person, url, enterprise_install=True)
     assert status == 400 and "multi-factor" in page and "mfa setup" in page
     await alice.send_text(room, "personas")
-    assert "slack:" not in await alice.wait_for_notice(room, bot, "")
+    assert "No linked accounts yet" in await alice.wait_for_notice(room, bot, "")
 
 
 async def test_token_rotation_refreshes_and_audits(start_bridge, slack, new_user, homeserver):
@@ -163,3 +163,28 @@ async def test_token_rotation_refreshes_and_audits(start_bridge, slack, new_user
         account.id, f"slack:{world.team.id}/{world.alice.id}")
     assert await bridge.storage.vault_secrets.get(*persona.vault_ref, "access_token") is None
     assert await bridge.storage.vault_secrets.get(*persona.vault_ref, "refresh_token")
+
+
+async def test_a_refused_token_refresh_turns_read_only_with_the_relink_prompt(
+        start_bridge, slack, new_user, homeserver):
+    world = build_world(slack)
+    slack.app.token_rotation = True
+    bridge = await start_bridge(extra={"networks": {"slack": slack_settings(
+        slack, callback(homeserver), token_rotation=True)}})
+    alice = await new_user("alice")
+    bot = homeserver.bot_mxid
+    room, portal = await mapped(slack, world, alice, homeserver)
+    slack.revoke_refresh_tokens(world.alice)  # the sealed refresh token stops working
+
+    await alice.send_text(portal, "after the refresh token died")
+    ref = f"slack:{world.team.id}/{world.alice.id}"
+    prompt = await alice.wait_for_notice(room, bot, "read-only")
+    assert f"relink {ref}" in prompt and "invalid_refresh_token" in prompt
+    await alice.wait_for_notice(portal, bot, f"relink {ref}")
+    refreshes = [c for c in slack.calls("oauth.v2.access")
+                 if c.params.get("grant_type") == "refresh_token"]
+    assert [c.error for c in refreshes] == ["invalid_refresh_token"]  # tried once, not retried
+    assert "after the refresh token died" not in texts(slack, world.general)
+    account = await bridge.accounts.for_matrix_user(alice.mxid)
+    persona = await bridge.accounts.find_persona(account.id, ref)
+    assert persona.status.value == "read_only"

@@ -30,10 +30,16 @@ from bridge.sandbox.synapse import LocalSynapse
 DEADLINE = 60.0
 
 
+#: `after=` default of the waits: only events newer than this user's own last message in the
+#: room, so an answer is never confused with an older one of the same kind.
+LAST_SENT = EventID("$last-sent")
+
+
 class MatrixUser:
     def __init__(self, client: ClientAPI) -> None:
         self.client = client
         self.mxid: UserID = client.mxid
+        self._last_sent: dict[RoomID, EventID] = {}
 
     @classmethod
     async def register(cls, synapse: LocalSynapse, prefix: str = "user") -> MatrixUser:
@@ -64,7 +70,15 @@ class MatrixUser:
             content.set_reply(relations["reply_to"])
         if "edit_of" in relations:
             content.set_edit(relations["edit_of"])
-        return await self.client.send_message(room_id, content)
+        event_id = await self.client.send_message(room_id, content)
+        self._last_sent[room_id] = event_id
+        return event_id
+
+    async def mark(self, room_id: RoomID) -> EventID | None:
+        """The newest event in the room now: pass it as `after=` to wait only for what an
+        action that is not this user's message (a remote event, an API call) causes."""
+        events = await self.room_events(room_id, limit=1)
+        return events[-1].event_id if events else None
 
     async def room_events(self, room_id: RoomID, limit: int = 100) -> list[Event]:
         """The room's recent timeline, oldest first."""
@@ -72,22 +86,33 @@ class MatrixUser:
         return list(reversed(page.events))
 
     async def wait_for_event(self, room_id: RoomID, matches: Callable[[Event], bool],
-                             what: str) -> Event:
+                             what: str, after: EventID | None = LAST_SENT) -> Event:
+        """The oldest event matching `matches` newer than `after` (by default this user's own
+        last message in the room; None: anything in the recent timeline)."""
+        if after == LAST_SENT:
+            after = self._last_sent.get(room_id)
         deadline = time.monotonic() + DEADLINE
         while True:
-            for event in await self.room_events(room_id):
+            events = await self.room_events(room_id)
+            ids = [event.event_id for event in events]
+            # When `after` has scrolled out of the page, everything on it is newer.
+            if after in ids:
+                events = events[ids.index(after) + 1:]
+            for event in events:
                 if matches(event):
                     return event
             if time.monotonic() > deadline:
                 raise AssertionError(f"{self.mxid} never saw {what} in {room_id}")
             await asyncio.sleep(0.1)
 
-    async def wait_for_notice(self, room_id: RoomID, sender: UserID, contains: str) -> str:
+    async def wait_for_notice(self, room_id: RoomID, sender: UserID, contains: str,
+                              after: EventID | None = LAST_SENT) -> str:
         event = await self.wait_for_event(
             room_id,
             lambda e: e.type == EventType.ROOM_MESSAGE and e.sender == sender
             and contains in (getattr(e.content, "body", "") or ""),
             f"a message from {sender} containing {contains!r}",
+            after=after,
         )
         return event.content.body
 
