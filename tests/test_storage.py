@@ -78,3 +78,13 @@ async def test_management_rooms(storage):
     assert await storage.management_rooms.get("@a:x") == "!two:x"
     await storage.management_rooms.delete("@a:x")
     assert await storage.management_rooms.get("@a:x") is None
+
+
+async def test_sqlite_database_is_private_to_its_owner(tmp_path):
+    # It holds wrapped data keys, accounts and the audit log: like the key file, 0600.
+    path = tmp_path / "relayforge.db"
+    storage = await open_database(f"sqlite:{path}")  # migrating writes every table
+    await storage.close()
+    written = [p for p in tmp_path.iterdir() if p.name.startswith("relayforge.db")]
+    assert written and all(p.stat().st_mode & 0o777 == 0o600 for p in written), {
+        p.name: oct(p.stat().st_mode & 0o777) for p in written}

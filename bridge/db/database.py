@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from typing import Any, TypeVar
 
 import attrs
@@ -228,10 +229,21 @@ class Storage:
         await self.db.stop()
 
 
+def _create_private(path: str) -> None:
+    """Create a new SQLite file readable by its owner only: it holds wrapped keys, accounts
+    and the audit log. SQLite gives its -wal and -shm files the same mode."""
+    if path.startswith("//"):
+        path = path[2:]
+    if not path or path == ":memory:" or os.path.exists(path):
+        return
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+
+
 async def open_database(uri: str, *, min_size: int = 1, max_size: int = 10) -> Storage:
     """Connect, migrate to the latest schema and return the stores."""
     db_args: dict = {"min_size": min_size, "max_size": max_size}
     if uri.startswith("sqlite:"):
+        _create_private(uri.removeprefix("sqlite:").split("?", 1)[0])
         # One connection, on purpose. mautrix's aiosqlite backend could pool (min_size
         # connections, WAL, busy_timeout), but its transactions are deferred BEGINs: two
         # connections that read and then write (the audit log's read-head-then-append,
