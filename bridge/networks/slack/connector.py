@@ -49,6 +49,9 @@ log = logging.getLogger("relayforge.slack")
 # Errors that mean the person's token is gone for good: read-only until they relink.
 TOKEN_GONE = {"invalid_auth", "token_revoked", "account_inactive", "token_expired",
               "not_authed", "user_removed_from_team", "team_disabled"}
+# What oauth.v2.access answers when a rotating refresh token no longer works (spent, revoked
+# with the app, or the person left): the same for the person as a revoked access token.
+REFRESH_GONE = TOKEN_GONE | {"invalid_refresh_token", "invalid_grant"}
 
 
 class SlackSession:
@@ -163,7 +166,19 @@ class SlackConnector(Connector):
     async def call(self, session: SlackSession, method: str, **params: Any) -> Any:
         """One Web API call as the person; Slack's refusals become what the core
         understands (wait for Retry-After; the token is gone)."""
-        client = await self.client(session)
+        try:
+            # Refreshing a rotating token is a call to Slack too, refused the same ways.
+            client = await self.client(session)
+        except SlackApiError as e:
+            if e.response.status_code == 429:
+                raise RateLimited(float(e.response.headers.get("Retry-After", 1)),
+                                  "Slack rate limit on token refresh") from e
+            error = e.response.get("error")
+            if error in REFRESH_GONE:
+                await self.report_auth_failure(session.persona_id,
+                                               f"Slack refused the token refresh ({error})")
+                raise CredentialsRejected(f"Slack refused the token refresh ({error})") from e
+            raise
         try:
             return await getattr(client, method.replace(".", "_"))(**params)
         except SlackApiError as e:

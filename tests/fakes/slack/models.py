@@ -197,6 +197,9 @@ class SlackApp:
     app_token: str
     redirect_uris: list[str] = attrs.Factory(list)
     token_rotation: bool = False
+    # How long a rotating access token lives (Slack: 12 hours); tests shorten it so the
+    # bridge refreshes before each call.
+    token_lifetime: int = 43_200
     # Socket Mode on: events go over the WebSocket; off: POSTed to request_url (Events API).
     socket_mode: bool = True
     request_url: str | None = None

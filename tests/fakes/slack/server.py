@@ -175,6 +175,14 @@ class FakeSlack:
         """As if the person removed the app: token_revoked, and a tokens_revoked event."""
         await self._handoff(self.state.revoke(self.state.tokens[value]))
 
+    def revoke_refresh_tokens(self, user: UserRef) -> None:
+        """The person's rotating refresh tokens stop working (say, an admin signed them out
+        everywhere): refreshing answers invalid_refresh_token."""
+        person = self._user(user)
+        for value, token in list(self.state.refresh_tokens.items()):
+            if token.user is person:
+                del self.state.refresh_tokens[value]
+
     def expire_token(self, value: str) -> None:
         self.state.tokens[value].expires_at = self.state.now() - 1
 

@@ -33,7 +33,6 @@ Emit = Callable[..., Deliveries]
 
 # Slack refuses longer messages with msg_too_long.
 MAX_TEXT = 40_000
-ROTATION_LIFETIME = 43_200
 
 
 def _no_emit(*_args: Any, **_kwargs: Any) -> Deliveries:
@@ -159,9 +158,10 @@ class SlackState:
         return channel
 
     def issue_token(self, user: User, app: SlackApp, scopes: Iterable[str] | None = None, *,
-                    rotation: bool | None = None, expires_in: int = ROTATION_LIFETIME,
+                    rotation: bool | None = None, expires_in: int | None = None,
                     enterprise_install: bool = False) -> Token:
         rotation = app.token_rotation if rotation is None else rotation
+        expires_in = app.token_lifetime if expires_in is None else expires_in
         if rotation:
             value = f"xoxe.xoxp-1-{secrets.token_hex(40)}"
         else:
