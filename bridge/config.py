@@ -9,6 +9,7 @@ overrides are never written back to the file (they often carry secrets).
 from __future__ import annotations
 
 import copy
+import io
 import ipaddress
 import os
 import re
@@ -20,6 +21,9 @@ from mautrix.util.config import BaseFileConfig
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap
 from ruamel.yaml.error import YAMLError
+from ruamel.yaml.util import load_yaml_guess_indent
+
+from .util.files import write_private
 
 ENV_PREFIX = "RELAYFORGE_"
 PERMISSION_LEVELS = ("relay", "user", "admin")
@@ -310,7 +314,11 @@ class Config(BaseFileConfig):
 
     def load(self) -> None:
         try:
-            super().load()
+            with open(self.path) as stream:
+                text = stream.read()
+            # Keep the admin's quoting and indentation when -g writes tokens back.
+            self._yaml = _round_trip_yaml(*_guess_indent(text))
+            self._data = self._yaml.load(text)
         except FileNotFoundError as e:
             raise ConfigError(
                 [f"file not found; copy config.example.yaml to {self.path} and edit it"],
@@ -411,10 +419,35 @@ class Config(BaseFileConfig):
         set_path(self.effective, key, value)
 
     def save(self) -> None:
-        super().save()
-        if os.path.exists(self.path):
-            # The file now holds the appservice tokens: keep it private to its owner.
-            os.chmod(self.path, 0o600)
+        # The file now holds the appservice tokens: private to its owner, written atomically.
+        text = io.StringIO()
+        (getattr(self, "_yaml", None) or _round_trip_yaml(4, 6, 4)).dump(self._data, text)
+        write_private(self.path, text.getvalue())
+
+
+def _guess_indent(text: str) -> tuple[int, int, int]:
+    """(mapping indent, sequence indent, dash offset) as the file uses them."""
+    mapping = next((len(line) - len(line.lstrip(" ")) for line in text.splitlines()
+                    if line.startswith(" ") and not line.lstrip().startswith(("#", "-"))
+                    and ":" in line), 4)
+    _, sequence, offset = load_yaml_guess_indent(text)
+    if sequence is None or offset is None:
+        return mapping, mapping + 2, mapping
+    return mapping, sequence, offset
+
+
+def _represent_null(representer: Any, _: None) -> Any:
+    return representer.represent_scalar("tag:yaml.org,2002:null", "null")
+
+
+def _round_trip_yaml(mapping: int, sequence: int, offset: int) -> YAML:
+    yaml = YAML()
+    yaml.preserve_quotes = True
+    yaml.width = 200
+    yaml.indent(mapping=mapping, sequence=sequence, offset=offset)
+    # An admin's `null` stays `null` instead of becoming an empty value.
+    yaml.representer.add_representer(type(None), _represent_null)
+    return yaml
 
 
 def _check_permissions(permissions: Mapping[str, Any]) -> list[str]:
