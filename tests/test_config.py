@@ -186,3 +186,37 @@ def test_policy_with_an_unknown_action_is_named(tmp_path):
                                                "        xmpp: [send, shout]\n")
     assert problems == ["policy.allowed_actions.xmpp: unknown shout; expected some of send, "
                         "edit, delete, react, typing, read"]
+
+
+def test_generate_changes_only_the_tokens(tmp_path):
+    # An admin's quoting, nulls, two-space indentation and sequences survive -g untouched.
+    original = (
+        "# ours\n"
+        "homeserver:\n"
+        "  address: 'http://127.0.0.1:8008'   # single-quoted\n"
+        '  domain: "example.org"\n'
+        "appservice:\n"
+        '  address: "http://127.0.0.1:29340"\n'
+        "  as_token: null\n"
+        "  hs_token: ~\n"
+        "  bot_displayname: null\n"
+        "bridge:\n"
+        "  permissions:\n"
+        "    '*': relay\n"
+        '    "example.org": admin\n'
+        "identity:\n"
+        "  default_profiles:\n"
+        "    - Jobb\n"
+        '    - "Privat"\n'
+    )
+    path = tmp_path / "config.yaml"
+    path.write_text(original)
+    generate_registration(load_config(str(path), for_run=False, environ={}),
+                          str(tmp_path / "registration.yaml"))
+    written = path.read_text().splitlines()
+    expected = original.splitlines()
+    assert len(written) == len(expected)
+    changed = [(old, new) for old, new in zip(expected, written, strict=True) if old != new]
+    assert [old for old, _ in changed] == ["  as_token: null", "  hs_token: ~"]
+    assert all(new.startswith(("  as_token: ", "  hs_token: ")) for _, new in changed)
+    assert path.stat().st_mode & 0o777 == 0o600
