@@ -1,8 +1,13 @@
 """Who acts on the remote side when a Matrix user writes in a portal, and with what token.
 
 The sender's own persona on that network acts, with a fresh impersonation token for exactly
-this action in exactly this room. Without one, a rule in relay mode lets the rule owner's
-persona carry the message ("Name: message"); otherwise the person is told how to link.
+this action in exactly this room. Which persona is never a guess: a direct chat is answered by
+the persona whose conversation it is (the portal's receiver); in a shared room by the persona
+of the sender's rule mapping it (the portal's own rule first), or the sender's only account on
+that network. When two of the sender's accounts could write and nothing says which, nothing is
+sent and the sender is told how to choose. Without a persona, a rule in relay mode lets the
+rule owner's persona carry the message ("Name: message"); otherwise the person is told how
+to link.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 import attrs
 
 from ..db import Portal, Storage
+from ..db.mapping_rule import MappingRule
 from ..db.persona import Persona, PersonaStatus
 from ..security.capabilities import Capabilities
 from ..security.impersonation import Action, Target, TokenMinter
@@ -79,6 +85,62 @@ class Authority:
         if persona is not None:
             raise NeedsRelink(persona)
 
+    async def _own_persona(self, account_id: str, portal: Portal, rules: list[MappingRule]
+                           ) -> Persona | None:
+        """The sender's persona that can see this portal's conversation, or None when they
+        have none there; raises when it is another's direct chat or when it is ambiguous."""
+        if portal.receiver is not None:
+            return await self._receiver(account_id, portal)
+        personas = await self._personas(account_id, portal.network)
+        mine = [r for r in rules if r.account_id == account_id]
+        if not mine:
+            candidates = personas
+        else:
+            # The persona of each of the sender's rules: the profile's first active one,
+            # as the mapping joins the room with (MappingRules.persona_in).
+            by_rule = {r.id: p for r in mine
+                       if (p := next((p for p in personas if p.profile_id == r.profile_id),
+                                     None)) is not None}
+            if portal.rule_id in by_rule:
+                return by_rule[portal.rule_id]
+            candidates = list({p.id: p for p in by_rule.values()}.values())
+        if len(candidates) > 1:
+            raise await self._ambiguous(account_id, portal, candidates, bool(mine))
+        return candidates[0] if candidates else None
+
+    async def _receiver(self, account_id: str, portal: Portal) -> Persona:
+        """A direct chat: only the persona whose conversation it is may answer, as itself."""
+        persona = await self.storage.personas.get(portal.receiver or "")
+        owner = persona and await self.storage.db.fetchval(
+            "SELECT account_id FROM profile WHERE id=$1", persona.profile_id)
+        if persona is None:
+            raise NotAllowedHere(f"The {portal.network} account this direct chat belongs to is "
+                                 "no longer linked, so this was not sent.")
+        ref = f"{persona.platform}:{persona.external_user_id}"
+        if owner != account_id:
+            raise NotAllowedHere(f"This is the direct chat of {ref}, which is not yours: "
+                                 "only its owner can write here, so this was not sent.")
+        if persona.status in _WAITING:
+            raise NeedsRelink(persona)
+        if persona.status != PersonaStatus.ACTIVE:
+            raise NotAllowedHere(
+                f"This direct chat belongs to {ref}, which is paused, so this was not sent. "
+                f'Send "resume {ref}" in your management room to go on.')
+        return persona
+
+    async def _ambiguous(self, account_id: str, portal: Portal, candidates: list[Persona],
+                         has_rules: bool) -> NotAllowedHere:
+        names = {p.id: p.name for p in await self.storage.profiles.for_account(account_id)}
+        which = ", ".join(f"{p.external_user_id} ({names.get(p.profile_id, '?')})"
+                          for p in candidates)
+        remedy = (f'Keep the rule of only one profile for {portal.remote_id} ("rules", then '
+                  '"unmap RULE")' if has_rules else
+                  f"Map the room in the profile that should write here: map {portal.network} "
+                  f"{portal.remote_id} --profile NAME")
+        return NotAllowedHere(f"Several of your {portal.network} accounts can write here "
+                              f"({which}) and nothing says which one should, so this was not "
+                              f"sent. {remedy}.")
+
     async def act(self, sender: str, portal: Portal, action: Action) -> Acting:
         refusal = self.policy.refusal(portal.network, portal.remote_id, action)
         if refusal is not None:
@@ -90,10 +152,7 @@ class Authority:
         account = await self.storage.accounts.by_mxid(sender)
         persona = None
         if account is not None:
-            personas = await self._personas(account.id, portal.network)
-            mine = {r.profile_id for r in rules if r.account_id == account.id}
-            persona = next((p for p in personas if p.profile_id in mine), None) or (
-                personas[0] if personas else None)
+            persona = await self._own_persona(account.id, portal, rules)
         relayed_for = None
         if persona is None and account is not None:
             await self._raise_if_waiting(account.id, portal.network)

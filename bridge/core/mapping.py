@@ -84,9 +84,10 @@ class MappingRules:
         except (LoginFailed, TimeoutError, NotImplementedError) as e:
             raise RuleRefused(f"Could not join {rule.remote} on {rule.network}: {e}") from e
         if rule.target_room:
-            portal = await self.portals.adopt(rule.network, room, rule.target_room)
+            portal = await self.portals.adopt(rule.network, room, rule.target_room,
+                                              rule_id=rule.id)
         else:
-            portal = await self.portals.ensure(rule.network, room, owner)
+            portal = await self.portals.ensure(rule.network, room, owner, rule_id=rule.id)
         profile = next(p for p in await self.storage.profiles.for_account(rule.account_id)
                        if p.id == rule.profile_id)
         if profile.space_mxid and portal.mxid:

@@ -146,7 +146,10 @@ class Router:
         messages = self.storage.messages
         if await messages.get_by_remote(network, event.room.remote_id, event.message_id):
             return  # delivered twice by the network: already in Matrix
-        portal = await self.portals.ensure(network, event.room, _user(event.receiver))
+        # A direct chat is the conversation of the persona whose session saw it.
+        portal = await self.portals.ensure(
+            network, event.room, _user(event.receiver),
+            persona_id=event.persona_id if event.room.direct else None)
         intent = await self.ghosts.ensure(network, event.sender)
         content = (await _media_content(intent, event.attachment) if event.attachment
                    else _text_content(event.text, event.html))

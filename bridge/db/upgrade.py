@@ -350,3 +350,19 @@ async def upgrade_v8(conn: Connection, scheme: Scheme) -> None:
             refused_at BIGINT
         )
     """)
+
+
+@upgrade_table.register(description="Portals record whose conversation they are")
+async def upgrade_v9(conn: Connection) -> None:
+    # A direct chat belongs to the one persona whose session saw it (`receiver`); a room a
+    # rule brought in belongs to that rule. Outbound sends act as exactly that persona.
+    await conn.execute("ALTER TABLE portal ADD COLUMN receiver TEXT")
+    await conn.execute("ALTER TABLE portal ADD COLUMN rule_id TEXT")
+    # Rooms mapped before: the oldest rule naming them mapped them. Direct chats of old rows
+    # learn their receiver from the next message their persona's session sees.
+    await conn.execute("""
+        UPDATE portal SET rule_id = (
+            SELECT r.id FROM mapping_rule r
+            WHERE r.network = portal.network AND r.remote = portal.remote_id
+            ORDER BY r.created_at LIMIT 1)
+    """)

@@ -55,25 +55,53 @@ class Portals:
             self._keep(portal)
         return portal
 
-    async def ensure(self, network: str, room: RemoteRoom, receiver: UserID | None) -> Portal:
+    async def ensure(self, network: str, room: RemoteRoom, receiver: UserID | None, *,
+                     persona_id: str | None = None, rule_id: str | None = None) -> Portal:
+        """The portal of a remote room, created when missing. `persona_id` is the persona
+        whose direct chat it is (the session that saw it); `rule_id` the rule mapping it."""
         async with self._locks[(network, room.remote_id)]:
             portal = await self.get(network, room.remote_id)
             if portal is None:
-                portal = await self._create(network, room, receiver)
-            elif receiver:
+                portal = await self._create(network, room, receiver, persona_id, rule_id)
+                return portal
+            portal = await self._own(portal, persona_id, rule_id)
+            if receiver:
                 await self._invite(portal.mxid, receiver)
             return portal
 
-    async def adopt(self, network: str, room: RemoteRoom, room_id: RoomID) -> Portal:
+    async def adopt(self, network: str, room: RemoteRoom, room_id: RoomID, *,
+                    rule_id: str | None = None) -> Portal:
         """Use an existing Matrix room (the bot must be in it) as the portal of a remote room."""
         async with self._locks[(network, room.remote_id)]:
             portal = await self.get(network, room.remote_id)
             if portal is not None:
-                return portal
+                return await self._own(portal, None, rule_id)
             if not await self.bot_intent.state_store.is_joined(room_id, self.bot_intent.mxid):
                 await self.bot_intent.join_room_by_id(room_id)
             return self._changed(await self.store.insert(network, room.remote_id, room_id,
-                                                         room.name or room.remote_id))
+                                                         room.name or room.remote_id,
+                                                         rule_id=rule_id))
+
+    async def _own(self, portal: Portal, persona_id: str | None, rule_id: str | None
+                   ) -> Portal:
+        """Record who an existing portal belongs to, if it does not say yet; refuse to mix
+        another persona's direct chat into it."""
+        if persona_id and portal.receiver not in (None, persona_id):
+            raise PortalOfAnotherPersona(portal)
+        changed = False
+        if persona_id and portal.receiver is None and portal.rule_id is None:
+            changed = await self.store.claim_receiver(portal.network, portal.remote_id,
+                                                      persona_id)
+        if rule_id and portal.rule_id is None:
+            await self.store.set_rule(portal.network, portal.remote_id, rule_id)
+            changed = True
+        if not changed:
+            return portal
+        self.forget(portal.network, portal.remote_id)
+        fresh = await self.store.get(portal.network, portal.remote_id)
+        assert fresh is not None  # portals are never deleted
+        self._keep(fresh)
+        return fresh
 
     async def set_name(self, network: str, remote_id: str, name: str | None) -> None:
         async with self._locks[(network, remote_id)]:
@@ -98,7 +126,8 @@ class Portals:
         self._keep(portal)
         return portal
 
-    async def _create(self, network: str, room: RemoteRoom, receiver: UserID | None) -> Portal:
+    async def _create(self, network: str, room: RemoteRoom, receiver: UserID | None,
+                      persona_id: str | None, rule_id: str | None) -> Portal:
         name = room.name or room.remote_id
         room_id = await self.bot_intent.create_room(
             name=name,
@@ -106,7 +135,8 @@ class Portals:
             invitees=[receiver] if receiver else [],
         )
         log.info("Created portal %s for %s room %s", room_id, network, room.remote_id)
-        return self._changed(await self.store.insert(network, room.remote_id, room_id, name))
+        return self._changed(await self.store.insert(network, room.remote_id, room_id, name,
+                                                     receiver=persona_id, rule_id=rule_id))
 
     async def _invite(self, room_id: RoomID, user: UserID) -> None:
         # The state store keeps membership in memory (CachedASStateStore), and mautrix's own
@@ -116,3 +146,14 @@ class Portals:
         member = await self.bot_intent.state_store.get_member(room_id, user)
         if member is None or member.membership not in (Membership.INVITE, Membership.JOIN):
             await self.bot_intent.invite_user(room_id, user)
+
+
+class PortalOfAnotherPersona(Exception):
+    """A direct chat seen by one persona arrived under the remote id of another persona's
+    direct chat: the connector must name direct chats per receiving account. Nothing is
+    mixed into the other person's room."""
+
+    def __init__(self, portal: Portal) -> None:
+        super().__init__(f"{portal.network} room {portal.remote_id} is the direct chat of "
+                         f"persona {portal.receiver}")
+        self.portal = portal

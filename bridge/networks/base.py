@@ -61,6 +61,11 @@ class RemoteRoom:
     remote_id: str
     name: str | None = None
     topic: str | None = None
+    # A direct chat (one-to-one or a small group chat) is one account's conversation: its
+    # portal belongs to the persona whose session saw it, and only that persona answers in
+    # it. Its remote id must differ per receiving account (XMPP "own jid|contact", Slack
+    # "team/D..."), as two of a person's accounts talking to one contact are two chats.
+    direct: bool = False
 
 
 # ---- remote -> Matrix ---------------------------------------------------------------------------

@@ -128,7 +128,8 @@ class SlackEvents:
         else:
             name = f"#{info.get('name', channel)}"
         topic = (info.get("topic") or {}).get("value") or None
-        room = RemoteRoom(f"{session.team}/{channel}", name=name, topic=topic)
+        room = RemoteRoom(f"{session.team}/{channel}", name=name, topic=topic,
+                          direct=bool(info.get("is_im") or info.get("is_mpim")))
         self._rooms[key] = room
         return room
 

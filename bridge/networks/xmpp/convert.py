@@ -50,7 +50,7 @@ def inbound_events(msg: Message, session: Session) -> list[RemoteEvent]:
         sender = RemoteUser(str(msg["from"]), display_name=msg["from"].resource)
     else:
         contact = msg["from"].bare
-        room = RemoteRoom(dm_room(session.jid, contact), name=contact)
+        room = RemoteRoom(dm_room(session.jid, contact), name=contact, direct=True)
         sender = RemoteUser(contact, display_name=msg["from"].user)
     # A message that waited keeps the time it was sent.
     when = int(msg["delay"]["stamp"].timestamp() * 1000) if delayed else None
