@@ -182,18 +182,30 @@ class Router:
 
     async def _remote_redaction(self, network: str, event: RemoteRedaction) -> None:
         target = await self._target(network, event.room, event.target_id)
-        if target is None:
+        if target is None or not self._remote_author(network, event, target, "correction"):
             return
         intent = await self.ghosts.ensure(network, event.sender)
         await intent.redact(target.room_mxid, target.mxid)
         await self.storage.messages.delete(target.mxid)
+
+    def _remote_author(self, network: str, event: RemoteEdit | RemoteRedaction,
+                       target: MessageRow, what: str) -> bool:
+        """Only the author may change a message (XEP-0308/0424, Matrix's edit rules): the
+        Matrix copy was sent by the ghost of its remote author, so a correction or deletion
+        from anyone else, or of a message a Matrix user wrote, is ignored."""
+        author = self.ghosts.templates[network].mxid(event.sender.remote_id)
+        if target.sender_mxid == author:
+            return True
+        log.warning("Ignored a %s %s of %s in %s by %s: not its author", network, what,
+                    event.target_id, event.room.remote_id, event.sender.remote_id)
+        return False
 
     async def _remote_reaction(self, network: str, event: RemoteReaction) -> None:
         messages = self.storage.messages
         if await messages.get_by_remote(network, event.room.remote_id, event.reaction_id):
             return
         target = await self._target(network, event.room, event.target_id)
-        if target is None:
+        if target is None or not self._remote_author(network, event, target, "deletion"):
             return
         intent = await self.ghosts.ensure(network, event.sender)
         event_id = await intent.react(
@@ -275,6 +287,12 @@ class Router:
             target = await self.storage.messages.get_by_mxid(edit_of)
             if target is None:
                 return
+            if target.sender_mxid != evt.sender or target.kind != MessageKind.MESSAGE:
+                # Matrix shows an edit only from the original's sender; one that names
+                # someone else's message must not rewrite it on the network either.
+                log.info("Not bridging edit %s by %s of %s: not its author", evt.event_id,
+                         evt.sender, edit_of)
+                return
             token, prefix, persona_id = await self._acting_as(connector, evt.sender, portal,
                                                               Action.EDIT)
             await self._deliver(portal, "edit", connector.deliver(MatrixEdit(
@@ -336,6 +354,14 @@ class Router:
     async def handle_matrix_redaction(self, portal: Portal, evt: RedactionEvent) -> None:
         target = await self.storage.messages.get_by_mxid(evt.redacts)
         if target is None:
+            return
+        if target.sender_mxid != evt.sender:
+            # A moderator (or anyone with the power to redact) removed someone else's message:
+            # that removes the Matrix copy only. The network's own rules decide who may
+            # delete there, and the bridge must not delete as the moderator's account.
+            log.info("Redaction %s by %s of %s's %s stays in Matrix", evt.event_id,
+                     evt.sender, target.sender_mxid, target.mxid)
+            await self.storage.messages.delete(target.mxid)
             return
         connector, room = self._connector(portal), RemoteRoom(portal.remote_id, portal.name)
         token, _, persona_id = await self._acting_as(connector, evt.sender, portal,
