@@ -19,6 +19,7 @@ from .core.authority import Authority
 from .core.delivery import Delivery, DeliverySettings
 from .core.linking import Linking
 from .core.mapping import MappingRules
+from .core.media import MediaFetcher, MediaLimits
 from .core.router import Router
 from .core.sessions import PersonaSessions
 from .db import Storage, open_database
@@ -194,7 +195,9 @@ class Bridge:
         await self._wait_for_homeserver()
         await bot_intent.ensure_registered()
         await bot_intent.set_displayname(cfg["appservice.bot_displayname"])
+        media = MediaFetcher(MediaLimits.from_settings(cfg.get("media")))
         for network, connector in self.connectors.items():
+            connector.media = media
             connector.verifier = self.security.verifier
             connector.on_auth_failure = self.security.anomalies.remote_auth_failure
             await connector.start(self.router.sink_for(network))

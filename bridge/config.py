@@ -98,6 +98,12 @@ def _is_mapping(value: Any) -> bool:
     return isinstance(value, Mapping)
 
 
+def _is_host_list(value: Any) -> bool:
+    from .core.media import is_valid_host_entry
+
+    return isinstance(value, list) and all(is_valid_host_entry(v) for v in value)
+
+
 @attrs.frozen
 class Key:
     """One config key: where it lives, whether it must be given, and what a good value is."""
@@ -163,6 +169,14 @@ SCHEMA: tuple[Key, ...] = (
     Key("delivery.backoff_max_seconds", lambda v: _is_number(v) and 0 < v <= 86400,
         "seconds between 0 and 86400 (the longest delay between retries)", default=300.0),
     Key("delivery.status_events", _is_bool, "true or false", default=True),
+    Key("media.max_bytes", _is_positive_int, "the largest file, in bytes, the bridge fetches "
+        "from a network", default=50 * 1024 * 1024),
+    Key("media.timeout_seconds", lambda v: _is_number(v) and 0 < v <= 3600,
+        "seconds between 0 and 3600 (for one whole file download)", default=60.0),
+    Key("media.max_redirects", lambda v: isinstance(v, int) and not isinstance(v, bool)
+        and 0 <= v <= 20, "a number of redirects between 0 and 20", default=5),
+    Key("media.trusted_hosts", _is_host_list,
+        'a list of "host" or "host:port" entries, e.g. ["files.internal:8443"]', default=[]),
     Key("security.mfa.fresh_seconds", _is_positive_int,
         "a positive number of seconds a passed MFA check counts as fresh", default=300),
     Key("security.mfa.max_failures", _is_positive_int,

@@ -161,7 +161,11 @@ def prosody(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProsodyServer]
 @pytest.fixture
 async def xmpp_bridge(start_bridge: BridgeFactory, prosody: ProsodyServer) -> Bridge:
     return await start_bridge(extra={"networks": {"xmpp": {
-        "enabled": True, "ca_file": str(prosody.ca), "nameserver": prosody.nameserver}}})
+        "enabled": True, "ca_file": str(prosody.ca), "nameserver": prosody.nameserver}},
+        # Prosody's upload service listens on loopback here: the admin names it, as one
+        # would an in-house upload server (internal addresses are refused otherwise).
+        "media": {"trusted_hosts": [f"127.0.0.1:{prosody.http_port}"]}})
+
 
 
 @pytest.fixture

@@ -170,6 +170,12 @@ class Router:
         )
         await self._remember(network, event.room, event.message_id, MessageKind.MESSAGE,
                              event_id, portal, intent.mxid)
+        if event.file_refused:
+            # Said by the bridge, not the sender's ghost: the sender never wrote it.
+            await self.portals.bot_intent.send_message(
+                portal.mxid, TextMessageEventContent(msgtype=MessageType.NOTICE,
+                                                     body=event.file_refused),
+                txn_id=_txn_id(network, event.room, f"{event.message_id}\0file refused"))
 
     async def _remote_edit(self, network: str, event: RemoteEdit) -> None:
         target = await self._target(network, event.room, event.target_id)

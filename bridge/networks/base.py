@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 import attrs
 
+from ..core.media import FetchedMedia, MediaFetcher, MediaScope
 from ..security.access_tokens import RefreshFn
 from ..security.impersonation import (
     Action,
@@ -94,6 +95,9 @@ class RemoteMessage(RemoteEvent):
     # mentions, for `m.mentions`.
     mentions: tuple[str, ...] = ()
     mentions_room: bool = False
+    # Why a file that came with this message was not brought over (too large, an address the
+    # bridge may not fetch), as a sentence; the core tells the room, after the text.
+    file_refused: str | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -260,6 +264,21 @@ class Connector(ABC):
         # Set by the core: called with (persona id, reason) when the network refuses a
         # person's stored credentials, so repeated refusals can stop the persona.
         self.on_auth_failure: Callable[[str, str], Awaitable[None]] | None = None
+        # Set by the core from `media.*`: the one fetcher for files remote events point at.
+        self.media = MediaFetcher()
+
+    def media_scope(self) -> MediaScope:
+        """Where this network's credentials may go with a file download (its own hosts
+        only), which configured endpoints of it may be on internal addresses, and whether
+        it is https only. The default: no credentials anywhere, nothing trusted."""
+        return MediaScope()
+
+    async def fetch_media(self, url: str, credentials: Mapping[str, str] | None = None,
+                          **options: Any) -> FetchedMedia:
+        """Fetch a file a remote event points at, under the bridge's media rules; raises
+        `MediaRefused` saying why not."""
+        return await self.media.fetch(url, self.media_scope(), credentials=credentials,
+                                      **options)
 
     async def report_auth_failure(self, persona_id: str, reason: str) -> None:
         """The network refused a linked person's credentials (signing in again, say)."""

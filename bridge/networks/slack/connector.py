@@ -24,6 +24,7 @@ from slack_sdk.socket_mode.request import SocketModeRequest
 from slack_sdk.socket_mode.response import SocketModeResponse
 from slack_sdk.web.async_client import AsyncWebClient
 
+from ...core.media import MediaScope, origin_of
 from ..base import (
     BridgeSink,
     Connector,
@@ -111,6 +112,14 @@ class SlackConnector(Connector):
 
     def web_routes(self) -> list[tuple[str, str, Callable[[Any], Awaitable[Any]]]]:
         return [("POST", "/slack/events", self._events_api)]
+
+    def media_scope(self) -> MediaScope:
+        # The person's token goes only to Slack's own hosts (files.slack.com for url_private)
+        # and to the API endpoint the admin configured, which gets it with every call anyway;
+        # never to avatar CDNs (slack-edge.com, gravatar) or anywhere an event points.
+        api = origin_of(self.api_url)
+        return MediaScope(credential_origins=("https://slack.com", "https://*.slack.com", api),
+                          trusted_origins=(api,), https_only=api.startswith("https:"))
 
     # ---- linking ----------------------------------------------------------------------------
 

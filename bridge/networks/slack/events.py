@@ -7,8 +7,7 @@ import re
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
-import aiohttp
-
+from ...core.media import FetchedMedia, MediaRefused
 from ..base import (
     Attachment,
     RemoteEdit,
@@ -99,9 +98,11 @@ class SlackEvents:
         avatar = None
         picture = profile.get("image_192") or profile.get("image_72")
         if picture:
-            data = await self.download(session, picture)
-            if data is not None:
-                avatar = Attachment("avatar.png", "image/png", data)
+            try:
+                fetched = await self.download(session, picture)
+                avatar = Attachment("avatar.png", fetched.mimetype, fetched.data)
+            except MediaRefused as e:
+                log.info("No avatar for Slack user %s: %s", user["id"], e)
         remote = RemoteUser(f"{team}/{user['id']}", display_name=name, avatar=avatar)
         self._users[(team, user["id"])] = remote
         return remote
@@ -133,19 +134,12 @@ class SlackEvents:
         self._rooms[key] = room
         return room
 
-    async def download(self, session: SlackSession, url: str) -> bytes | None:
-        """A file or picture; Slack's private URLs need the person's token."""
+    async def download(self, session: SlackSession, url: str) -> FetchedMedia:
+        """A file or picture. Slack's private URLs need the person's token; the media
+        fetcher sends it only to Slack's own hosts (`SlackConnector.media_scope`), so a URL
+        in an event pointing elsewhere never gets it. Raises MediaRefused."""
         client = await self.c.client(session)
-        headers = {"Authorization": f"Bearer {client.token}"}
-        try:
-            async with aiohttp.ClientSession() as http, http.get(url, headers=headers) as r:
-                if r.status != 200:
-                    log.warning("Slack file download answered %s", r.status)
-                    return None
-                return await r.read()
-        except aiohttp.ClientError as e:
-            log.warning("Slack file download failed: %s", e)
-            return None
+        return await self.c.fetch_media(url, {"Authorization": f"Bearer {client.token}"})
 
     # ---- messages ---------------------------------------------------------------------------
 
@@ -237,15 +231,22 @@ class SlackEvents:
                 mentions_room=formatted.mentions_room))
         for file in files:
             url = file.get("url_private_download") or file.get("url_private")
-            data = await self.download(session, url) if url else None
-            if data is None:
+            if not url:
                 continue
             name = file.get("name") or "file"
+            message_id = ts if not text and file is files[0] else f"{ts}/{file.get('id')}"
+            try:
+                fetched = await self.download(session, url)
+            except MediaRefused as e:
+                # The file's name still arrives, and the room is told why the file did not.
+                log.warning("Slack file %s in %s not bridged: %s", file.get("id"), channel, e)
+                await self._emit(RemoteMessage(**common, message_id=message_id, text=name,
+                                               file_refused=e.notice(name)))
+                continue
             await self._emit(RemoteMessage(
-                **common, message_id=ts if not text and file is files[0]
-                else f"{ts}/{file.get('id')}", text=name,
-                attachment=Attachment(name, file.get("mimetype") or
-                                      "application/octet-stream", data)))
+                **common, message_id=message_id, text=name,
+                attachment=Attachment(name, file.get("mimetype") or fetched.mimetype,
+                                      fetched.data)))
 
     async def _reaction(self, session: SlackSession, team: str, event: dict[str, Any]) -> None:
         item = event.get("item") or {}

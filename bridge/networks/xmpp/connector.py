@@ -14,7 +14,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import unquote
 
-import aiohttp
 import attrs
 from slixmpp import JID, Message
 from slixmpp.exceptions import IqError, IqTimeout
@@ -23,6 +22,7 @@ from slixmpp.xmlstream.handler import CoroutineCallback
 from slixmpp.xmlstream.matcher import StanzaPath
 from yarl import URL
 
+from ...core.media import MediaRefused
 from ..base import (
     Attachment,
     BridgeSink,
@@ -48,8 +48,14 @@ from .formatting import to_xhtml_im
 
 log = logging.getLogger("relayforge.xmpp")
 LOGIN_TIMEOUT = 30
-MAX_FILE = 50 * 1024 * 1024
 DM_SEPARATOR = "|"  # portal id of a direct chat: "<persona jid>|<contact jid>"
+
+
+def _file_name(url: str) -> str:
+    try:
+        return unquote(URL(url).name) or "file"
+    except ValueError:
+        return "file"
 
 
 def dm_room(own: str, contact: str) -> str:
@@ -212,29 +218,21 @@ class XmppConnector(Connector):
         return bool(stanza_id) and stanza_id in self._sent_set
 
     async def with_file(self, event: RemoteMessage, url: str) -> RemoteMessage:
-        """Fetch a shared file so it can be uploaded to Matrix; on failure keep the link."""
+        """Fetch a shared file so it can be uploaded to Matrix. The link comes from whoever
+        sent the message, so it goes through the core's media fetcher (no internal
+        addresses, size and time limits); when refused, the link stays as the text and the
+        room is told why."""
         ssl_context = ssl.create_default_context()
         if self.settings.get("ca_file"):
             ssl_context.load_verify_locations(self.settings["ca_file"])
         try:
-            async with aiohttp.ClientSession() as http, http.get(
-                    url, ssl=ssl_context, timeout=aiohttp.ClientTimeout(total=60)) as response:
-                response.raise_for_status()
-                if (response.content_length or 0) > MAX_FILE:
-                    return event
-                data = b""
-                async for chunk in response.content.iter_chunked(65536):
-                    data += chunk
-                    if len(data) > MAX_FILE:
-                        break
-                mimetype = response.content_type or "application/octet-stream"
-        except (aiohttp.ClientError, TimeoutError) as e:
-            log.warning("Could not fetch a shared file: %s", e)
-            return event
-        if len(data) > MAX_FILE:
-            return event
-        name = unquote(URL(url).name) or "file"
-        return attrs.evolve(event, text=name, attachment=Attachment(name, mimetype, data))
+            fetched = await self.fetch_media(url, ssl_context=ssl_context)
+        except MediaRefused as e:
+            log.warning("Shared file from %s not bridged: %s", event.sender.remote_id, e)
+            return attrs.evolve(event, file_refused=e.notice(_file_name(url)))
+        name = _file_name(url)
+        return attrs.evolve(event, text=name,
+                            attachment=Attachment(name, fetched.mimetype, fetched.data))
 
     def make_client(self, jid: str, password: str) -> XmppClient:
         return XmppClient(jid, password, ca_file=self.settings.get("ca_file") or None,
