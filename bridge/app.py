@@ -241,8 +241,8 @@ class Bridge:
         anomalies = self.security.anomalies
         anomalies.notify = self.bot.tell
         anomalies.on_stopped.append(self.sessions.follow)
-        if self.delivery is not None:  # a send refused for bad credentials is a failure too
-            self.delivery.on_read_only.append(anomalies.remote_auth_failure)
+        # A send refused for bad credentials is counted where the connector reports it
+        # (`Connector.deliver`), once: not again when the persona turns read-only.
 
     def _workspace_of(self, network: str, channel: str) -> str:
         connector = self.connectors.get(network)

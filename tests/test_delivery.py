@@ -4,6 +4,7 @@ a person's access."""
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from itertools import pairwise
 
@@ -12,6 +13,20 @@ from mautrix.types import BeeperMessageStatusEventContent, EventType, MessageSta
 from bridge.networks.base import MatrixMessage, RemoteMessage, RemoteRoom, RemoteUser
 
 from .support.controlled import ControlledConnector
+
+
+class StallingConnector(ControlledConnector):
+    """Holds its next action before checking the token, like a connector whose own queue is
+    backed up: the token can expire on the way."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stall_next = 0.0
+
+    async def deliver(self, event):
+        delay, self.stall_next = self.stall_next, 0.0
+        await asyncio.sleep(delay)
+        return await super().deliver(event)
 
 FAST_RETRIES = {"delivery": {"max_attempts": 3, "backoff_seconds": 0.05,
                              "backoff_max_seconds": 0.2}}
@@ -183,3 +198,29 @@ async def test_revoke_asks_the_network_to_revoke_before_destroying(start_bridge,
     account = await bridge.accounts.for_matrix_user(alice.mxid)
     persona = await bridge.accounts.find_persona(account.id, f"loopback:{user}")
     assert await bridge.storage.vault_secrets.get(*persona.vault_ref, "password") is None
+
+
+async def test_a_token_expired_on_the_way_is_retried_fresh_and_blames_nobody(
+        start_bridge, new_user, homeserver):
+    connector = StallingConnector()
+    bridge = await start_bridge([connector], extra=FAST_RETRIES)
+    bridge.security.minter.lifetime = 1  # tokens live one second: a stall outlives them
+    alice = await new_user("alice")
+    user = f"alice{secrets.token_hex(2)}"
+    room, portal = await linked_portal(connector, alice, homeserver, user)
+    bot = homeserver.bot_mxid
+
+    connector.stall_next = 2.5
+    late = await alice.send_text(portal, "late")
+    await connector.wait_until(lambda: sent_texts(connector) == ["late"],
+                               "the message, sent with a fresh token")
+    status = await send_status(alice, portal, late, MessageStatus.PENDING)
+    assert "fresh authorization" in status.message
+    await send_status(alice, portal, late, MessageStatus.SUCCESS)
+    account = await bridge.accounts.for_matrix_user(alice.mxid)
+    persona = await bridge.accounts.find_persona(account.id, f"loopback:{user}")
+    assert persona.status.value == "active"  # the network refused nothing
+    said = await alice.notices_from(room, bot) + await alice.notices_from(portal, bot)
+    assert not [n for n in said if "read-only" in n or "refused the bridge's access" in n]
+    assert await bridge.storage.failures.pending(account.id, persona.id, 0) == 0
+    assert [a.outcome for a in connector.attempts] == ["sent"]  # never sent twice

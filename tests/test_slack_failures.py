@@ -55,6 +55,12 @@ async def test_revoked_token_turns_read_only_and_relink_delivers(start_bridge, s
     ref = f"slack:{world.team.id}/{world.alice.id}"
     prompt = await alice.wait_for_notice(room, bot, "read-only")
     assert f"relink {ref}" in prompt and "token_revoked" in prompt
+    # Said in the room once the persona's turn to read-only is complete (hooks included).
+    await alice.wait_for_notice(portal, bot, "refused the bridge's access")
+    account = await bridge.accounts.for_matrix_user(alice.mxid)
+    persona = await bridge.accounts.find_persona(account.id, ref)
+    # One refused send is one failure towards anomaly detection, not two.
+    assert await bridge.storage.failures.pending(account.id, persona.id, 0) == 1
     await alice.send_text(portal, "during 2")
     refused = [c for c in slack.calls("chat.postMessage") if c.error == "token_revoked"]
     assert len(refused) == 1  # read-only within one failed send

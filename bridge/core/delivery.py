@@ -229,8 +229,19 @@ class Delivery:
         cause = error.__cause__
         log.warning("Sending %s to %s failed (attempt %d): %s", evt.event_id, portal.network,
                     row.attempts + 1, cause or error)
-        if isinstance(cause, CredentialsRejected | ImpersonationRefused) and error.persona_id:
+        if isinstance(cause, CredentialsRejected) and error.persona_id:
             await self._park(row, evt, error.persona_id, str(cause), announce=True)
+        elif isinstance(cause, ImpersonationRefused):
+            # The bridge refused its own token: the person's credentials and the network are
+            # not at fault, so the persona stays as it is. A spent token (expired on the way,
+            # used already) is minted afresh by the next attempt; anything else is a fault
+            # in the bridge that retrying does not mend.
+            reason = f"the bridge's own authorization check refused it ({cause})"
+            if cause.retryable:
+                await self._retry_later(row, evt, portal, reason, internal=True,
+                                        status="Retrying with a fresh authorization")
+            else:
+                await self._give_up(row, evt, portal, reason, row.attempts + 1, internal=True)
         elif isinstance(cause, Unsupported):
             await self._give_up(row, evt, portal, str(cause))
         elif isinstance(cause, RateLimited):
@@ -249,29 +260,36 @@ class Delivery:
         return time.time() * 1000 - row.created_at > self.settings.max_age_seconds * 1000
 
     async def _retry_later(self, row: OutboundRow, evt: Event, portal: Portal,
-                           reason: str) -> None:
+                           reason: str, *, internal: bool = False,
+                           status: str = "Retrying") -> None:
         attempts = row.attempts + 1
         if attempts >= self.settings.max_attempts or self._too_old(row):
-            await self._give_up(row, evt, portal, reason, attempts)
+            await self._give_up(row, evt, portal, reason, attempts, internal=internal)
             return
         self.metrics.queue_events.labels(outcome="retry").inc()
         delay = backoff(attempts, self.settings, self._rng)
         await self.store.reschedule(row.seq, attempts, int((time.time() + delay) * 1000),
                                     reason)
         if attempts == 1:
-            await self._status(evt, portal, MessageStatus.PENDING, "Retrying")
+            await self._status(evt, portal, MessageStatus.PENDING, status)
 
     async def _give_up(self, row: OutboundRow, evt: Event, portal: Portal, reason: str,
-                       attempts: int | None = None) -> None:
+                       attempts: int | None = None, *, internal: bool = False) -> None:
+        """`internal`: the bridge itself stopped it (not the network), and says so."""
         await self.store.fail(row.seq, attempts if attempts is not None else row.attempts,
                               reason)
         self.metrics.queue_events.labels(outcome="failed").inc()
         what = _kind(evt)
         await self._status(evt, portal, MessageStatus.RETRIABLE, f"Not delivered: {reason}")
+        if internal:
+            said = (f"Not delivered: RelayForge did not send your {what}: {reason}. This is a "
+                    f"fault in the bridge, not on {portal.network}, and your {portal.network} "
+                    "account is fine (tell the bridge's admin).")
+        else:
+            said = f"Not delivered: your {what} could not be sent to {portal.network}."
         await self.notifier.reply(evt.room_id, evt.event_id,
-                                  f"Not delivered: your {what} could not be sent to "
-                                  f"{portal.network}. Send \"retry\" in your management room "
-                                  "to try again.")
+                                  f"{said} Send \"retry\" in your management room to try "
+                                  "again.")
         await self.notifier.tell(UserID(row.sender),
                                  f"Your {what} in {portal.name or portal.remote_id} "
                                  f"({portal.network}) was not delivered after "

@@ -219,7 +219,15 @@ class Unsupported(Exception):
 
 class CredentialsRejected(Exception):
     """The network refused the person's credentials (a revoked token, a changed password).
-    Retrying cannot help: the persona goes read-only until the person relinks it."""
+    Retrying cannot help: the persona goes read-only until the person relinks it.
+
+    Each refusal counts once towards anomaly detection: `Connector.deliver` reports one
+    a connector raises, unless the connector already did (`Connector.credentials_rejected`,
+    or `reported=True` for a refusal counted when it happened, at sign-in say)."""
+
+    def __init__(self, message: str, *, reported: bool = False) -> None:
+        super().__init__(message)
+        self.reported = reported
 
 
 class BridgeSink(Protocol):
@@ -285,6 +293,11 @@ class Connector(ABC):
         if self.on_auth_failure is not None:
             await self.on_auth_failure(persona_id, reason)
 
+    async def credentials_rejected(self, persona_id: str, reason: str) -> CredentialsRejected:
+        """Report a refusal now and return the error to raise (counted once)."""
+        await self.report_auth_failure(persona_id, reason)
+        return CredentialsRejected(reason, reported=True)
+
     def workspace_of(self, channel: str) -> str:
         """The workspace a remote room belongs to (a Slack team, a Discord server, an XMPP
         MUC service), matched by people's capability rules; "" when the network has none."""
@@ -295,6 +308,15 @@ class Connector(ABC):
         leave an audit record naming the token. A refused token means nothing is sent."""
         claims = await self._authorize(event)
         event = attrs.evolve(event, persona_id=claims.persona if claims else None)
+        try:
+            return await self._act(event, claims)
+        except CredentialsRejected as e:
+            if not e.reported and event.persona_id is not None:
+                e.reported = True
+                await self.report_auth_failure(event.persona_id, str(e))
+            raise
+
+    async def _act(self, event: MatrixEvent, claims: Claims | None) -> SendResult | None:
         if isinstance(event, MatrixMessage):
             result: SendResult | None = await self.send_message(event)
         elif isinstance(event, MatrixEdit):

@@ -41,7 +41,14 @@ class Action(StrEnum):
 
 
 class ImpersonationRefused(Exception):
-    """The token does not allow this; nothing may be sent."""
+    """The token does not allow this; nothing may be sent. This is the bridge refusing its
+    own token, never the network refusing the person: the persona's credentials are fine.
+    `retryable`: the token was right but spent (expired on the way, already used), so the
+    same action with a freshly minted token may go ahead."""
+
+    def __init__(self, message: str, *, retryable: bool = False) -> None:
+        super().__init__(message)
+        self.retryable = retryable
 
 
 @attrs.frozen
@@ -103,7 +110,7 @@ class TokenVerifier:
         claims = self._decode(token)
         moment = now if now is not None else time.time()
         if claims.expires_at <= moment:
-            raise ImpersonationRefused(f"token {claims.jti} expired")
+            raise ImpersonationRefused(f"token {claims.jti} expired", retryable=True)
         if claims.expires_at - claims.issued_at > MAX_LIFETIME:
             raise ImpersonationRefused(f"token {claims.jti} lives longer than {MAX_LIFETIME} s")
         if claims.action != action:
@@ -115,7 +122,8 @@ class TokenVerifier:
                 f"not {target.network} {target.channel}")
         # Last, so a token refused for another reason is not used up.
         if not await self.jtis.use(claims.jti, claims.expires_at * 1000):
-            raise ImpersonationRefused(f"token {claims.jti} was already used")
+            raise ImpersonationRefused(f"token {claims.jti} was already used",
+                                       retryable=True)
         return claims
 
     def _decode(self, token: str) -> Claims:

@@ -29,7 +29,6 @@ from ..base import (
     BridgeSink,
     Connector,
     ConnectorState,
-    CredentialsRejected,
     MatrixEdit,
     MatrixMessage,
     MatrixReaction,
@@ -184,9 +183,8 @@ class SlackConnector(Connector):
                                   "Slack rate limit on token refresh") from e
             error = e.response.get("error")
             if error in REFRESH_GONE:
-                await self.report_auth_failure(session.persona_id,
-                                               f"Slack refused the token refresh ({error})")
-                raise CredentialsRejected(f"Slack refused the token refresh ({error})") from e
+                raise await self.credentials_rejected(
+                    session.persona_id, f"Slack refused the token refresh ({error})") from e
             raise
         try:
             return await getattr(client, method.replace(".", "_"))(**params)
@@ -196,8 +194,8 @@ class SlackConnector(Connector):
                 raise RateLimited(retry_after, f"Slack rate limit on {method}") from e
             error = e.response.get("error")
             if error in TOKEN_GONE:
-                await self.report_auth_failure(session.persona_id, f"Slack said {error}")
-                raise CredentialsRejected(f"Slack refused the token ({error})") from e
+                raise await self.credentials_rejected(
+                    session.persona_id, f"Slack refused the token ({error})") from e
             raise
 
     def session_for(self, persona_id: str | None) -> SlackSession:

@@ -93,11 +93,14 @@ class Session:
     async def until_ready(self) -> None:
         """Wait for a reconnecting session (the outbound queue retries if it takes too long);
         a password the server refused fails at once."""
+        # Counted when the server refused the sign-in (`_auth_failed`), not again per send.
         if self.auth_failed:
-            raise CredentialsRejected("the XMPP server refused the stored password")
+            raise CredentialsRejected("the XMPP server refused the stored password",
+                                      reported=True)
         await asyncio.wait_for(self.ready.wait(), timeout=20)
         if self.auth_failed:
-            raise CredentialsRejected("the XMPP server refused the stored password")
+            raise CredentialsRejected("the XMPP server refused the stored password",
+                                      reported=True)
 
     def connect(self) -> None:
         self.client.connect()
