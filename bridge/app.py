@@ -43,7 +43,7 @@ from .networks.base import Connector
 from .security.capabilities import Capabilities
 from .security.policy import Policy
 from .security.setup import Security, open_security
-from .web.link_routes import LinkCallbackRoutes, callback_path
+from .web.link_routes import LinkCallbackRoutes, callback_path, start_path
 from .web.provisioning import ProvisioningApi
 from .web.setup import WebServices, build_web, register_web_routes
 
@@ -128,7 +128,7 @@ class Bridge:
         if cfg["metrics.enabled"]:
             az.app.router.add_get("/metrics", self.metrics.handle_scrape)
         self.provisioning = register_web_routes(az.app, self.web, cfg)
-        self._link_callbacks.register(az.app)
+        self._link_callbacks.register(az.app, self.web.binding, self.web.signin)
         for connector in self.connectors.values():
             for method, path, handler in connector.web_routes():
                 az.app.router.add_route(method, path, handler)
@@ -175,6 +175,7 @@ class Bridge:
                                self.security.audit, self.connectors, self.sessions)
         self.linking.on_relinked.append(self.delivery.relinked)
         self.linking.callback_url = lambda network: self.web_url + callback_path(network)
+        self.linking.start_url = lambda network: self.web_url + start_path(network)
         self._link_callbacks.linking = self.linking
         policy = Policy(cfg.get("policy"))
         capabilities = Capabilities(self.storage, self.security.audit, policy,

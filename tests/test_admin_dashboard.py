@@ -13,7 +13,7 @@ async def web_session_for(user, homeserver, web: Browser) -> None:
     await user.send_text(room, "login-link")
     text = await user.wait_for_notice(room, homeserver.bot_mxid, "/auth/matrix?token=")
     token = text.rsplit("token=", 1)[1].strip()
-    status, page = await web.get(f"/auth/matrix?token={token}")
+    status, page = await web.matrix_sign_in(token)
     assert status == 200 and "Account Management" in page
     # The link works once.
     status, page = await Browser(homeserver.appservice_url).get(f"/auth/matrix?token={token}")

@@ -145,7 +145,7 @@ async def test_session_from_another_network_is_ended(start_bridge, new_user, hom
         # A web session from the bot's login link, then its cookie in another network.
         await alice.send_text(room, "login-link")
         link = await alice.wait_for_notice(room, bot, "/auth/matrix?token=")
-        status, page = await web.get("/auth/matrix?token=" + link.rsplit("token=", 1)[1])
+        status, page = await web.matrix_sign_in(link.rsplit("token=", 1)[1].strip())
         assert status == 200 and "Account Management" in page
         moved = from_elsewhere(web.http.cookie_jar)
         try:

@@ -110,11 +110,23 @@ async def test_settings_merge(chromium, signin_bridge, homeserver, db_uri):
     await page.click("#merge-corp")
     await provider_login(page, github)
     await page.wait_for_selector("#confirm-merge")
+    # Before anything happens, the page shows both accounts.
+    await shot(page, "merge-confirm", db_uri)
+    merged, into = await page.inner_text("#merge-from"), await page.inner_text("#merge-into")
+    assert "Sign-in providers: GitHub" in merged and "Sign-in providers: Google" in into
+    assert "Profiles:" in merged and "Matrix users: none" in into
     await page.click("#confirm-merge")
     await page.wait_for_selector("#success")
     await shot(page, "merged", db_uri)
     assert "Accounts merged!" in await page.inner_text("#success")
     await page.goto(f"{base}/account/settings")
     assert "Connected providers: GitHub, Google" in await page.inner_text("#connected-providers")
+
+    # Sign out: back at the sign-in page, and the settings need a sign-in again.
+    await page.click("#sign-out")
+    await page.wait_for_url("**/auth/sign-in")
+    await page.goto(f"{base}/account/settings")
+    await page.wait_for_url("**/auth/sign-in")
+    assert "Sign in to RelayForge" in await page.inner_text("main")
     await first.close()
     await second.close()

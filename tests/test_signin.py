@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import aiohttp
+
 from .support.oidc import person
 from .support.web import Browser
 
@@ -38,12 +40,8 @@ async def test_scenario_1_same_email_other_provider_is_added_and_person_told(
     link = await alice.wait_for_notice(room, homeserver.bot_mxid, "/auth/matrix?token=")
     token = link.rsplit("token=", 1)[1].strip()
     status, page = await web.get(f"/auth/matrix?token={token}")
-    assert "Link Google to your account?" in page
-    csrf = page.split('name="csrf" value="')[1].split('"')[0]
-    existing = page.split('name="existingSessionId" value="')[1].split('"')[0]
-    status, page = await web.post_form("/api/account/complete-linking", {
-        "pendingSessionId": body["pendingSessionId"], "existingSessionId": existing,
-        "csrf": csrf})
+    assert f"Link Google to the account of {alice.mxid}?" in page
+    status, page = await web.matrix_sign_in(token)
     assert "Accounts successfully linked!" in page
 
     # Later she signs in with GitHub, which verifies the same address: added automatically.
@@ -109,3 +107,42 @@ async def test_scenario_3_accidental_second_account_is_merged(signin_bridge, bro
     assert merged.account.credits == 250
     assert sorted(i.provider_id for i in merged.identities) == ["corp", "idp"]
     assert (await bridge.storage.accounts.get(ids["corp"])).merged_into == ids["idp"]
+
+
+async def test_login_link_asks_first_and_sign_out_ends_the_session(signin_bridge, browser,
+                                                                   new_user, homeserver):
+    alice = await new_user("alice")
+    room = await alice.open_management_room(homeserver.bot_mxid)
+    await alice.send_text(room, "login-link")
+    link = await alice.wait_for_notice(room, homeserver.bot_mxid, "/auth/matrix?token=")
+    token = link.rsplit("token=", 1)[1].strip()
+    web, prefetcher = browser(), browser()
+    # Opening the link (or a chat's link preview fetching it) only asks: nobody is signed
+    # in, and the link is not used up.
+    for who in (prefetcher, web):
+        status, page = await who.get(f"/auth/matrix?token={token}")
+        assert status == 200 and f"Sign in to RelayForge as {alice.mxid}?" in page
+        status, page = await who.get("/account/settings")
+        assert "Sign in to RelayForge" in page and "Account Management" not in page
+    # The confirmation is a form of this browser: without its token, another site's form
+    # signs nobody in.
+    status, _ = await web.post_form("/auth/matrix", {"token": token, "csrf": "forged"})
+    assert status == 403
+    status, page = await web.matrix_sign_in(token)
+    assert status == 200 and "Account Management" in page and 'id="sign-out"' in page
+    status, page = await prefetcher.matrix_sign_in(token)
+    assert status == 400 and "already used" in page  # it works once
+
+    # Signing out: a forged form does nothing; the button ends the session, for good (its
+    # cookie, copied before, no longer works either).
+    status, _ = await web.post_form("/auth/sign-out", {"csrf": "forged"})
+    assert status == 403
+    assert "Account Management" in (await web.get("/account/settings"))[1]
+    copied = {cookie.key: cookie.value for cookie in web.http.cookie_jar}
+    status, page = await web.sign_out()
+    assert status == 200 and "Sign in to RelayForge" in page
+    status, page = await web.get("/account/settings")
+    assert "Sign in to RelayForge" in page and "Account Management" not in page
+    async with aiohttp.ClientSession(cookies=copied) as replay, replay.get(
+            f"{homeserver.appservice_url}/account/settings") as r:
+        assert r.url.path == "/auth/sign-in"

@@ -54,6 +54,30 @@ async def test_bad_state_is_refused(signin_bridge, browser, how):
         status, body, _ = await web.callback(url.replace("/oauth/idp/", "/oauth/corp/"))
     assert status == 400 and body["success"] is False
     assert await snapshot(signin_bridge) == before
+    if how in ("other browser", "other provider"):
+        # Refused without using anything up: the browser that started it goes on.
+        status, body, _ = await web.callback(url)
+        assert (status, body["type"]) == (200, "pending_choice"), body
+
+
+async def test_anonymous_sign_in_starts_store_nothing(signin_bridge, browser):
+    count = "SELECT COUNT(*) FROM one_time_secret"
+    before = await signin_bridge.storage.db.fetchval(count)
+    for _ in range(5):
+        assert "state=" in await browser().provider_redirect("idp")
+    assert await signin_bridge.storage.db.fetchval(count) == before
+
+
+async def test_another_browser_cannot_use_up_a_choice(signin_bridge, browser):
+    web, other = browser(), browser()
+    _, pending = await web.sign_in("idp", person("chooser"))
+    _, own = await other.sign_in("corp", person("meddler"))
+    csrf = await other.csrf(f"/auth/account-choice?session={own['pendingSessionId']}")
+    status, _ = await other.post_form("/auth/account-choice/create",
+                                      {"session": pending["pendingSessionId"], "csrf": csrf})
+    assert status == 400
+    status, page = await web.create_account(pending["pendingSessionId"])
+    assert status == 200 and "Your RelayForge account was created." in page
 
 
 async def test_reused_code_and_swapped_code_are_refused(signin_bridge, browser):
@@ -142,6 +166,9 @@ async def test_pending_session_expired_reused_or_foreign_is_refused(signin_bridg
     status, result = await client.post_json("/api/account/complete-linking", body)
     assert (status, result["success"]) == (400, False)
     assert await snapshot(signin_bridge) == before
+    if how == "other browser":
+        status, result = await web.post_json("/api/account/complete-linking", body)
+        assert (status, result["success"]) == (200, True)
 
 
 async def test_forms_need_this_browsers_csrf_token(signin_bridge, browser):

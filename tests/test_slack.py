@@ -17,7 +17,15 @@ from tests.fakes.slack import FakeSlack
 from tests.fakes.slack.scenario import World, build_world
 
 from .support.api import PREFIX, Api
-from .support.slack import authorise, link_slack, open_in_browser, slack_settings, start_link
+from .support.slack import (
+    authorise,
+    browser_session,
+    link_slack,
+    open_in_browser,
+    open_start_link,
+    slack_settings,
+    start_link,
+)
 
 
 @pytest.fixture
@@ -46,12 +54,33 @@ async def test_linking_through_slacks_page(slack_bridge, slack, world, new_user,
     bot = homeserver.bot_mxid
     room = await alice.open_management_room(bot)
     url = await start_link(alice, bot, room)
-    assert url.startswith(slack.authorize_endpoint)
-    assert "code_challenge=" in url and "code_challenge_method=S256" in url
-
-    status, page = await authorise(slack, world.alice, url)
-    assert status == 200 and "management room" in page
+    # The bot's link leads to the bridge's own page first, which binds the flow to the
+    # browser that opens it.
+    assert url.startswith(f"{homeserver.appservice_url}/link/slack/start?flow=")
+    async with browser_session() as mine, browser_session() as victims:
+        page, authorize = await open_start_link(mine, url)
+        # Before anything happens, the page says whose RelayForge account it links into.
+        assert alice.mxid in page and "Jobb" in page
+        assert authorize.startswith(slack.authorize_endpoint)
+        assert "code_challenge=" in authorize and "code_challenge_method=S256" in authorize
+        # The start link works once: another browser cannot take the flow over.
+        async with victims.get(url) as r:
+            assert r.status == 400
+        # Slack's page, sent to someone else (bob) who allows it there: his browser comes
+        # back to the bridge and is refused; nothing of bob's is linked into alice's account.
+        slack.sign_in(world.bob)
+        _, _, back = await open_in_browser(authorize)
+        async with victims.get(back) as r:
+            assert r.status == 400 and "another browser" in await r.text()
+        assert not [c for c in slack.calls("oauth.v2.access") if c.ok]
+        # Nothing was used up: the browser that opened the start link goes on.
+        slack.sign_in(world.alice)
+        _, _, back = await open_in_browser(authorize)
+        async with mine.get(back) as r:
+            assert r.status == 200 and "management room" in await r.text()
     consent = await alice.wait_for_notice(room, bot, "Reply yes to link")
+    assert f"{world.team.id}/{world.alice.id}" in consent
+    assert f"RelayForge account of {alice.mxid}" in consent
     assert "send, edit and delete messages as you (chat:write)" in consent
     assert "read messages in your public channels (channels:history)" in consent
     # The code was exchanged with the PKCE verifier, and the token proven before consent.
@@ -200,7 +229,8 @@ async def test_linking_through_the_provisioning_api(start_bridge, slack, world, 
         assert {"name": "slack", "login_flows": ["oauth"]} in networks["networks"]
         status, step = await api.call("POST", f"{PREFIX}/link/slack", token=secret, query=me,
                                       body={"profile": "Privat"})
-        assert status == 200 and step["url"].startswith(slack.authorize_endpoint)
+        assert status == 200 and step["url"].startswith(
+            f"{homeserver.appservice_url}/link/slack/start?flow=")
         status, _ = await api.call("GET", f"{PREFIX}/link/steps/{step['flow_id']}",
                                          token=secret, query=me)
         assert status == 404  # the browser has not been to Slack yet

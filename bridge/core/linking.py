@@ -32,6 +32,10 @@ from .sessions import PersonaSessions
 
 log = logging.getLogger("relayforge.linking")
 FLOW_TTL = 15 * 60
+_UNKNOWN_LINK = ("This link is unknown, expired, already used, or was opened in another "
+                 "browser than the one that started it. Start again with \"link {network}\" "
+                 "in your management room, and open its link in the browser you sign in "
+                 "with.")
 
 
 class LinkRefused(Exception):
@@ -64,6 +68,9 @@ class Linking:
         # the app from the web URL), and who shows the person the next step once the browser
         # came back (the bot: consent is answered in the management room).
         self.callback_url: Callable[[str], str] = lambda network: ""
+        # Where the person opens an OAuth link first (the bridge's own page, which binds the
+        # flow to that browser before sending it on to the network).
+        self.start_url: Callable[[str], str] = lambda network: ""
         self.on_oauth_step: list[Callable[[str, str, LoginStep], Awaitable[None]]] = []
         self._flow_key: bytes | None = None
 
@@ -113,11 +120,12 @@ class Linking:
     async def _pkce_verifier(self, state: str) -> str:
         return await self._derived("pkce", state)
 
-    async def after_oauth(self, account_id: str, state: str) -> tuple[str, LoginStep] | None:
+    async def after_oauth(self, account_id: str, flow_id: str
+                          ) -> tuple[str, LoginStep] | None:
         """For API clients: the step that followed the browser's return to the callback
         (MFA or consent), found from the OAuth flow's id; None while the browser has not come
         back (or the step was answered already)."""
-        next_id = await self._derived("next", state)
+        next_id = await self._derived("next", await self._derived("state", flow_id))
         flow = await self.storage.one_time.peek("link_flow", next_id)
         if flow is None or flow.account_id != account_id or "step" not in flow.payload:
             return None
@@ -125,33 +133,70 @@ class Linking:
         return next_id, LoginStep(message=shown["message"],
                                   fields=[Field(shown["field"], shown["label"])])
 
-    async def _start_oauth(self, account_id: str, connector: Connector, profile: str
-                           ) -> tuple[str, LoginStep]:
-        # The state is the flow's single-use id: the callback finds the flow by it, once.
-        state = secrets.token_urlsafe(32)
+    async def _authorisation(self, connector: Connector, state: str) -> LoginStep:
         verifier = await self._pkce_verifier(state)
         challenge = base64.urlsafe_b64encode(
             hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
         try:
-            step = await connector.begin_oauth(state, challenge,
+            return await connector.begin_oauth(state, challenge,
                                                self.callback_url(connector.network))
         except LoginFailed as e:
             raise LinkRefused(str(e)) from e
+
+    async def _start_oauth(self, account_id: str, connector: Connector, profile: str
+                           ) -> tuple[str, LoginStep]:
+        """The person gets a link to the bridge's start page, not to the network: the flow
+        is bound to the browser that opens it there (`open_oauth`), so a network account
+        authorised in any other browser (a victim's, sent the network's page by someone
+        else) is never linked into the account that started the flow. The start link's
+        value is the flow's id; the OAuth state is derived from it."""
+        start = secrets.token_urlsafe(32)
+        # Asked now so a network that is not set up says so at once, in the room.
+        step = await self._authorisation(connector, await self._derived("state", start))
         await self.storage.one_time.issue(
-            "link_flow", FLOW_TTL, account_id=account_id, value=state,
-            payload={"network": connector.network, "profile": profile, "state": step.state,
-                     "oauth": True})
-        return state, step
+            "link_start", FLOW_TTL, account_id=account_id, value=start,
+            payload={"network": connector.network, "profile": profile})
+        url = f"{self.start_url(connector.network)}?flow={start}"
+        return start, attrs.evolve(step, url=url, message=(
+            f"{step.message} Open it in your own browser: the first page shows the RelayForge "
+            "account it links to."))
+
+    async def oauth_start_target(self, network: str, start: str) -> tuple[str, str] | None:
+        """(account id, profile) an OAuth start link links into, to show before anything
+        happens; None if the link is unknown, used or expired."""
+        record = await self.storage.one_time.peek("link_start", start) if start else None
+        if record is None or record.account_id is None or (
+                record.payload.get("network") != network):
+            return None
+        return record.account_id, record.payload["profile"]
+
+    async def open_oauth(self, network: str, start: str, browser: str) -> str:
+        """The person confirmed the start page in their browser: the flow is bound to that
+        browser, and the network's authorisation URL is returned to send it to."""
+        if await self.oauth_start_target(network, start) is None:
+            raise LinkRefused(_UNKNOWN_LINK.format(network=network))
+        connector = self._connector(network)
+        record = await self.storage.one_time.consume("link_start", start)
+        if record is None or record.account_id is None:
+            raise LinkRefused(_UNKNOWN_LINK.format(network=network))
+        state = await self._derived("state", start)
+        step = await self._authorisation(connector, state)
+        await self.storage.one_time.issue(
+            "link_flow", FLOW_TTL, account_id=record.account_id, value=state, browser=browser,
+            payload={"network": network, "profile": record.payload["profile"],
+                     "state": step.state, "oauth": True})
+        assert step.url is not None
+        return step.url
 
     async def oauth_callback(self, network: str, state: str, code: str | None,
-                             error: str | None) -> tuple[str, LoginStep]:
+                             error: str | None, browser: str) -> tuple[str, LoginStep]:
         """The browser came back from the network's authorisation page. Exchanges the code,
         verifies the account, and hands the next step (MFA or consent) to the person.
-        Returns (account id, that step)."""
-        flow = await self.storage.one_time.consume("link_flow", state)
+        Returns (account id, that step). Only the browser that opened the start link gets
+        here; from any other the state is refused and stays good for the right one."""
+        flow = await self.storage.one_time.consume("link_flow", state, browser=browser)
         if flow is None or not flow.payload.get("oauth") or flow.payload["network"] != network:
-            raise LinkRefused("This link is unknown, expired or already used. Start again "
-                              f'with "link {network}" in your management room.')
+            raise LinkRefused(_UNKNOWN_LINK.format(network=network))
         assert flow.account_id is not None
         if error or not code:
             raise LinkRefused(f"{network} did not authorise the bridge ({error or 'no code'}). "
@@ -284,6 +329,7 @@ class Linking:
         """Say exactly what the bridge will do with the account, and wait for yes."""
         network, profile = payload["network"], payload["profile"]
         who = payload["display_name"] or payload["external_user_id"]
+        owners = ", ".join(await self.storage.accounts.matrix_users(account_id)) or account_id
         message = (
             f"Verified {payload['external_user_id']} on {network}:\n"
             + "".join(f"  - {check}\n" for check in payload["verified"])
@@ -293,6 +339,7 @@ class Linking:
             "  - send, edit, delete and react there only when you do so in Matrix;\n"
             f"  - keep the credential sealed in its vault. Scopes: "
             f"{self._scopes_in_words(network, payload['scopes'])}.\n"
+            f"It will be linked to the RelayForge account of {owners} ({account_id}).\n"
             "Reply yes to link the account, or no to cancel.")
         return await self._issue_step(account_id, {**payload, "consent": True}, LoginStep(
             message=message, fields=[Field("consent", "yes to link, no to cancel")]), value)

@@ -63,12 +63,17 @@ class OneTimeSecretStore:
         """Use a single-use value: None if unknown, of another kind, expired, already used,
         or (when `browser` is given) issued to another browser."""
         now = int(time.time() * 1000)
+        # The browser is part of the condition, not checked afterwards: a value brought by
+        # another browser (an attacker's, a link prefetcher's) must stay usable by its own.
+        query = ("UPDATE one_time_secret SET used_at=$3 WHERE hash=$1 AND kind=$2 "
+                 "AND used_at IS NULL AND expires_at > $3")
+        args: list[Any] = [digest(value), kind, now]
+        if browser is not None:
+            query += " AND browser=$4"
+            args.append(browser)
         row = await self.db.fetchrow(
-            "UPDATE one_time_secret SET used_at=$3 WHERE hash=$1 AND kind=$2 AND used_at IS NULL "
-            "AND expires_at > $3 RETURNING account_id, mxid, browser, payload, expires_at",
-            digest(value), kind, now,
-        )
-        if row is None or (browser is not None and row["browser"] != browser):
+            query + " RETURNING account_id, mxid, browser, payload, expires_at", *args)
+        if row is None:
             return None
         return SecretRecord(kind, row["account_id"], row["mxid"], row["browser"],
                             json.loads(row["payload"]), row["expires_at"])

@@ -1,7 +1,10 @@
 """Signing in and linking with proof of ownership, following the secure-linking design note.
 
-Every flow starts with a single-use `state` bound to the browser. PKCE verifiers and nonces are
-derived from the state with a key sealed in the vault, so nothing secret about a flow is stored.
+Every flow starts with a single-use `state` bound to the browser. The state is signed, not
+stored: an anonymous visitor asking for sign-in pages costs no database row; only a state that
+comes back from the provider to the browser it was made for is remembered (so it works once).
+PKCE verifiers and nonces are derived from the state with a key sealed in the vault, so nothing
+secret about a flow is stored.
 Linking happens only when the person has proven both sides; an email match links only when a
 trusted provider verified the address on both sides and exactly one account has it.
 """
@@ -11,6 +14,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import secrets
+import time
 from collections.abc import Awaitable, Callable
 from enum import StrEnum
 from typing import Any
@@ -116,24 +121,53 @@ class SignIn:
 
     # ---- the OAuth dance -------------------------------------------------------------------
 
+    def _state_mac(self, provider_id: str, browser: str, account_id: str | None,
+                   body: str) -> str:
+        return self._derive("state", f"{provider_id}\0{browser}\0{account_id or ''}\0{body}")
+
+    def _verified_state(self, provider_id: str, state: str, browser: str,
+                        account_id: str | None) -> Purpose | None:
+        """The purpose of a state made here for this provider, this browser and (merges) this
+        signed-in account, and not expired; None otherwise."""
+        body, _, mac = state.rpartition(".")
+        purpose_value, _, rest = body.partition(".")
+        expires, _, _nonce = rest.partition(".")
+        try:
+            purpose = Purpose(purpose_value)
+            expired = int(expires) < time.time()
+        except ValueError:
+            return None
+        signed_for = account_id if purpose == Purpose.MERGE else None
+        expected = self._state_mac(provider_id, browser, signed_for, body)
+        if expired or not hmac.compare_digest(mac.encode(), expected.encode()):
+            return None
+        return purpose
+
     async def start(self, provider_id: str, purpose: Purpose, browser: str,
                     account_id: str | None = None) -> str:
         provider = self.provider(provider_id)
-        state = await self.storage.one_time.issue(
-            "oauth_state", STATE_TTL, browser=browser, account_id=account_id,
-            payload={"provider": provider_id, "purpose": purpose.value})
+        body = f"{purpose.value}.{int(time.time()) + STATE_TTL}.{secrets.token_urlsafe(16)}"
+        signed_for = account_id if purpose == Purpose.MERGE else None
+        state = f"{body}.{self._state_mac(provider_id, browser, signed_for, body)}"
         verifier = self._derive("pkce", state) if await provider.uses_pkce() else None
         return await provider.authorization_url(state, verifier, self._derive("nonce", state))
 
     async def callback(self, provider_id: str, code: str | None, state: str | None,
-                       browser: str) -> CallbackResult:
+                       browser: str, account_id: str | None = None) -> CallbackResult:
+        """The provider sent the browser back. `account_id` is the account this browser is
+        signed in to (a merge must come back to the account that started it)."""
         provider = self.provider(provider_id)
         if not code or not state:
             raise FlowRefused("the sign-in answer lacks its code or state")
-        flow = await self.storage.one_time.consume("oauth_state", state, browser=browser)
-        if flow is None or flow.payload.get("provider") != provider_id:
-            raise FlowRefused("this sign-in was not started here, was already used, or "
+        refused = FlowRefused("this sign-in was not started here, was already used, or "
                               "expired: start again")
+        # Checked before it is remembered as used: a state brought by another browser (or
+        # to another provider) is refused and stays good for its own browser.
+        purpose = self._verified_state(provider_id, state, browser, account_id)
+        if purpose is None:
+            raise refused
+        if not await self.storage.one_time.remember("oauth_state", state, STATE_TTL):
+            raise refused
         if not await self.storage.one_time.remember("oauth_code", f"{provider_id}\0{code}",
                                                     CODE_MEMORY):
             raise FlowRefused("this authorization code was already used")
@@ -142,7 +176,6 @@ class SignIn:
             identity = await provider.finish(code, verifier, self._derive("nonce", state))
         except SignInError as e:
             raise FlowRefused(str(e)) from e
-        purpose = Purpose(flow.payload["purpose"])
         known = await self.storage.identities.get(identity.issuer, identity.subject)
         name = provider.config.name
         if purpose == Purpose.LINK:
@@ -156,7 +189,7 @@ class SignIn:
         if purpose == Purpose.MERGE:
             if known is None:
                 raise FlowRefused(f"this {name} sign-in has no account to merge")
-            if known.account_id == flow.account_id:
+            if known.account_id == account_id:
                 raise FlowRefused("that sign-in belongs to the account you are signed in to")
             handoff = await self.storage.one_time.issue(
                 "merge_session", HANDOFF_TTL, account_id=known.account_id, browser=browser)
@@ -278,6 +311,24 @@ class SignIn:
             return await self.merges.merge(into, handoff.account_id, actor=into)
         except IdentityError as e:
             raise FlowRefused(str(e)) from e
+
+    async def end_session(self, session_id: str) -> None:
+        """Sign out: the session cookie stops working, in every browser."""
+        if session_id:
+            await self.storage.one_time.revoke("web_session", session_id)
+
+    async def merge_source(self, merge_session_id: str, browser: str) -> str | None:
+        """The account a merge hand-off would merge (to show before it happens)."""
+        record = await self.storage.one_time.peek("merge_session", merge_session_id)
+        if record is None or record.browser != browser:
+            return None
+        return record.account_id
+
+    async def login_link_user(self, token: str) -> str | None:
+        """The Matrix user a bot's login link signs in as, without using the link up (so
+        the page can ask first, and a link preview fetching it burns nothing)."""
+        record = await self.storage.one_time.peek("login_link", token) if token else None
+        return record.mxid if record is not None else None
 
     async def matrix_login(self, token: str, browser: str) -> str:
         """A login link from the bot: a bridge session for that Matrix user's account."""

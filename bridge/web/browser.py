@@ -20,7 +20,7 @@ BROWSER_COOKIE = "rf_browser"
 SESSION_COOKIE = "rf_session"
 PENDING_COOKIE = "rf_pending"
 BROWSER = web.RequestKey("browser", str)
-_WEB_PREFIXES = ("/oauth/", "/auth/", "/account/", "/api/account/", "/admin/")
+_WEB_PREFIXES = ("/oauth/", "/auth/", "/account/", "/api/account/", "/admin/", "/link/")
 
 
 class BrowserBinding:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from html import escape
 
+import attrs
+
 STYLE = """
 body{font-family:system-ui,sans-serif;max-width:40rem;margin:2rem auto;padding:0 1rem;
 color:#1d1d1f;line-height:1.5}
@@ -12,7 +14,7 @@ button,.button{font:inherit;padding:.5rem 1rem;margin:.25rem .25rem .25rem 0;bor
 border:1px solid #0b57d0;background:#0b57d0;color:#fff;cursor:pointer;text-decoration:none;
 display:inline-block}.secondary{background:#fff;color:#0b57d0}.ok{color:#137333}
 .error{color:#b3261e}table{border-collapse:collapse}td,th{padding:.2rem .6rem;text-align:left;
-border-bottom:1px solid #eee}
+border-bottom:1px solid #eee}.sign-out{float:right}
 """
 
 
@@ -26,6 +28,36 @@ def page(title: str, body: str) -> str:
 def hidden(**fields: str) -> str:
     return "".join(f'<input type="hidden" name="{escape(k)}" value="{escape(v)}">'
                    for k, v in fields.items())
+
+
+def sign_out_form(csrf: str) -> str:
+    """On every page of a signed-in browser: a POST (with this browser's token), so another
+    site cannot sign people out, and a link prefetcher cannot either."""
+    return (f'<form method="post" action="/auth/sign-out" class="sign-out">{hidden(csrf=csrf)}'
+            '<button id="sign-out" class="secondary" type="submit">Sign out</button></form>')
+
+
+@attrs.frozen
+class AccountSummary:
+    """What a person needs to see to recognise an account before it is changed."""
+    account_id: str
+    matrix_users: list[str]
+    profiles: list[str]
+    providers: list[str]
+    credits: int
+
+
+def account_card(element_id: str, title: str, account: AccountSummary) -> str:
+    def listed(items: list[str]) -> str:
+        return escape(", ".join(items) or "none")
+    return f"""<div class="card" id="{escape(element_id)}">
+  <h2>{escape(title)}</h2>
+  <p>Matrix users: {listed(account.matrix_users)}</p>
+  <p>Profiles: {listed(account.profiles)}</p>
+  <p>Sign-in providers: {listed(account.providers)}</p>
+  <p>Credits: {account.credits}</p>
+  <p><small>RelayForge account {escape(account.account_id)}</small></p>
+</div>"""
 
 
 def provider_buttons(providers: list[tuple[str, str]], purpose: str, label: str) -> str:
@@ -76,8 +108,49 @@ account you just signed in to.</p>
 </form>""")
 
 
-def linked_page(provider_name: str, email: str | None) -> str:
-    return page("Accounts linked", f"""
+def matrix_sign_in_page(mxid: str, token: str, csrf: str,
+                        linking: tuple[str, str | None] | None = None) -> str:
+    """The bot's login link asks before it signs anyone in: opening it (or a link preview
+    fetching it) changes nothing."""
+    if linking is None:
+        question = f"Sign in to RelayForge as {mxid}?"
+        explain = (f"<p>This browser will be signed in to the RelayForge account of "
+                   f"<strong>{escape(mxid)}</strong>. Continue only if you asked the bot for "
+                   "this link yourself.</p>")
+        label = "Sign in"
+    else:
+        name, email = linking
+        question = f"Link {name} to the account of {mxid}?"
+        explain = (f"<p>{escape(name)} ({escape(email or 'no email')}) will become a way to "
+                   f"sign in to the RelayForge account of <strong>{escape(mxid)}</strong>.</p>")
+        label = "Link accounts"
+    return page(question, f"""
+<h1>{escape(question)}</h1>{explain}
+<form method="post" action="/auth/matrix">
+  {hidden(token=token, csrf=csrf)}
+  <button id="confirm-matrix-sign-in" type="submit">{escape(label)}</button>
+  <a class="button secondary" href="/auth/sign-in">Cancel</a>
+</form>""")
+
+
+def link_start_page(network: str, profile: str, account: AccountSummary, token: str,
+                    csrf: str) -> str:
+    """Before a network's consent page: whose RelayForge account the network account will be
+    linked into, so nobody links their account into someone else's by following a link."""
+    return page(f"Link {network}", f"""
+<h1>Link a {escape(network)} account to RelayForge?</h1>
+<p>The {escape(network)} account you allow on the next page will be linked to this
+RelayForge account, in its profile <strong>{escape(profile)}</strong>, and RelayForge will act
+there as you. Continue only if you asked for this link yourself, and this is your account:</p>
+{account_card("link-target", "Links to", account)}
+<form method="post" action="">
+  {hidden(flow=token, csrf=csrf)}
+  <button id="continue-link" type="submit">Continue to {escape(network)}</button>
+</form>""")
+
+
+def linked_page(provider_name: str, email: str | None, csrf: str) -> str:
+    return page("Accounts linked", f"""{sign_out_form(csrf)}
 <h1 class="ok" id="success">&#10003; Accounts successfully linked!</h1>
 <p>Your {escape(provider_name)} ({escape(email or "no email")}) is now connected to your
 account.</p>
@@ -86,10 +159,10 @@ account.</p>
 
 
 def settings_page(emails: list[str], providers: list[str], matrix_users: list[str],
-                  credits: int, merge_providers: list[tuple[str, str]],
+                  credits: int, merge_providers: list[tuple[str, str]], csrf: str,
                   notice: str | None = None) -> str:
     flash = f'<p class="ok" id="notice">{escape(notice)}</p>' if notice else ""
-    return page("Account settings", f"""
+    return page("Account settings", f"""{sign_out_form(csrf)}
 <h1>Account Management</h1>{flash}
 <div class="card">
   <p id="linked-emails">Linked emails: {escape(", ".join(emails) or "none")}</p>
@@ -105,19 +178,23 @@ def settings_page(emails: list[str], providers: list[str], matrix_users: list[st
 </div>""")
 
 
-def confirm_merge_page(provider_name: str, merge_id: str, csrf: str) -> str:
-    return page("Merge accounts", f"""
+def confirm_merge_page(provider_name: str, merge_id: str, csrf: str, into: AccountSummary,
+                       source: AccountSummary) -> str:
+    return page("Merge accounts", f"""{sign_out_form(csrf)}
 <h1>Merge the other account into this one?</h1>
 <p>The account you signed in to with {escape(provider_name)} will be merged into the account
-you are signed in to. Support can reverse a merge if needed.</p>
+you are signed in to: its Matrix users, sign-in providers, profiles and credits move, and it
+stops existing. Support can reverse a merge if needed.</p>
+{account_card("merge-from", "Merged (the other account)", source)}
+{account_card("merge-into", "Into (the account you are signed in to)", into)}
 <form method="post" action="/account/merge">
   {hidden(mergeSessionId=merge_id, csrf=csrf)}
   <button id="confirm-merge" type="submit">Merge accounts</button>
 </form>""")
 
 
-def merged_page(credits: int, providers: list[str]) -> str:
-    return page("Accounts merged", f"""
+def merged_page(credits: int, providers: list[str], csrf: str) -> str:
+    return page("Accounts merged", f"""{sign_out_form(csrf)}
 <h1 class="ok" id="success">&#10003; Accounts merged!</h1>
 <p>{credits} credits and {len(providers)} sign-in provider(s)
 ({escape(", ".join(providers) or "none")}) moved to this account.</p>

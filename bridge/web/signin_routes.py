@@ -43,6 +43,16 @@ def bearer(request: web.Request) -> str | None:
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
 
+async def account_summary(accounts: Accounts, signin: SignIn, account_id: str
+                          ) -> pages.AccountSummary:
+    view = await accounts.view(account_id)
+    names = {p.id: p.config.name for p in signin.providers.values()}
+    return pages.AccountSummary(
+        account_id, view.matrix_users, [p.profile.name for p in view.profiles],
+        sorted({names.get(i.provider_id, i.provider_id) for i in view.identities}),
+        view.account.credits)
+
+
 class SignInRoutes:
     def __init__(self, signin: SignIn, accounts: Accounts, storage: Storage,
                  binding: BrowserBinding, session_networks: SessionNetworks | None = None
@@ -61,7 +71,9 @@ class SignInRoutes:
         r.add_get("/auth/account-choice", self.account_choice)
         r.add_post("/auth/account-choice/create", self.create_account)
         r.add_post("/api/account/complete-linking", self.complete_linking)
-        r.add_get("/auth/matrix", self.matrix_login)
+        r.add_get("/auth/matrix", self.matrix_login_page)
+        r.add_post("/auth/matrix", self.matrix_login)
+        r.add_post("/auth/sign-out", self.sign_out)
         r.add_get(SETTINGS, self.settings)
         r.add_post("/account/merge", self.merge_form)
         r.add_post("/api/account/merge", self.merge_api)
@@ -82,6 +94,9 @@ class SignInRoutes:
 
     async def _account(self, request: web.Request) -> str | None:
         return await cookie_account(self.signin, self.session_networks, request)
+
+    async def _summary(self, account_id: str) -> pages.AccountSummary:
+        return await account_summary(self.accounts, self.signin, account_id)
 
     # ---- pages and the OAuth dance ---------------------------------------------------------
 
@@ -112,7 +127,7 @@ class SignInRoutes:
         try:
             result = await self.signin.callback(
                 request.match_info["provider"], request.query.get("code"),
-                request.query.get("state"), request[BROWSER])
+                request.query.get("state"), request[BROWSER], await self._account(request))
         except FlowRefused as e:
             return self._refused(request, e)
         if wants_json(request):
@@ -153,8 +168,13 @@ class SignInRoutes:
                 self.signin.provider(payload["provider"]).config.name, payload["email"],
                 pending, result.session_id, self.binding.csrf_token(request)))
         if result.outcome == Outcome.MERGE_SESSION:
-            return html(pages.confirm_merge_page(result.provider_name, result.session_id,
-                                                 self.binding.csrf_token(request)))
+            into = await self._account(request)
+            if into is None or result.account_id is None:
+                return self._refused(request, FlowRefused("your session ended: sign in again",
+                                                          403))
+            return html(pages.confirm_merge_page(
+                result.provider_name, result.session_id, self.binding.csrf_token(request),
+                await self._summary(into), await self._summary(result.account_id)))
         response = web.HTTPSeeOther(SETTINGS + (
             "?added=" + result.identity.provider_id
             if result.outcome == Outcome.PROVIDER_ADDED else ""))
@@ -212,30 +232,75 @@ class SignInRoutes:
         if request.content_type == "application/json":
             return web.json_response({"success": True,
                                       "message": "Accounts linked successfully"})
-        response = html(pages.linked_page(name, identity.email))
+        response = html(pages.linked_page(name, identity.email,
+                                          self.binding.csrf_token(request)))
         self._signed_in(response, await self.signin.new_session(account_id,
                                                                 request[BROWSER]))
         response.del_cookie(PENDING_COOKIE, path="/")
         return response
 
-    async def matrix_login(self, request: web.Request) -> web.StreamResponse:
-        token = request.query.get("token", "")
+    async def _pending_choice(self, request: web.Request) -> tuple[str, dict] | None:
+        """The account choice this browser is in the middle of, if any."""
         pending = request.cookies.get(PENDING_COOKIE, "")
+        payload = await self.signin.pending(pending, request[BROWSER]) if pending else None
+        return (pending, payload) if payload is not None else None
+
+    async def matrix_login_page(self, request: web.Request) -> web.Response:
+        """The bot's login link: a page that asks (a GET signs nobody in and uses nothing
+        up, so another site cannot sign a browser in to its account, and a link preview
+        cannot burn the link)."""
+        token = request.query.get("token", "")
+        mxid = await self.signin.login_link_user(token)
+        if mxid is None:
+            return self._refused(request, FlowRefused(
+                'this sign-in link expired or was already used: send "login-link" to the '
+                "bot for a new one"))
+        choice = await self._pending_choice(request)
+        linking = None
+        if choice is not None:
+            # From the account choice page: this Matrix account is the one to link to.
+            payload = choice[1]
+            linking = (self.signin.provider(payload["provider"]).config.name,
+                       payload["email"])
+        return html(pages.matrix_sign_in_page(mxid, token, self.binding.csrf_token(request),
+                                              linking))
+
+    async def matrix_login(self, request: web.Request) -> web.StreamResponse:
+        form = dict(await request.post())
+        self.binding.check_form(request, form)
+        token = str(form.get("token", ""))
+        browser = request[BROWSER]
+        choice = await self._pending_choice(request)
         try:
-            if pending and await self.signin.pending(pending, request[BROWSER]):
-                # From the account choice page: this Matrix account is the one to link to.
-                handoff = await self.signin.matrix_link_session(token, request[BROWSER])
-                payload = await self.signin.pending(pending, request[BROWSER])
-                assert payload is not None
-                return html(pages.confirm_link_page(
-                    self.signin.provider(payload["provider"]).config.name, payload["email"],
-                    pending, handoff, self.binding.csrf_token(request)))
-            session = await self.signin.matrix_login(token, request[BROWSER])
+            if choice is not None:
+                handoff = await self.signin.matrix_link_session(token, browser)
+                account_id, identity = await self.signin.complete_linking(choice[0], handoff,
+                                                                          browser)
+                name = self.signin.provider(identity.provider_id).config.name
+                response = html(pages.linked_page(name, identity.email,
+                                                  self.binding.csrf_token(request)))
+                self._signed_in(response, await self.signin.new_session(account_id, browser))
+                response.del_cookie(PENDING_COOKIE, path="/")
+                return response
+            session = await self.signin.matrix_login(token, browser)
         except FlowRefused as e:
             return self._refused(request, e)
-        response = web.HTTPSeeOther(SETTINGS)
-        self._signed_in(response, session)
-        raise response
+        redirect = web.HTTPSeeOther(SETTINGS)
+        self._signed_in(redirect, session)
+        raise redirect
+
+    async def sign_out(self, request: web.Request) -> web.StreamResponse:
+        form: dict[str, Any] = dict(await request.post())
+        self.binding.check_form(request, form)
+        await self.signin.end_session(request.cookies.get(SESSION_COOKIE, ""))
+        if wants_json(request):
+            response: web.StreamResponse = web.json_response({"success": True})
+        else:
+            response = web.HTTPSeeOther("/auth/sign-in")
+        response.del_cookie(SESSION_COOKIE, path="/")
+        if isinstance(response, web.HTTPException):
+            raise response
+        return response
 
     # ---- settings and merge ----------------------------------------------------------------
 
@@ -253,7 +318,8 @@ class SignInRoutes:
         elif "created" in request.query:
             notice = "Your RelayForge account was created."
         return html(pages.settings_page(emails, providers, view.matrix_users,
-                                        view.account.credits, self._buttons, notice))
+                                        view.account.credits, self._buttons,
+                                        self.binding.csrf_token(request), notice))
 
     async def merge_form(self, request: web.Request) -> web.Response:
         form = dict(await request.post())
@@ -264,7 +330,8 @@ class SignInRoutes:
                                              request[BROWSER])
         except FlowRefused as e:
             return self._refused(request, e)
-        return html(pages.merged_page(result.credits_merged, result.providers_added))
+        return html(pages.merged_page(result.credits_merged, result.providers_added,
+                                      self.binding.csrf_token(request)))
 
     async def merge_api(self, request: web.Request) -> web.Response:
         session = bearer(request)

@@ -4,6 +4,7 @@ browser signs in at (fake) Slack, comes back to the bridge, and the person conse
 from __future__ import annotations
 
 import re
+from html import unescape
 from typing import Any
 
 import aiohttp
@@ -32,14 +33,44 @@ async def open_in_browser(url: str) -> tuple[int, str, str | None]:
         return r.status, await r.text(), r.headers.get("Location")
 
 
+def browser_session() -> aiohttp.ClientSession:
+    """A browser of its own: a cookie jar that keeps the bridge's browser cookie."""
+    return aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
+
+
+async def open_start_link(http: aiohttp.ClientSession, url: str) -> tuple[str, str]:
+    """Open the bridge's start link and confirm its page: (the page's text, where the
+    bridge sends the browser: Slack's authorisation URL)."""
+    async with http.get(url, allow_redirects=False) as r:
+        page = await r.text()
+        assert r.status == 200, page
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page)
+    flow = re.search(r'name="flow" value="([^"]+)"', page)
+    assert csrf and flow, page
+    async with http.post(url, data={"csrf": unescape(csrf.group(1)),
+                                    "flow": unescape(flow.group(1))},
+                         allow_redirects=False) as r:
+        assert r.status == 303, await r.text()
+        return page, r.headers["Location"]
+
+
 async def authorise(slack: FakeSlack, person: User, url: str, *,
-                    enterprise_install: bool = False) -> tuple[int, str]:
-    """Sign in at Slack as `person`, allow, and follow the redirect back to the bridge."""
+                    enterprise_install: bool = False,
+                    http: aiohttp.ClientSession | None = None) -> tuple[int, str]:
+    """In one browser (`http`, or a fresh one): open the bridge's start link, sign in at
+    Slack as `person`, allow, and follow the redirect back to the bridge."""
     slack.sign_in(person, enterprise_install=enterprise_install)
-    status, _, location = await open_in_browser(url)
-    assert status == 302 and location, f"Slack's page answered {status}"
-    status, body, _ = await open_in_browser(location)
-    return status, body
+    own = http is None
+    http = http or browser_session()
+    try:
+        _, authorize = await open_start_link(http, url)
+        status, _, location = await open_in_browser(authorize)
+        assert status == 302 and location, f"Slack's page answered {status}"
+        async with http.get(location, allow_redirects=False) as r:
+            return r.status, await r.text()
+    finally:
+        if own:
+            await http.close()
 
 
 async def start_link(user: MatrixUser, bot: str, room: str, profile: str = "Jobb",

@@ -65,6 +65,19 @@ class Browser:
                                   headers=headers) as r:
             return r.status, await r.json()
 
+    async def matrix_sign_in(self, token: str) -> tuple[int, str]:
+        """Open the bot's login link and confirm on its page (the GET alone does nothing)."""
+        status, page = await self.get(f"/auth/matrix?token={token}")
+        if status != 200:
+            return status, page
+        return await self.post_form("/auth/matrix", {
+            "token": token, "csrf": unescape(_CSRF.search(page).group(1))})
+
+    async def sign_out(self) -> tuple[int, str]:
+        """The sign-out button on the settings page."""
+        return await self.post_form("/auth/sign-out",
+                                    {"csrf": await self.csrf("/account/settings")})
+
     async def create_account(self, pending_id: str) -> tuple[int, str]:
         """Choose "Create new RelayForge account" on the account choice page."""
         csrf = await self.csrf(f"/auth/account-choice?session={pending_id}")
