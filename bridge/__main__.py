@@ -82,6 +82,13 @@ def run(config_path: str) -> int:
     except (ValueError, TypeError, AttributeError, ImportError) as e:
         # dictConfig's message names the bad part of the section.
         return _fail(ConfigError([f"logging: {e}"], config_path))
+    from .preflight import preflight
+
+    problems = asyncio.run(preflight(config))
+    if problems:
+        # Nothing is written before these pass: no key file, no database.
+        print(f"Cannot start: {'; '.join(problems)}", file=sys.stderr)
+        return 2
     from .app import Bridge, run_until_signalled
 
     return _run_reporting(lambda: run_until_signalled(Bridge(config)), "start")
@@ -97,6 +104,10 @@ def _run_reporting(make: Callable[[], Coroutine[Any, Any, int | None]], doing: s
         return _fail(e)
     except VaultError as e:
         print(f"Cannot {doing}: vault: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        # A port taken after the pre-flight check, a file the bridge may not write.
+        print(f"Cannot {doing}: {e}", file=sys.stderr)
         return 2
 
 

@@ -123,6 +123,8 @@ SCHEMA: tuple[Key, ...] = (
     Key("homeserver.domain", lambda v: isinstance(v, str) and bool(_SERVER_NAME.match(v)),
         "the server name in user IDs, e.g. example.org", required=True),
     Key("homeserver.verify_ssl", _is_bool, "true or false", default=True),
+    Key("homeserver.wait_seconds", lambda v: _is_number(v) and 0 <= v <= 3600,
+        "seconds between 0 and 3600 to wait for the homeserver at start-up", default=120),
     Key("appservice.address", _is_http_url, "the URL the homeserver uses to reach the bridge, "
         "e.g. http://localhost:29340", required=True),
     Key("appservice.hostname", _is_nonempty_str, "the address to listen on, e.g. 127.0.0.1",
