@@ -25,6 +25,7 @@ from .account import AccountStore
 from .account_merge import MergeStore
 from .audit_log import AuditLogStore
 from .capability import CapabilityStore
+from .encryption_notice import EncryptionNoticeStore
 from .first_send import FirstSendStore
 from .impersonation_jti import JtiStore
 from .login_identity import LoginIdentityStore
@@ -222,6 +223,7 @@ class Storage:
     failures: SecurityFailureStore
     session_networks: SessionNetworkStore
     outbound: OutboundStore
+    encryption_notices: EncryptionNoticeStore
     # Matrix room state (members, power levels) lives in the same database, not a JSON file.
     state_store: CachedASStateStore
 
@@ -277,5 +279,6 @@ async def open_database(uri: str, *, min_size: int = 1, max_size: int = 10) -> S
         failures=SecurityFailureStore(db),
         session_networks=SessionNetworkStore(db),
         outbound=OutboundStore(db),
+        encryption_notices=EncryptionNoticeStore(db),
         state_store=state_store,
     )

@@ -23,5 +23,9 @@ class ManagementRoomStore:
         )
 
 
+    async def is_management_room(self, room_id: RoomID) -> bool:
+        return bool(await self.db.fetchval(
+            "SELECT COUNT(*) FROM management_room WHERE room_id=$1", room_id))
+
     async def delete(self, user: UserID) -> None:
         await self.db.execute("DELETE FROM management_room WHERE user_mxid=$1", user)

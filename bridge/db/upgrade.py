@@ -366,3 +366,13 @@ async def upgrade_v9(conn: Connection) -> None:
             WHERE r.network = portal.network AND r.remote = portal.remote_id
             ORDER BY r.created_at LIMIT 1)
     """)
+
+
+@upgrade_table.register(description="Rooms told that encrypted messages cannot be read")
+async def upgrade_v10(conn: Connection) -> None:
+    await conn.execute("""
+        CREATE TABLE encryption_notice (
+            room_mxid TEXT PRIMARY KEY,
+            told_at   BIGINT NOT NULL
+        )
+    """)

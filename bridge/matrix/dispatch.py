@@ -26,6 +26,20 @@ from .bot import ManagementBot
 
 log = logging.getLogger("relayforge.dispatch")
 
+ENCRYPTED_IN_PORTAL = (
+    "This bridge cannot read encrypted messages yet: what is sent encrypted here does not "
+    "reach {network}. This is said once per room.")
+ENCRYPTION_ON_IN_PORTAL = (
+    "Encryption was turned on in this room. This bridge cannot read encrypted messages yet, "
+    "so from now on what is written here will not reach {network} (encryption cannot be "
+    "turned off again in a room).")
+ENCRYPTED_TO_BOT = (
+    "I cannot read encrypted messages yet, so I cannot see your commands here. Start a new "
+    "direct chat with me with encryption off.")
+ENCRYPTION_ON_WITH_BOT = (
+    "Encryption was turned on in this room. I cannot read encrypted messages yet, so I will "
+    "not see your commands here: start a new direct chat with me with encryption off.")
+
 
 class MatrixDispatcher:
     def __init__(self, bot: ManagementBot, router: Router, delivery: Delivery,
@@ -61,6 +75,9 @@ class MatrixDispatcher:
     async def _handle(self, evt: Event) -> None:
         if evt.type == EventType.ROOM_MEMBER:
             await self._member(evt)
+            return
+        if evt.type in (EventType.ROOM_ENCRYPTED, EventType.ROOM_ENCRYPTION):
+            await self._encryption(evt)
             return
         if evt.type in (EventType.TYPING, EventType.RECEIPT):
             await self._ephemeral(evt)
@@ -101,6 +118,28 @@ class MatrixDispatcher:
                 for user in receipts.get(ReceiptType.READ, {}):
                     if not self.bot.is_bridge_user(user):
                         await self.router.handle_matrix_read(portal, user, event_id)
+
+    async def _encryption(self, evt: Event) -> None:
+        """The bridge cannot decrypt yet: say so instead of dropping what people wrote. Once
+        per room for encrypted messages (remembered across restarts); each time encryption is
+        turned on."""
+        if self.bot.is_bridge_user(evt.sender):
+            return
+        portal = await self.router.portal_for(evt.room_id)
+        if portal is not None:
+            where = portal.network
+            turned_on, cannot_read = ENCRYPTION_ON_IN_PORTAL, ENCRYPTED_IN_PORTAL
+        elif await self.bot.management_rooms.is_management_room(evt.room_id):
+            where = ""
+            turned_on, cannot_read = ENCRYPTION_ON_WITH_BOT, ENCRYPTED_TO_BOT
+        else:
+            return  # a space or a room the bridge does not serve
+        first_time = await self.router.storage.encryption_notices.first_time(evt.room_id)
+        if evt.type == EventType.ROOM_ENCRYPTION:
+            await self.bot.reply(evt.room_id, None, turned_on.format(network=where))
+        elif first_time:
+            log.info("Encrypted event %s in %s cannot be read", evt.event_id, evt.room_id)
+            await self.bot.reply(evt.room_id, evt.event_id, cannot_read.format(network=where))
 
     async def _member(self, evt: StateEvent) -> None:
         if evt.state_key == self.bot.mxid and evt.content.membership == Membership.INVITE:
