@@ -34,8 +34,10 @@ def _name(common: str) -> x509.Name:
     return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common)])
 
 
-def make_ca_and_cert(directory: Path) -> tuple[Path, Path, Path]:
-    """A CA, and a server certificate it signed for the domain, the MUC and upload hosts."""
+def make_ca_and_cert(directory: Path, names: list[str] | None = None
+                     ) -> tuple[Path, Path, Path]:
+    """A CA, and a server certificate it signed for the domain, the MUC and upload hosts
+    (or for `names`)."""
     now = datetime.datetime.now(datetime.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca = (x509.CertificateBuilder().subject_name(_name("RelayForge test CA"))
@@ -46,7 +48,7 @@ def make_ca_and_cert(directory: Path) -> tuple[Path, Path, Path]:
           .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
           .sign(ca_key, hashes.SHA256()))
     key = ec.generate_private_key(ec.SECP256R1())
-    names = [DOMAIN, MUC, HOST, f"upload.{DOMAIN}"]
+    names = names or [DOMAIN, MUC, HOST, f"upload.{DOMAIN}"]
     cert = (x509.CertificateBuilder().subject_name(_name(DOMAIN)).issuer_name(ca.subject)
             .public_key(key.public_key()).serial_number(x509.random_serial_number())
             .not_valid_before(now - datetime.timedelta(days=1))

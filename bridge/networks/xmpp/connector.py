@@ -42,7 +42,7 @@ from ..base import (
     SendResult,
 )
 from ..login import Field, LinkedAccount, LoginFailed, LoginStep
-from .client import XmppClient
+from .client import XmppClient, tls_refusal
 from .convert import inbound_events
 from .formatting import to_xhtml_im
 
@@ -294,7 +294,12 @@ class XmppConnector(Connector):
 
         client.add_event_handler("session_start", lambda _: settle("ok"))
         client.add_event_handler("failed_all_auth", lambda _: settle("auth"))
-        client.add_event_handler("connection_failed", lambda e: settle(f"connect:{e}"))
+        # One address refusing is not the end (RFC 6120 3.2: try the next address, then the
+        # next SRV target); only when every one failed is the server unreachable.
+        client.add_event_handler("all_addresses_failed",
+                                 lambda errors: settle("connect:" + "; ".join(errors)))
+        client.add_event_handler("ssl_invalid_chain",
+                                 lambda error: settle(f"tls:{tls_refusal(error)}"))
         client.connect()
         try:
             result = await asyncio.wait_for(outcome, LOGIN_TIMEOUT)
@@ -304,6 +309,11 @@ class XmppConnector(Connector):
             if result == "auth":
                 raise LoginFailed(f"The XMPP server refused the password for {jid}. Nothing "
                                   "was stored; try again with the right password.")
+            if result.startswith("tls:"):
+                raise LoginFailed(
+                    f"The XMPP server of {JID(jid).domain} presented a certificate the bridge "
+                    f"does not trust ({result.removeprefix('tls:')}), so the password was not "
+                    "sent. Nothing was stored.")
             if result != "ok":
                 raise LoginFailed(f"Could not reach the XMPP server of {JID(jid).domain} "
                                   f"({result.removeprefix('connect:')}). Nothing was stored.")
@@ -317,12 +327,10 @@ class XmppConnector(Connector):
         contacts = len(roster["roster"]["items"])
         info = await client.plugin["xep_0030"].get_info(jid=JID(jid).domain, timeout=15)
         features = sorted(info["disco_info"]["features"])
-        mechanism = getattr(client.plugin["feature_mechanisms"], "mech", None)
-        method = getattr(mechanism, "name", "SASL")
         return LinkedAccount(
             external_user_id=JID(jid).bare, display_name=JID(jid).user, scopes=["c2s"],
             credentials={"password": password},
-            verified=[f"signed in with {method} over TLS (certificate verified)",
+            verified=[f"signed in with {client.mechanism} {client.transport_description()}",
                       f"roster fetched: {contacts} contact(s)",
                       f"server features: {len(features)}"],
         )
