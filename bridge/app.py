@@ -37,7 +37,7 @@ from .matrix.network_commands import NetworkCommands
 from .matrix.permissions import Permissions
 from .matrix.portals import Portals
 from .matrix.security_commands import SecurityCommands
-from .matrix.spaces import MatrixSpaces
+from .matrix.spaces import MatrixSpaces, PortalSpaces
 from .metrics import Metrics
 from .networks.base import Connector
 from .security.capabilities import Capabilities
@@ -160,6 +160,7 @@ class Bridge:
         # The web routes exist before the bot does; give them the Matrix side now.
         spaces = MatrixSpaces(bot_intent)
         self.accounts.spaces = spaces
+        portals.on_created.append(PortalSpaces(self.storage, spaces).portal_created)
         self.web.signin.notify = self.bot.tell
         register_account_commands(self.bot.commands, self.storage, self.accounts, self.merges,
                                   self.security.audit, self.web_url,

@@ -47,6 +47,9 @@ class ProfileStore:
         )
         return Profile(**row) if row else None
 
+    async def space_of(self, profile_id: str) -> str | None:
+        return await self.db.fetchval("SELECT space_mxid FROM profile WHERE id=$1", profile_id)
+
     async def set_space(self, profile_id: str, space_mxid: str) -> None:
         await self.db.execute("UPDATE profile SET space_mxid=$2 WHERE id=$1",
                               profile_id, space_mxid)

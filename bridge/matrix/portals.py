@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import defaultdict
+from collections.abc import Awaitable, Callable
 
 from mautrix.appservice import IntentAPI
 from mautrix.types import Membership, RoomID, UserID
@@ -33,6 +34,8 @@ class Portals:
         self._by_mxid: dict[RoomID, Portal] = {}
         # Counts changes: a read that awaited the database during one must not keep its row.
         self._changes = 0
+        # Called with each portal `ensure` creates (to place it in its profile's space).
+        self.on_created: list[Callable[[Portal], Awaitable[None]]] = []
 
     async def get(self, network: str, remote_id: str) -> Portal | None:
         portal = self._by_remote.get((network, remote_id))
@@ -63,6 +66,8 @@ class Portals:
             portal = await self.get(network, room.remote_id)
             if portal is None:
                 portal = await self._create(network, room, receiver, persona_id, rule_id)
+                for hook in self.on_created:
+                    await hook(portal)
                 return portal
             portal = await self._own(portal, persona_id, rule_id)
             if receiver:

@@ -1,9 +1,16 @@
-"""A Matrix space per profile, made by the bot and shared with the person."""
+"""A Matrix space per profile, made by the bot and shared with the person; portals live in it."""
 
 from __future__ import annotations
 
+import logging
+
 from mautrix.appservice import IntentAPI
-from mautrix.types import EventType, RoomCreatePreset, UserID
+from mautrix.errors import MatrixError, MatrixRequestError
+from mautrix.types import EventType, RoomCreatePreset, RoomID, UserID
+
+from ..db import Portal, Storage
+
+log = logging.getLogger("relayforge.spaces")
 
 
 class MatrixSpaces:
@@ -23,6 +30,42 @@ class MatrixSpaces:
         await self.intent.set_room_name(space_mxid, name)
 
     async def add_to_space(self, space: str, room: str) -> None:
-        """Make a portal a child of a profile's space (a room can be in several spaces)."""
-        await self.intent.send_state_event(space, EventType.SPACE_CHILD,
-                                           {"via": [self.intent.domain]}, state_key=room)
+        """Make a portal a child of a profile's space (a room can be in several spaces), and
+        name the space as the portal's parent so clients show where the room belongs.
+
+        Writing the same link again changes nothing (the homeserver keeps identical state), so
+        this is safe to repeat after a restart."""
+        via = {"via": [self.intent.domain]}
+        await self.intent.send_state_event(RoomID(space), EventType.SPACE_CHILD, via,
+                                           state_key=room)
+        try:
+            await self.intent.send_state_event(RoomID(room), EventType.SPACE_PARENT,
+                                               {**via, "canonical": True}, state_key=space)
+        except MatrixRequestError as e:
+            # A room the person brought (`map --room`) may not let the bot change its state;
+            # the space still lists it, which is what clients need to show it there.
+            log.warning("Could not name space %s as the parent of %s: %s", space, room, e)
+
+
+class PortalSpaces:
+    """Puts each new direct-chat portal into the space of the profile whose persona it
+    belongs to. Rooms a rule brings in are placed by the mapping rules (also on restart)."""
+
+    def __init__(self, storage: Storage, spaces: MatrixSpaces) -> None:
+        self.storage = storage
+        self.spaces = spaces
+
+    async def portal_created(self, portal: Portal) -> None:
+        if portal.mxid is None or portal.receiver is None:
+            return
+        persona = await self.storage.personas.get(portal.receiver)
+        if persona is None:
+            return
+        space = await self.storage.profiles.space_of(persona.profile_id)
+        if space is None:
+            return
+        try:
+            await self.spaces.add_to_space(space, portal.mxid)
+        except MatrixError as e:
+            # The message that made the portal must still arrive; the room is only unfiled.
+            log.warning("Could not add portal %s to space %s: %s", portal.mxid, space, e)
