@@ -108,7 +108,8 @@ def _network_paths() -> dict[str, Any]:
                                                                   "type": "string"}}}}}}},
             "Networks")})},
         f"{v1}/link/{{network}}": {"post": _op(
-            "Start linking an account: answers the first step",
+            "Start linking an account: answers the first step (for OAuth networks its url is "
+            "the bridge's start page, to open in the person's browser)",
             {"200": _json(_STEP, "The first step"), "400": bad},
             body={"type": "object", "properties": {"identifier": {"type": "string"},
                                                    "profile": {"type": "string"}}},
