@@ -4,6 +4,8 @@ rules, and messages both ways as the person."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from mautrix.types import (
     EventType,
@@ -17,6 +19,7 @@ from tests.fakes.slack import FakeSlack
 from tests.fakes.slack.scenario import World, build_world
 
 from .support.api import PREFIX, Api
+from .support.recording import RecordingServer
 from .support.slack import (
     authorise,
     browser_session,
@@ -265,3 +268,68 @@ async def test_a_pattern_rule_maps_channels_the_person_joins(slack_bridge, slack
     assert name.name == "#launch"
     await slack.post_message(world.bob, launch, "welcome aboard")
     await alice.wait_for_event(portal, body_is("welcome aboard"), "bob's welcome")
+
+
+async def test_the_persons_token_never_leaves_for_another_host(start_bridge, slack, world,
+                                                               new_user, homeserver):
+    """URLs in Slack events are fetched by the core's media fetcher: the token goes to
+    Slack's (here: the fake's) host only, never to a host an event or a redirect names, and
+    internal addresses are refused with a notice while the message itself arrives."""
+    foreign, internal = await RecordingServer().start(), await RecordingServer().start()
+    try:
+        # Both are on loopback; the admin trusts `foreign` (so it can be reached and show
+        # what it received) but not `internal`.
+        callback = f"{homeserver.appservice_url}/link/slack/callback"
+        await start_bridge(extra={"networks": {"slack": slack_settings(slack, callback)},
+                                  "media": {"trusted_hosts": [foreign.host]}})
+        alice = await new_user("alice")
+        bot = homeserver.bot_mxid
+        await link_slack(alice, bot, slack, world.alice)
+
+        # A file event whose URL points at another host: fetched without the token.
+        planted = foreign.serve("/planted.txt", b"planted", "text/plain")
+        await slack.emit_event(world.team, _file_event(world, "planted.txt", planted),
+                               channel=world.dm)
+        dm = await alice.wait_for_invite()
+        shared = await alice.wait_for_event(dm, body_is("planted.txt"), "the planted file")
+        assert await alice.client.download_media(shared.content.url) == b"planted"
+
+        # A file on Slack's own host that redirects elsewhere: the token reaches Slack (the
+        # download is authorised) and is dropped for the redirect's target.
+        moved = foreign.serve("/storage/moved.txt", b"moved along", "text/plain")
+        await slack.upload_file(world.bob, world.dm, "moved.txt", b"-", moved_to=moved)
+        shared = await alice.wait_for_event(dm, body_is("moved.txt"), "the moved file")
+        assert await alice.client.download_media(shared.content.url) == b"moved along"
+
+        # A profile picture on another host (Slack's avatar CDN is not Slack's file host).
+        picture = foreign.serve("/avatars/bob.png", b"\x89PNG fake", "image/png")
+        await slack.emit_event(world.team, {"type": "user_change", "user": {
+            "id": world.bob.id, "name": "bob", "profile": {
+                "display_name": "Bobby", "image_192": picture}}})
+        await slack.wait_until(lambda: any(s.path == "/avatars/bob.png" for s in foreign.seen),
+                               "the avatar download")
+        assert [s.path for s in foreign.seen] == [
+            "/planted.txt", "/storage/moved.txt", "/avatars/bob.png"]
+        assert foreign.authorizations() == [None, None, None]
+
+        # An internal address: nothing is fetched, the name arrives, and the room is told.
+        secret = internal.serve("/admin/backup.tar", b"internal only")
+        await slack.emit_event(world.team, _file_event(world, "backup.tar", secret),
+                               channel=world.dm)
+        await alice.wait_for_event(dm, body_is("backup.tar"), "the refused file's name")
+        notice = await alice.wait_for_notice(dm, bot, "backup.tar was not bridged")
+        assert notice == ("The file backup.tar was not bridged: its address is not allowed "
+                          "(a loopback address).")
+        assert internal.seen == []
+    finally:
+        await foreign.stop()
+        await internal.stop()
+
+
+def _file_event(world: World, name: str, url: str) -> dict:
+    """A file_share message as an event delivers it, with the file's URL chosen by the test."""
+    ts = f"{time.time():.6f}"
+    return {"type": "message", "subtype": "file_share", "channel": world.dm.id,
+            "channel_type": "im", "user": world.bob.id, "ts": ts, "text": "",
+            "files": [{"id": f"F{ts.replace('.', '')}", "name": name,
+                       "mimetype": "application/octet-stream", "url_private": url}]}

@@ -8,6 +8,7 @@ import logging
 from mautrix.types import EventType
 
 from .support.matrix import DEADLINE
+from .support.recording import RecordingServer
 
 MUC = "conference.rf.test"
 
@@ -582,3 +583,39 @@ async def test_pattern_rule_maps_rooms_the_person_is_invited_to(xmpp_bridge, new
     await alice.send_text(room, "rules")
     rules = await alice.wait_for_notice(room, homeserver.bot_mxid, muc)
     assert f"*@{MUC}" in rules
+
+
+async def test_a_link_to_an_internal_address_is_refused_with_a_notice(xmpp_bridge, new_user,
+                                                                      xmpp_peer, homeserver):
+    """An out-of-band link a contact sends is fetched by the core's media fetcher: one to
+    an internal address (here a service on loopback the admin did not list, or a redirect
+    to one from the trusted upload host) is never requested; the link still arrives as
+    text and the room is told why the file did not."""
+    internal = await RecordingServer().start()
+    try:
+        alice = await new_user("alice")
+        alice_xmpp, bob = await xmpp_peer("alice"), await xmpp_peer("bob")
+        await alice_xmpp.stop()
+        muc, portal = await mapped_muc(alice, alice_xmpp, bob, homeserver)
+        bot = homeserver.bot_mxid
+        metadata = "http://169.254.169.254/latest/meta-data/secrets.txt"
+        for url, why in ((internal.serve("/admin/secrets.txt", b"internal only"), "loopback"),
+                         (internal.url("/admin/secrets.txt").replace("127.0.0.1", "localhost"),
+                          "loopback"),
+                         (metadata, "cloud metadata")):
+            bob.send(muc, url, file=_oob(url))
+            text = await alice.wait_for_event(portal, body_is(url), "the link as text")
+            notice = await alice.wait_for_notice(portal, bot, "secrets.txt was not bridged",
+                                                 after=text.event_id)
+            assert notice == ("The file secrets.txt was not bridged: its address is not "
+                              f"allowed (a {why} address).")
+        assert internal.seen == []
+    finally:
+        await internal.stop()
+
+
+def _oob(url: str):
+    def attach(msg) -> None:
+        msg["oob"]["url"] = url
+
+    return attach

@@ -155,6 +155,8 @@ def add_routes(app: web.Application, state: SlackState) -> None:
                 or not state.can_see_file(viewer, file) or file.data is None):
             # Like Slack: no error status, a redirect to an HTML sign-in page.
             raise web.HTTPFound(f"{state.base_url}/?redir={request.path}")
+        if file.moved_to:
+            raise web.HTTPFound(file.moved_to)
         headers = {}
         if request.match_info["tail"].startswith("download/"):
             headers["Content-Disposition"] = f'attachment; filename="{file.name}"'

@@ -127,6 +127,9 @@ class SlackFile:
     data: bytes | None = None
     upload_ticket: str = ""
     channels: list[str] = attrs.Factory(list)
+    # Where an authorised download is redirected (a storage host), for tests of what follows
+    # a redirect; None serves the bytes directly.
+    moved_to: str | None = None
 
     @property
     def uploaded(self) -> bool:

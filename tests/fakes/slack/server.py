@@ -240,12 +240,14 @@ class FakeSlack:
 
     async def upload_file(self, user: UserRef, channel: ChannelRef, name: str, data: bytes,
                           *, comment: str = "", thread_ts: str | None = None,
-                          title: str | None = None) -> Message:
-        """A file shared from a Slack client: a file_share message carrying `files`."""
+                          title: str | None = None, moved_to: str | None = None) -> Message:
+        """A file shared from a Slack client: a file_share message carrying `files`.
+        `moved_to`: its download answers with a redirect there."""
         person = self._user(user)
         file = messaging.new_file(self.state, person, name, len(data))
         file.data = data
         file.title = title or name
+        file.moved_to = moved_to
         message, deliveries = self.state.post_message(
             person, self._channel(channel), comment, thread_ts=thread_ts, files=[file],
             from_client=bool(comment))
