@@ -2,7 +2,9 @@
 Synapse: after a restart every message arrives exactly once, in order per room.
 
 The bridge runs in its own process with the wire test network (tests/support/wirenet.py),
-whose server lives here, in the test, and survives the kill.
+whose server lives here, in the test, and survives the kill. Slack (the wire-level fake) and
+XMPP (Prosody) offer no idempotency key the server honours: after a kill between the send
+and its record, the bridge must look the message up there instead of sending it again.
 """
 
 from __future__ import annotations
@@ -19,7 +21,11 @@ import aiohttp
 import pytest
 from mautrix.types import EventType, PaginationDirection
 
+from tests.fakes.slack import FakeSlack
+from tests.fakes.slack.scenario import build_world
+
 from .support.matrix import DEADLINE, MatrixUser
+from .support.slack import link_slack, slack_settings
 from .support.wirenet import WireServer
 
 BURST = 1000
@@ -28,9 +34,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 class BridgeProcess:
-    def __init__(self, config: Path, wire_url: str, ready_url: str, log: Path) -> None:
+    def __init__(self, config: Path, wire_url: str | None, ready_url: str, log: Path) -> None:
         self.command = [sys.executable, "-m", "tests.support.bridge_process", str(config),
-                        wire_url]
+                        *([wire_url] if wire_url else [])]
         self.ready_url = ready_url
         self.log = log
         self.process: subprocess.Popen | None = None
@@ -150,3 +156,42 @@ async def test_kill_9_mid_burst_from_the_network(bridge_process, wire, new_user)
     for room, portal in portals:
         bodies = await all_messages(alice, portal)
         assert bodies == ["hello"] + [f"r{i}" for i in range(per_room)], room
+
+
+NETWORK_BURST = 100  # Slack and XMPP: one burst, killed mid-way at a known point
+
+
+async def test_kill_9_between_a_slack_send_and_its_record(homeserver, db_uri, tmp_path,
+                                                           new_user):
+    async with FakeSlack() as slack:
+        world = build_world(slack)
+        config = homeserver.bridge_config(tmp_path, db_uri, extra={"networks": {
+            "slack": slack_settings(slack, f"{homeserver.appservice_url}/link/slack/callback")}})
+        bridge = BridgeProcess(Path(config.path), None,
+                               f"{homeserver.appservice_url}/_matrix/mau/ready",
+                               tmp_path / "bridge.log")
+        await bridge.start()
+        try:
+            alice = await new_user("alice")
+            room = await link_slack(alice, homeserver.bot_mxid, slack, world.alice)
+            await alice.send_text(room, f"map slack {world.team.id}/#general --profile Jobb")
+            portal = await alice.wait_for_invite()
+            # Slack posts the middle message, and the bridge dies before it hears back.
+            hold = slack.hold_after("chat.postMessage", NETWORK_BURST // 2)
+            for i in range(NETWORK_BURST):
+                await alice.send_text(portal, f"m{i}")
+            async with asyncio.timeout(DEADLINE):
+                await hold.reached.wait()
+            bridge.kill()
+            hold.release()
+            await bridge.start()
+            await alice.send_text(portal, "end")
+
+            def sent() -> list[str]:
+                return [m.text for m in slack.messages(world.general)
+                        if m.user == world.alice.id]
+
+            await slack.wait_until(lambda: "end" in sent(), "the burst and the last message")
+            assert sent() == [f"m{i}" for i in range(NETWORK_BURST)] + ["end"]
+        finally:
+            bridge.stop()

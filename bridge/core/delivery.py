@@ -38,10 +38,11 @@ from mautrix.types import (
 
 from ..audit import AuditEvent, AuditLog
 from ..db import Portal, Storage
+from ..db.message import MessageKind, MessageRow
 from ..db.outbound import OutboundRow, OutboundState
 from ..db.persona import PersonaStatus
 from ..metrics import Metrics
-from ..networks.base import CredentialsRejected, RateLimited, Unsupported
+from ..networks.base import CredentialsRejected, RateLimited, RemoteRoom, Unsupported
 from ..security.impersonation import ImpersonationRefused
 from .authority import NeedsRelink, NotAllowedHere
 from .router import DeliveryFailed, HeldForConfirmation, NetworkUnavailable, Router
@@ -189,6 +190,17 @@ class Delivery:
         if portal is None:
             await self.store.done(row.seq)  # the portal is gone: nowhere to send it
             return
+        if row.in_flight and isinstance(evt, MessageEvent):
+            try:
+                if await self._already_sent(row, portal, evt):
+                    return
+            except Exception as e:  # asking failed: sending blind could duplicate it
+                log.warning("Could not look up %s at %s: %s", evt.event_id, portal.network, e)
+                await self._retry_later(row, evt, portal, f"could not check whether "
+                                        f"{portal.network} already has it ({e})",
+                                        maybe_sent=True)
+                return
+        await self.store.mark_in_flight(row.seq)
         try:
             await self._send(portal, evt)
         except HeldForConfirmation as e:
@@ -207,12 +219,40 @@ class Delivery:
             await self._failed(row, evt, portal, e)
         except Exception as e:
             log.exception("Sending %s failed unexpectedly", evt.event_id)
-            await self._retry_later(row, evt, portal, f"internal error: {type(e).__name__}")
+            await self._retry_later(row, evt, portal, f"internal error: {type(e).__name__}",
+                                    maybe_sent=True)
         else:
             await self.store.done(row.seq)
             self.metrics.queue_events.labels(outcome="sent").inc()
             if row.attempts or self.settings.status_events:
                 await self._status(evt, portal, MessageStatus.SUCCESS)
+
+    async def _already_sent(self, row: OutboundRow, portal: Portal, evt: Event) -> bool:
+        """An attempt at this message called the connector and no outcome was recorded (the
+        bridge crashed, or the call timed out): if the network has it, record it as sent
+        instead of sending a duplicate."""
+        if await self.storage.messages.get_by_mxid(evt.event_id):
+            found = True  # recorded, but the crash came before the row was deleted
+        else:
+            connector = self.router.connectors.get(portal.network)
+            if connector is None:
+                return False
+            # A little before the first attempt: clocks of the bridge and network differ.
+            result = await connector.find_sent(RemoteRoom(portal.remote_id, portal.name),
+                                               evt.event_id, row.created_at - 60_000)
+            found = result is not None
+            if result is not None:
+                log.info("%s already has %s (as %s): not sending it again", portal.network,
+                         evt.event_id, result.remote_id)
+                await self.storage.messages.insert(MessageRow(
+                    network=portal.network, remote_room=portal.remote_id,
+                    remote_id=result.remote_id, kind=MessageKind.MESSAGE, mxid=evt.event_id,
+                    room_mxid=RoomID(row.room_mxid), sender_mxid=UserID(row.sender)))
+        if found:
+            await self.store.done(row.seq)
+            self.metrics.queue_events.labels(outcome="sent").inc()
+            await self._status(evt, portal, MessageStatus.SUCCESS)
+        return found
 
     async def _send(self, portal: Portal, evt: Event) -> None:
         if isinstance(evt, MessageEvent):
@@ -254,14 +294,17 @@ class Delivery:
                                         int((time.time() + cause.retry_after) * 1000),
                                         str(cause))
         else:
-            await self._retry_later(row, evt, portal, str(cause or error))
+            # A timeout or a dropped connection may come after the network took it.
+            await self._retry_later(row, evt, portal, str(cause or error), maybe_sent=True)
 
     def _too_old(self, row: OutboundRow) -> bool:
         return time.time() * 1000 - row.created_at > self.settings.max_age_seconds * 1000
 
     async def _retry_later(self, row: OutboundRow, evt: Event, portal: Portal,
                            reason: str, *, internal: bool = False,
-                           status: str = "Retrying") -> None:
+                           status: str = "Retrying", maybe_sent: bool = False) -> None:
+        """`maybe_sent`: the network may have the event all the same (a timeout), so the
+        next attempt looks it up before sending again."""
         attempts = row.attempts + 1
         if attempts >= self.settings.max_attempts or self._too_old(row):
             await self._give_up(row, evt, portal, reason, attempts, internal=internal)
@@ -269,7 +312,7 @@ class Delivery:
         self.metrics.queue_events.labels(outcome="retry").inc()
         delay = backoff(attempts, self.settings, self._rng)
         await self.store.reschedule(row.seq, attempts, int((time.time() + delay) * 1000),
-                                    reason)
+                                    reason, keep_in_flight=maybe_sent)
         if attempts == 1:
             await self._status(evt, portal, MessageStatus.PENDING, status)
 

@@ -2,8 +2,9 @@
 
 A row is written before the appservice transaction that carried the event is acknowledged,
 and deleted only after the send was recorded in the message map: a crash at any point leaves
-either the row (sent again, the message map or the network's idempotency key drops the
-duplicate) or the finished send.
+either the row or the finished send. A row is marked in flight just before the connector is
+called; one still marked when its turn comes again may have reached the network before a
+crash, so it is looked up there (`Connector.find_sent`) before it is sent again.
 """
 
 from __future__ import annotations
@@ -38,6 +39,12 @@ class OutboundRow:
     next_attempt: int
     created_at: int
     last_error: str | None
+    # When an attempt last called the connector without an outcome being recorded since.
+    in_flight_at: int | None = None
+
+    @property
+    def in_flight(self) -> bool:
+        return self.in_flight_at is not None
 
 
 def _now_ms() -> int:
@@ -52,7 +59,7 @@ def _row(record: Any) -> OutboundRow:
 
 class OutboundStore:
     _columns = ("seq, event_id, room_mxid, network, remote_room, sender, event, state, "
-                "persona_id, attempts, next_attempt, created_at, last_error")
+                "persona_id, attempts, next_attempt, created_at, last_error, in_flight_at")
 
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -88,20 +95,32 @@ class OutboundStore:
     async def done(self, seq: int) -> None:
         await self.db.execute("DELETE FROM outbound WHERE seq=$1", seq)
 
-    async def reschedule(self, seq: int, attempts: int, next_attempt: int, error: str) -> None:
+    async def mark_in_flight(self, seq: int) -> None:
+        """The connector is about to be called: until an outcome is recorded, the network
+        may have the event."""
+        await self.db.execute("UPDATE outbound SET in_flight_at=$2 WHERE seq=$1", seq,
+                              _now_ms())
+
+    # Every recorded outcome below clears the mark: the network answered, so the next
+    # attempt (if any) knows whether it has the event.
+    async def reschedule(self, seq: int, attempts: int, next_attempt: int, error: str, *,
+                         keep_in_flight: bool = False) -> None:
+        """`keep_in_flight`: the network could not be asked whether it has the event, so the
+        next attempt must ask again."""
         await self.db.execute(
-            "UPDATE outbound SET attempts=$2, next_attempt=$3, last_error=$4 WHERE seq=$1",
+            "UPDATE outbound SET attempts=$2, next_attempt=$3, last_error=$4"
+            + ("" if keep_in_flight else ", in_flight_at=NULL") + " WHERE seq=$1",
             seq, attempts, next_attempt, error)
 
     async def park(self, seq: int, persona_id: str, error: str) -> None:
         await self.db.execute(
-            "UPDATE outbound SET state=$2, persona_id=$3, last_error=$4 WHERE seq=$1",
-            seq, OutboundState.PARKED.value, persona_id, error)
+            "UPDATE outbound SET state=$2, persona_id=$3, last_error=$4, in_flight_at=NULL "
+            "WHERE seq=$1", seq, OutboundState.PARKED.value, persona_id, error)
 
     async def fail(self, seq: int, attempts: int, error: str) -> None:
         await self.db.execute(
-            "UPDATE outbound SET state=$2, attempts=$3, last_error=$4 WHERE seq=$1",
-            seq, OutboundState.FAILED.value, attempts, error)
+            "UPDATE outbound SET state=$2, attempts=$3, last_error=$4, in_flight_at=NULL "
+            "WHERE seq=$1", seq, OutboundState.FAILED.value, attempts, error)
 
     async def requeue(self, state: OutboundState, *, sender: str | None = None,
                       persona_id: str | None = None) -> list[str]:

@@ -376,3 +376,11 @@ async def upgrade_v10(conn: Connection) -> None:
             told_at   BIGINT NOT NULL
         )
     """)
+
+
+@upgrade_table.register(description="Outbound sends remember being in flight")
+async def upgrade_v11(conn: Connection) -> None:
+    # Set just before the connector is called, cleared by any recorded outcome: a row still
+    # marked at start-up may have reached the network before a crash, so it is looked up
+    # there before it is sent again.
+    await conn.execute("ALTER TABLE outbound ADD COLUMN in_flight_at BIGINT")

@@ -426,6 +426,18 @@ class Connector(ABC):
     @abstractmethod
     async def send_edit(self, event: MatrixEdit) -> None: ...
 
+    async def find_sent(self, room: RemoteRoom, event_id: str, since_ms: int
+                        ) -> SendResult | None:
+        """Crash recovery: did a message sent for Matrix event `event_id` (no earlier than
+        `since_ms`) reach `room`? The core asks before sending again a message whose earlier
+        attempt called `send_message` without an outcome being recorded (the bridge
+        crashed, or the call timed out). A connector that can tell marks each send with a
+        key derived from the event id (Slack's client_msg_id, XMPP's origin-id) and looks
+        it up here; None sends it again. Raise if the network cannot be asked right now:
+        the core tries again later rather than risk a duplicate. The default suits networks
+        that drop a repeated idempotency key themselves."""
+        return None
+
     @abstractmethod
     async def send_redaction(self, event: MatrixRedaction) -> None: ...
 

@@ -1,5 +1,6 @@
-"""Run the bridge in its own process with the wire test network, so a test can kill -9 it:
-python -m tests.support.bridge_process CONFIG WIRE_URL"""
+"""Run the bridge in its own process, so a test can kill -9 it:
+python -m tests.support.bridge_process CONFIG [WIRE_URL]
+With WIRE_URL, with the wire test network; without, with the networks the config enables."""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s "
                         "%(message)s")
     config = load_config(sys.argv[1])
-    asyncio.run(run_until_signalled(Bridge(config, [WireConnector(sys.argv[2])])))
+    connectors = [WireConnector(sys.argv[2])] if len(sys.argv) > 2 else []
+    asyncio.run(run_until_signalled(Bridge(config, connectors)))
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ import json
 import logging
 import re
 import time
+import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -286,14 +287,46 @@ class SlackConnector(Connector):
             if event.attachment is not None:
                 return await self._send_file(session, channel, event, thread)
             text = await self._mrkdwn(session, event.text, event.html)
+            # The same key on every attempt, so crash recovery can find it (`find_sent`).
             response = await self.call(session, "chat.postMessage", channel=channel,
-                                       text=text, thread_ts=thread)
+                                       text=text, thread_ts=thread,
+                                       client_msg_id=client_msg_id(event.event_id))
             ts = response["ts"]
             self._remember_sent(channel, ts)
             return SendResult(ts)
         finally:
             self._last_send[channel] = time.monotonic()
             lock.release()
+
+    async def find_sent(self, room: RemoteRoom, event_id: str, since_ms: int
+                        ) -> SendResult | None:
+        """A message the bridge posted carries its event's client_msg_id; look for it in the
+        channel's history since `since_ms`, as any of the workspace's people who can read it.
+        (Replies in threads are not in the channel's history: those are sent again.)"""
+        team, _, channel = room.remote_id.partition("/")
+        wanted = client_msg_id(event_id)
+        readers = [s for s in self.sessions.values() if s.team == team]
+        if not readers:
+            raise ConnectionError(f"no Slack session of workspace {team} is open to look up "
+                                  "what was sent")
+        for session in readers:
+            cursor = None
+            try:
+                while True:
+                    page = await self.call(session, "conversations.history", channel=channel,
+                                           oldest=f"{since_ms / 1000:.6f}", limit=200,
+                                           cursor=cursor)
+                    for message in page.get("messages", []):
+                        if message.get("client_msg_id") == wanted:
+                            self._remember_sent(channel, message["ts"])
+                            return SendResult(message["ts"])
+                    cursor = (page.get("response_metadata") or {}).get("next_cursor")
+                    if not cursor:
+                        return None
+            except SlackApiError as e:
+                if e.response.get("error") not in ("channel_not_found", "not_in_channel"):
+                    raise
+        raise ConnectionError(f"no Slack session can read {room.remote_id}")
 
     async def _send_file(self, session: SlackSession, channel: str, event: MatrixMessage,
                          thread: str | None) -> SendResult:
@@ -376,6 +409,11 @@ class SlackConnector(Connector):
             log.exception("Slack event %s not handled", data.get("event_id"))
             return web.json_response({"error": "not handled"}, status=500)  # Slack retries
         return web.json_response({"ok": True})
+
+
+def client_msg_id(event_id: str) -> str:
+    """The client_msg_id (a UUID, as Slack's clients send) of a Matrix event's message."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"relayforge:matrix-event:{event_id}"))
 
 
 def _reaction_parts(reaction_id: str) -> tuple[str, str, str]:

@@ -38,7 +38,8 @@ def register(api: WebApi) -> None:
         message, _ = state.post_message(call.user, channel, text,
                                         thread_ts=call.arg("thread_ts"),
                                         reply_broadcast=call.flag("reply_broadcast"),
-                                        blocks=blocks)
+                                        blocks=blocks,
+                                        client_msg_id=call.arg("client_msg_id"))
         return {"channel": channel.id, "ts": message.ts,
                 "message": message_json(message, channel, state.base_url)}
 

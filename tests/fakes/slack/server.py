@@ -31,7 +31,7 @@ from .models import (
 from .oauth import OAuthFlow
 from .socket_mode import SocketModeHub
 from .state import Deliveries, SlackState
-from .web_api import RateLimitRule, WebApi, register_core
+from .web_api import Hold, RateLimitRule, WebApi, register_core
 
 UserRef = User | str
 ChannelRef = Channel | str
@@ -277,6 +277,10 @@ class FakeSlack:
 
     def calls(self, method: str) -> list[RequestRecord]:
         return [r for r in self.api.log if r.method == method]
+
+    def hold_after(self, method: str, count: int) -> Hold:
+        """Carry out the `count`th call of `method`, then hold its answer until released."""
+        return self.api.hold_after(method, count)
 
     def clear_requests(self) -> None:
         self.api.log.clear()

@@ -278,9 +278,11 @@ class SlackState:
                      thread_ts: str | None = None, reply_broadcast: bool = False,
                      blocks: list[dict[str, Any]] | None = None,
                      files: Sequence[SlackFile] = (), from_client: bool = False,
-                     subtype: str | None = None) -> tuple[Message, Deliveries]:
+                     subtype: str | None = None, client_msg_id: str | None = None
+                     ) -> tuple[Message, Deliveries]:
         """`from_client` marks what a person typed in a Slack client (it gets rich_text
-        blocks and a client_msg_id); API posts carry only what the caller sent."""
+        blocks and a client_msg_id); API posts carry only what the caller sent, a
+        client_msg_id included (kept and shown in history, not deduplicated, like Slack)."""
         self._require_member(user, channel)
         if not text and not blocks and not files:
             raise SlackError("no_text")
@@ -300,7 +302,8 @@ class SlackState:
                           blocks=blocks if blocks is not None or not from_client
                           else (rich_text(text) if text else None),
                           files=list(files), subtype=subtype,
-                          client_msg_id=str(uuid.uuid4()) if from_client else None,
+                          client_msg_id=client_msg_id or (str(uuid.uuid4()) if from_client
+                                                          else None),
                           reply_broadcast=bool(parent and reply_broadcast))
         if message.files and message.subtype is None:
             message.subtype = "file_share"

@@ -5,6 +5,7 @@ modules and register here."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
@@ -40,6 +41,19 @@ class RateLimitRule:
     retry_after: int
     remaining: int | None
     until: float | None
+
+
+@attrs.define
+class Hold:
+    """An answer held back after the call was carried out (see WebApi.hold_after)."""
+
+    method: str
+    remaining: int
+    reached: asyncio.Event = attrs.Factory(asyncio.Event)
+    released: asyncio.Event = attrs.Factory(asyncio.Event)
+
+    def release(self) -> None:
+        self.released.set()
 
 
 class Call:
@@ -149,6 +163,22 @@ class WebApi:
         self.methods: dict[str, MethodSpec] = {}
         self.log: list[RequestRecord] = []
         self.rate_limits: list[RateLimitRule] = []
+        self.holds: list[Hold] = []
+
+    def hold_after(self, method: str, count: int) -> Hold:
+        """The `count`th successful call of `method` is carried out, then its answer is held
+        until `Hold.release()`: the caller's side can be killed while Slack has done it."""
+        hold = Hold(method=method, remaining=count)
+        self.holds.append(hold)
+        return hold
+
+    async def _maybe_hold(self, method: str) -> None:
+        for hold in self.holds:
+            if hold.method == method and hold.remaining > 0:
+                hold.remaining -= 1
+                if hold.remaining == 0:
+                    hold.reached.set()
+                    await hold.released.wait()
 
     def method(self, name: str, *, auth: Auth = "user", scope: str | None = None
                ) -> Callable[[Handler], Handler]:
@@ -244,6 +274,8 @@ class WebApi:
         record.ok = bool(body["ok"])
         record.error = body.get("error")
         self.state.activity.notify()
+        if record.ok:
+            await self._maybe_hold(method)
         return web.json_response(body, headers=headers)
 
 
