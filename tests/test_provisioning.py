@@ -17,7 +17,9 @@ SECRET = secrets.token_urlsafe(32)
 @pytest.fixture
 async def api_bridge(start_bridge, oidc_providers):
     idp, corp = oidc_providers["idp"], oidc_providers["corp"]
+    # Everyone may use this bridge, accounts made by a web sign-in alone included.
     return await start_bridge(
+        permissions={"*": "user"},
         identity={"providers": [idp.provider_config(name="Google"),
                                 corp.provider_config(name="GitHub")]},
         extra={"provisioning": {"shared_secret": SECRET}})
@@ -120,3 +122,67 @@ async def test_linking_and_merge_answers_match_the_document(api_bridge, api, hom
         assert status == 400
     finally:
         await web.close()
+
+
+async def openid_token(user) -> str:
+    answer = await user.client.api.request(
+        "POST", f"/_matrix/client/v3/user/{user.mxid}/openid/request_token", {})
+    return answer["access_token"]
+
+
+async def test_below_user_level_is_refused_everywhere_as_by_the_bot(
+        start_bridge, oidc_providers, api, new_user, homeserver):
+    """A relay-level person (here: everyone but example.org) may not link or map through
+    the API, whether by the shared secret, a Matrix OpenID token or a web sign-in."""
+    alice = await new_user("alice")
+    bridge = await start_bridge(
+        permissions={"*": "relay", "example.org": "user"},
+        identity={"providers": [oidc_providers["idp"].provider_config(name="Google")]},
+        extra={"provisioning": {"shared_secret": SECRET}})
+    # The bot refuses her (as it always did) ...
+    dm = await alice.open_dm(homeserver.bot_mxid)
+    await alice.wait_for_notice(dm, homeserver.bot_mxid, "not allowed to use this bridge")
+
+    # ... and so does the API, naming the level needed, for every way in.
+    web = Browser(homeserver.appservice_url)
+    try:
+        erin = person("erin")
+        await new_web_account(web, "idp", erin)
+        _, signed_in = await web.sign_in("idp", erin)
+    finally:
+        await web.close()
+    ways = {"shared secret": (SECRET, {"user_id": alice.mxid}, alice.mxid),
+            "openid": (await openid_token(alice), None, alice.mxid),
+            "web session": (signed_in["sessionId"], None, "An account without a Matrix user")}
+    for way, (token, query, who) in ways.items():
+        for method, path, body in (
+                ("POST", "/link/loopback", {"identifier": "a1"}),
+                ("POST", "/rules", {"network": "loopback", "remote": "room1"}),
+                ("GET", "/personas", None), ("GET", "/rules", None)):
+            status, error = await api.call(method, PREFIX + path, token=token, query=query,
+                                           body=body)
+            assert (status, error["errcode"]) == (403, "M_FORBIDDEN"), (way, path, error)
+            assert "needs the user permission level" in error["error"], (way, error)
+            assert f"{who} has relay" in error["error"], (way, error)
+    # Refused before anything was made for her: no account, no rule.
+    assert await bridge.storage.db.fetchval(
+        "SELECT COUNT(*) FROM account_matrix_user WHERE mxid=$1", alice.mxid) == 0
+    assert await bridge.storage.db.fetchval("SELECT COUNT(*) FROM mapping_rule") == 0
+
+
+async def test_shared_secret_user_must_be_on_an_allowed_server(start_bridge, api, new_user):
+    alice = await new_user("alice")
+    await start_bridge(permissions={"localhost": "user"},
+                       extra={"provisioning": {"shared_secret": SECRET}})
+    for user_id, says in (("@eve:evil.example", "not on a server bridge.permissions allows"),
+                          ("@eve:localhost.evil.example", "not on a server"),
+                          ("eve", "must be a Matrix user ID"),
+                          ("@eve:local host", "must be a Matrix user ID"),
+                          ("@:localhost", "must be a Matrix user ID")):
+        status, error = await api.call("GET", PREFIX + "/whoami", token=SECRET,
+                                       query={"user_id": user_id})
+        assert (status, error["errcode"]) == (403, "M_FORBIDDEN"), (user_id, error)
+        assert says in error["error"], (user_id, error)
+    status, who = await api.call("GET", PREFIX + "/whoami", token=SECRET,
+                                 query={"user_id": alice.mxid})
+    assert (status, who["matrix_users"]) == (200, [alice.mxid])

@@ -16,12 +16,18 @@ from ..identity.accounts import new_id
 from ..matrix.portals import Portals
 from ..networks.base import Connector, RemoteInvite, RemoteRoom
 from ..networks.login import LoginFailed
+from .room_rights import RoomNotYours, check_room_rights
 
 log = logging.getLogger("relayforge.mapping")
 
 
 class RuleRefused(Exception):
     """The rule cannot be made; the message says why. Nothing was stored."""
+
+
+class TargetRoomRefused(RuleRefused):
+    """The person may not map into the Matrix room they named (not joined, or without the
+    power to change it)."""
 
 
 class SpaceLinker(Protocol):
@@ -56,6 +62,14 @@ class MappingRules:
         if persona is None:
             raise RuleRefused(f'Link a {network} account in the profile "{profile.name}" '
                               f'first: link {network} ADDRESS --profile "{profile.name}".')
+        if target_room is not None:
+            # Before anything is joined or stored: adopting a room the requester does not
+            # control would bridge other people's words (as the requester, with --relay).
+            try:
+                target_room = await check_room_rights(self.portals.bot_intent, target_room,
+                                                      owner)
+            except RoomNotYours as e:
+                raise TargetRoomRefused(str(e)) from e
         rule = MappingRule(new_id("rule"), account_id, profile.id, network, remote,
                            target_room, inbound_only, relay)
         if "*" not in remote:

@@ -20,6 +20,7 @@ from ..identity.errors import IdentityError
 from ..networks.login import LoginStep
 from .bot import ManagementBot
 from .commands import Command, CommandContext, CommandError
+from .permissions import ACTION_LEVELS
 
 log = logging.getLogger("relayforge.bot.link")
 SECTION = "Networks"
@@ -66,24 +67,29 @@ class NetworkCommands:
 
     def register(self) -> None:
         add = self.bot.commands.add
+        # The levels are the shared table's, so the API and pages ask the same of a person.
         add(Command("link", SECTION, "Link your account on a network (proof of ownership)",
-                    self.link, usage="NETWORK [ADDRESS] [--profile NAME]"))
+                    self.link, usage="NETWORK [ADDRESS] [--profile NAME]",
+                    level=ACTION_LEVELS["link"]))
         add(Command("relink", SECTION, "Prove a linked account again (after its access was "
                     "revoked); what waited for it is then sent", self.relink,
-                    usage="PLATFORM:ID"))
+                    usage="PLATFORM:ID", level=ACTION_LEVELS["link"]))
         add(Command("retry", SECTION, "Send again what could not be delivered", self.retry))
         add(Command("personas", SECTION, "List your linked accounts and their status",
-                    self.personas))
-        add(Command("map", SECTION, "Bridge a remote room into a profile",
-                    self.map, usage="NETWORK ROOM [--profile NAME] [--room !ID] "
-                    "[--inbound-only] [--relay]"))
-        add(Command("rules", SECTION, "List your mapping rules", self.list_rules))
-        add(Command("unmap", SECTION, "Remove a mapping rule", self.unmap, usage="RULE"))
+                    self.personas, level=ACTION_LEVELS["personas"]))
+        add(Command("map", SECTION, "Bridge a remote room into a profile (--room: a room "
+                    "you are in and may change)", self.map,
+                    usage="NETWORK ROOM [--profile NAME] [--room !ID] [--inbound-only] "
+                    "[--relay]", level=ACTION_LEVELS["map"]))
+        add(Command("rules", SECTION, "List your mapping rules", self.list_rules,
+                    level=ACTION_LEVELS["rules"]))
+        add(Command("unmap", SECTION, "Remove a mapping rule", self.unmap, usage="RULE",
+                    level=ACTION_LEVELS["rules"]))
         for action, summary in (("pause", "Stop a linked account at once (keeps it linked)"),
                                 ("resume", "Start a paused account again"),
                                 ("revoke", "Stop an account and destroy its credentials")):
             add(Command(action, SECTION, summary, self._state_command(action),
-                        usage="PLATFORM:ID"))
+                        usage="PLATFORM:ID", level=ACTION_LEVELS["personas"]))
         add(Command("confirm-first", SECTION, "Ask before your first message into each "
                     "remote room", self.confirm_first, usage="on|off [--profile NAME]"))
         add(Command("confirm", SECTION, "Send your held first message", self.confirm))

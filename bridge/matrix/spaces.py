@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from mautrix.appservice import IntentAPI
-from mautrix.errors import MatrixError, MatrixRequestError
+from mautrix.errors import IntentError, MatrixError, MatrixRequestError
 from mautrix.types import EventType, RoomCreatePreset, RoomID, UserID
 
 from ..db import Portal, Storage
@@ -41,8 +41,9 @@ class MatrixSpaces:
         try:
             await self.intent.send_state_event(RoomID(room), EventType.SPACE_PARENT,
                                                {**via, "canonical": True}, state_key=space)
-        except MatrixRequestError as e:
-            # A room the person brought (`map --room`) may not let the bot change its state;
+        except (MatrixRequestError, IntentError) as e:
+            # A room the person brought (`map --room`) may not let the bot change its state
+            # (mautrix refuses before asking the homeserver when the bot's level is too low);
             # the space still lists it, which is what clients need to show it there.
             log.warning("Could not name space %s as the parent of %s: %s", space, room, e)
 

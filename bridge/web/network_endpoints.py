@@ -1,6 +1,7 @@
 """Provisioning endpoints for linking, personas and mapping rules (the bot's flows, as an API).
 
-Mixed into `ProvisioningApi`, which authenticates every request and sets `request[ACCOUNT]`.
+Mixed into `ProvisioningApi`, which authenticates every request, checks the acting Matrix
+user's permission level, and sets `request[ACCOUNT]` and `request[ACTING_USER]`.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from ..core.linking import LinkDone, LinkRefused
-from ..core.mapping import RuleRefused
+from ..core.mapping import RuleRefused, TargetRoomRefused
 from ..db.mapping_rule import MappingRule
 from ..db.persona import Persona
 from ..identity.errors import IdentityError
@@ -23,6 +24,8 @@ if TYPE_CHECKING:
     from ..identity.accounts import Accounts
 
 ACCOUNT = web.RequestKey("account", str)
+# The Matrix user the request acts as (the audit actor, the one whose room rights count).
+ACTING_USER = web.RequestKey("acting_user", str)
 
 
 def _error(status: int, errcode: str, message: str) -> web.Response:
@@ -64,10 +67,6 @@ class NetworkEndpoints:
         view = await self.accounts.view(account_id)
         return {p.profile.id: p.profile.name for p in view.profiles}
 
-    async def _owner(self, account_id: str) -> str:
-        users = await self.accounts.storage.accounts.matrix_users(account_id)
-        return users[0] if users else account_id
-
     async def networks(self, request: web.Request) -> web.Response:
         assert self.linking is not None
         return web.json_response({"networks": [
@@ -98,7 +97,7 @@ class NetworkEndpoints:
         account = request[ACCOUNT]
         try:
             result = await self.linking.submit(account, request.match_info["flow_id"],
-                                               answers, actor=await self._owner(account))
+                                               answers, actor=request[ACTING_USER])
         except LinkRefused as e:
             return _error(400, "M_FORBIDDEN", str(e))
         if isinstance(result, LinkDone):
@@ -127,7 +126,7 @@ class NetworkEndpoints:
         account = request[ACCOUNT]
         try:
             persona = await self.accounts.unlink_persona(
-                account, request.match_info["persona_id"], actor=await self._owner(account))
+                account, request.match_info["persona_id"], actor=request[ACTING_USER])
         except IdentityError as e:
             return _error(404, "M_NOT_FOUND", str(e))
         return web.json_response({"unlinked": persona.id})
@@ -140,7 +139,7 @@ class NetworkEndpoints:
         try:
             persona = await self.accounts.set_persona_state(
                 account, request.match_info["persona_id"], action,
-                actor=await self._owner(account))
+                actor=request[ACTING_USER])
         except IdentityError as e:
             return _error(400, "M_FORBIDDEN", str(e))
         profiles = await self._profiles(account)
@@ -159,14 +158,19 @@ class NetworkEndpoints:
         if body is None or not isinstance(body.get("network"), str) or not isinstance(
                 body.get("remote"), str):
             return _error(400, "M_BAD_JSON", 'expected {"network": ..., "remote": ...}')
+        target_room = body.get("target_room")
+        if target_room is not None and not isinstance(target_room, str):
+            return _error(400, "M_BAD_JSON", "target_room must be a room ID or alias")
         account = request[ACCOUNT]
         profiles = await self._profiles(account)
         profile = str(body.get("profile") or next(iter(profiles.values())))
         try:
             rule = await self.rules.add(
-                account, await self._owner(account), profile, body["network"], body["remote"],
-                target_room=body.get("target_room"),
+                account, request[ACTING_USER], profile, body["network"], body["remote"],
+                target_room=target_room,
                 inbound_only=body.get("inbound_only") is True, relay=body.get("relay") is True)
+        except TargetRoomRefused as e:
+            return _error(403, "M_FORBIDDEN", str(e))
         except RuleRefused as e:
             return _error(400, "M_INVALID_PARAM", str(e))
         return web.json_response(rule_json(rule, profile), status=201)
@@ -176,7 +180,7 @@ class NetworkEndpoints:
         account = request[ACCOUNT]
         try:
             rule = await self.rules.remove(account, request.match_info["rule_id"],
-                                           await self._owner(account))
+                                           request[ACTING_USER])
         except RuleRefused as e:
             return _error(404, "M_NOT_FOUND", str(e))
         return web.json_response({"removed": rule.id})

@@ -57,6 +57,10 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
 _UNAUTHORIZED = _json(_ERROR, "No or unknown credentials; errcode RF_SESSION_NETWORK_CHANGED "
                       "when the session was used from another network and was ended (sign in "
                       "again)")
+_FORBIDDEN = _json(_ERROR, "errcode M_FORBIDDEN: the acting Matrix user lacks the level "
+                   "bridge.permissions gives for this action (the error names it), the shared "
+                   "secret's user_id is not a Matrix user ID on a server the permissions "
+                   "allow, or (rules) the person may not change the target_room")
 _USER_ID = [{"name": "user_id", "in": "query", "required": False,
              "schema": {"type": "string"}}]
 _STEP = {"type": "object", "required": ["done", "flow_id", "message", "fields", "url", "qr"],
@@ -86,7 +90,7 @@ def _op(summary: str, responses: dict[str, Any], body: dict[str, Any] | None = N
         "summary": summary,
         "parameters": _USER_ID + [{"name": p, "in": "path", "required": True,
                                    "schema": {"type": "string"}} for p in path_params],
-        "responses": {**responses, "401": _UNAUTHORIZED},
+        "responses": {**responses, "401": _UNAUTHORIZED, "403": _FORBIDDEN},
     }
     if body is not None:
         operation["requestBody"] = {"required": True,
@@ -195,12 +199,13 @@ def openapi_document() -> dict[str, Any]:
                                                  "matrix_users": {"type": "array",
                                                                   "items": {"type": "string"}}}},
                                  "The account"),
-                    "401": _UNAUTHORIZED}}},
+                    "401": _UNAUTHORIZED, "403": _FORBIDDEN}}},
             "/_matrix/provision/v1/account": {"get": {
                 "summary": "The account: Matrix users, sign-in methods, profiles, personas",
                 "parameters": [{"name": "user_id", "in": "query", "required": False,
                                 "schema": {"type": "string"}}],
-                "responses": {"200": _json(_ACCOUNT, "The account"), "401": _UNAUTHORIZED}}},
+                "responses": {"200": _json(_ACCOUNT, "The account"), "401": _UNAUTHORIZED,
+                              "403": _FORBIDDEN}}},
             "/_matrix/provision/v1/profiles": {"post": {
                 "summary": "Create a profile (it gets a Matrix space)",
                 "parameters": [{"name": "user_id", "in": "query", "required": False,
@@ -210,7 +215,7 @@ def openapi_document() -> dict[str, Any]:
                     "properties": {"name": {"type": "string"}}}}}},
                 "responses": {"201": _json(_PROFILE, "The new profile"),
                               "400": _json(_ERROR, "Bad name or the name is taken"),
-                              "401": _UNAUTHORIZED}}},
+                              "401": _UNAUTHORIZED, "403": _FORBIDDEN}}},
             "/api/account/complete-linking": {"post": {
                 "summary": "Link a pending sign-in to the account just signed in to",
                 "security": [],

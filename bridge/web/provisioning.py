@@ -4,6 +4,10 @@ Three ways in, each as `Authorization: Bearer <token>`:
 - the shared secret from the config, with `?user_id=` naming the person (trusted integrations);
 - a bridge session id from signing in on the web;
 - a Matrix OpenID token, checked with the homeserver (`/_matrix/federation/v1/openid/userinfo`).
+
+Whichever way in, the acting Matrix user needs the level `bridge.permissions` gives for the
+action, the same as in the bot (`security.permissions.ACTION_LEVELS`); a refusal is 403
+`M_FORBIDDEN` naming the level.
 """
 
 from __future__ import annotations
@@ -24,7 +28,8 @@ from ..identity.accounts import Accounts, AccountView
 from ..identity.errors import IdentityError
 from ..identity.signin import SESSION_TTL, SignIn
 from ..security.anomaly import NETWORK_CHANGED, SessionNetworks
-from .network_endpoints import ACCOUNT, NetworkEndpoints
+from ..security.permissions import Level, Permissions, is_user_id
+from .network_endpoints import ACCOUNT, ACTING_USER, NetworkEndpoints
 from .openapi import openapi_document
 from .signin_routes import bearer
 
@@ -35,6 +40,11 @@ _OPENID_CACHE_SECONDS = 300
 # tokens live about an hour).
 _OPENID_BINDING_SECONDS = 24 * 3600
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class _Refused(Exception):
+    def __init__(self, response: web.Response) -> None:
+        self.response = response
 
 
 def _error(status: int, errcode: str, message: str) -> web.Response:
@@ -58,8 +68,11 @@ def account_json(view: AccountView) -> dict:
 class ProvisioningApi(NetworkEndpoints):
     def __init__(self, accounts: Accounts, signin: SignIn, shared_secret: str | None,
                  homeserver_url: str, homeserver_domain: str,
-                 session_networks: SessionNetworks | None = None) -> None:
+                 session_networks: SessionNetworks | None = None,
+                 permissions: Permissions | None = None) -> None:
         self.accounts = accounts
+        # No rules means nobody is let in (as the bot does with an empty bridge.permissions).
+        self.permissions = permissions or Permissions({})
         self.session_networks = session_networks
         self.signin = signin
         self._secret = shared_secret
@@ -72,31 +85,37 @@ class ProvisioningApi(NetworkEndpoints):
 
     def register(self, app: web.Application) -> None:
         app.router.add_get(f"{PREFIX}/openapi.json", self.openapi)
-        app.router.add_get(f"{PREFIX}/whoami", self._authed(self.whoami))
-        app.router.add_get(f"{PREFIX}/account", self._authed(self.account))
-        app.router.add_post(f"{PREFIX}/profiles", self._authed(self.create_profile))
-        app.router.add_get(f"{PREFIX}/networks", self._authed(self.networks))
-        app.router.add_post(f"{PREFIX}/link/steps/{{flow_id}}", self._authed(self.link_step))
+        # Each endpoint names its action; the level it needs is the bot's for that action.
+        authed = self._authed
+        app.router.add_get(f"{PREFIX}/whoami", authed(self.whoami, "account"))
+        app.router.add_get(f"{PREFIX}/account", authed(self.account, "account"))
+        app.router.add_post(f"{PREFIX}/profiles", authed(self.create_profile, "profiles"))
+        app.router.add_get(f"{PREFIX}/networks", authed(self.networks, "link"))
+        app.router.add_post(f"{PREFIX}/link/steps/{{flow_id}}", authed(self.link_step, "link"))
         app.router.add_get(f"{PREFIX}/link/steps/{{flow_id}}",
-                           self._authed(self.link_after_oauth))
-        app.router.add_post(f"{PREFIX}/link/{{network}}", self._authed(self.link_start))
-        app.router.add_get(f"{PREFIX}/personas", self._authed(self.personas))
-        app.router.add_delete(f"{PREFIX}/personas/{{persona_id}}", self._authed(self.unlink))
+                           authed(self.link_after_oauth, "link"))
+        app.router.add_post(f"{PREFIX}/link/{{network}}", authed(self.link_start, "link"))
+        app.router.add_get(f"{PREFIX}/personas", authed(self.personas, "personas"))
+        app.router.add_delete(f"{PREFIX}/personas/{{persona_id}}",
+                              authed(self.unlink, "personas"))
         app.router.add_post(f"{PREFIX}/personas/{{persona_id}}/{{action}}",
-                            self._authed(self.persona_state))
-        app.router.add_get(f"{PREFIX}/rules", self._authed(self.list_rules))
-        app.router.add_post(f"{PREFIX}/rules", self._authed(self.add_rule))
-        app.router.add_delete(f"{PREFIX}/rules/{{rule_id}}", self._authed(self.remove_rule))
+                            authed(self.persona_state, "personas"))
+        app.router.add_get(f"{PREFIX}/rules", authed(self.list_rules, "rules"))
+        app.router.add_post(f"{PREFIX}/rules", authed(self.add_rule, "map"))
+        app.router.add_delete(f"{PREFIX}/rules/{{rule_id}}", authed(self.remove_rule, "rules"))
 
     async def openapi(self, _: web.Request) -> web.Response:
         return web.json_response(openapi_document())
 
-    def _authed(self, handler: Handler) -> Handler:
+    def _authed(self, handler: Handler, action: str) -> Handler:
         async def check(request: web.Request) -> web.StreamResponse:
             token = bearer(request)
             if token is None:
                 return _error(401, "M_MISSING_TOKEN", "Authorization: Bearer <token> needed")
-            account, kind = await self._account_for(request, token)
+            try:
+                account, kind, acting = await self._account_for(request, token, action)
+            except _Refused as refused:
+                return refused.response
             if account is None:
                 return _error(401, "M_UNKNOWN_TOKEN", "Unknown or expired credentials")
             # A person's session must keep coming from where it started; the shared secret
@@ -108,26 +127,53 @@ class ProvisioningApi(NetworkEndpoints):
                 if refused:
                     self._openid.pop(hashlib.sha256(token.encode()).hexdigest(), None)
                     return _error(401, NETWORK_CHANGED, refused)
+            if kind == "web_session":
+                users = await self.accounts.storage.accounts.matrix_users(account)
+                mxid, level = self.permissions.best_of(users)
+                try:
+                    self._allow(action, mxid, level)
+                except _Refused as e:
+                    return e.response
+                acting = mxid or account
             request[ACCOUNT] = account
+            request[ACTING_USER] = acting
             return await handler(request)
 
         return check
 
-    async def _account_for(self, request: web.Request, token: str
-                           ) -> tuple[str | None, str | None]:
-        """The account, and the kind of session the token is (None for the shared secret)."""
+    def _allow(self, action: str, mxid: str | None, level: Level) -> None:
+        """The one permission check of the API, before any account is made or used."""
+        refusal = self.permissions.refusal(action, mxid, level)
+        if refusal is not None:
+            raise _Refused(_error(403, "M_FORBIDDEN", refusal))
+
+    async def _account_for(self, request: web.Request, token: str, action: str
+                           ) -> tuple[str | None, str | None, str]:
+        """The account, the kind of session the token is (None for the shared secret), and
+        the Matrix user acting (for a web session with none, the account id)."""
         if self._secret and hmac.compare_digest(token.encode(), self._secret.encode()):
             user_id = request.query.get("user_id", "")
-            if not user_id.startswith("@") or ":" not in user_id:
-                return None, None
-            return (await self.accounts.for_matrix_user(user_id)).id, None
+            if not user_id:
+                return None, None, ""
+            # The integration names whom it acts for; only someone the bridge serves.
+            if not is_user_id(user_id):
+                raise _Refused(_error(403, "M_FORBIDDEN", "user_id must be a Matrix user ID "
+                                      "(@name:server)."))
+            level = self.permissions.level_for(user_id)
+            if level == Level.NONE:
+                raise _Refused(_error(403, "M_FORBIDDEN", f"{user_id} is not on a server "
+                                      "bridge.permissions allows."))
+            self._allow(action, user_id, level)
+            return (await self.accounts.for_matrix_user(user_id)).id, None, user_id
         account = await self.signin.session_account(token)
         if account is not None:
-            return account, "web_session"
+            # Its level is checked once the session is known to come from where it started.
+            return account, "web_session", ""
         mxid = await self._openid_user(token)
         if mxid is None:
-            return None, None
-        return (await self.accounts.for_matrix_user(mxid)).id, "openid"
+            return None, None, ""
+        self._allow(action, mxid, self.permissions.level_for(mxid))
+        return (await self.accounts.for_matrix_user(mxid)).id, "openid", mxid
 
     async def _openid_user(self, token: str) -> str | None:
         key = hashlib.sha256(token.encode()).hexdigest()

@@ -55,6 +55,6 @@ def register_web_routes(app: web.Application, services: WebServices, config: Con
     api = ProvisioningApi(services.accounts, services.signin,
                           config.get("provisioning.shared_secret"),
                           config["homeserver.address"], config["homeserver.domain"],
-                          services.session_networks)
+                          services.session_networks, Permissions(config["bridge.permissions"]))
     api.register(app)
     return api
