@@ -38,8 +38,9 @@ from .matrix.permissions import Permissions
 from .matrix.portals import Portals
 from .matrix.security_commands import SecurityCommands
 from .matrix.spaces import MatrixSpaces, PortalSpaces
-from .metrics import Metrics
+from .metrics import Metrics, MetricsListener
 from .networks.base import Connector
+from .preflight import CONNECTOR_ENTRY_POINTS, connector_problems
 from .security.capabilities import Capabilities
 from .security.policy import Policy
 from .security.setup import Security, open_security
@@ -49,7 +50,6 @@ from .web.setup import WebServices, build_web, register_web_routes
 
 log = logging.getLogger("relayforge")
 
-CONNECTOR_ENTRY_POINTS = "relayforge.networks"
 
 
 def installed_connectors() -> dict[str, type[Connector]]:
@@ -82,19 +82,13 @@ class Bridge:
 
     def _load_enabled_connectors(self) -> None:
         available = installed_connectors()
-        problems = []
-        for network in self.config.network_names:
-            if not self.config[f"networks.{network}.enabled"] or network in self.connectors:
-                continue
-            if network not in available:
-                problems.append(
-                    f"networks.{network}.enabled: the {network} connector is not available in "
-                    f"RelayForge {__version__}; set it to false"
-                )
-                continue
-            self.connectors[network] = available[network](self.config[f"networks.{network}"])
+        problems = connector_problems(self.config, set(available) | set(self.connectors))
         if problems:
             raise ConfigError(problems, self.config.path)
+        for network in self.config.network_names:
+            if self.config[f"networks.{network}.enabled"] and network not in self.connectors:
+                self.connectors[network] = available[network](
+                    self.config[f"networks.{network}"])
 
     async def start(self) -> None:
         cfg = self.config

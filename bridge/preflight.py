@@ -9,11 +9,26 @@ import errno
 import os
 import socket
 import time
+from importlib.metadata import entry_points
 from pathlib import Path
 
 import aiohttp
 
+from . import __version__
 from .config import Config
+
+#: The entry-point group connector packages register under (see pyproject.toml).
+CONNECTOR_ENTRY_POINTS = "relayforge.networks"
+
+
+def connector_problems(config: Config, available: set[str] | None = None) -> list[str]:
+    """An enabled network needs its connector installed."""
+    if available is None:
+        available = {ep.name for ep in entry_points(group=CONNECTOR_ENTRY_POINTS)}
+    return [f"networks.{network}.enabled: the {network} connector is not available in "
+            f"RelayForge {__version__}; set it to false"
+            for network in config.network_names
+            if config[f"networks.{network}.enabled"] and network not in available]
 
 
 def _port_problem(key: str, host: str, port: int) -> str | None:
@@ -101,7 +116,7 @@ async def _database_problem(config: Config) -> str | None:
 
 async def preflight(config: Config) -> list[str]:
     """Every reason the bridge cannot start, found without writing anything."""
-    problems = _listen_problems(config) + _path_problems(config)
+    problems = connector_problems(config) + _listen_problems(config) + _path_problems(config)
     if problems:
         return problems
     database = await _database_problem(config)
