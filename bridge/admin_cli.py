@@ -10,6 +10,7 @@ from .audit.checkpoint import CheckpointError
 from .config import Config
 from .db import Storage, open_database
 from .security.setup import Security, open_security
+from .util.progress import Progress
 
 
 async def _open(config: Config) -> tuple[Security, Storage]:
@@ -24,11 +25,12 @@ async def _open(config: Config) -> tuple[Security, Storage]:
 async def vault_rotate(config: Config) -> int:
     security, storage = await _open(config)
     try:
-        def progress(done: int) -> None:
-            if done % 100 == 0:
-                print(f"  {done} data keys rewrapped", flush=True)
-
-        report = await security.vault.rotate(on_progress=progress)
+        status = await security.vault.status()
+        total = sum(status.data_keys_by_version.values())
+        if status.rotation_pending:  # resuming: the keys already on the newest version stay
+            total -= status.data_keys_by_version.get(max(status.versions), 0)
+        print(f"Rewrapping {total:,} data keys under a new master key...", flush=True)
+        report = await security.vault.rotate(on_progress=Progress(total, "data keys rewrapped"))
         await security.audit.append(AuditEvent.KEY_ROTATION, details={
             "master_version": report.target_version, "rewrapped": report.rewrapped,
             "resumed": report.resumed,
@@ -72,14 +74,18 @@ async def audit_verify(config: Config) -> int:
         except CheckpointError as e:
             print(f"FAILED: {e}", file=sys.stderr)
             return 1
+        head = await storage.audit_log.head()
+        total = head.seq if head else 0
+        if total:
+            print(f"Checking {total:,} audit records...", flush=True)
         problems = await security.audit.verify(
-            (checkpoint.seq, checkpoint.mac) if checkpoint else None)
+            (checkpoint.seq, checkpoint.mac) if checkpoint else None,
+            on_progress=Progress(total, "records checked"))
         if problems:
             print(f"FAILED: {problems[0].message}", file=sys.stderr)
             for problem in problems[1:10]:
                 print(f"  also: {problem.message}", file=sys.stderr)
             return 1
-        head = await storage.audit_log.head()
         if head is None:
             print("OK: the audit log is empty.")
         else:

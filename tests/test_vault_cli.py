@@ -57,6 +57,10 @@ async def test_status_and_rotate(tmp_path, db_uri):
     rotated = await cli(config.path, "vault", "rotate")
     assert rotated.returncode == 0, rotated.stderr
     assert "Rotated to master key version 2: 4 data keys rewrapped." in rotated.stdout
+    # Progress: how many of how many, a line per step of the work.
+    assert rotated.stdout.startswith("Rewrapping 4 data keys under a new master key...\n")
+    assert "  1 of 4 data keys rewrapped (25%), about" in rotated.stdout
+    assert "  4 of 4 data keys rewrapped (100%)\n" in rotated.stdout
     status = await cli(config.path, "vault", "status")
     assert "master key v1: retired, wraps 0 data key(s)" in status.stdout
     assert "master key v2: current, wraps 4 data key(s)" in status.stdout
@@ -64,6 +68,8 @@ async def test_status_and_rotate(tmp_path, db_uri):
 
     verify = await cli(config.path, "audit", "verify")
     assert verify.returncode == 0, verify.stderr
+    records = int(verify.stdout.split("Checking ", 1)[1].split(" ", 1)[0])
+    assert f"  {records} of {records} records checked (100%)\n" in verify.stdout
     storage = await open_database(config["database.uri"])
     [record] = await storage.audit_log.latest(1)
     await storage.close()

@@ -14,7 +14,7 @@ import hmac
 import json
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -128,7 +128,8 @@ class AuditLog:
             await listener(row)
         return row
 
-    async def verify(self, checkpoint: tuple[int, str] | None = None) -> list[AuditProblem]:
+    async def verify(self, checkpoint: tuple[int, str] | None = None,
+                     on_progress: Callable[[int], None] | None = None) -> list[AuditProblem]:
         """Check the whole chain; the first problem found is first in the list.
 
         `checkpoint` is (seq, mac) of a head seen earlier and kept outside the database: the log
@@ -152,6 +153,8 @@ class AuditLog:
             if checkpoint and row.seq == checkpoint[0]:
                 macs_at_checkpoint = row.mac
             expected_seq, prev = row.seq + 1, row.mac
+            if on_progress:
+                on_progress(row.seq)
         if checkpoint:
             seq, mac = checkpoint
             if expected_seq - 1 < seq:
