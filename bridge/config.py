@@ -9,6 +9,7 @@ overrides are never written back to the file (they often carry secrets).
 from __future__ import annotations
 
 import copy
+import difflib
 import io
 import ipaddress
 import os
@@ -382,6 +383,7 @@ class Config(BaseFileConfig):
                 continue
             if not key.check(value):
                 problems.append(f"{key.path}: got {value!r}; expected {key.expect}")
+        problems += _unknown_keys(self._data, [key.path for key in self.schema()])
         problems += _check_pkcs11(effective)
         problems += _check_slack(effective)
         from .security.policy import check_policy
@@ -464,6 +466,35 @@ def _round_trip_yaml(mapping: int, sequence: int, offset: int) -> YAML:
     # An admin's `null` stays `null` instead of becoming an empty value.
     yaml.representer.add_representer(type(None), _represent_null)
     return yaml
+
+
+#: Parts of the config whose inside is checked by their own code, not by SCHEMA.
+_FREE_FORM = ("logging", "policy", "identity.providers", "bridge.permissions", "vault.pkcs11",
+              "security.anomaly.geoip_database")
+
+
+def _unknown_keys(data: Any, known: list[str]) -> list[str]:
+    """Keys in the file that the bridge does not read (a typo such as `adress`), each named
+    with the closest key it does read."""
+    sections = {".".join(k.split(".")[:i]) for k in known for i in range(1, k.count(".") + 1)}
+    problems = []
+
+    def walk(node: Any, prefix: str) -> None:
+        if not isinstance(node, Mapping):
+            return
+        for name in node:
+            path = f"{prefix}{name}"
+            if path in _FREE_FORM or (path in known and path not in sections):
+                continue
+            if path in sections:
+                walk(node[name], f"{path}.")
+                continue
+            close = difflib.get_close_matches(path, known + sorted(sections), n=1, cutoff=0.7)
+            hint = f"; did you mean {close[0]}?" if close else ""
+            problems.append(f"{path}: not a key RelayForge knows{hint}")
+
+    walk(data, "")
+    return problems
 
 
 def _check_permissions(permissions: Mapping[str, Any]) -> list[str]:

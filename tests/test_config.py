@@ -220,3 +220,20 @@ def test_generate_changes_only_the_tokens(tmp_path):
     assert [old for old, _ in changed] == ["  as_token: null", "  hs_token: ~"]
     assert all(new.startswith(("  as_token: ", "  hs_token: ")) for _, new in changed)
     assert path.stat().st_mode & 0o777 == 0o600
+
+
+def test_unknown_keys_are_named_with_the_closest_known_key(tmp_path):
+    text = MINIMAL.replace("    address: https://matrix.example.org\n",
+                           "    adress: https://matrix.example.org\n    address: https://m.org\n")
+    text += ("netwroks:\n    xmpp:\n        enabled: true\n"
+             "networks:\n    slack:\n        api_ur: https://slack.com/api/\n"
+             "vault:\n    pkcs11:\n        pin_env: HSM_PIN\n"
+             "logging:\n    version: 1\n    anything: goes\n")
+    assert problems_of(tmp_path, text) == [
+        "homeserver.adress: not a key RelayForge knows; did you mean homeserver.address?",
+        "netwroks: not a key RelayForge knows; did you mean networks?",
+        "networks.slack.api_ur: not a key RelayForge knows; did you mean "
+        "networks.slack.api_url?",
+    ]
+    # Environment variables are not the file: other RELAYFORGE_ variables are no typo.
+    load_config(write(tmp_path, MINIMAL), environ={"RELAYFORGE_HSM_PIN": "1234"})
