@@ -9,6 +9,7 @@ from mautrix.errors import MatrixError
 from mautrix.types import EventID, MessageEvent, RoomID, UserID
 
 from ..audit import AuditEvent, AuditLog
+from ..config import KNOWN_NETWORKS
 from ..core.delivery import Delivery
 from ..core.linking import LinkDone, Linking, LinkRefused
 from ..core.mapping import MappingRules, RuleRefused
@@ -19,7 +20,7 @@ from ..identity.accounts import Accounts
 from ..identity.errors import IdentityError
 from ..networks.login import LoginStep
 from .bot import ManagementBot
-from .commands import Command, CommandContext, CommandError
+from .commands import Command, CommandContext, CommandError, Level
 from .permissions import ACTION_LEVELS
 
 log = logging.getLogger("relayforge.bot.link")
@@ -110,12 +111,14 @@ class NetworkCommands:
             networks = ", ".join(self.linking.networks()) or "none"
             raise CommandError(f"Usage: link NETWORK [ADDRESS] [--profile NAME]. "
                                f"Networks: {networks}")
+        network = positional[0].lower()
+        if network not in self.linking.networks():
+            raise CommandError(_network_off(network, ctx.level, list(self.linking.networks())))
         account = await self.accounts.for_matrix_user(ctx.sender)
         profile = str(options.get("profile") or await self._default_profile(account.id))
         try:
             flow_id, step = await self.linking.start(
-                account.id, positional[0].lower(),
-                positional[1] if len(positional) > 1 else None, profile)
+                account.id, network, positional[1] if len(positional) > 1 else None, profile)
         except LinkRefused as e:
             raise CommandError(str(e)) from e
         await self._show_step(ctx.sender, ctx.room_id, flow_id, step)
@@ -311,3 +314,17 @@ class NetworkCommands:
         except RuleRefused as e:
             raise CommandError(str(e)) from e
         await ctx.reply(f"Removed the rule for {rule.network} {rule.remote}.")
+
+
+def _network_off(network: str, level: Level, running: list[str]) -> str:
+    """Why `link NETWORK` cannot work here, and who can change that."""
+    running_text = ", ".join(running) or "none"
+    if network not in KNOWN_NETWORKS:
+        return (f'"{network}" is not a network RelayForge knows (networks it knows: '
+                f'{", ".join(KNOWN_NETWORKS)}; running here: {running_text}).')
+    if level >= Level.ADMIN:
+        return (f"{network} is not enabled on this bridge (running: {running_text}). Set "
+                f"networks.{network}.enabled: true and its settings in the bridge's config "
+                "(see config.example.yaml), then restart the bridge.")
+    return (f"{network} is not enabled on this bridge (running: {running_text}). Ask the "
+            "bridge's admin to turn it on.")
