@@ -79,6 +79,8 @@ class Bridge:
         self._activation: asyncio.Task | None = None
         self.delivery: Delivery | None = None
         self._link_callbacks = LinkCallbackRoutes()
+        self._metrics_listener: MetricsListener | None = None
+        self._pruning: asyncio.Task | None = None
 
     def _load_enabled_connectors(self) -> None:
         available = installed_connectors()
@@ -102,12 +104,13 @@ class Bridge:
             log.debug("Forgot %d old appservice transaction ids", pruned)
         await self.storage.jtis.prune()
         self.security = await open_security(cfg, self.storage)
-        self.web = await build_web(cfg, self.storage, self.security, self.web_url)
+        self.web = await build_web(cfg, self.storage, self.security, self.web_url,
+                                   self.metrics)
         self.accounts, self.merges = self.web.accounts, self.web.merges
         az = self.appservice = BridgeAppService(
             storage=self.storage,
             metrics=self.metrics,
-            middlewares=[self.web.binding.middleware],
+            middlewares=[self.web.web_limits.middleware, self.web.binding.middleware],
             server=cfg["homeserver.address"],
             domain=cfg["homeserver.domain"],
             verify_ssl=cfg["homeserver.verify_ssl"],
@@ -120,7 +123,14 @@ class Bridge:
             log=logging.getLogger("relayforge.appservice"),
         )
         if cfg["metrics.enabled"]:
-            az.app.router.add_get("/metrics", self.metrics.handle_scrape)
+            # On a listener of its own when configured: then the public one has no /metrics.
+            if cfg.get("metrics.listen"):
+                self._metrics_listener = MetricsListener(self.metrics, cfg["metrics.listen"],
+                                                         cfg.get("metrics.token"))
+                await self._metrics_listener.start()
+            else:
+                az.app.router.add_get("/metrics",
+                                      self.metrics.scrape_handler(cfg.get("metrics.token")))
         self.provisioning = register_web_routes(az.app, self.web, cfg)
         self._link_callbacks.register(az.app, self.web.binding, self.web.signin)
         for connector in self.connectors.values():
@@ -158,7 +168,8 @@ class Bridge:
         self.web.signin.notify = self.bot.tell
         register_account_commands(self.bot.commands, self.storage, self.accounts, self.merges,
                                   self.security.audit, self.web_url,
-                                  self.web.signin.undo_provider_added)
+                                  self.web.signin.undo_provider_added,
+                                  self.web.limits.merge_confirm)
         self.bot.on_new_management_room.append(self._ensure_account)
         self.delivery = Delivery(self.storage, self.router, self.bot, self.security.audit,
                                  self.metrics, DeliverySettings.from_config(
@@ -201,6 +212,8 @@ class Bridge:
         # server that is down must not hold up the bridge; sessions keep retrying.
         self._activation = asyncio.create_task(self._open_sessions(), name="sessions")
         await self.delivery.start()
+        self._pruning = asyncio.create_task(
+            self._prune_periodically(cfg["database.prune_interval_seconds"]), name="prune")
         notice_room = cfg["audit.notice_room"] if cfg.get("audit.notice_room") else None
         if notice_room:
             bot = self.bot
@@ -260,6 +273,23 @@ class Bridge:
             log.info("%s revoked the bridge's access for persona %s", persona.platform,
                      persona.id)
 
+    async def _prune_periodically(self, interval: float) -> None:
+        """Expired one-time values (sign-in states, codes, sessions) are removed, so anonymous
+        requests cannot grow the table for ever."""
+        while True:
+            await asyncio.sleep(interval)
+            storage = self.storage
+            if storage is None:
+                return
+            try:
+                removed = await storage.one_time.prune()
+                await storage.jtis.prune()
+            except Exception:
+                log.warning("Removing expired one-time values failed", exc_info=True)
+                continue
+            if removed:
+                log.debug("Removed %d expired one-time values", removed)
+
     async def _open_sessions(self) -> None:
         assert self.sessions is not None and self.rules is not None
         await self.sessions.open_all()
@@ -307,6 +337,12 @@ class Bridge:
             self._notices = None
         if self._activation and not self._activation.done():
             self._activation.cancel()
+        if self._pruning:
+            self._pruning.cancel()
+            self._pruning = None
+        if self._metrics_listener:
+            await self._metrics_listener.stop()
+            self._metrics_listener = None
         if self.delivery:
             await self.delivery.stop()  # unsent events stay queued for the next start
         for connector in self.connectors.values():

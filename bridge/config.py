@@ -105,6 +105,13 @@ def _is_host_list(value: Any) -> bool:
     return isinstance(value, list) and all(is_valid_host_entry(v) for v in value)
 
 
+def _is_listen_address(value: Any) -> bool:
+    if not isinstance(value, str):
+        return False
+    host, _, port = value.rpartition(":")
+    return bool(host) and port.isdigit() and 0 < int(port) < 65536
+
+
 @attrs.frozen
 class Key:
     """One config key: where it lives, whether it must be given, and what a good value is."""
@@ -116,6 +123,27 @@ class Key:
     required: bool = False
     # Keys the bridge itself fills in (tokens from `-g`) are only required when running.
     needed_to_run_only: bool = False
+
+
+def _rate_limit_keys() -> tuple[Key, ...]:
+    from .security.ratelimit import BUCKET_DEFAULTS, RateLimitSettings
+
+    prefix = "security.rate_limits"
+    keys: list[Key] = []
+    for name, bucket in BUCKET_DEFAULTS.items():
+        keys.append(Key(f"{prefix}.{name}.burst", _is_positive_int,
+                        "a positive number of requests allowed at once", default=bucket.burst))
+        keys.append(Key(f"{prefix}.{name}.per_minute", lambda v: _is_number(v) and v > 0,
+                        "a positive number of requests a minute (the refill rate)",
+                        default=bucket.per_minute))
+    defaults = RateLimitSettings()
+    keys.append(Key(f"{prefix}.unknown_token_cache_seconds", lambda v: _is_number(v) and v >= 0,
+                    "seconds a refused bearer token is answered from memory (0 or more)",
+                    default=defaults.unknown_token_cache_seconds))
+    keys.append(Key(f"{prefix}.max_keys", _is_positive_int,
+                    "a positive number of clients remembered per limit",
+                    default=defaults.max_keys))
+    return tuple(keys)
 
 
 SCHEMA: tuple[Key, ...] = (
@@ -146,6 +174,9 @@ SCHEMA: tuple[Key, ...] = (
         default="sqlite:relayforge.db"),
     Key("database.min_size", _is_positive_int, "a positive integer", default=1),
     Key("database.max_size", _is_positive_int, "a positive integer", default=10),
+    Key("database.prune_interval_seconds", lambda v: _is_number(v) and v > 0,
+        "a positive number of seconds between removals of expired one-time values",
+        default=3600),
     Key("bridge.command_prefix", _is_nonempty_str, "a non-empty string such as !rf",
         default="!rf"),
     Key("bridge.permissions", _is_mapping,
@@ -207,6 +238,12 @@ SCHEMA: tuple[Key, ...] = (
         "the URL people's browsers use to reach the bridge's web pages, e.g. "
         "https://bridge.example.org"),
     Key("metrics.enabled", _is_bool, "true or false", default=True),
+    Key("metrics.listen", _is_listen_address,
+        "host:port of a listener for /metrics alone, e.g. 127.0.0.1:29341 (or null for the "
+        "appservice listener)"),
+    Key("metrics.token", lambda v: isinstance(v, str) and len(v) >= 16,
+        "a random string of at least 16 characters scrapers send as a bearer token (or null)"),
+    *_rate_limit_keys(),
     Key("logging", _is_mapping, "a Python logging dictConfig mapping", default={
         "version": 1,
         "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},

@@ -1,10 +1,21 @@
-"""Prometheus metrics, on a registry owned by one bridge instance (no process-wide globals)."""
+"""Prometheus metrics, on a registry owned by one bridge instance (no process-wide globals).
+
+`/metrics` is served on the appservice listener unless `metrics.listen` names a listener of its
+own (then the public listener has no `/metrics` at all); `metrics.token`, when set, is required
+as `Authorization: Bearer <token>` wherever it is served.
+"""
 
 from __future__ import annotations
+
+import hmac
+import logging
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+
+log = logging.getLogger("relayforge.metrics")
 
 
 class Metrics:
@@ -44,9 +55,53 @@ class Metrics:
             "relayforge_outbound", "What happened to queued Matrix -> remote events",
             ["outcome"], registry=self.registry,
         )
+        self.rate_limited = Counter(
+            "relayforge_rate_limited", "Requests refused by a rate limit (429)", ["limit"],
+            registry=self.registry,
+        )
+        self.bearer_refusals = Counter(
+            "relayforge_bearer_refusals", "Provisioning bearer tokens refused: after a look-up "
+            "(database or homeserver) or from the short-lived memory of refusals", ["how"],
+            registry=self.registry,
+        )
 
     async def handle_scrape(self, _: web.Request) -> web.Response:
         return web.Response(
             body=generate_latest(self.registry),
             headers={"Content-Type": CONTENT_TYPE_LATEST},
         )
+
+    def scrape_handler(self, token: str | None
+                       ) -> Callable[[web.Request], Awaitable[web.Response]]:
+        """The /metrics handler; with a token, only scrapers presenting it are answered."""
+        if not token:
+            return self.handle_scrape
+        expected = f"Bearer {token}".encode()
+
+        async def guarded(request: web.Request) -> web.Response:
+            presented = request.headers.get("Authorization", "").encode()
+            if not hmac.compare_digest(presented, expected):
+                return web.Response(status=401, text="metrics.token required as a bearer "
+                                    "token", headers={"WWW-Authenticate": "Bearer"})
+            return await self.handle_scrape(request)
+
+        return guarded
+
+
+class MetricsListener:
+    """A listener of its own for /metrics (`metrics.listen`), apart from the public one."""
+
+    def __init__(self, metrics: Metrics, listen: str, token: str | None) -> None:
+        host, _, port = listen.rpartition(":")
+        self.host, self.port = host.strip("[]"), int(port)
+        app = web.Application()
+        app.router.add_get("/metrics", metrics.scrape_handler(token))
+        self._runner = web.AppRunner(app, access_log=None)
+
+    async def start(self) -> None:
+        await self._runner.setup()
+        await web.TCPSite(self._runner, self.host, self.port).start()
+        log.info("Serving metrics on %s:%s", self.host, self.port)
+
+    async def stop(self) -> None:
+        await self._runner.cleanup()

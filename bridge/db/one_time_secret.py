@@ -103,6 +103,13 @@ class OneTimeSecretStore:
             "AND used_at IS NULL", account_id, kind, int(time.time() * 1000),
         )
 
-    async def prune(self) -> None:
-        await self.db.execute("DELETE FROM one_time_secret WHERE expires_at < $1",
-                              int(time.time() * 1000) - 86_400_000)
+    async def prune(self, now_ms: int | None = None) -> int:
+        """Forget expired values (nothing reads them: every look-up requires an unexpired
+        row); the number removed."""
+        now = int(time.time() * 1000) if now_ms is None else now_ms
+        # Counted, then deleted (not RETURNING every row: after a flood there can be many).
+        removed = await self.db.fetchval(
+            "SELECT COUNT(*) FROM one_time_secret WHERE expires_at <= $1", now)
+        if removed:
+            await self.db.execute("DELETE FROM one_time_secret WHERE expires_at <= $1", now)
+        return int(removed or 0)

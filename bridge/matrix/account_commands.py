@@ -11,6 +11,7 @@ from ..db import Storage
 from ..identity.accounts import Accounts, AccountView
 from ..identity.errors import IdentityError
 from ..identity.merge import Merges
+from ..security.ratelimit import RateLimiter, RateLimitSettings, wait_words
 from .commands import Command, CommandContext, CommandError, CommandRegistry
 from .permissions import Level
 
@@ -59,7 +60,12 @@ UndoFn = Callable[[str, str], Awaitable[str | None]]
 
 def register_account_commands(registry: CommandRegistry, storage: Storage, accounts: Accounts,
                               merges: Merges, audit: AuditLog, web_url: str,
-                              undo_provider_added: UndoFn) -> None:
+                              undo_provider_added: UndoFn,
+                              merge_limiter: RateLimiter | None = None) -> None:
+    # Wrong merge codes per account: without a limit, 40 bits are guessable by brute force.
+    wrong_codes = (merge_limiter if merge_limiter is not None
+                   else RateLimiter(RateLimitSettings().merge_confirm))
+
     async def account(ctx: CommandContext) -> None:
         mine = await accounts.for_matrix_user(ctx.sender)
         await ctx.reply(describe(await accounts.view(mine.id)))
@@ -115,6 +121,12 @@ def register_account_commands(registry: CommandRegistry, storage: Storage, accou
         elif len(ctx.args) == 2 and ctx.args[0] == "confirm":
             code = ctx.args[1].upper()
             unknown = "That merge code is unknown, expired or already used."
+            # Checked before the code is even looked at: once the limit is reached, the right
+            # code is refused too, so guessing on cannot find it.
+            wait = wrong_codes.wait(mine.id)
+            if wait:
+                raise CommandError(f"Too many wrong merge codes: try again in "
+                                   f"{wait_words(wait)}. Any code is refused until then.")
             # Look before using it up: a confirmation sent from the wrong room must not burn it.
             seen = await storage.one_time.peek("merge_code", code)
             if seen is not None and seen.account_id == mine.id:
@@ -122,6 +134,7 @@ def register_account_commands(registry: CommandRegistry, storage: Storage, accou
                                    "room, not from the one that started the merge.")
             record = await storage.one_time.consume("merge_code", code)
             if record is None or record.account_id is None:
+                wrong_codes.take(mine.id)
                 raise CommandError(unknown)
             result = await _refuse(merges.merge(record.account_id, mine.id, actor=ctx.sender))
             await ctx.reply(f"Merged this account into the one of {record.mxid}: "

@@ -28,6 +28,9 @@ class BrowserBinding:
         self._key = csrf_key
         self.public_url = URL(public_url)
         self.secure = self.public_url.scheme == "https"
+        # Set from the config: whether a request came over https through a trusted proxy
+        # (then its cookies are Secure even when the public URL says http).
+        self.forwarded_https: Callable[[web.Request], bool] = lambda _: False
 
     def cookie_args(self, max_age: int | None = None) -> dict:
         return {"httponly": True, "samesite": "Lax", "secure": self.secure, "path": "/",
@@ -50,6 +53,9 @@ class BrowserBinding:
             response = e
         if fresh:
             response.set_cookie(BROWSER_COOKIE, raw, **self.cookie_args(400 * 86400))
+        if not self.secure and self.forwarded_https(request):
+            for morsel in response.cookies.values():
+                morsel["secure"] = True
         response.headers.setdefault("Cache-Control", "no-store")
         response.headers.setdefault("X-Frame-Options", "DENY")
         response.headers.setdefault("Referrer-Policy", "no-referrer")

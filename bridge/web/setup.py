@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import ipaddress
+from collections.abc import Callable
+
 import attrs
 from aiohttp import web
 
@@ -12,11 +15,14 @@ from ..identity.merge import Merges
 from ..identity.providers import SignInProvider, parse_providers
 from ..identity.signin import SignIn
 from ..matrix.permissions import Permissions
+from ..metrics import Metrics
 from ..security.anomaly import SessionNetworks
+from ..security.ratelimit import Limits, RateLimitSettings
 from ..security.setup import Security
 from ..security.system_keys import web_keys
 from .admin_routes import AdminRoutes
 from .browser import BrowserBinding
+from .limits import WebLimits
 from .provisioning import ProvisioningApi
 from .signin_routes import SignInRoutes
 
@@ -28,10 +34,32 @@ class WebServices:
     signin: SignIn
     binding: BrowserBinding
     session_networks: SessionNetworks
+    limits: Limits
+    web_limits: WebLimits
+
+
+def forwarded_https(trusted_proxies: list[str]) -> Callable[[web.Request], bool]:
+    """Whether a request reached us over https: directly, or through a trusted reverse proxy
+    that says so in X-Forwarded-Proto (anyone else's header is not believed)."""
+    proxies = [ipaddress.ip_network(p, strict=False) for p in trusted_proxies]
+
+    def check(request: web.Request) -> bool:
+        if request.secure:
+            return True
+        try:
+            remote = ipaddress.ip_address(request.remote or "")
+        except ValueError:
+            return False
+        if not any(remote in proxy for proxy in proxies):
+            return False
+        schemes = request.headers.get("X-Forwarded-Proto", "").lower().split(",")
+        return "https" in (s.strip() for s in schemes)
+
+    return check
 
 
 async def build_web(config: Config, storage: Storage, security: Security,
-                    public_url: str) -> WebServices:
+                    public_url: str, metrics: Metrics | None = None) -> WebServices:
     flow_key, csrf_key = await web_keys(security.vault)
     provider_configs, _ = parse_providers(config.get("identity.providers"))
     providers = {p.id: SignInProvider(p, f"{public_url}/oauth/{p.id}/callback")
@@ -40,8 +68,13 @@ async def build_web(config: Config, storage: Storage, security: Security,
                         list(config["identity.default_profiles"]))
     merges = Merges(storage, security.audit)
     signin = SignIn(storage, security.audit, accounts, merges, providers, flow_key)
-    return WebServices(accounts, merges, signin, BrowserBinding(csrf_key, public_url),
-                       security.session_networks)
+    binding = BrowserBinding(csrf_key, public_url)
+    binding.forwarded_https = forwarded_https(
+        list(config.get("security.anomaly.trusted_proxies") or []))
+    limits = Limits(RateLimitSettings.from_config(
+        lambda key: config[f"security.rate_limits.{key}"]))
+    return WebServices(accounts, merges, signin, binding, security.session_networks, limits,
+                       WebLimits(limits, security.session_networks, metrics))
 
 
 def register_web_routes(app: web.Application, services: WebServices, config: Config
