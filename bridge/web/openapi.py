@@ -61,6 +61,12 @@ _FORBIDDEN = _json(_ERROR, "errcode M_FORBIDDEN: the acting Matrix user lacks th
                    "bridge.permissions gives for this action (the error names it), the shared "
                    "secret's user_id is not a Matrix user ID on a server the permissions "
                    "allow, or (rules) the person may not change the target_room")
+_LIMITED = _json({"type": "object", "required": ["errcode", "error", "retry_after_ms"],
+                  "properties": {"errcode": {"type": "string", "enum": ["M_LIMIT_EXCEEDED"]},
+                                 "error": {"type": "string"},
+                                 "retry_after_ms": {"type": "integer"}}},
+                 "Too many requests from this client network or for this account (or too "
+                 "many refused tokens); the Retry-After header says when to try again")
 _USER_ID = [{"name": "user_id", "in": "query", "required": False,
              "schema": {"type": "string"}}]
 _STEP = {"type": "object", "required": ["done", "flow_id", "message", "fields", "url", "qr"],
@@ -90,7 +96,8 @@ def _op(summary: str, responses: dict[str, Any], body: dict[str, Any] | None = N
         "summary": summary,
         "parameters": _USER_ID + [{"name": p, "in": "path", "required": True,
                                    "schema": {"type": "string"}} for p in path_params],
-        "responses": {**responses, "401": _UNAUTHORIZED, "403": _FORBIDDEN},
+        "responses": {**responses, "401": _UNAUTHORIZED, "403": _FORBIDDEN,
+                      "429": _LIMITED},
     }
     if body is not None:
         operation["requestBody"] = {"required": True,
@@ -199,13 +206,13 @@ def openapi_document() -> dict[str, Any]:
                                                  "matrix_users": {"type": "array",
                                                                   "items": {"type": "string"}}}},
                                  "The account"),
-                    "401": _UNAUTHORIZED, "403": _FORBIDDEN}}},
+                    "401": _UNAUTHORIZED, "403": _FORBIDDEN, "429": _LIMITED}}},
             "/_matrix/provision/v1/account": {"get": {
                 "summary": "The account: Matrix users, sign-in methods, profiles, personas",
                 "parameters": [{"name": "user_id", "in": "query", "required": False,
                                 "schema": {"type": "string"}}],
                 "responses": {"200": _json(_ACCOUNT, "The account"), "401": _UNAUTHORIZED,
-                              "403": _FORBIDDEN}}},
+                              "403": _FORBIDDEN, "429": _LIMITED}}},
             "/_matrix/provision/v1/profiles": {"post": {
                 "summary": "Create a profile (it gets a Matrix space)",
                 "parameters": [{"name": "user_id", "in": "query", "required": False,
@@ -215,7 +222,7 @@ def openapi_document() -> dict[str, Any]:
                     "properties": {"name": {"type": "string"}}}}}},
                 "responses": {"201": _json(_PROFILE, "The new profile"),
                               "400": _json(_ERROR, "Bad name or the name is taken"),
-                              "401": _UNAUTHORIZED, "403": _FORBIDDEN}}},
+                              "401": _UNAUTHORIZED, "403": _FORBIDDEN, "429": _LIMITED}}},
             "/api/account/complete-linking": {"post": {
                 "summary": "Link a pending sign-in to the account just signed in to",
                 "security": [],
