@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import secrets
 import signal
 import subprocess
@@ -20,6 +21,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 from mautrix.types import EventType, PaginationDirection
+from mautrix.util.async_db import Database
 
 from tests.fakes.slack import FakeSlack
 from tests.fakes.slack.scenario import build_world
@@ -27,6 +29,7 @@ from tests.fakes.slack.scenario import build_world
 from .support.matrix import DEADLINE, MatrixUser
 from .support.slack import link_slack, slack_settings
 from .support.wirenet import WireServer
+from .test_xmpp import mapped_muc
 
 BURST = 1000
 ROOMS = 8  # eight rooms at once, BURST messages in all (in order per room)
@@ -195,3 +198,57 @@ async def test_kill_9_between_a_slack_send_and_its_record(homeserver, db_uri, tm
             assert sent() == [f"m{i}" for i in range(NETWORK_BURST)] + ["end"]
         finally:
             bridge.stop()
+
+
+def received(peer) -> set[str]:
+    return {m["body"] for m in peer.messages}
+
+
+async def test_kill_9_between_an_xmpp_send_and_its_record(homeserver, db_uri, tmp_path,
+                                                           new_user, prosody, xmpp_peer):
+    config = homeserver.bridge_config(tmp_path, db_uri, extra={"networks": {"xmpp": {
+        "enabled": True, "ca_file": str(prosody.ca), "nameserver": prosody.nameserver}}})
+    bridge = BridgeProcess(Path(config.path), None,
+                           f"{homeserver.appservice_url}/_matrix/mau/ready",
+                           tmp_path / "bridge.log")
+    await bridge.start()
+    db = Database.create(db_uri)
+    await db.start()
+    try:
+        alice = await new_user("alice")
+        alice_xmpp, bob = await xmpp_peer("alice"), await xmpp_peer("bob")
+        await alice_xmpp.stop()  # only its credentials are needed
+        muc, portal = await mapped_muc(alice, alice_xmpp, bob, homeserver)
+        assert bridge.process is not None
+        # Held while the burst is written, so the bridge then sends it back to back.
+        os.kill(bridge.process.pid, signal.SIGSTOP)
+        sent = [await alice.send_text(portal, f"m{i}") for i in range(NETWORK_BURST)]
+        os.kill(bridge.process.pid, signal.SIGCONT)
+        # XMPP gives no answer to wait on: freeze the bridge again and again mid-burst until
+        # it is caught with a message that reached Bob but that it has not recorded. That
+        # is when a kill -9 duplicates a message if the bridge resends blindly.
+        bodies = dict(zip(sent, (f"m{i}" for i in range(NETWORK_BURST)), strict=True))
+        caught = None
+        while caught is None and f"m{NETWORK_BURST - 1}" not in received(bob):
+            await asyncio.sleep(random.uniform(0, 0.02))
+            os.kill(bridge.process.pid, signal.SIGSTOP)
+            await asyncio.sleep(0.05)  # what it sent before it froze reaches Bob
+            unrecorded = {r["event_id"] for r in await db.fetch(
+                "SELECT o.event_id FROM outbound o LEFT JOIN message m ON m.mxid = o.event_id "
+                "WHERE m.mxid IS NULL")}
+            caught = next((body for event_id, body in bodies.items()
+                           if event_id in unrecorded and body in received(bob)), None)
+            if caught is None:
+                os.kill(bridge.process.pid, signal.SIGCONT)
+        assert caught is not None, "no message was ever caught between its send and record"
+        bridge.kill()
+        await bridge.start()
+        await alice.send_text(portal, "end")
+        await bob.wait_for(lambda m: m["body"] == "end", "the last message")
+        from_alice = [m["body"] for m in bob.messages if m["type"] == "groupchat"
+                      and m["from"].bare == muc and m["from"].resource != bob.nick
+                      and m["body"]]
+        assert from_alice == [f"m{i}" for i in range(NETWORK_BURST)] + ["end"], caught
+    finally:
+        await db.stop()
+        bridge.stop()

@@ -8,6 +8,7 @@ import io
 import logging
 import secrets
 import ssl
+import uuid
 from collections import deque
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
@@ -56,6 +57,12 @@ def _file_name(url: str) -> str:
         return unquote(URL(url).name) or "file"
     except ValueError:
         return "file"
+
+
+def origin_id(event_id: str) -> str:
+    """The id and XEP-0359 origin-id of the message sent for a Matrix event: the same on
+    every attempt, so crash recovery finds it in the archive (`find_sent`)."""
+    return "rf-" + uuid.uuid5(uuid.NAMESPACE_URL, f"relayforge:matrix-event:{event_id}").hex
 
 
 def dm_room(own: str, contact: str) -> str:
@@ -377,12 +384,14 @@ class XmppConnector(Connector):
         return JID(room_id), "groupchat"
 
     def _new_message(self, session: Session, room_id: str, body: str,
-                     html: str | None = None) -> Message:
+                     html: str | None = None, msg_id: str | None = None) -> Message:
+        """`msg_id`: the id (and XEP-0359 origin-id) to use, when it must be the same on
+        every attempt (`origin_id`)."""
         to, kind = self._target(session, room_id)
         msg = session.client.make_message(mto=to, mbody=body, mtype=kind)
         if html:
             msg["html"]["body"] = to_xhtml_im(html)
-        msg["id"] = secrets.token_hex(12)
+        msg["id"] = msg_id or secrets.token_hex(12)
         msg["origin_id"]["id"] = msg["id"]
         self.remember_sent(msg["id"])
         return msg
@@ -392,12 +401,50 @@ class XmppConnector(Connector):
         await session.until_ready()
         if event.attachment is not None:
             return await self._send_file(session, event)
-        msg = self._new_message(session, event.room.remote_id, event.text, event.html)
+        msg = self._new_message(session, event.room.remote_id, event.text, event.html,
+                                origin_id(event.event_id))
         if event.reply_to:
             msg["reply"]["id"] = event.reply_to
             msg["reply"]["to"] = msg["to"]
         msg.send()
         return SendResult(msg["id"])
+
+    async def find_sent(self, room: RemoteRoom, event_id: str, since_ms: int
+                        ) -> SendResult | None:
+        """Look for the message's origin-id in the archive (XEP-0313): the room's own for a
+        MUC, the account's for a direct chat. A server without an archive cannot tell: the
+        message is sent again."""
+        wanted = origin_id(event_id)
+        if DM_SEPARATOR in room.remote_id:
+            own, contact = room.remote_id.split(DM_SEPARATOR, 1)
+            sessions = [s for s in self.sessions.values() if s.jid == JID(own).bare]
+            archive, partner = None, JID(contact)
+        else:
+            sessions = [s for s in self.sessions.values() if room.remote_id in s.rooms]
+            archive, partner = JID(room.remote_id), None
+        if not sessions:
+            raise ConnectionError(f"no XMPP session in {room.remote_id} is open to look up "
+                                  "what was sent")
+        session = sessions[0]
+        await session.until_ready()
+        if "xep_0313" not in session.client.plugin:
+            session.client.register_plugin("xep_0313")
+        start = datetime.fromtimestamp(since_ms / 1000, UTC)
+        try:
+            async with asyncio.timeout(60):
+                async for result in session.client.plugin["xep_0313"].iterate(
+                        jid=archive, start=start, with_jid=partner, rsm={"max": 100}):
+                    stanza = result["mam_result"]["forwarded"]["stanza"]
+                    if wanted in (stanza["origin_id"]["id"], stanza["id"]):
+                        return SendResult(wanted)
+        except IqError as e:
+            if e.condition in ("feature-not-implemented", "service-unavailable"):
+                log.warning("%s keeps no archive: a message that may have been sent before "
+                            "a crash is sent again", archive or JID(session.jid).domain)
+                return None
+            raise
+        return None
+
 
     async def _send_file(self, session: Session, event: MatrixMessage) -> SendResult:
         """XEP-0363: upload to the server's HTTP upload service, then share the link."""
@@ -407,7 +454,8 @@ class XmppConnector(Connector):
             attachment.name, size=len(attachment.data), content_type=attachment.mimetype,
             input_file=io.BytesIO(attachment.data), domain=JID(session.jid).domain,
             timeout=60)
-        msg = self._new_message(session, event.room.remote_id, url)
+        msg = self._new_message(session, event.room.remote_id, url,
+                                msg_id=origin_id(event.event_id))
         msg["oob"]["url"] = url
         msg.send()
         return SendResult(msg["id"])
