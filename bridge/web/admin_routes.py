@@ -17,8 +17,8 @@ from ..identity.accounts import Accounts
 from ..identity.errors import IdentityError
 from ..identity.merge import Merges
 from ..identity.signin import SignIn
-from ..matrix.permissions import Level, Permissions
 from ..security.anomaly import SessionNetworks
+from ..security.permissions import Permissions
 from . import pages
 from .browser import BrowserBinding
 from .signin_routes import cookie_account, html
@@ -47,10 +47,13 @@ class AdminRoutes:
         account = await cookie_account(self.signin, self.session_networks, request)
         if account is None:
             raise web.HTTPSeeOther("/auth/sign-in")
-        for mxid in await self.storage.accounts.matrix_users(account):
-            if self.permissions.level_for(mxid) >= Level.ADMIN:
-                return mxid
-        raise web.HTTPForbidden(text="The support dashboard is for bridge admins.")
+        # The same table and rule as the bot's `admin` command and the provisioning API.
+        mxid, level = self.permissions.best_of(await self.storage.accounts.matrix_users(account))
+        refusal = self.permissions.refusal("admin", mxid, level)
+        if refusal is None and mxid is not None:
+            return mxid
+        raise web.HTTPForbidden(text=f"The support dashboard is for bridge admins. "
+                                f"{refusal or ''}".strip())
 
     async def dashboard(self, request: web.Request) -> web.Response:
         admin = await self._admin(request)
