@@ -4,6 +4,7 @@ API requests, Enterprise Grid's MFA gate, and token rotation."""
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from itertools import pairwise
 
 import pytest
@@ -152,10 +153,13 @@ async def test_enterprise_grid_install_needs_mfa(start_bridge, slack, new_user, 
 async def test_token_rotation_refreshes_and_audits(start_bridge, slack, new_user, homeserver):
     world = build_world(slack)
     slack.app.token_rotation = True
+    slack.app.token_lifetime = 30  # inside the bridge's margin: it refreshes before each call
     bridge = await start_bridge(extra={"networks": {"slack": slack_settings(
         slack, callback(homeserver), token_rotation=True)}})
     alice = await new_user("alice")
-    _, portal = await mapped(slack, world, alice, homeserver)
+    room, portal = await mapped(slack, world, alice, homeserver)
+    await alice.wait_for_notice(room, homeserver.bot_mxid, "Mapped")
+    before = datetime.now(UTC)
     await alice.send_text(portal, "rotated")
     await slack.wait_until(lambda: "rotated" in texts(slack, world.general), "the message")
     refreshes = [c for c in slack.calls("oauth.v2.access")
@@ -169,6 +173,12 @@ async def test_token_rotation_refreshes_and_audits(start_bridge, slack, new_user
         account.id, f"slack:{world.team.id}/{world.alice.id}")
     assert await bridge.storage.vault_secrets.get(*persona.vault_ref, "access_token") is None
     assert await bridge.storage.vault_secrets.get(*persona.vault_ref, "refresh_token")
+    # The descriptor: Slack's picture of the account at linking, and the latest refresh.
+    assert persona.avatar_hash == world.alice.avatar_hash
+    assert datetime.fromisoformat(persona.last_refresh) >= before
+    await alice.send_text(room, "personas")
+    shown = await alice.wait_for_notice(room, homeserver.bot_mxid, "credentials checked")
+    assert f"picture {world.alice.avatar_hash}" in shown
 
 
 async def test_a_refused_token_refresh_turns_read_only_with_the_relink_prompt(

@@ -274,7 +274,7 @@ class Linking:
                    "fields": sorted(linked.credentials),
                    "external_user_id": linked.external_user_id,
                    "display_name": linked.display_name, "scopes": linked.scopes,
-                   "verified": linked.verified}
+                   "verified": linked.verified, "avatar_hash": linked.avatar_hash}
         if missing is not None:
             return await self._mfa_step(account_id, payload, (
                 f"Linking {who} needs a fresh MFA check ({reason}): {VERIFY_HINT}. Send the "
@@ -355,7 +355,8 @@ class Linking:
         if answers.get("consent", "").strip().lower() not in ("yes", "y"):
             raise LinkRefused("Not linked: you did not agree. The credential was destroyed.")
         linked = LinkedAccount(payload["external_user_id"], payload["display_name"],
-                               payload["scopes"], credentials, payload["verified"])
+                               payload["scopes"], credentials, payload["verified"],
+                               avatar_hash=payload.get("avatar_hash"))
         return await self._finish(account_id, payload["network"], payload["profile"], linked,
                                   actor)
 
@@ -368,9 +369,11 @@ class Linking:
             persona = await self.accounts.add_persona(
                 account_id, profile, platform=network,
                 external_user_id=linked.external_user_id, display_name=linked.display_name,
-                scopes=linked.scopes, actor=actor)
+                scopes=linked.scopes, actor=actor, avatar_hash=linked.avatar_hash)
         except IdentityError as e:
             raise LinkRefused(str(e)) from e
+        # The verification ping just proved the credentials: that is their latest check.
+        await self.storage.personas.set_checked(persona.id, avatar_hash=linked.avatar_hash)
         for field, secret in linked.credentials.items():
             await self.vault.seal(*persona.vault_ref, field, secret)
         await self.audit.append(AuditEvent.LINK, actor=actor, account=account_id,
@@ -393,6 +396,7 @@ class Linking:
         for field, secret in linked.credentials.items():
             await self.vault.seal(*persona.vault_ref, field, secret)
         await self.storage.personas.set_status(persona.id, PersonaStatus.ACTIVE)
+        await self.storage.personas.set_checked(persona.id, avatar_hash=linked.avatar_hash)
         persona.status = PersonaStatus.ACTIVE
         await self.audit.append(AuditEvent.LINK, actor=actor, account=account_id,
                                 profile=persona.profile_id, persona=persona.id,

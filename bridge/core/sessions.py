@@ -24,6 +24,8 @@ class PersonaSessions:
         self.vault = vault
         self.connectors = connectors
         self.tokens = AccessTokens(vault, audit)
+        # The vault's persona key is the persona's id.
+        self.tokens.on_refreshed.append(lambda persona: storage.personas.set_checked(persona))
         for connector in connectors.values():
             connector.access_token = self.access_token
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
@@ -92,6 +93,19 @@ class PersonaStore:
             f"SELECT {_COLUMNS} FROM persona WHERE profile_id=$1 ORDER BY created_at", profile_id
         )
         return [_persona(row) for row in rows]
+
+    async def set_checked(self, persona_id: str, *, avatar_hash: str | None = None,
+                          at: datetime | None = None) -> None:
+        """The credentials were just verified or refreshed (`last_refresh`, ISO 8601 UTC);
+        with `avatar_hash`, the network's picture of the account as seen then."""
+        when = (at or datetime.now(UTC)).isoformat(timespec="milliseconds")
+        if avatar_hash is None:
+            await self.db.execute("UPDATE persona SET last_refresh=$2 WHERE id=$1",
+                                  persona_id, when)
+        else:
+            await self.db.execute(
+                "UPDATE persona SET last_refresh=$2, avatar_hash=$3 WHERE id=$1",
+                persona_id, when, avatar_hash)
 
     async def set_status(self, persona_id: str, status: PersonaStatus) -> None:
         await self.db.execute("UPDATE persona SET status=$2 WHERE id=$1", persona_id,

@@ -43,8 +43,11 @@ def describe(view: AccountView) -> str:
             lines.append("    no linked accounts")
         for persona in profile_view.personas:
             name = persona.display_name or persona.external_user_id
+            checked = (f", credentials checked {persona.last_refresh}"
+                       if persona.last_refresh else "")
+            picture = f", picture {persona.avatar_hash}" if persona.avatar_hash else ""
             lines.append(f"    {persona.platform}:{persona.external_user_id} ({name}) - "
-                         f"{persona.status.value}")
+                         f"{persona.status.value}{checked}{picture}")
     return "\n".join(lines)
 
 

@@ -266,7 +266,9 @@ class NetworkCommands:
     async def personas(self, ctx: CommandContext) -> None:
         account = await self.accounts.for_matrix_user(ctx.sender)
         view = await self.accounts.view(account.id)
-        lines = [f"{p.profile.name}: {x.platform}:{x.external_user_id} ({x.status.value})"
+        lines = [f"{p.profile.name}: {x.platform}:{x.external_user_id} ({x.status.value}"
+                 + (f", credentials checked {x.last_refresh}" if x.last_refresh else "")
+                 + (f", picture {x.avatar_hash}" if x.avatar_hash else "") + ")"
                  for p in view.profiles for x in p.personas]
         await ctx.reply("\n".join(lines) if lines else
                         'No linked accounts yet. Link one with "link NETWORK ADDRESS".')

@@ -47,3 +47,6 @@ class LinkedAccount:
     # "server:<id>" for each Discord server the account is in. The core decides, not the
     # connector, so the admin's policy stays in one place.
     risk_markers: list[str] = attrs.field(factory=list)
+    # A short fingerprint of the account's picture on the network (the persona descriptor's
+    # avatar_hash), when the network has one.
+    avatar_hash: str | None = None

@@ -44,6 +44,8 @@ class AccessTokens:
         self.margin = margin_seconds
         self._held: dict[tuple[str, str], _Held] = {}
         self._locks: defaultdict[tuple[str, str], asyncio.Lock] = defaultdict(asyncio.Lock)
+        # Called with the persona after each successful refresh (its `last_refresh`).
+        self.on_refreshed: list[Callable[[str], Awaitable[None]]] = []
 
     async def get(self, *, account: str, profile: str, persona: str,
                   refresh: RefreshFn) -> str:
@@ -65,6 +67,8 @@ class AccessTokens:
                 persona=persona, details={"expires_in": fresh.expires_in,
                                           "rotated": fresh.refresh_token is not None},
             )
+            for hook in self.on_refreshed:
+                await hook(persona)
             return fresh.access_token
 
     def drop(self, profile: str, persona: str) -> None:

@@ -118,7 +118,7 @@ class SlackOAuth:
             scopes=scopes, credentials=credentials,
             verified=[f"signed in to {who.get('team') or team} as {who.get('user')}",
                       f"can list {len(channels.get('channels', []))} conversations"],
-            risk_markers=markers)
+            risk_markers=markers, avatar_hash=names.get("avatar_hash") or None)
 
     async def refresh(self, refresh_token: str) -> RefreshedTokens:
         """Token rotation: a new access token, and a new (single-use) refresh token."""
