@@ -186,14 +186,17 @@ async def test_edits_replies_reactions_and_retractions_both_ways(xmpp_bridge, ne
     assert fixed["replace"]["id"] == sent["id"]
     await alice.send_text(portal, "replying", reply_to=mine)
     replied = await bob.wait_for(lambda m: m["body"] == "replying", "the reply")
-    assert replied["reply"]["id"] == sent["id"]
+    # In a MUC, replies, reactions and retractions name the room's stanza-id (XEP-0359).
+    room_ref = next(e.get("id") for e in sent.xml.findall("{urn:xmpp:sid:0}stanza-id")
+                    if e.get("by") == muc)
+    assert replied["reply"]["id"] == room_ref
     await alice.client.react(portal, mine, "🎉")
     reacted = await bob.wait_for(lambda m: m.get_plugin("reactions", check=True)
                                  and "🎉" in m["reactions"]["values"], "the reaction")
-    assert reacted["reactions"]["id"] == sent["id"]
+    assert reacted["reactions"]["id"] == room_ref
     await alice.client.redact(portal, mine)
     gone = await bob.wait_for(lambda m: m.get_plugin("retract", check=True)
-                              and m["retract"]["id"] == sent["id"], "the retraction")
+                              and m["retract"]["id"] == room_ref, "the retraction")
     assert gone["from"].resource == alice_xmpp.nick
 
 

@@ -169,7 +169,7 @@ class Router:
             txn_id=_txn_id(network, event.room, event.message_id),
         )
         await self._remember(network, event.room, event.message_id, MessageKind.MESSAGE,
-                             event_id, portal, intent.mxid)
+                             event_id, portal, intent.mxid, event.room_ref)
         if event.file_refused:
             # Said by the bridge, not the sender's ghost: the sender never wrote it.
             await self.portals.bot_intent.send_message(
@@ -262,10 +262,10 @@ class Router:
 
     async def _remember(self, network: str, room: RemoteRoom, remote_id: str,
                         kind: MessageKind, event_id: EventID, portal: Portal,
-                        sender: UserID) -> None:
+                        sender: UserID, room_ref: str | None = None) -> None:
         await self.storage.messages.insert(MessageRow(
             network=network, remote_room=room.remote_id, remote_id=remote_id, kind=kind,
-            mxid=event_id, room_mxid=portal.mxid, sender_mxid=sender,
+            mxid=event_id, room_mxid=portal.mxid, sender_mxid=sender, room_ref=room_ref,
         ))
 
     # ---- Matrix -> remote ------------------------------------------------------------------
@@ -314,7 +314,7 @@ class Router:
             thread_root = root.remote_id if root else None
         if content.get_reply_to() and (not thread_root or not _is_thread_fallback(content)):
             target = await self.storage.messages.get_by_mxid(content.get_reply_to())
-            reply_to = target.remote_id if target else None
+            reply_to = _referenced(target) if target else None
         if attachment is None:
             content.trim_reply_fallback()
         formatted = getattr(content, "formatted_body", None)
@@ -334,7 +334,7 @@ class Router:
             )), persona_id)
             assert result is not None  # a sent message always gets a remote id
             await self._remember(portal.network, room, result.remote_id, MessageKind.MESSAGE,
-                                 evt.event_id, portal, evt.sender)
+                                 evt.event_id, portal, evt.sender, result.room_ref)
         if persona_id:
             await first_sends.mark_sent(persona_id, portal.remote_id)
 
@@ -351,7 +351,7 @@ class Router:
         async with self.in_flight.sending((portal.network, portal.remote_id)):
             result = await self._deliver(portal, "reaction", connector.deliver(MatrixReaction(
                 room=room, sender_mxid=evt.sender, event_id=evt.event_id,
-                target_id=target.remote_id, key=relation.key, authorization=token,
+                target_id=_referenced(target), key=relation.key, authorization=token,
             )), persona_id)
             assert result is not None
             await self._remember(portal.network, room, result.remote_id, MessageKind.REACTION,
@@ -374,7 +374,7 @@ class Router:
                                                      Action.DELETE)
         await self._deliver(portal, "redaction", connector.deliver(MatrixRedaction(
             room=room, sender_mxid=evt.sender, event_id=evt.event_id,
-            target_id=target.remote_id,
+            target_id=_referenced(target),
             target_is_reaction=target.kind == MessageKind.REACTION,
             reason=evt.content.reason, authorization=token,
         )), persona_id)
@@ -442,6 +442,13 @@ class NetworkUnavailable(Exception):
     def __init__(self, network: str) -> None:
         super().__init__(f"The {network} network is not running on this bridge right now.")
         self.network = network
+
+
+def _referenced(target: MessageRow) -> str:
+    """How replies, reactions and retractions name a message: by the id its room gave it
+    where the room gives one (XEP-0461/0444/0424 in an XMPP MUC), else by its own id.
+    Corrections (XEP-0308) and read markers keep the sender's id."""
+    return target.room_ref or target.remote_id
 
 
 async def _media_content(intent: IntentAPI, attachment: Attachment

@@ -25,6 +25,9 @@ class MessageRow:
     room_mxid: RoomID
     sender_mxid: UserID
     timestamp: int = attrs.field(factory=lambda: int(time.time() * 1000))
+    # The id the remote room gave the message apart from `remote_id` (an XMPP MUC's
+    # stanza-id): what replies, reactions and retractions there name.
+    room_ref: str | None = None
 
     @classmethod
     def from_row(cls, row: dict) -> MessageRow:
@@ -32,7 +35,8 @@ class MessageRow:
 
 
 class MessageStore:
-    _columns = "network, remote_room, remote_id, kind, mxid, room_mxid, sender_mxid, timestamp"
+    _columns = ("network, remote_room, remote_id, kind, mxid, room_mxid, sender_mxid, timestamp, "
+                "room_ref")
 
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -40,16 +44,22 @@ class MessageStore:
     async def insert(self, row: MessageRow) -> bool:
         """Record a mapping; False if either side was already mapped (a duplicate delivery)."""
         result = await self.db.fetchval(
-            f"INSERT INTO message ({self._columns}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) "
+            f"INSERT INTO message ({self._columns}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) "
             "ON CONFLICT DO NOTHING RETURNING mxid",
             row.network, row.remote_room, row.remote_id, row.kind.value, row.mxid,
-            row.room_mxid, row.sender_mxid, row.timestamp,
+            row.room_mxid, row.sender_mxid, row.timestamp, row.room_ref,
         )
         return result is not None
 
     async def get_by_remote(self, network: str, remote_room: str, remote_id: str
                             ) -> MessageRow | None:
+        """The message the room knows by `remote_id`: its own id for it (`room_ref`) first,
+        since a sender chooses their message ids and could reuse one the room gave."""
         row = await self.db.fetchrow(
+            f"SELECT {self._columns} FROM message "
+            "WHERE network=$1 AND remote_room=$2 AND room_ref=$3",
+            network, remote_room, remote_id,
+        ) or await self.db.fetchrow(
             f"SELECT {self._columns} FROM message "
             "WHERE network=$1 AND remote_room=$2 AND remote_id=$3",
             network, remote_room, remote_id,

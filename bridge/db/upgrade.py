@@ -384,3 +384,12 @@ async def upgrade_v11(conn: Connection) -> None:
     # marked at start-up may have reached the network before a crash, so it is looked up
     # there before it is sent again.
     await conn.execute("ALTER TABLE outbound ADD COLUMN in_flight_at BIGINT")
+
+
+@upgrade_table.register(description="Messages keep the id their room gave them")
+async def upgrade_v12(conn: Connection) -> None:
+    # An XMPP MUC names each message by its own stanza-id (XEP-0359), which replies,
+    # reactions and retractions there must use instead of the sender's id.
+    await conn.execute("ALTER TABLE message ADD COLUMN room_ref TEXT")
+    await conn.execute(
+        "CREATE INDEX message_room_ref_idx ON message (network, remote_room, room_ref)")

@@ -98,6 +98,10 @@ class RemoteMessage(RemoteEvent):
     # Why a file that came with this message was not brought over (too large, an address the
     # bridge may not fetch), as a sentence; the core tells the room, after the text.
     file_refused: str | None = None
+    # The id the room itself gave the message, apart from the sender's `message_id` (an XMPP
+    # MUC's stanza-id). Replies, reactions and retractions in that room name the message by
+    # it; corrections still name `message_id`.
+    room_ref: str | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -201,6 +205,9 @@ class SendResult:
     """What the remote network assigned to something the bridge sent."""
 
     remote_id: str
+    # The id the room itself gave the message, when it gives one apart from the sender's
+    # (an XMPP MUC's XEP-0359 stanza-id); see `RemoteMessage.room_ref`.
+    room_ref: str | None = None
 
 
 class RateLimited(Exception):

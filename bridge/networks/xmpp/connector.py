@@ -44,11 +44,12 @@ from ..base import (
 )
 from ..login import Field, LinkedAccount, LoginFailed, LoginStep
 from .client import XmppClient, tls_refusal
-from .convert import inbound_events
+from .convert import inbound_events, room_stanza_id
 from .formatting import to_xhtml_im
 
 log = logging.getLogger("relayforge.xmpp")
 LOGIN_TIMEOUT = 30
+REFLECTION_TIMEOUT = 10  # seconds a MUC has to reflect our message with its stanza-id
 DM_SEPARATOR = "|"  # portal id of a direct chat: "<persona jid>|<contact jid>"
 
 
@@ -82,6 +83,8 @@ class Session:
         self.last_seen: dict[str, datetime] = {}  # room jid -> when we last heard from it
         self.avatars: dict[str, Attachment | None] = {}  # contact jid -> vCard photo
         self.ready = asyncio.Event()
+        # Our groupchat sends waiting for the room's reflection: message id -> stanza-id.
+        self.reflections: dict[str, asyncio.Future[str | None]] = {}
         self.closing = False
         self.auth_failed = False
         self.client.add_event_handler("session_start", self._started)
@@ -161,7 +164,12 @@ class Session:
         await self._join(room, nick)
 
     async def _message(self, msg: Message) -> None:
-        if self.connector.sent_by_us(msg["origin_id"]["id"] or msg["id"]):
+        own_id = msg["origin_id"]["id"] or msg["id"]
+        waiting = self.reflections.get(own_id) if msg["type"] == "groupchat" else None
+        if (waiting is not None and not waiting.done()
+                and msg["from"].resource == self.rooms.get(msg["from"].bare)):
+            waiting.set_result(room_stanza_id(msg))
+        if self.connector.sent_by_us(own_id):
             return  # the room reflecting what the bridge itself just sent
         if msg["type"] == "groupchat":
             room = msg["from"].bare
@@ -201,6 +209,24 @@ class Session:
             except (IqError, IqTimeout) as e:
                 log.debug("No vCard for %s: %s", contact, e)
         return self.avatars[contact]
+
+    async def send(self, msg: Message) -> SendResult:
+        """Send a message; in a MUC, wait for the room to reflect it (XEP-0045 7.4) to learn
+        the stanza-id the room gave it, which replies, reactions and retractions there must
+        name. A room that does not reflect in time leaves only our own id."""
+        if msg["type"] != "groupchat":
+            msg.send()
+            return SendResult(msg["id"])
+        reflected: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
+        self.reflections[msg["id"]] = reflected
+        room_ref = None
+        try:
+            msg.send()
+            with contextlib.suppress(TimeoutError):
+                room_ref = await asyncio.wait_for(reflected, REFLECTION_TIMEOUT)
+        finally:
+            self.reflections.pop(msg["id"], None)
+        return SendResult(msg["id"], room_ref=room_ref)
 
     async def close(self) -> None:
         self.closing = True
@@ -406,8 +432,7 @@ class XmppConnector(Connector):
         if event.reply_to:
             msg["reply"]["id"] = event.reply_to
             msg["reply"]["to"] = msg["to"]
-        msg.send()
-        return SendResult(msg["id"])
+        return await session.send(msg)
 
     async def find_sent(self, room: RemoteRoom, event_id: str, since_ms: int
                         ) -> SendResult | None:
@@ -445,7 +470,6 @@ class XmppConnector(Connector):
             raise
         return None
 
-
     async def _send_file(self, session: Session, event: MatrixMessage) -> SendResult:
         """XEP-0363: upload to the server's HTTP upload service, then share the link."""
         attachment = event.attachment
@@ -457,8 +481,7 @@ class XmppConnector(Connector):
         msg = self._new_message(session, event.room.remote_id, url,
                                 msg_id=origin_id(event.event_id))
         msg["oob"]["url"] = url
-        msg.send()
-        return SendResult(msg["id"])
+        return await session.send(msg)
 
     def _signal(self, event: MatrixTyping | MatrixRead) -> Message:
         session = self._session(event.persona_id)

@@ -37,6 +37,23 @@ def _html(msg: Message) -> str | None:
     return from_xhtml_im(str(body)) if body else None
 
 
+STANZA_ID = "{urn:xmpp:sid:0}stanza-id"
+
+
+def room_stanza_id(msg: Message) -> str | None:
+    """The id a MUC gave a groupchat message (XEP-0359 stanza-id `by` the room itself).
+
+    Only the room's own is trusted: the MUC removes any a sender put in claiming to be by
+    the room, while one `by` someone else proves nothing."""
+    if msg["type"] != "groupchat":
+        return None
+    room = msg["from"].bare
+    for element in msg.xml.findall(STANZA_ID):
+        if element.get("by") == room and element.get("id"):
+            return element.get("id")
+    return None
+
+
 def inbound_events(msg: Message, session: Session) -> list[RemoteEvent]:
     """What a message means for Matrix; empty for history, receipts and our own echoes."""
     # Delayed messages are history a room replays when we rejoin after a gap (we ask only
@@ -75,9 +92,10 @@ def inbound_events(msg: Message, session: Session) -> list[RemoteEvent]:
         return [RemoteEdit(target_id=target, text=body, html=_html(msg), **common)]
     if url := _has(msg, "oob", "url"):
         # A shared file (XEP-0363 upload + XEP-0066 link); the session fetches it.
-        return [RemoteMessage(message_id=message_id, text=url, **common)]
+        return [RemoteMessage(message_id=message_id, text=url,
+                              room_ref=room_stanza_id(msg), **common)]
     reply_to = _has(msg, "reply")
     if reply_to and msg.get_plugin("fallback", check=True):
         body = msg["reply"].strip_fallback_content() or body
     return [RemoteMessage(message_id=message_id, text=body, html=_html(msg),
-                          reply_to=reply_to, **common)]
+                          reply_to=reply_to, room_ref=room_stanza_id(msg), **common)]
