@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from mautrix.types import EventType
 
+from bridge.db import MessageKind, MessageRow, open_database
+
 from .test_xmpp import body_is, link_xmpp, mapped_muc, reaction, reply_to
 
 
@@ -15,6 +17,27 @@ def stanza_id_by(msg, room: str) -> str:
            if e.get("by") == room]
     assert ids, f"the room {room} gave no stanza-id to {msg}"
     return ids[0]
+
+
+async def test_a_message_is_found_by_the_id_its_room_gave_it_first(db_uri):
+    """A sender picks their own message ids, so one may reuse a stanza-id the room gave
+    someone else's message: a reference by that id still means the room's message."""
+    storage = await open_database(db_uri)
+    try:
+        await storage.portals.insert("xmpp", "room@muc", "!room:x", "room")
+        for remote_id, room_ref, mxid in (("alice-id", "sid-1", "$alice"),
+                                          ("sid-1", "sid-2", "$mallory")):
+            assert await storage.messages.insert(MessageRow(
+                network="xmpp", remote_room="room@muc", remote_id=remote_id,
+                kind=MessageKind.MESSAGE, mxid=mxid, room_mxid="!room:x",
+                sender_mxid="@x:x", room_ref=room_ref))
+        assert (await storage.messages.get_by_remote("xmpp", "room@muc", "sid-1")).mxid == (
+            "$alice")
+        assert (await storage.messages.get_by_remote("xmpp", "room@muc", "alice-id")).mxid == (
+            "$alice")  # corrections name the sender's id
+        assert (await storage.messages.get_by_mxid("$mallory")).room_ref == "sid-2"
+    finally:
+        await storage.close()
 
 
 async def test_muc_replies_reactions_and_retractions_name_the_room_stanza_id(
