@@ -179,7 +179,7 @@ class Router:
 
     async def _remote_edit(self, network: str, event: RemoteEdit) -> None:
         target = await self._target(network, event.room, event.target_id)
-        if target is None:
+        if target is None or not self._remote_author(network, event, target, "correction"):
             return
         intent = await self.ghosts.ensure(network, event.sender)
         content = _text_content(event.text, event.html)
@@ -188,7 +188,7 @@ class Router:
 
     async def _remote_redaction(self, network: str, event: RemoteRedaction) -> None:
         target = await self._target(network, event.room, event.target_id)
-        if target is None or not self._remote_author(network, event, target, "correction"):
+        if target is None or not self._remote_author(network, event, target, "deletion"):
             return
         intent = await self.ghosts.ensure(network, event.sender)
         await intent.redact(target.room_mxid, target.mxid)
@@ -211,7 +211,7 @@ class Router:
         if await messages.get_by_remote(network, event.room.remote_id, event.reaction_id):
             return
         target = await self._target(network, event.room, event.target_id)
-        if target is None or not self._remote_author(network, event, target, "deletion"):
+        if target is None:
             return
         intent = await self.ghosts.ensure(network, event.sender)
         event_id = await intent.react(
