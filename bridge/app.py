@@ -9,7 +9,8 @@ from collections.abc import Callable, Iterable
 from importlib.metadata import entry_points
 
 from aiohttp import ClientError
-from mautrix.errors import MatrixError
+from mautrix.appservice import IntentAPI
+from mautrix.errors import MatrixError, MNotFound
 from mautrix.types import Event, UserID
 
 from . import __version__
@@ -46,10 +47,23 @@ from .security.policy import Policy
 from .security.setup import Security, open_security
 from .web.link_routes import LinkCallbackRoutes, callback_path, start_path
 from .web.provisioning import ProvisioningApi
+from .web.requests import RequestGuard
 from .web.setup import WebServices, build_web, register_web_routes
 
 log = logging.getLogger("relayforge")
 
+
+async def homeserver_has_user(intent: IntentAPI, mxid: str) -> bool | None:
+    """Whether a user of our own homeserver exists (its profile is found); None when the
+    homeserver did not say."""
+    try:
+        await intent.get_profile(UserID(mxid))
+    except MNotFound:
+        return False
+    except MatrixError as e:
+        log.warning("Could not look up %s on the homeserver: %s", mxid, e)
+        return None
+    return True
 
 
 def installed_connectors() -> dict[str, type[Connector]]:
@@ -110,7 +124,10 @@ class Bridge:
         az = self.appservice = BridgeAppService(
             storage=self.storage,
             metrics=self.metrics,
-            middlewares=[self.web.web_limits.middleware, self.web.binding.middleware],
+            # The request guard first: malformed requests are refused before a limit or a
+            # handler reads them, and nothing unexpected leaves as a bare 500.
+            middlewares=[RequestGuard(self.metrics).middleware, self.web.web_limits.middleware,
+                         self.web.binding.middleware],
             server=cfg["homeserver.address"],
             domain=cfg["homeserver.domain"],
             verify_ssl=cfg["homeserver.verify_ssl"],
@@ -195,6 +212,8 @@ class Bridge:
         NetworkCommands(self.bot, self.storage, self.accounts, self.linking, self.rules,
                         self.router, self.security.audit, self.delivery).register()
         self.provisioning.linking, self.provisioning.rules = self.linking, self.rules
+        self.provisioning.is_bridge_user = self.bot.is_bridge_user
+        self.provisioning.user_exists = lambda mxid: homeserver_has_user(bot_intent, mxid)
         self.accounts.on_unlink.append(self.sessions.close)
         self.accounts.on_state_change.append(self._persona_changed)
         self.accounts.before_destroy.append(self._revoke_at_network)

@@ -232,6 +232,8 @@ SCHEMA: tuple[Key, ...] = (
     Key("identity.default_profiles",
         lambda v: isinstance(v, list) and v and all(_is_nonempty_str(n) for n in v),
         "a list of profile names, e.g. [Jobb, Privat]", default=["Jobb", "Privat"]),
+    Key("identity.max_profiles", lambda v: _is_positive_int(v) and v <= 1000,
+        "the most profiles one account may have, between 1 and 1000", default=20),
     Key("provisioning.shared_secret", lambda v: isinstance(v, str) and len(v) >= 32,
         "a random string of at least 32 characters (for trusted integrations)"),
     Key("web.public_url", _is_http_url,

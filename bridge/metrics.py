@@ -64,6 +64,11 @@ class Metrics:
             "(database or homeserver) or from the short-lived memory of refusals", ["how"],
             registry=self.registry,
         )
+        self.http_server_errors = Counter(
+            "relayforge_http_server_errors", "Web requests that hit an unexpected error (500, "
+            "with a correlation id in the answer and the log), by route", ["route"],
+            registry=self.registry,
+        )
 
     async def handle_scrape(self, _: web.Request) -> web.Response:
         return web.Response(

@@ -65,6 +65,9 @@ class Accounts:
         self.default_profiles = default_profiles
         self.spaces = spaces
         self._creating: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        # identity.max_profiles: each profile is a Matrix space, so the count is bounded.
+        self.max_profiles = 20
+        self._profile_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         # Called with a persona after it was unlinked (its network session must end).
         self.on_unlink: list[Callable[[Persona], Awaitable[None]]] = []
         # Called before a persona's credentials are destroyed (revoke, unlink), while they can
@@ -96,14 +99,24 @@ class Accounts:
         nobody finds the account before its profiles exist."""
         account = await self.storage.accounts.create(new_id("acct"))
         members = [matrix_user] if matrix_user else []
-        for name in self.default_profiles:
-            await self.create_profile(account.id, name, actor=actor, members=members)
-        if matrix_user and not await self.storage.accounts.add_matrix_user(account.id,
-                                                                           matrix_user):
-            raise IdentityError(f"{matrix_user} already belongs to another account.")
+        try:
+            for name in self.default_profiles:
+                await self.create_profile(account.id, name, actor=actor, members=members)
+            if matrix_user and not await self.storage.accounts.add_matrix_user(account.id,
+                                                                               matrix_user):
+                raise IdentityError(f"{matrix_user} already belongs to another account.")
+        except BaseException:
+            # A refused or failed creation leaves no account (nor its profiles) behind.
+            await self._forget_new_account(account.id)
+            raise
         await self.audit.append(AuditEvent.ACCOUNT_CREATED, actor=actor, account=account.id,
                                 details={"matrix_user": matrix_user})
         return account
+
+    async def _forget_new_account(self, account_id: str) -> None:
+        for profile in await self.storage.profiles.for_account(account_id):
+            await self.storage.profiles.delete(profile.id)
+        await self.storage.db.execute("DELETE FROM account WHERE id=$1", account_id)
 
     async def find(self, query: str) -> list[str]:
         """Support lookup: accounts by MXID, by sign-in email, or by account id."""
@@ -136,16 +149,32 @@ class Accounts:
     async def create_profile(self, account_id: str, name: str, *, actor: str,
                              members: list[str] | None = None) -> Profile:
         name = check_profile_name(name)
-        if await self.storage.profiles.by_name(account_id, name):
-            raise IdentityError(f'You already have a profile called "{name}".')
-        profile = Profile(new_id("prof"), account_id, name, None)
-        if not await self.storage.profiles.add(profile):
-            raise IdentityError(f'You already have a profile called "{name}".')
+        # One at a time per account, so parallel requests cannot pass the cap together.
+        async with self._profile_locks[account_id]:
+            profile = await self._add_profile(account_id, name)
         if self.spaces:
             if members is None:
                 members = await self.storage.accounts.matrix_users(account_id)
-            profile.space_mxid = await self.spaces.create_space(name, members)
+            try:
+                profile.space_mxid = await self.spaces.create_space(name, members)
+            except BaseException:
+                # No profile without its space is left behind.
+                await self.storage.profiles.delete(profile.id)
+                raise
             await self.storage.profiles.set_space(profile.id, profile.space_mxid)
+        return profile
+
+    async def _add_profile(self, account_id: str, name: str) -> Profile:
+        """The profile's row, after the checks (before any space exists)."""
+        if await self.storage.profiles.by_name(account_id, name):
+            raise IdentityError(f'You already have a profile called "{name}".')
+        cap = max(self.max_profiles, len(self.default_profiles))
+        if len(await self.storage.profiles.for_account(account_id)) >= cap:
+            raise IdentityError(f"An account has at most {cap} profiles "
+                                "(identity.max_profiles); delete one first.")
+        profile = Profile(new_id("prof"), account_id, name, None)
+        if not await self.storage.profiles.add(profile):
+            raise IdentityError(f'You already have a profile called "{name}".')
         return profile
 
     async def _profile(self, account_id: str, name: str) -> Profile:

@@ -21,6 +21,7 @@ from ..security.anomaly import SessionNetworks
 from ..security.permissions import Permissions
 from . import pages
 from .browser import BrowserBinding
+from .requests import form_fields
 from .signin_routes import cookie_account, html
 
 
@@ -115,7 +116,7 @@ class AdminRoutes:
 
     async def merge(self, request: web.Request) -> web.Response:
         admin = await self._admin(request)
-        form = dict(await request.post())
+        form = await form_fields(request)
         self.binding.check_form(request, form)
         try:
             result = await self.merges.merge(str(form.get("into", "")),
@@ -127,7 +128,7 @@ class AdminRoutes:
 
     async def unmerge(self, request: web.Request) -> web.Response:
         admin = await self._admin(request)
-        form = dict(await request.post())
+        form = await form_fields(request)
         self.binding.check_form(request, form)
         merge_id = str(form.get("merge_id", ""))
         record = await self.storage.merges.get(merge_id)

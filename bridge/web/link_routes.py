@@ -18,6 +18,7 @@ from ..core.linking import Linking, LinkRefused
 from ..identity.signin import SignIn
 from .browser import BROWSER, BrowserBinding
 from .pages import link_start_page, page
+from .requests import form_fields
 from .signin_routes import account_summary
 
 log = logging.getLogger("relayforge.web.link")
@@ -65,7 +66,7 @@ class LinkCallbackRoutes:
         if self.linking is None:
             return _not_ready()
         assert self.binding is not None
-        form = dict(await request.post())
+        form = await form_fields(request)
         self.binding.check_form(request, form)
         try:
             url = await self.linking.open_oauth(request.match_info["network"],

@@ -6,7 +6,6 @@ user's permission level, and sets `request[ACCOUNT]` and `request[ACTING_USER]`.
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -17,6 +16,7 @@ from ..db.mapping_rule import MappingRule
 from ..db.persona import Persona
 from ..identity.errors import IdentityError
 from ..networks.login import LoginStep
+from .requests import BadRequest, json_object
 
 if TYPE_CHECKING:
     from ..core.linking import Linking
@@ -50,12 +50,16 @@ def rule_json(rule: MappingRule, profile: str) -> dict[str, Any]:
             "relay": rule.relay}
 
 
-async def json_body(request: web.Request) -> dict[str, Any] | None:
-    try:
-        body = await request.json()
-    except json.JSONDecodeError:
-        return None
-    return body if isinstance(body, dict) else None
+async def json_body(request: web.Request) -> dict[str, Any]:
+    """The request's JSON object, through the one parsing layer (BadRequest otherwise)."""
+    return await json_object(request)
+
+
+def optional_text(body: dict[str, Any], key: str) -> str | None:
+    value = body.get(key)
+    if value is not None and not isinstance(value, str):
+        raise BadRequest(400, "M_BAD_JSON", f"{key} must be a string.")
+    return value
 
 
 class NetworkEndpoints:
@@ -76,13 +80,13 @@ class NetworkEndpoints:
     async def link_start(self, request: web.Request) -> web.Response:
         assert self.linking is not None
         body = await json_body(request)
-        if body is None:
-            return _error(400, "M_BAD_JSON", "expected a JSON object")
+        identifier = optional_text(body, "identifier")
         account = request[ACCOUNT]
-        profile = body.get("profile") or next(iter((await self._profiles(account)).values()))
+        profile = optional_text(body, "profile") or next(
+            iter((await self._profiles(account)).values()))
         try:
             flow_id, step = await self.linking.start(
-                account, request.match_info["network"], body.get("identifier"), str(profile))
+                account, request.match_info["network"], identifier, profile)
         except LinkRefused as e:
             return _error(400, "M_INVALID_PARAM", str(e))
         return web.json_response(step_json(flow_id, step))
@@ -90,7 +94,7 @@ class NetworkEndpoints:
     async def link_step(self, request: web.Request) -> web.Response:
         assert self.linking is not None
         body = await json_body(request)
-        answers = body.get("answers") if body else None
+        answers = body.get("answers")
         if not isinstance(answers, dict) or not all(
                 isinstance(v, str) for v in answers.values()):
             return _error(400, "M_BAD_JSON", 'expected {"answers": {"field": "value"}}')
@@ -155,15 +159,14 @@ class NetworkEndpoints:
     async def add_rule(self, request: web.Request) -> web.Response:
         assert self.rules is not None
         body = await json_body(request)
-        if body is None or not isinstance(body.get("network"), str) or not isinstance(
-                body.get("remote"), str):
+        if not isinstance(body.get("network"), str) or not isinstance(body.get("remote"), str):
             return _error(400, "M_BAD_JSON", 'expected {"network": ..., "remote": ...}')
         target_room = body.get("target_room")
         if target_room is not None and not isinstance(target_room, str):
             return _error(400, "M_BAD_JSON", "target_room must be a room ID or alias")
         account = request[ACCOUNT]
         profiles = await self._profiles(account)
-        profile = str(body.get("profile") or next(iter(profiles.values())))
+        profile = optional_text(body, "profile") or next(iter(profiles.values()))
         try:
             rule = await self.rules.add(
                 account, request[ACTING_USER], profile, body["network"], body["remote"],

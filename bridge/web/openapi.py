@@ -8,7 +8,8 @@ from .. import __version__
 
 _ERROR = {"type": "object", "required": ["error"],
           "properties": {"errcode": {"type": "string"}, "error": {"type": "string"},
-                         "success": {"type": "boolean"}}}
+                         "success": {"type": "boolean"},
+                         "correlation_id": {"type": "string"}}}
 _FLOW_ERROR = {"type": "object", "required": ["success", "error"],
                "properties": {"success": {"type": "boolean", "enum": [False]},
                               "error": {"type": "string"}}}
@@ -67,6 +68,30 @@ _LIMITED = _json({"type": "object", "required": ["errcode", "error", "retry_afte
                                  "retry_after_ms": {"type": "integer"}}},
                  "Too many requests from this client network or for this account (or too "
                  "many refused tokens); the Retry-After header says when to try again")
+# What every endpoint may answer, whatever it does: the request parsing layer's refusals
+# (bridge/web/requests.py) and an unexpected error.
+_MALFORMED = _json(_ERROR, "A malformed request, the error says what is wrong: errcode "
+                   "M_NOT_JSON (a body that is not JSON, not UTF-8, or nested deeper than 16 "
+                   "levels), M_BAD_JSON (a JSON body of the wrong shape, or text with a NUL "
+                   "character or a lone surrogate), M_INVALID_PARAM (a path, query parameter, "
+                   "header or form field that is not UTF-8 or holds a NUL character, or a "
+                   "value the endpoint refuses)")
+_UNSUPPORTED = _json(_ERROR, "errcode RF_UNSUPPORTED_MEDIA_TYPE: the body's Content-Type is "
+                     "not one this endpoint documents, or its charset is not utf-8")
+_UNAVAILABLE = _json(_ERROR, "The bridge is starting, or the homeserver did not answer a "
+                     "look-up the request needs; try again shortly")
+_SERVER_ERROR = _json(_ERROR, "An unexpected error (a bug): errcode M_UNKNOWN, and "
+                      "correlation_id (also in the X-Correlation-Id header) names the log line "
+                      "the admin can look up")
+
+
+def common_responses(has_body: bool) -> dict[str, Any]:
+    """The answers any endpoint may give besides its own (malformed input, starting up,
+    an unexpected error); 415 where it takes a body."""
+    return {"400": _MALFORMED, **({"415": _UNSUPPORTED} if has_body else {}),
+            "500": _SERVER_ERROR, "503": _UNAVAILABLE}
+
+
 _USER_ID = [{"name": "user_id", "in": "query", "required": False,
              "schema": {"type": "string"}}]
 _STEP = {"type": "object", "required": ["done", "flow_id", "message", "fields", "url", "qr"],
@@ -96,8 +121,8 @@ def _op(summary: str, responses: dict[str, Any], body: dict[str, Any] | None = N
         "summary": summary,
         "parameters": _USER_ID + [{"name": p, "in": "path", "required": True,
                                    "schema": {"type": "string"}} for p in path_params],
-        "responses": {**responses, "401": _UNAUTHORIZED, "403": _FORBIDDEN,
-                      "429": _LIMITED},
+        "responses": {**common_responses(body is not None), **responses,
+                      "401": _UNAUTHORIZED, "403": _FORBIDDEN, "429": _LIMITED},
     }
     if body is not None:
         operation["requestBody"] = {"required": True,
@@ -175,6 +200,9 @@ def _network_paths() -> dict[str, Any]:
                            "properties": {"removed": {"type": "string"}}}, "Removed"),
              "404": _json(_ERROR, "No such rule")}, path_params=("rule_id",))},
     }
+_LINKING_BODY = {"type": "object", "required": ["pendingSessionId", "existingSessionId"],
+                 "properties": {"pendingSessionId": {"type": "string"},
+                                "existingSessionId": {"type": "string"}}}
 _SECURITY = [{"sharedSecret": []}, {"bridgeSession": []}, {"matrixOpenId": []}]
 
 
@@ -206,12 +234,14 @@ def openapi_document() -> dict[str, Any]:
                                                  "matrix_users": {"type": "array",
                                                                   "items": {"type": "string"}}}},
                                  "The account"),
+                    **common_responses(False),
                     "401": _UNAUTHORIZED, "403": _FORBIDDEN, "429": _LIMITED}}},
             "/_matrix/provision/v1/account": {"get": {
                 "summary": "The account: Matrix users, sign-in methods, profiles, personas",
                 "parameters": [{"name": "user_id", "in": "query", "required": False,
                                 "schema": {"type": "string"}}],
-                "responses": {"200": _json(_ACCOUNT, "The account"), "401": _UNAUTHORIZED,
+                "responses": {**common_responses(False),
+                              "200": _json(_ACCOUNT, "The account"), "401": _UNAUTHORIZED,
                               "403": _FORBIDDEN, "429": _LIMITED}}},
             "/_matrix/provision/v1/profiles": {"post": {
                 "summary": "Create a profile (it gets a Matrix space)",
@@ -220,21 +250,29 @@ def openapi_document() -> dict[str, Any]:
                 "requestBody": {"required": True, "content": {"application/json": {"schema": {
                     "type": "object", "required": ["name"],
                     "properties": {"name": {"type": "string"}}}}}},
-                "responses": {"201": _json(_PROFILE, "The new profile"),
-                              "400": _json(_ERROR, "Bad name or the name is taken"),
+                "responses": {**common_responses(True),
+                              "201": _json(_PROFILE, "The new profile"),
+                              "400": _json(_ERROR, "Malformed (see the other endpoints), a "
+                                           "bad name, the name is taken, or the account has "
+                                           "identity.max_profiles profiles already"),
                               "401": _UNAUTHORIZED, "403": _FORBIDDEN, "429": _LIMITED}}},
             "/api/account/complete-linking": {"post": {
                 "summary": "Link a pending sign-in to the account just signed in to",
                 "security": [],
-                "requestBody": {"required": True, "content": {"application/json": {"schema": {
-                    "type": "object", "required": ["pendingSessionId", "existingSessionId"],
-                    "properties": {"pendingSessionId": {"type": "string"},
-                                   "existingSessionId": {"type": "string"}}}}}},
+                "requestBody": {"required": True, "content": {
+                    "application/json": {"schema": _LINKING_BODY},
+                    # The confirmation page's form (with its csrf field); answered with a page.
+                    "application/x-www-form-urlencoded": {"schema": _LINKING_BODY}}},
                 "responses": {
+                    **common_responses(True),
                     "200": _json({"type": "object", "required": ["success", "message"],
                                   "properties": {"success": {"type": "boolean"},
                                                  "message": {"type": "string"}}}, "Linked"),
-                    "400": _json(_FLOW_ERROR, "Expired, reused or foreign sessions")}}},
+                    "400": _json(_FLOW_ERROR, "Malformed, or expired, reused or foreign "
+                                 "sessions"),
+                    "403": _json(_FLOW_ERROR, "A form without this browser's csrf token or "
+                                 "from another site"),
+                    "429": _LIMITED}}},
             "/api/account/merge": {"post": {
                 "summary": "Merge the account of mergeSessionId into the signed-in account",
                 "security": [{"bridgeSession": []}],
@@ -242,6 +280,7 @@ def openapi_document() -> dict[str, Any]:
                     "type": "object", "required": ["mergeSessionId"],
                     "properties": {"mergeSessionId": {"type": "string"}}}}}},
                 "responses": {
+                    **common_responses(True), "429": _LIMITED,
                     "200": _json({"type": "object",
                                   "required": ["success", "creditsMerged", "providersAdded"],
                                   "properties": {"success": {"type": "boolean"},
@@ -249,9 +288,11 @@ def openapi_document() -> dict[str, Any]:
                                                  "providersAdded": {"type": "array",
                                                                     "items": {"type": "string"}}}},
                                  "Merged"),
-                    "400": _json(_FLOW_ERROR, "Expired or reused merge session"),
+                    "400": _json(_FLOW_ERROR, "Malformed (checked only for a valid "
+                                 "session), or an expired or reused merge session"),
                     "401": _json(_FLOW_ERROR, "No session"),
-                    "403": _json(_FLOW_ERROR, "The session is not valid")}}},
+                    "403": _json(_FLOW_ERROR, "The session is not valid (checked before the "
+                                 "body is read)")}}},
             **_network_paths(),
         },
     }

@@ -18,12 +18,14 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from typing import Literal
 
 import aiohttp
 from aiohttp import web
 
 from ..core.linking import Linking
 from ..core.mapping import MappingRules
+from ..db.account import Account
 from ..identity.accounts import Accounts, AccountView
 from ..identity.errors import IdentityError
 from ..identity.signin import SESSION_TTL, SignIn
@@ -31,6 +33,7 @@ from ..security.anomaly import NETWORK_CHANGED, SessionNetworks
 from ..security.permissions import Level, Permissions, is_user_id
 from .network_endpoints import ACCOUNT, ACTING_USER, NetworkEndpoints
 from .openapi import openapi_document
+from .requests import json_object
 from .signin_routes import bearer
 
 log = logging.getLogger("relayforge.provisioning")
@@ -82,6 +85,10 @@ class ProvisioningApi(NetworkEndpoints):
         # Set once the bridge's Matrix side is up (the routes exist before it).
         self.linking: Linking | None = None
         self.rules: MappingRules | None = None
+        # Also set with the Matrix side: whether a local user exists on the homeserver (None:
+        # it did not say), and whether an ID is the bridge's own (bot or ghost).
+        self.user_exists: Callable[[str], Awaitable[bool | None]] | None = None
+        self.is_bridge_user: Callable[[str], bool] = lambda _: False
 
     def register(self, app: web.Application) -> None:
         app.router.add_get(f"{PREFIX}/openapi.json", self.openapi)
@@ -164,7 +171,7 @@ class ProvisioningApi(NetworkEndpoints):
                 raise _Refused(_error(403, "M_FORBIDDEN", f"{user_id} is not on a server "
                                       "bridge.permissions allows."))
             self._allow(action, user_id, level)
-            return (await self.accounts.for_matrix_user(user_id)).id, None, user_id
+            return (await self._account_of(user_id)).id, None, user_id
         account = await self.signin.session_account(token)
         if account is not None:
             # Its level is checked once the session is known to come from where it started.
@@ -173,7 +180,35 @@ class ProvisioningApi(NetworkEndpoints):
         if mxid is None:
             return None, None, ""
         self._allow(action, mxid, self.permissions.level_for(mxid))
-        return (await self.accounts.for_matrix_user(mxid)).id, "openid", mxid
+        return (await self._account_of(mxid)).id, "openid", mxid
+
+    async def _account_of(self, user_id: str) -> Account:
+        """The person's account; a new one only for someone who can be a person here (so
+        nothing is made for an ID the homeserver would refuse)."""
+        account = await self.accounts.storage.accounts.by_mxid(user_id)
+        if account is not None:
+            return account
+        refusal = await self._not_a_person(user_id)
+        if refusal is not None:
+            status, message = refusal
+            raise _Refused(_error(status, "M_FORBIDDEN" if status == 403 else "M_UNKNOWN",
+                                  message))
+        return await self.accounts.for_matrix_user(user_id)
+
+    async def _not_a_person(self, user_id: str) -> tuple[Literal[403, 503], str] | None:
+        if self.is_bridge_user(user_id):
+            return 403, f"{user_id} is one of the bridge's own users."
+        server = user_id.split(":", 1)[1]
+        if server != self.domain and server.lower() == self.domain.lower():
+            return 403, f"The server of {user_id} is written {self.domain} here."
+        if server != self.domain:
+            return None  # another server's user: its homeserver vouches for it on contact
+        if self.user_exists is None:
+            return 503, "The bridge is starting; try again in a minute."
+        exists = await self.user_exists(user_id)
+        if exists is None:
+            return 503, "The homeserver did not answer; try again in a minute."
+        return None if exists else (403, f"{user_id} is not a user of {self.domain}.")
 
     async def _openid_user(self, token: str) -> str | None:
         key = hashlib.sha256(token.encode()).hexdigest()
@@ -206,11 +241,7 @@ class ProvisioningApi(NetworkEndpoints):
         return web.json_response(account_json(await self.accounts.view(request[ACCOUNT])))
 
     async def create_profile(self, request: web.Request) -> web.Response:
-        try:
-            body = await request.json()
-        except json.JSONDecodeError:
-            body = None
-        name = body.get("name") if isinstance(body, dict) else None
+        name = (await json_object(request)).get("name")
         if not isinstance(name, str):
             return _error(400, "M_BAD_JSON", 'expected {"name": "..."}')
         try:

@@ -66,6 +66,7 @@ async def build_web(config: Config, storage: Storage, security: Security,
                  for p in provider_configs}
     accounts = Accounts(storage, security.audit, security.vault,
                         list(config["identity.default_profiles"]))
+    accounts.max_profiles = config["identity.max_profiles"]
     merges = Merges(storage, security.audit)
     signin = SignIn(storage, security.audit, accounts, merges, providers, flow_key)
     binding = BrowserBinding(csrf_key, public_url)

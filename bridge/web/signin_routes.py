@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from aiohttp import web
@@ -13,6 +12,7 @@ from ..identity.signin import SESSION_TTL, CallbackResult, FlowRefused, Outcome,
 from ..security.anomaly import SessionNetworks
 from . import pages
 from .browser import BROWSER, PENDING_COOKIE, SESSION_COOKIE, BrowserBinding
+from .requests import form_fields, json_object, json_or_form
 
 SETTINGS = "/account/settings"
 
@@ -196,7 +196,7 @@ class SignInRoutes:
         return response
 
     async def create_account(self, request: web.Request) -> web.StreamResponse:
-        form = dict(await request.post())
+        form = await form_fields(request)
         self.binding.check_form(request, form)
         try:
             session = await self.signin.create_account(str(form.get("session", "")),
@@ -209,15 +209,8 @@ class SignInRoutes:
         raise response
 
     async def complete_linking(self, request: web.Request) -> web.Response:
-        if request.content_type == "application/json":
-            try:
-                body = await request.json()
-            except json.JSONDecodeError:
-                body = None
-            if not isinstance(body, dict):
-                return self._refused(request, FlowRefused("expected a JSON object"))
-        else:
-            body = dict(await request.post())
+        body, as_json = await json_or_form(request)
+        if not as_json:
             self.binding.check_form(request, body)
         pending, existing = body.get("pendingSessionId"), body.get("existingSessionId")
         if not isinstance(pending, str) or not isinstance(existing, str):
@@ -229,7 +222,7 @@ class SignInRoutes:
         except FlowRefused as e:
             return self._refused(request, e)
         name = self.signin.provider(identity.provider_id).config.name
-        if request.content_type == "application/json":
+        if as_json:
             return web.json_response({"success": True,
                                       "message": "Accounts linked successfully"})
         response = html(pages.linked_page(name, identity.email,
@@ -266,7 +259,7 @@ class SignInRoutes:
                                               linking))
 
     async def matrix_login(self, request: web.Request) -> web.StreamResponse:
-        form = dict(await request.post())
+        form = await form_fields(request)
         self.binding.check_form(request, form)
         token = str(form.get("token", ""))
         browser = request[BROWSER]
@@ -290,7 +283,7 @@ class SignInRoutes:
         raise redirect
 
     async def sign_out(self, request: web.Request) -> web.StreamResponse:
-        form: dict[str, Any] = dict(await request.post())
+        form = await form_fields(request)
         self.binding.check_form(request, form)
         await self.signin.end_session(request.cookies.get(SESSION_COOKIE, ""))
         if wants_json(request):
@@ -322,7 +315,7 @@ class SignInRoutes:
                                         self.binding.csrf_token(request), notice))
 
     async def merge_form(self, request: web.Request) -> web.Response:
-        form = dict(await request.post())
+        form = await form_fields(request)
         self.binding.check_form(request, form)
         try:
             result = await self.signin.merge(request.cookies.get(SESSION_COOKIE, ""),
@@ -338,11 +331,13 @@ class SignInRoutes:
         if session is None:
             return web.json_response({"success": False, "error": "Authorization: Bearer "
                                       "<sessionId> is required"}, status=401)
-        try:
-            body = await request.json()
-        except json.JSONDecodeError:
-            body = None
-        merge_id = body.get("mergeSessionId") if isinstance(body, dict) else None
+        # Who is asking comes before what they sent: a wrong session learns nothing about
+        # how its body would have been read.
+        if await self.signin.session_account(session, request[BROWSER]) is None:
+            return self._refused(request, FlowRefused(
+                "your session is unknown or expired: sign in first", 403))
+        body = await json_object(request)
+        merge_id = body.get("mergeSessionId")
         if not isinstance(merge_id, str):
             return self._refused(request, FlowRefused("mergeSessionId is required"))
         try:

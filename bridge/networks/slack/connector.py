@@ -8,7 +8,6 @@ messages their `ts` (unique inside a channel), reactions "TS:USER:NAME".
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import re
 import time
@@ -26,6 +25,7 @@ from slack_sdk.socket_mode.response import SocketModeResponse
 from slack_sdk.web.async_client import AsyncWebClient
 
 from ...core.media import MediaScope, origin_of
+from ...web.requests import JSON, BadRequest, content_type, parse_json
 from ..base import (
     BridgeSink,
     Connector,
@@ -398,7 +398,12 @@ class SlackConnector(Connector):
                 request.headers.get("X-Slack-Signature", "")):
             log.warning("Refused a Slack Events API request with a bad or old signature")
             return web.json_response({"error": "invalid signature"}, status=401)
-        data = json.loads(body)
+        # Who sent it is checked before what it says; then the one parsing layer reads it
+        # (a signed body can still be malformed, and Slack expects a 4xx for that).
+        content_type(request, (JSON,))
+        data = parse_json(body)
+        if not isinstance(data, dict):
+            raise BadRequest(400, "M_BAD_JSON", "The body must be a JSON object.")
         if data.get("type") == "url_verification":
             return web.json_response({"challenge": data.get("challenge")})
         if self.sink is None:
