@@ -10,7 +10,7 @@ from importlib.metadata import entry_points
 
 from aiohttp import ClientError
 from mautrix.appservice import IntentAPI
-from mautrix.errors import MatrixError, MNotFound
+from mautrix.errors import MatrixError, MatrixRequestError, MNotFound
 from mautrix.types import Event, UserID
 
 from . import __version__
@@ -60,6 +60,12 @@ async def homeserver_has_user(intent: IntentAPI, mxid: str) -> bool | None:
         await intent.get_profile(UserID(mxid))
     except MNotFound:
         return False
+    except MatrixRequestError as e:
+        # Synapse answers an unknown local user's profile with 404 M_UNKNOWN, too.
+        if e.http_status == 404:
+            return False
+        log.warning("Could not look up %s on the homeserver: %s", mxid, e)
+        return None
     except MatrixError as e:
         log.warning("Could not look up %s on the homeserver: %s", mxid, e)
         return None

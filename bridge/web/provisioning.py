@@ -201,14 +201,16 @@ class ProvisioningApi(NetworkEndpoints):
         server = user_id.split(":", 1)[1]
         if server != self.domain and server.lower() == self.domain.lower():
             return 403, f"The server of {user_id} is written {self.domain} here."
-        if server != self.domain:
-            return None  # another server's user: its homeserver vouches for it on contact
         if self.user_exists is None:
             return 503, "The bridge is starting; try again in a minute."
+        # The profile look-up: our homeserver answers for its own users and asks the user's
+        # server for anyone else's (the space invites would fail for a user who is not there).
         exists = await self.user_exists(user_id)
-        if exists is None:
+        if exists is None and server == self.domain:
             return 503, "The homeserver did not answer; try again in a minute."
-        return None if exists else (403, f"{user_id} is not a user of {self.domain}.")
+        if exists is None:
+            return 403, f"The server {server} did not confirm that {user_id} exists."
+        return None if exists else (403, f"{user_id} is not a user of {server}.")
 
     async def _openid_user(self, token: str) -> str | None:
         key = hashlib.sha256(token.encode()).hexdigest()

@@ -334,8 +334,8 @@ class SignInRoutes:
         # Who is asking comes before what they sent: a wrong session learns nothing about
         # how its body would have been read.
         if await self.signin.session_account(session, request[BROWSER]) is None:
-            return self._refused(request, FlowRefused(
-                "your session is unknown or expired: sign in first", 403))
+            return web.json_response({"success": False, "error": "your session is unknown or "
+                                      "expired: sign in first"}, status=403)
         body = await json_object(request)
         merge_id = body.get("mergeSessionId")
         if not isinstance(merge_id, str):

@@ -25,7 +25,7 @@ from slack_sdk.socket_mode.response import SocketModeResponse
 from slack_sdk.web.async_client import AsyncWebClient
 
 from ...core.media import MediaScope, origin_of
-from ...web.requests import JSON, BadRequest, content_type, parse_json
+from ...web.requests import JSON, BadRequest, content_type, decode_utf8, parse_json
 from ..base import (
     BridgeSink,
     Connector,
@@ -393,6 +393,8 @@ class SlackConnector(Connector):
         if self._signatures is None or self._inbound != "events_api":
             return web.json_response({"error": "the Events API is not enabled"}, status=404)
         body = await request.read()
+        # Slack signs UTF-8 JSON (and the verifier decodes it): anything else is not Slack's.
+        decode_utf8(body)
         if not self._signatures.is_valid(
                 body, request.headers.get("X-Slack-Request-Timestamp", ""),
                 request.headers.get("X-Slack-Signature", "")):
