@@ -15,6 +15,14 @@ from mautrix.types import Event, UserID
 
 from . import __version__
 from .audit.notices import HeadNotices
+from .bot.account_commands import register_account_commands
+from .bot.audit_commands import register_audit_commands
+from .bot.bot import ManagementBot
+from .bot.builtin_commands import register_builtin_commands
+from .bot.dispatch import MatrixDispatcher
+from .bot.network_commands import NetworkCommands
+from .bot.permissions import Permissions
+from .bot.security_commands import SecurityCommands
 from .config import Config, ConfigError
 from .core.authority import Authority
 from .core.delivery import Delivery, DeliverySettings
@@ -27,17 +35,9 @@ from .db import Storage, open_database
 from .db.persona import Persona, PersonaStatus
 from .identity.accounts import Accounts
 from .identity.merge import Merges
-from .matrix.account_commands import register_account_commands
 from .matrix.appservice import BridgeAppService
-from .matrix.audit_commands import register_audit_commands
-from .matrix.bot import ManagementBot
-from .matrix.builtin_commands import register_builtin_commands
-from .matrix.dispatch import MatrixDispatcher
 from .matrix.ghosts import Ghosts, GhostTemplate
-from .matrix.network_commands import NetworkCommands
-from .matrix.permissions import Permissions
 from .matrix.portals import Portals
-from .matrix.security_commands import SecurityCommands
 from .matrix.spaces import MatrixSpaces, PortalSpaces
 from .metrics import Metrics, MetricsListener
 from .networks.base import Connector

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from bridge.matrix.commands import Level
+from bridge.bot.commands import Level
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 

@@ -1,1 +1,1 @@
-"""The Matrix side: appservice transactions in, intents out, portals, ghosts and the bot."""
+"""The Matrix side: appservice transactions in, intents out, portals, ghosts and spaces."""

@@ -14,9 +14,9 @@ from ..identity.accounts import Accounts
 from ..identity.merge import Merges
 from ..identity.providers import SignInProvider, parse_providers
 from ..identity.signin import SignIn
-from ..matrix.permissions import Permissions
 from ..metrics import Metrics
 from ..security.anomaly import SessionNetworks
+from ..security.permissions import Permissions
 from ..security.ratelimit import Limits, RateLimitSettings
 from ..security.setup import Security
 from ..security.system_keys import web_keys
