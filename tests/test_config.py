@@ -165,10 +165,10 @@ def test_cli_help_explains_run_and_generate():
 
 
 def test_enabled_network_without_connector_stops_start_up(tmp_path):
-    path = write(tmp_path, MINIMAL + "networks:\n    discord:\n        enabled: true\n")
+    path = write(tmp_path, MINIMAL + "networks:\n    myspace:\n        enabled: true\n")
     result = run_cli("-c", path)
     assert result.returncode == 2
-    assert "networks.discord.enabled: the discord connector is not available" in result.stderr
+    assert "networks.myspace.enabled: the myspace connector is not available" in result.stderr
 
 
 def test_enabled_slack_needs_its_app_credentials(tmp_path):

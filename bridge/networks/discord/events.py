@@ -1,0 +1,331 @@
+"""Gateway events (through discord.py) as the bridge's neutral remote events.
+
+Only channels a rule mapped come into Matrix. Messages in threads and forum posts go to their
+channel's room as Matrix threads; a thread's first message (the message it was opened on, or
+a forum post's opening message) is brought over first when the thread is first seen, so
+threads that existed before the channel was mapped still have a root. What the bridge's own
+webhooks and bot did is recognised and never bridged back."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import OrderedDict
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, Any
+
+import discord
+
+from ...core.media import MediaRefused
+from ..base import (
+    Attachment,
+    RemoteEdit,
+    RemoteEvent,
+    RemoteMessage,
+    RemoteProfile,
+    RemoteReaction,
+    RemoteRedaction,
+    RemoteRoom,
+    RemoteTyping,
+    RemoteUser,
+)
+from .formatting import Formatted, discord_to_matrix
+
+if TYPE_CHECKING:
+    from .connector import DiscordConnector
+
+log = logging.getLogger("relayforge.discord.events")
+
+
+
+def emoji_key(emoji: discord.PartialEmoji) -> str:
+    """A reaction's key in Matrix: the emoji itself, or a custom emoji's :name:."""
+    return str(emoji.name) if emoji.is_unicode_emoji() else f":{emoji.name}:"
+
+
+class DiscordEvents:
+    def __init__(self, connector: DiscordConnector) -> None:
+        self.c = connector
+        self.first_ready = asyncio.Event()
+        # Who wrote a message (Discord's delete events do not say), and the last message
+        # seen in each mapped channel (for catching up after an invalid session).
+        self.authors: OrderedDict[str, str] = OrderedDict()
+        self.last_seen: dict[str, int] = {}
+        self.deleting: set[str] = set()
+        self._threads_seen: set[str] = set()
+        self._avatars: dict[str, Attachment | None] = {}
+
+    async def guarded(self, work: Awaitable[None]) -> None:
+        try:
+            await work
+        except Exception:
+            log.exception("A Discord event was not bridged")
+
+    async def _emit(self, event: RemoteEvent) -> None:
+        assert self.c.sink is not None
+        await self.c.sink.handle_remote_event(event)
+
+    def remember_author(self, message_id: str, author_id: str) -> None:
+        self.authors[message_id] = author_id
+        while len(self.authors) > 20000:
+            self.authors.popitem(last=False)
+
+    async def ready(self) -> None:
+        if not self.first_ready.is_set():
+            self.first_ready.set()
+            return
+        # A fresh session after an invalid one: nothing was replayed, so read each mapped
+        # channel's history since the last message seen (the core drops what it has).
+        for channel_id in list(self.c.mapped):
+            last = self.last_seen.get(channel_id)
+            channel = self.c.client.get_channel(int(channel_id)) if self.c.client else None
+            if last and isinstance(channel, discord.TextChannel):
+                await self.guarded(self.catch_up(channel, discord.Object(last)))
+
+    async def catch_up(self, channel: discord.TextChannel, after: discord.abc.Snowflake
+                       ) -> None:
+        async for message in channel.history(after=after, oldest_first=True, limit=200):
+            await self.message(message)
+
+    # ---- where and who ----------------------------------------------------------------------
+
+    def room(self, channel: Any) -> RemoteRoom:
+        return RemoteRoom(f"{channel.guild.id}/{channel.id}", name=f"#{channel.name}",
+                          topic=getattr(channel, "topic", None) or None)
+
+    def _bridged(self, channel: Any) -> tuple[Any, str | None] | None:
+        """(the mapped channel, the thread) a message there belongs to, or None."""
+        if isinstance(channel, discord.Thread):
+            parent = channel.parent
+            if parent is not None and str(parent.id) in self.c.mapped:
+                return parent, str(channel.id)
+            return None
+        if channel is not None and str(channel.id) in self.c.mapped:
+            return channel, None
+        return None
+
+    def _receiver(self, channel_id: str) -> tuple[str | None, str | None]:
+        for persona_id in self.c.mapped.get(channel_id, []):
+            session = self.c.sessions.get(persona_id)
+            if session is not None:
+                return session.owner, persona_id
+        return None, None
+
+    async def user(self, who: discord.abc.User | None, fallback_id: int | None = None
+                   ) -> RemoteUser:
+        if who is None:
+            return RemoteUser(str(fallback_id))
+        avatar = None
+        if who.avatar is not None or getattr(who, "guild_avatar", None) is not None:
+            picture = who.display_avatar
+            avatar = self._avatars.get(picture.key)
+            if picture.key not in self._avatars:
+                try:
+                    fetched = await self.c.fetch_media(picture.url)
+                    avatar = Attachment("avatar.png", fetched.mimetype, fetched.data)
+                except MediaRefused as e:
+                    log.info("No avatar for Discord user %s: %s", who.id, e)
+                self._avatars[picture.key] = avatar
+        # The name people see on that server: the nickname, else the global display name.
+        return RemoteUser(str(who.id), display_name=who.display_name, avatar=avatar)
+
+    def _resolvers(self, guild: discord.Guild | None) -> tuple[Any, Any, Any]:
+        assert self.c.sink is not None
+        sink = self.c.sink
+
+        def users(uid: str) -> tuple[str, str] | None:
+            member = guild.get_member(int(uid)) if guild else None
+            if member is None:
+                return None
+            return sink.ghost_mxid(uid), member.display_name
+
+        def roles(rid: str) -> str | None:
+            role = guild.get_role(int(rid)) if guild else None
+            return role.name if role else None
+
+        def channels(cid: str) -> str | None:
+            channel = guild.get_channel_or_thread(int(cid)) if guild else None
+            return channel.name if channel else None
+
+        return users, roles, channels
+
+    def _format(self, message: discord.Message, text: str) -> Formatted:
+        return discord_to_matrix(text, *self._resolvers(message.guild))
+
+    # ---- messages ---------------------------------------------------------------------------
+
+    def _is_ours(self, message: discord.Message) -> bool:
+        if message.webhook_id is not None and str(message.webhook_id) in self.c.webhooks.ids:
+            return True
+        return self.c.client is not None and message.author.id == self.c.client.user.id
+
+    async def message(self, message: discord.Message, *, as_root: bool = False) -> None:
+        where = self._bridged(message.channel)
+        if where is None or message.guild is None:
+            return
+        channel, thread = where
+        channel_id = str(channel.id)
+        if not thread:
+            self.last_seen[channel_id] = max(self.last_seen.get(channel_id, 0), message.id)
+        if self._is_ours(message):
+            return
+        if message.type not in (discord.MessageType.default, discord.MessageType.reply,
+                                discord.MessageType.thread_starter_message):
+            return  # joins, pins, "started a thread": not messages people wrote
+        message_id = str(message.id)
+        if thread and not as_root:
+            self.c._remember_thread(message_id, thread)
+            if message_id == thread:
+                as_root = True  # a forum post's opening message
+            else:
+                await self._ensure_root(message.channel)
+        self.remember_author(message_id, str(message.author.id))
+        owner, persona_id = self._receiver(channel_id)
+        text = message.content
+        if as_root and isinstance(message.channel, discord.Thread) and isinstance(
+                message.channel.parent, discord.ForumChannel):
+            text = f"**{message.channel.name}**\n{text}"
+        text += "".join(_embed_text(e) for e in message.embeds if e.type == "rich")
+        sender = await self.user(message.author)
+        common: dict[str, Any] = {
+            "room": self.room(channel), "sender": sender, "receiver": owner,
+            "persona_id": persona_id, "timestamp_ms": int(message.created_at.timestamp() * 1000),
+            "thread_root": thread if thread and not as_root else None,
+            "reply_to": str(message.reference.message_id) if message.reference
+            and message.reference.message_id and message.type == discord.MessageType.reply
+            else None}
+        files = [(a.filename, a.content_type, a.url, str(a.id)) for a in message.attachments]
+        files += [(f"{s.name}.png", "image/png", s.url, f"sticker-{s.id}")
+                  for s in message.stickers]
+        if text:
+            formatted = self._format(message, text)
+            await self._emit(RemoteMessage(
+                **common, message_id=message_id, text=formatted.body, html=formatted.html,
+                mentions=formatted.mentioned_user_ids,
+                mentions_room=formatted.mentions_room or message.mention_everyone))
+        for index, (name, mimetype, url, file_id) in enumerate(files):
+            part_id = message_id if not text and index == 0 else f"{message_id}/{file_id}"
+            try:
+                fetched = await self.c.fetch_media(url)
+            except MediaRefused as e:
+                log.warning("Discord file %s in %s not bridged: %s", file_id, channel_id, e)
+                await self._emit(RemoteMessage(**common, message_id=part_id, text=name,
+                                               file_refused=e.notice(name)))
+                continue
+            await self._emit(RemoteMessage(
+                **common, message_id=part_id, text=name,
+                attachment=Attachment(name, mimetype or fetched.mimetype, fetched.data)))
+
+    async def _ensure_root(self, thread: discord.Thread) -> None:
+        """The message a thread hangs from, in Matrix before the thread's messages: the
+        message it was opened on, a forum post's first message, or (a thread opened on
+        nothing) a message naming the thread."""
+        if str(thread.id) in self._threads_seen:
+            return
+        self._threads_seen.add(str(thread.id))
+        parent = thread.parent
+        starter = None
+        for source in ((thread,) if isinstance(parent, discord.ForumChannel) else (parent,)):
+            try:
+                starter = await source.fetch_message(thread.id)  # type: ignore[union-attr]
+            except (discord.NotFound, discord.Forbidden):
+                starter = None
+        if starter is not None:
+            await self.message(starter, as_root=True)
+            return
+        owner, persona_id = self._receiver(str(parent.id)) if parent else (None, None)
+        creator = thread.owner or (thread.guild.get_member(thread.owner_id)
+                                   if thread.owner_id else None)
+        await self._emit(RemoteMessage(
+            room=self.room(parent), sender=await self.user(creator, thread.owner_id),
+            receiver=owner, persona_id=persona_id, message_id=str(thread.id),
+            text=f"Thread: {thread.name}", html=f"Thread: <strong>{thread.name}</strong>"))
+
+    async def edited(self, payload: discord.RawMessageUpdateEvent) -> None:
+        message = payload.message
+        where = self._bridged(message.channel)
+        if where is None or self._is_ours(message) or "content" not in payload.data:
+            return
+        if payload.cached_message is not None and (
+                payload.cached_message.content == message.content):
+            return  # an embed unfurled, not an edit of the words
+        channel, _ = where
+        owner, persona_id = self._receiver(str(channel.id))
+        formatted = self._format(message, message.content)
+        await self._emit(RemoteEdit(
+            room=self.room(channel), sender=await self.user(message.author),
+            receiver=owner, persona_id=persona_id, target_id=str(message.id),
+            text=formatted.body, html=formatted.html))
+
+    async def deleted(self, channel_id: int, message_ids: list[int]) -> None:
+        channel = await self._channel(channel_id)
+        where = self._bridged(channel)
+        if where is None:
+            return
+        mapped, _ = where
+        owner, persona_id = self._receiver(str(mapped.id))
+        for message_id in map(str, message_ids):
+            author = self.authors.get(message_id)
+            if message_id in self.deleting:
+                self.deleting.discard(message_id)  # the bridge deleted it for Matrix
+                continue
+            if author is None:
+                continue  # not a message the bridge knows the author of
+            await self._emit(RemoteRedaction(
+                room=self.room(mapped), sender=RemoteUser(author), receiver=owner,
+                persona_id=persona_id, target_id=message_id))
+
+    async def _channel(self, channel_id: int) -> Any:
+        try:
+            return await self.c.channel(channel_id)
+        except discord.HTTPException:
+            return None
+
+    async def reaction(self, payload: discord.RawReactionActionEvent, *, added: bool) -> None:
+        if self.c.client is None or payload.user_id == self.c.client.user.id:
+            return  # the bot's reactions are Matrix people's, already in Matrix
+        where = self._bridged(await self._channel(payload.channel_id))
+        if where is None:
+            return
+        channel, _ = where
+        key = emoji_key(payload.emoji)
+        reaction_id = f"{payload.message_id}:{payload.user_id}:{key}"
+        owner, persona_id = self._receiver(str(channel.id))
+        who = payload.member or (channel.guild.get_member(payload.user_id))
+        sender = await self.user(who, payload.user_id)
+        if added:
+            await self._emit(RemoteReaction(
+                room=self.room(channel), sender=sender, receiver=owner,
+                persona_id=persona_id, reaction_id=reaction_id,
+                target_id=str(payload.message_id), key=key))
+        else:
+            await self._emit(RemoteRedaction(
+                room=self.room(channel), sender=sender, receiver=owner,
+                persona_id=persona_id, target_id=reaction_id))
+
+    async def typing(self, payload: discord.RawTypingEvent) -> None:
+        if self.c.client is None or payload.user_id == self.c.client.user.id:
+            return
+        where = self._bridged(await self._channel(payload.channel_id))
+        if where is None:
+            return
+        channel, _ = where
+        owner, persona_id = self._receiver(str(channel.id))
+        who = payload.user if isinstance(payload.user, discord.Member) else (
+            channel.guild.get_member(payload.user_id))
+        await self._emit(RemoteTyping(room=self.room(channel),
+                                      sender=await self.user(who, payload.user_id),
+                                      receiver=owner, persona_id=persona_id, typing=True))
+
+    async def profile(self, before: discord.Member, after: discord.Member) -> None:
+        if (before.display_name, before.display_avatar.key) == (
+                after.display_name, after.display_avatar.key):
+            return
+        await self._emit(RemoteProfile(room=RemoteRoom(f"{after.guild.id}/"),
+                                       sender=await self.user(after)))
+
+
+def _embed_text(embed: discord.Embed) -> str:
+    parts = [p for p in (embed.title, embed.description) if p]
+    parts += [f"{field.name}: {field.value}" for field in embed.fields]
+    return ("\n" + "\n".join(parts)) if parts else ""
