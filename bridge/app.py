@@ -194,10 +194,11 @@ class Bridge:
                                   self.web.signin.undo_provider_added,
                                   self.web.limits.merge_confirm)
         self.bot.on_new_management_room.append(self._ensure_account)
-        self.delivery = Delivery(self.storage, self.router, self.bot, self.security.audit,
-                                 self.metrics, DeliverySettings.from_config(
+        self.delivery = Delivery(self.storage, self.router, portals, self.bot,
+                                 self.security.audit, self.metrics, DeliverySettings.from_config(
                                      lambda key: cfg[f"delivery.{key}"]))
-        self._dispatcher = MatrixDispatcher(self.bot, self.router, self.delivery, self.metrics)
+        self._dispatcher = MatrixDispatcher(self.bot, self.router, portals, self.delivery,
+                                            self.storage.encryption_notices, self.metrics)
         self.sessions = PersonaSessions(self.storage, self.security.vault, self.connectors,
                                         self.security.audit)
         self.linking = Linking(self.storage, self.accounts, self.security.vault,
@@ -216,7 +217,7 @@ class Bridge:
                                   spaces)
         self.router.on_invite = self.rules.handle_invite
         NetworkCommands(self.bot, self.storage, self.accounts, self.linking, self.rules,
-                        self.router, self.security.audit, self.delivery).register()
+                        portals, self.security.audit, self.delivery).register()
         self.provisioning.linking, self.provisioning.rules = self.linking, self.rules
         self.provisioning.is_bridge_user = self.bot.is_bridge_user
         self.provisioning.user_exists = lambda mxid: homeserver_has_user(bot_intent, mxid)

@@ -20,7 +20,9 @@ from mautrix.types import (
 
 from ..core.authority import NotAllowedHere
 from ..core.delivery import Delivery
+from ..core.matrix_side import PortalDirectory
 from ..core.router import DeliveryFailed, HeldForConfirmation, NetworkUnavailable, Router
+from ..db.encryption_notice import EncryptionNoticeStore
 from ..metrics import Metrics
 from .bot import ManagementBot
 
@@ -42,10 +44,13 @@ ENCRYPTION_ON_WITH_BOT = (
 
 
 class MatrixDispatcher:
-    def __init__(self, bot: ManagementBot, router: Router, delivery: Delivery,
+    def __init__(self, bot: ManagementBot, router: Router, portals: PortalDirectory,
+                 delivery: Delivery, encryption_notices: EncryptionNoticeStore,
                  metrics: Metrics) -> None:
         self.bot = bot
         self.router = router
+        self.portals = portals
+        self.encryption_notices = encryption_notices
         self.delivery = delivery
         self.metrics = metrics
         # Who was typing in each portal, to tell the network when they stop.
@@ -88,7 +93,7 @@ class MatrixDispatcher:
         if self.bot.is_bridge_user(evt.sender):
             return
         if isinstance(evt, MessageEvent):
-            portal = await self.router.portal_for(evt.room_id)
+            portal = await self.portals.get_by_mxid(evt.room_id)
             if _is_command_candidate(evt) and (
                 portal is None or self.bot.addresses_bot(evt.content.body)
             ):
@@ -97,12 +102,12 @@ class MatrixDispatcher:
             elif portal is not None:
                 await self.delivery.enqueue(portal, evt)
             return
-        portal = await self.router.portal_for(evt.room_id)
+        portal = await self.portals.get_by_mxid(evt.room_id)
         if portal is not None and isinstance(evt, ReactionEvent | RedactionEvent):
             await self.delivery.enqueue(portal, evt)
 
     async def _ephemeral(self, evt: Event) -> None:
-        portal = await self.router.portal_for(evt.room_id)
+        portal = await self.portals.get_by_mxid(evt.room_id)
         if portal is None:
             return
         if isinstance(evt, TypingEvent):
@@ -125,7 +130,7 @@ class MatrixDispatcher:
         turned on."""
         if self.bot.is_bridge_user(evt.sender):
             return
-        portal = await self.router.portal_for(evt.room_id)
+        portal = await self.portals.get_by_mxid(evt.room_id)
         if portal is not None:
             where = portal.network
             turned_on, cannot_read = ENCRYPTION_ON_IN_PORTAL, ENCRYPTED_IN_PORTAL
@@ -134,7 +139,7 @@ class MatrixDispatcher:
             turned_on, cannot_read = ENCRYPTION_ON_WITH_BOT, ENCRYPTED_TO_BOT
         else:
             return  # a space or a room the bridge does not serve
-        first_time = await self.router.storage.encryption_notices.first_time(evt.room_id)
+        first_time = await self.encryption_notices.first_time(evt.room_id)
         if evt.type == EventType.ROOM_ENCRYPTION:
             await self.bot.reply(evt.room_id, None, turned_on.format(network=where))
         elif first_time:

@@ -13,7 +13,7 @@ from ..config import KNOWN_NETWORKS
 from ..core.delivery import Delivery
 from ..core.linking import LinkDone, Linking, LinkRefused
 from ..core.mapping import MappingRules, RuleRefused
-from ..core.router import Router
+from ..core.matrix_side import PortalDirectory
 from ..db import Storage
 from ..db.first_send import HeldSend
 from ..identity.accounts import Accounts
@@ -52,9 +52,9 @@ def _options(args: list[str], flags: set[str], valued: set[str]
 
 class NetworkCommands:
     def __init__(self, bot: ManagementBot, storage: Storage, accounts: Accounts,
-                 linking: Linking, rules: MappingRules, router: Router, audit: AuditLog,
-                 delivery: Delivery) -> None:
-        self.router = router
+                 linking: Linking, rules: MappingRules, portals: PortalDirectory,
+                 audit: AuditLog, delivery: Delivery) -> None:
+        self.portals = portals
         self.delivery = delivery
         self.audit = audit
         self.bot = bot
@@ -247,7 +247,7 @@ class NetworkCommands:
         await self.audit.append(AuditEvent.CONFIRM, actor=ctx.sender, account=account.id,
                                 persona=held.persona_id,
                                 details={"channel": held.channel, "decision": "send"})
-        portal = await self.router.portal_for(RoomID(held.room_id))
+        portal = await self.portals.get_by_mxid(RoomID(held.room_id))
         evt = await self.bot.intent.get_event(RoomID(held.room_id), EventID(held.event_id))
         if portal is None or not isinstance(evt, MessageEvent):
             raise CommandError("That message or its room is gone.")

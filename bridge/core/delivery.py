@@ -45,6 +45,7 @@ from ..metrics import Metrics
 from ..networks.base import CredentialsRejected, RateLimited, RemoteRoom, Unsupported
 from ..security.impersonation import ImpersonationRefused
 from .authority import NeedsRelink, NotAllowedHere
+from .matrix_side import PortalDirectory
 from .router import DeliveryFailed, HeldForConfirmation, NetworkUnavailable, Router
 
 log = logging.getLogger("relayforge.delivery")
@@ -83,11 +84,13 @@ def backoff(attempts: int, settings: DeliverySettings, rng: random.Random) -> fl
 
 
 class Delivery:
-    def __init__(self, storage: Storage, router: Router, notifier: Notifier, audit: AuditLog,
-                 metrics: Metrics, settings: DeliverySettings | None = None) -> None:
+    def __init__(self, storage: Storage, router: Router, portals: PortalDirectory,
+                 notifier: Notifier, audit: AuditLog, metrics: Metrics,
+                 settings: DeliverySettings | None = None) -> None:
         self.storage = storage
         self.store = storage.outbound
         self.router = router
+        self.portals = portals
         self.notifier = notifier
         self.audit = audit
         self.metrics = metrics
@@ -186,7 +189,7 @@ class Delivery:
 
     async def _attempt(self, row: OutboundRow) -> None:
         evt = Event.deserialize(row.event)
-        portal = await self.router.portal_for(RoomID(row.room_mxid))
+        portal = await self.portals.get_by_mxid(RoomID(row.room_mxid))
         if portal is None:
             await self.store.done(row.seq)  # the portal is gone: nowhere to send it
             return
@@ -343,7 +346,7 @@ class Delivery:
                     announce: bool) -> None:
         await self.store.park(row.seq, persona_id, reason)
         self.metrics.queue_events.labels(outcome="parked").inc()
-        portal = await self.router.portal_for(RoomID(row.room_mxid))
+        portal = await self.portals.get_by_mxid(RoomID(row.room_mxid))
         if portal is not None:
             await self._status(evt, portal, MessageStatus.PENDING,
                                "Waiting for you to relink the account")

@@ -13,9 +13,9 @@ from ..db import Storage
 from ..db.mapping_rule import MappingRule
 from ..db.persona import Persona, PersonaStatus
 from ..identity.accounts import new_id
-from ..matrix.portals import Portals
 from ..networks.base import Connector, RemoteInvite, RemoteRoom
 from ..networks.login import LoginFailed
+from .matrix_side import PortalDirectory
 from .room_rights import RoomNotYours, check_room_rights
 
 log = logging.getLogger("relayforge.mapping")
@@ -35,7 +35,7 @@ class SpaceLinker(Protocol):
 
 
 class MappingRules:
-    def __init__(self, storage: Storage, audit: AuditLog, portals: Portals,
+    def __init__(self, storage: Storage, audit: AuditLog, portals: PortalDirectory,
                  connectors: dict[str, Connector], spaces: SpaceLinker) -> None:
         self.storage = storage
         self.audit = audit

@@ -24,15 +24,12 @@ from mautrix.types import (
     MessageType,
     ReactionEvent,
     RedactionEvent,
-    RoomID,
     TextMessageEventContent,
     UserID,
 )
 
 from ..db import MessageKind, MessageRow, Portal, Storage
 from ..db.first_send import HeldSend
-from ..matrix.ghosts import Ghosts
-from ..matrix.portals import Portals
 from ..metrics import Metrics
 from ..networks.base import (
     Attachment,
@@ -58,6 +55,7 @@ from ..networks.base import (
 from ..security.impersonation import Action
 from .authority import Authority, NotAllowedHere
 from .inflight import SendsInFlight
+from .matrix_side import GhostDirectory, PortalDirectory
 
 log = logging.getLogger("relayforge.router")
 
@@ -76,10 +74,10 @@ class ConnectorSink:
         await self.router.handle_remote_event(self.network, event)
 
     def ghost_mxid(self, remote_user_id: str) -> str:
-        return self.router.ghosts.templates[self.network].mxid(remote_user_id)
+        return self.router.ghosts.ghost_mxid(self.network, remote_user_id)
 
     async def remote_user_for(self, mxid: str) -> str | None:
-        ghost = self.router.ghosts.templates[self.network].remote_id(mxid)
+        ghost = self.router.ghosts.ghost_remote_id(self.network, mxid)
         if ghost is not None:
             return ghost
         return await self.router.storage.db.fetchval(
@@ -90,7 +88,7 @@ class ConnectorSink:
 
 
 class Router:
-    def __init__(self, storage: Storage, portals: Portals, ghosts: Ghosts,
+    def __init__(self, storage: Storage, portals: PortalDirectory, ghosts: GhostDirectory,
                  connectors: dict[str, Connector], metrics: Metrics) -> None:
         self.storage = storage
         self.portals = portals
@@ -199,7 +197,7 @@ class Router:
         """Only the author may change a message (XEP-0308/0424, Matrix's edit rules): the
         Matrix copy was sent by the ghost of its remote author, so a correction or deletion
         from anyone else, or of a message a Matrix user wrote, is ignored."""
-        author = self.ghosts.templates[network].mxid(event.sender.remote_id)
+        author = self.ghosts.ghost_mxid(network, event.sender.remote_id)
         if target.sender_mxid == author:
             return True
         log.warning("Ignored a %s %s of %s in %s by %s: not its author", network, what,
@@ -269,9 +267,6 @@ class Router:
         ))
 
     # ---- Matrix -> remote ------------------------------------------------------------------
-
-    async def portal_for(self, room_id: RoomID) -> Portal | None:
-        return await self.portals.get_by_mxid(room_id)
 
     async def handle_matrix_message(self, portal: Portal, evt: MessageEvent) -> None:
         content = evt.content

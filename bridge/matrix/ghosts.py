@@ -86,6 +86,12 @@ class Ghosts:
     def is_ghost(self, mxid: str) -> bool:
         return any(t.remote_id(mxid) is not None for t in self.templates.values())
 
+    def ghost_mxid(self, network: str, remote_id: str) -> UserID:
+        return self.templates[network].mxid(remote_id)
+
+    def ghost_remote_id(self, network: str, mxid: str) -> str | None:
+        return self.templates[network].remote_id(mxid)
+
     def intent_for(self, mxid: UserID) -> IntentAPI:
         return self.bot_intent.user(mxid)
 
