@@ -6,7 +6,7 @@ import asyncio
 import logging
 import signal
 from collections.abc import Callable, Iterable
-from importlib.metadata import entry_points
+from importlib.metadata import EntryPoint, entry_points
 
 from aiohttp import ClientError
 from mautrix.appservice import IntentAPI
@@ -72,9 +72,10 @@ async def homeserver_has_user(intent: IntentAPI, mxid: str) -> bool | None:
     return True
 
 
-def installed_connectors() -> dict[str, type[Connector]]:
-    """Connector classes installed as plug-ins, by network name."""
-    return {ep.name: ep.load() for ep in entry_points(group=CONNECTOR_ENTRY_POINTS)}
+def installed_connectors() -> dict[str, EntryPoint]:
+    """Connectors installed as plug-ins, by network name; each is imported (with its
+    network's SDK) only when its network is enabled (`EntryPoint.load`)."""
+    return {ep.name: ep for ep in entry_points(group=CONNECTOR_ENTRY_POINTS)}
 
 
 class Bridge:
@@ -109,8 +110,8 @@ class Bridge:
             raise ConfigError(problems, self.config.path)
         for network in self.config.network_names:
             if self.config[f"networks.{network}.enabled"] and network not in self.connectors:
-                self.connectors[network] = available[network](
-                    self.config[f"networks.{network}"])
+                connector: type[Connector] = available[network].load()
+                self.connectors[network] = connector(self.config[f"networks.{network}"])
 
     async def start(self) -> None:
         cfg = self.config
@@ -207,7 +208,7 @@ class Bridge:
         self.linking.callback_url = lambda network: self.web_url + callback_path(network)
         self.linking.start_url = lambda network: self.web_url + start_path(network)
         self._link_callbacks.linking = self.linking
-        policy = Policy(cfg.get("policy"))
+        policy = Policy(cfg.get("policy"), cfg.networks)
         capabilities = Capabilities(self.storage, self.security.audit, policy,
                                     self._workspace_of, lambda: sorted(self.connectors))
         self.router.authority = Authority(self.storage, self.security.minter, policy,

@@ -14,21 +14,26 @@ import io
 import ipaddress
 import os
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
-import attrs
 from mautrix.util.config import BaseFileConfig
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap
 from ruamel.yaml.error import YAMLError
 from ruamel.yaml.util import load_yaml_guess_indent
 
+from .schema import (  # noqa: F401 - Key, NetworkInfo and RiskRule are used by networks
+    Key,
+    NetworkInfo,
+    RiskRule,
+    installed_networks,
+    known_networks,
+)
 from .util.files import write_private
 
 ENV_PREFIX = "RELAYFORGE_"
 PERMISSION_LEVELS = ("relay", "user", "admin")
-KNOWN_NETWORKS = ("slack", "discord", "telegram", "xmpp")
 
 _LOCALPART = re.compile(r"^[a-z0-9._=\-/]+$")
 _SERVER_NAME = re.compile(r"^[A-Za-z0-9.\-]+(:\d{1,5})?$|^\[[0-9A-Fa-f:.]+\](:\d{1,5})?$")
@@ -110,19 +115,6 @@ def _is_listen_address(value: Any) -> bool:
         return False
     host, _, port = value.rpartition(":")
     return bool(host) and port.isdigit() and 0 < int(port) < 65536
-
-
-@attrs.frozen
-class Key:
-    """One config key: where it lives, whether it must be given, and what a good value is."""
-
-    path: str
-    check: Callable[[Any], bool]
-    expect: str
-    default: Any = None
-    required: bool = False
-    # Keys the bridge itself fills in (tokens from `-g`) are only required when running.
-    needed_to_run_only: bool = False
 
 
 def _rate_limit_keys() -> tuple[Key, ...]:
@@ -256,52 +248,12 @@ SCHEMA: tuple[Key, ...] = (
 )
 
 
-def _is_optional_str(value: Any) -> bool:
-    return value is None or _is_nonempty_str(value)
-
-
-NETWORK_SETTINGS: dict[str, tuple[Key, ...]] = {
-    "slack": (
-        Key("networks.slack.client_id", _is_optional_str, "the Slack app's client ID"),
-        Key("networks.slack.client_secret", _is_optional_str,
-            "the Slack app's client secret"),
-        Key("networks.slack.app_token", lambda v: v is None or (
-            isinstance(v, str) and v.startswith("xapp-")),
-            "an app-level token (xapp-...) with connections:write, for Socket Mode"),
-        Key("networks.slack.signing_secret", _is_optional_str,
-            "the Slack app's signing secret, for the Events API"),
-        Key("networks.slack.inbound", lambda v: v in ("socket_mode", "events_api"),
-            "socket_mode or events_api", default="socket_mode"),
-        Key("networks.slack.api_url", _is_http_url, "Slack's Web API URL",
-            default="https://slack.com/api/"),
-        Key("networks.slack.oauth_url", _is_http_url, "Slack's OAuth authorisation page",
-            default="https://slack.com/oauth/v2/authorize"),
-        Key("networks.slack.token_rotation", _is_bool, "true or false (the app has token "
-            "rotation turned on)", default=False),
-        Key("networks.slack.min_send_interval_seconds", lambda v: _is_number(v) and 0 <= v <= 60,
-            "seconds between sends into one channel (Slack allows about one per second)",
-            default=1.0),
-    ),
-    "xmpp": (
-        Key("networks.xmpp.ca_file", lambda v: isinstance(v, str) and os.path.isfile(v),
-            "the path of a PEM file of extra CAs to trust (or null)"),
-        Key("networks.xmpp.nameserver",
-            lambda v: isinstance(v, str) and re.match(r"^[0-9a-fA-F.:\[\]]+(:\d+)?$", v)
-            is not None, "host:port of the DNS server for SRV look-ups (or null for the "
-            "system's)"),
-    ),
-}
-
-
-NETWORK_LABELS = {"slack": "Slack", "discord": "Discord", "telegram": "Telegram",
-                  "xmpp": "XMPP"}
-
-
-def _network_keys(name: str) -> tuple[Key, ...]:
+def _network_keys(name: str, info: NetworkInfo | None) -> tuple[Key, ...]:
+    """A network's own keys (from its package), then the ones every network has."""
     prefix = f"networks.{name}"
-    label = NETWORK_LABELS.get(name, name.title())
+    label = info.label if info else name.title()
     return (
-        *NETWORK_SETTINGS.get(name, ()),
+        *(info.settings if info else ()),
         Key(f"{prefix}.enabled", _is_bool, "true or false", default=False),
         Key(f"{prefix}.username_template", _is_ghost_template,
             "a localpart template containing {id} once, e.g. " f"{name}_{{id}}",
@@ -313,15 +265,15 @@ def _network_keys(name: str) -> tuple[Key, ...]:
     )
 
 
-def _check_slack(effective: Any) -> list[str]:
-    """An enabled Slack needs its app's credentials, and the secret of the inbound it uses."""
-    slack = get_path(effective, "networks.slack", None)
-    if not isinstance(slack, Mapping) or slack.get("enabled") is not True:
-        return []
-    needed = ["client_id", "client_secret"]
-    needed.append("signing_secret" if slack.get("inbound") == "events_api" else "app_token")
-    return [f"networks.slack.{key}: required when Slack is enabled (see the README's Slack "
-            "section)" for key in needed if not slack.get(key)]
+def _check_enabled_networks(effective: Any, networks: Mapping[str, NetworkInfo]) -> list[str]:
+    """Each enabled network's own checks of keys needed together (its app's credentials)."""
+    problems = []
+    for name, info in networks.items():
+        section = get_path(effective, f"networks.{name}", None)
+        if (info.check_enabled is not None and isinstance(section, Mapping)
+                and section.get("enabled") is True):
+            problems += info.check_enabled(section)
+    return problems
 
 
 def _is_ghost_template(value: Any) -> bool:
@@ -356,10 +308,13 @@ def set_path(data: CommentedMap, path: str, value: Any) -> None:
 class Config(BaseFileConfig):
     """The config file (round-trip) plus the validated, effective values the bridge runs on."""
 
-    def __init__(self, path: str, environ: Mapping[str, str] | None = None) -> None:
+    def __init__(self, path: str, environ: Mapping[str, str] | None = None,
+                 networks: Mapping[str, NetworkInfo] | None = None) -> None:
         super().__init__(path, base_path="")
         self.environ = dict(os.environ if environ is None else environ)
         self.effective: CommentedMap = CommentedMap()
+        #: The installed networks: each brings its own `networks.<name>` keys and checks.
+        self.networks = dict(installed_networks() if networks is None else networks)
 
     # BaseFileConfig hooks; this config never merges itself into a base file.
     def load_base(self) -> None:
@@ -390,7 +345,7 @@ class Config(BaseFileConfig):
     @property
     def network_names(self) -> list[str]:
         configured = self._data.get("networks") or {}
-        names = list(KNOWN_NETWORKS)
+        names = list(self.networks)
         if isinstance(configured, Mapping):
             names += [n for n in configured if n not in names]
         return names
@@ -398,7 +353,7 @@ class Config(BaseFileConfig):
     def schema(self) -> Iterable[Key]:
         yield from SCHEMA
         for name in self.network_names:
-            yield from _network_keys(name)
+            yield from _network_keys(name, self.networks.get(name))
 
     def validate(self, *, for_run: bool = True) -> None:
         """Build the effective values and raise ConfigError naming every bad or missing key."""
@@ -424,10 +379,10 @@ class Config(BaseFileConfig):
                 problems.append(f"{key.path}: got {value!r}; expected {key.expect}")
         problems += _unknown_keys(self._data, [key.path for key in self.schema()])
         problems += _check_pkcs11(effective)
-        problems += _check_slack(effective)
+        problems += _check_enabled_networks(effective, self.networks)
         from .security.policy import check_policy
 
-        problems += check_policy(get_path(effective, "policy", None))
+        problems += check_policy(get_path(effective, "policy", None), self.networks)
         from .security.anomaly import geoip_problem
 
         geoip = geoip_problem(get_path(effective, "security.anomaly.geoip_database", None))

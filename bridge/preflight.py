@@ -16,9 +16,7 @@ import aiohttp
 
 from . import __version__
 from .config import Config
-
-#: The entry-point group connector packages register under (see pyproject.toml).
-CONNECTOR_ENTRY_POINTS = "relayforge.networks"
+from .schema import CONNECTOR_ENTRY_POINTS
 
 
 def connector_problems(config: Config, available: set[str] | None = None) -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -10,8 +11,10 @@ from pathlib import Path
 import pytest
 from ruamel.yaml import YAML
 
-from bridge.config import ConfigError, get_path, load_config
+from bridge.config import Config, ConfigError, get_path, load_config
 from bridge.registration import generate_registration
+from bridge.schema import Key, NetworkInfo, RiskRule
+from bridge.security.policy import Policy, check_policy
 
 ROOT = Path(__file__).resolve().parent.parent
 MINIMAL = """\
@@ -138,8 +141,9 @@ def test_registration_namespaces(tmp_path):
     assert registration["rate_limited"] is False
     assert registration["receive_ephemeral"] is True
     regexes = [ns["regex"] for ns in registration["namespaces"]["users"]]
-    assert regexes == [r"@relayforgebot:example\.org", r"@slack_.+:example\.org",
-                       r"@discord_.+:example\.org", r"@telegram_.+:example\.org",
+    # The bot, then the installed networks by name.
+    assert regexes == [r"@relayforgebot:example\.org", r"@discord_.+:example\.org",
+                       r"@slack_.+:example\.org", r"@telegram_.+:example\.org",
                        r"@xmpp_.+:example\.org"]
     assert all(ns["exclusive"] for ns in registration["namespaces"]["users"])
 
@@ -237,3 +241,93 @@ def test_unknown_keys_are_named_with_the_closest_known_key(tmp_path):
     ]
     # Environment variables are not the file: other RELAYFORGE_ variables are no typo.
     load_config(write(tmp_path, MINIMAL), environ={"RELAYFORGE_HSM_PIN": "1234"})
+
+
+# ---- networks bring their own config: one package, one entry point --------------------------
+
+def test_each_network_section_of_the_example_is_its_package_schema():
+    """config.example.yaml documents each installed network with exactly the keys its
+    package declares, each with the package's default, so the two cannot drift apart."""
+    example = YAML(typ="safe").load((ROOT / "config.example.yaml").read_text())["networks"]
+    config = Config("unused.yaml", environ={})
+    assert set(config.networks) <= set(example), "a network without an example section"
+    for name in config.networks:
+        keys = {key.path.removeprefix(f"networks.{name}."): key.default
+                for key in config.schema() if key.path.startswith(f"networks.{name}.")}
+        assert sorted(example[name]) == sorted(keys), f"networks.{name} in the example"
+        different = {k: v for k, v in example[name].items() if k != "enabled" and v != keys[k]}
+        assert different == {}, f"networks.{name}: example values that are not the defaults"
+
+
+def myspace_info(**changes) -> NetworkInfo:
+    def needs_pair(section):
+        return ([] if section.get("key") and section.get("secret") else
+                ["networks.myspace.secret: required with networks.myspace.key"])
+
+    return NetworkInfo(**{
+        "name": "myspace", "label": "MySpace",
+        "settings": (Key("networks.myspace.key", lambda v: v is None or isinstance(v, str),
+                         "the app's key"),
+                     Key("networks.myspace.secret", lambda v: v is None or isinstance(v, str),
+                         "the app's secret"),
+                     Key("networks.myspace.pace", lambda v: isinstance(v, int), "a number",
+                         default=3)),
+        "check_enabled": needs_pair,
+        "risk_rules": (RiskRule("myspace_top_friends", "friend:", "Tom is {value}",
+                                values="friend ids"),),
+        **changes})
+
+
+def test_a_network_package_brings_its_keys_label_checks_and_namespace(tmp_path):
+    path = write(tmp_path, MINIMAL + "networks:\n    myspace:\n        key: k\n"
+                                     "        secret: s\n")
+    config = Config(path, environ={}, networks={"myspace": myspace_info()})
+    config.load()
+    config.validate()
+    assert config["networks.myspace.pace"] == 3
+    assert config["networks.myspace.displayname_template"] == "{displayname} (MySpace)"
+    assert config.network_names == ["myspace"]
+    registration = generate_registration(config, str(tmp_path / "registration.yaml"))
+    assert [ns["regex"] for ns in registration["namespaces"]["users"]][1:] == [
+        r"@myspace_.+:example\.org"]
+
+    path = write(tmp_path, MINIMAL + "networks:\n    myspace:\n        enabled: true\n"
+                                     "        pace: fast\n        key: k\n")
+    config = Config(path, environ={}, networks={"myspace": myspace_info()})
+    config.load()
+    with pytest.raises(ConfigError) as info:
+        config.validate()
+    assert info.value.problems == ["networks.myspace.pace: got 'fast'; expected a number",
+                                   "networks.myspace.secret: required with networks.myspace.key"]
+
+
+def test_a_network_package_brings_its_high_risk_rule():
+    networks = {"myspace": myspace_info()}
+    policy = Policy({"high_risk": {"myspace_top_friends": ["tom", 7]}}, networks)
+    assert policy.high_risk_reason("myspace", ["friend:anne", "friend:tom"]) == "Tom is tom"
+    assert policy.high_risk_reason("myspace", ["friend:anne"]) is None
+    assert check_policy({"high_risk": {"myspace_top_friends": "tom", "slack_enterprise_grid":
+                                       True}}, networks) == [
+        "policy.high_risk.myspace_top_friends: got 'tom'; expected a list of friend ids",
+        "policy.high_risk.slack_enterprise_grid: unknown key; expected networks or "
+        "myspace_top_friends"]
+
+
+def test_installed_networks_are_found_without_importing_their_sdks(tmp_path):
+    # A fresh interpreter: only an enabled network's connector (and SDK) is imported.
+    path = write(tmp_path, MINIMAL + "networks:\n    xmpp:\n        enabled: true\n")
+    script = (
+        "import json, sys\n"
+        "from bridge.app import Bridge\n"
+        "from bridge.config import load_config\n"
+        f"config = load_config({path!r}, environ={{}})\n"
+        "Bridge(config)._load_enabled_connectors()\n"
+        "sdks = ('slack_sdk', 'discord', 'telethon', 'slixmpp')\n"
+        "print(json.dumps([sorted(config.networks), [m for m in sdks if m in sys.modules]]))\n")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=60,
+                            cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    networks, imported = json.loads(result.stdout)
+    assert {"slack", "xmpp"} <= set(networks)
+    assert imported == ["slixmpp"]

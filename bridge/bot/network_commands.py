@@ -6,10 +6,10 @@ import logging
 import time
 
 from mautrix.errors import MatrixError
-from mautrix.types import EventID, MessageEvent, RoomID, UserID
+from mautrix.types import Event, EventID, MessageEvent, RoomID, UserID
 
 from ..audit import AuditEvent, AuditLog
-from ..config import KNOWN_NETWORKS
+from ..config import known_networks
 from ..core.delivery import Delivery
 from ..core.linking import LinkDone, Linking, LinkRefused
 from ..core.mapping import MappingRules, RuleRefused
@@ -248,7 +248,10 @@ class NetworkCommands:
                                 persona=held.persona_id,
                                 details={"channel": held.channel, "decision": "send"})
         portal = await self.portals.get_by_mxid(RoomID(held.room_id))
-        evt = await self.bot.intent.get_event(RoomID(held.room_id), EventID(held.event_id))
+        # An agent's act is the event the bridge made for it (its Matrix copy is the bot's).
+        made = await self.storage.agents.confirmed_event(held.event_id)
+        evt = (Event.deserialize(made) if made is not None else
+               await self.bot.intent.get_event(RoomID(held.room_id), EventID(held.event_id)))
         if portal is None or not isinstance(evt, MessageEvent):
             raise CommandError("That message or its room is gone.")
         await self.delivery.enqueue(portal, evt)
@@ -321,9 +324,10 @@ class NetworkCommands:
 def _network_off(network: str, level: Level, running: list[str]) -> str:
     """Why `link NETWORK` cannot work here, and who can change that."""
     running_text = ", ".join(running) or "none"
-    if network not in KNOWN_NETWORKS:
+    known = known_networks()
+    if network not in known:
         return (f'"{network}" is not a network RelayForge knows (networks it knows: '
-                f'{", ".join(KNOWN_NETWORKS)}; running here: {running_text}).')
+                f'{", ".join(known)}; running here: {running_text}).')
     if level >= Level.ADMIN:
         return (f"{network} is not enabled on this bridge (running: {running_text}). Set "
                 f"networks.{network}.enabled: true and its settings in the bridge's config "

@@ -12,13 +12,21 @@ import fnmatch
 from collections.abc import Mapping
 from typing import Any
 
+from ..schema import NetworkInfo, RiskRule, installed_networks
 from .impersonation import Action
 
 ALL_ACTIONS = tuple(a.value for a in Action)
 
 
+def _risk_rules(networks: Mapping[str, NetworkInfo] | None) -> dict[str, tuple[RiskRule, ...]]:
+    """The `policy.high_risk` rules each installed network offers (its package's info)."""
+    found = installed_networks() if networks is None else networks
+    return {name: info.risk_rules for name, info in found.items() if info.risk_rules}
+
+
 class Policy:
-    def __init__(self, config: Mapping[str, Any] | None) -> None:
+    def __init__(self, config: Mapping[str, Any] | None,
+                 networks: Mapping[str, NetworkInfo] | None = None) -> None:
         config = config or {}
         self._actions: dict[str, set[str]] = {
             network: set(actions) for network, actions in
@@ -28,9 +36,12 @@ class Policy:
             (config.get("denied_channels") or {}).items()}
         high_risk = config.get("high_risk") or {}
         self._risky_networks = set(high_risk.get("networks") or [])
-        self._corporate_servers = {str(s) for s in
-                                   high_risk.get("discord_corporate_servers") or []}
-        self._enterprise_grid = bool(high_risk.get("slack_enterprise_grid"))
+        # Per network, its rules with what the admin gave each: the entries of a list rule,
+        # or whether a true/false rule is on.
+        self._risk: dict[str, list[tuple[RiskRule, Any]]] = {
+            network: [(rule, {str(v) for v in high_risk.get(rule.key) or []}
+                       if rule.values else high_risk.get(rule.key) is True) for rule in rules]
+            for network, rules in _risk_rules(networks).items()}
 
     def allowed_actions(self, network: str) -> list[str]:
         allowed = self._actions.get(network)
@@ -59,13 +70,16 @@ class Policy:
         connector learned while verifying the account (see `LinkedAccount.risk_markers`)."""
         if network in self._risky_networks:
             return f"the bridge's policy treats every {network} account as high-risk"
-        servers = sorted(m.removeprefix("server:") for m in markers
-                         if m.startswith("server:")
-                         and m.removeprefix("server:") in self._corporate_servers)
-        if network == "discord" and servers:
-            return f"it is a member of the corporate Discord server {servers[0]}"
-        if network == "slack" and self._enterprise_grid and "enterprise_grid" in markers:
-            return "it belongs to a Slack Enterprise Grid organisation"
+        for rule, given in self._risk.get(network, []):
+            if rule.values is None:
+                if given and rule.marker in markers:
+                    return rule.reason
+                continue
+            matching = sorted(m.removeprefix(rule.marker) for m in markers
+                              if m.startswith(rule.marker)
+                              and m.removeprefix(rule.marker) in given)
+            if matching:
+                return rule.reason.format(value=matching[0])
         return None
 
     def refusal(self, network: str, channel: str, action: Action) -> str | None:
@@ -81,7 +95,7 @@ class Policy:
         return None
 
 
-def check_policy(raw: Any) -> list[str]:
+def check_policy(raw: Any, networks: Mapping[str, NetworkInfo] | None = None) -> list[str]:
     """Config problems in the `policy` section, naming the key."""
     if raw is None:
         return []
@@ -97,30 +111,33 @@ def check_policy(raw: Any) -> list[str]:
     for network, patterns in (raw.get("denied_channels") or {}).items():
         if not isinstance(patterns, list) or not all(isinstance(p, str) for p in patterns):
             problems.append(f"policy.denied_channels.{network}: expected a list of patterns")
-    problems += _check_high_risk(raw.get("high_risk"))
+    problems += _check_high_risk(raw.get("high_risk"), networks)
     return problems
 
 
-def _check_high_risk(raw: Any) -> list[str]:
+def _check_high_risk(raw: Any, networks: Mapping[str, NetworkInfo] | None) -> list[str]:
     if raw is None:
         return []
+    rules = [rule for network_rules in _risk_rules(networks).values()
+             for rule in network_rules]
+    keys = ["networks", *(rule.key for rule in rules)]
     if not isinstance(raw, Mapping):
-        return ["policy.high_risk: expected a mapping (networks, discord_corporate_servers, "
-                "slack_enterprise_grid)"]
+        return [f"policy.high_risk: expected a mapping ({', '.join(keys)})"]
     problems = []
-    for key in ("networks", "discord_corporate_servers"):
+    lists = [("networks", "network names"), *((r.key, r.values) for r in rules if r.values)]
+    for key, entries in lists:
         value = raw.get(key)
         if value is not None and not (isinstance(value, list) and all(
                 isinstance(v, str | int) and not isinstance(v, bool) for v in value)):
             problems.append(f"policy.high_risk.{key}: got {value!r}; expected a list of "
-                            + ("network names" if key == "networks" else "server ids"))
-    grid = raw.get("slack_enterprise_grid")
-    if grid is not None and not isinstance(grid, bool):
-        problems.append(f"policy.high_risk.slack_enterprise_grid: got {grid!r}; expected true "
-                        "or false")
-    unknown = sorted(set(raw) - {"networks", "discord_corporate_servers",
-                                 "slack_enterprise_grid"})
+                            f"{entries}")
+    for rule in rules:
+        value = raw.get(rule.key)
+        if rule.values is None and value is not None and not isinstance(value, bool):
+            problems.append(f"policy.high_risk.{rule.key}: got {value!r}; expected true or "
+                            "false")
+    unknown = sorted(set(raw) - set(keys))
     if unknown:
-        problems.append(f"policy.high_risk.{unknown[0]}: unknown key; expected networks, "
-                        "discord_corporate_servers or slack_enterprise_grid")
+        expected = ", ".join(keys[:-1]) + " or " + keys[-1] if len(keys) > 1 else keys[0]
+        problems.append(f"policy.high_risk.{unknown[0]}: unknown key; expected {expected}")
     return problems
