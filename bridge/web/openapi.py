@@ -116,11 +116,15 @@ _RULE = {"type": "object",
 
 
 def _op(summary: str, responses: dict[str, Any], body: dict[str, Any] | None = None,
-        path_params: tuple[str, ...] = ()) -> dict[str, Any]:
+        path_params: tuple[str, ...] = (), enums: dict[str, list[str]] | None = None
+        ) -> dict[str, Any]:
+    enums = enums or {}
     operation: dict[str, Any] = {
         "summary": summary,
         "parameters": _USER_ID + [{"name": p, "in": "path", "required": True,
-                                   "schema": {"type": "string"}} for p in path_params],
+                                   "schema": {"type": "string", **(
+                                       {"enum": enums[p]} if p in enums else {})}}
+                                  for p in path_params],
         "responses": {**common_responses(body is not None), **responses,
                       "401": _UNAUTHORIZED, "403": _FORBIDDEN, "429": _LIMITED},
     }
@@ -180,7 +184,8 @@ def _network_paths() -> dict[str, Any]:
             "Pause, resume or revoke a linked account (action: pause | resume | revoke)",
             {"200": _json(_LISTED_PERSONA, "The persona, with its new status"),
              "400": bad, "404": _json(_ERROR, "No such persona or action")},
-            path_params=("persona_id", "action"))},
+            path_params=("persona_id", "action"),
+            enums={"action": ["pause", "resume", "revoke"]})},
         f"{v1}/rules": {
             "get": _op("Mapping rules", {"200": _json({
                 "type": "object", "required": ["rules"],
@@ -249,7 +254,8 @@ def openapi_document() -> dict[str, Any]:
                                 "schema": {"type": "string"}}],
                 "requestBody": {"required": True, "content": {"application/json": {"schema": {
                     "type": "object", "required": ["name"],
-                    "properties": {"name": {"type": "string"}}}}}},
+                    "properties": {"name": {"type": "string", "minLength": 1,
+                                            "maxLength": 40}}}}}},
                 "responses": {**common_responses(True),
                               "201": _json(_PROFILE, "The new profile"),
                               "400": _json(_ERROR, "Malformed (see the other endpoints), a "
