@@ -376,6 +376,22 @@ class MessageApi:
 
     # ---- catching up -------------------------------------------------------------------------
 
+    async def rpc_messages_GetHistory(self: FakeTelegram, connection: Connection,
+                                      request: Any, user: int) -> Any:
+        target = self._target(request.peer, user)
+        if isinstance(target, Group) and target.channel:
+            box = target.messages
+        else:
+            me = self.people[user]
+            wanted = (types.PeerUser(target.id) if isinstance(target, Person)
+                      else target.peer())
+            box = {i: m for i, m in me.messages.items() if m.peer_id == wanted}
+        ids = sorted((i for i in box if not request.offset_id or i < request.offset_id),
+                     reverse=True)[:request.limit]
+        users, chats = self._entities_of(self.people[user], user)
+        return types.messages.Messages(messages=[box[i] for i in ids], topics=[],
+                                       chats=chats, users=users)
+
     async def rpc_updates_GetDifference(self: FakeTelegram, connection: Connection,
                                         request: Any, user: int) -> Any:
         me = self.people[user]

@@ -78,6 +78,7 @@ class FakeTelegram(MessageApi):
         self.qr_tokens: dict[bytes, QrToken] = {}
         self.floods: list[Flood] = []
         self.srp = SrpServer()
+        self.qr_seconds = 30  # how long a QR login token is good for
         # Connections that lost updates while away get updatesTooLong when they come back.
         self.missed: set[int] = set()
         # Each message's ids, per person who has a copy (private chats and basic groups).
@@ -260,7 +261,8 @@ class FakeTelegram(MessageApi):
                     self._authorize(connection, self.people[qr.accepted_by]))
         token = secrets.token_bytes(32)
         self.qr_tokens[token] = QrToken(token, connection.auth_key.key_id)
-        return types.auth.LoginToken(expires=now() + timedelta(seconds=30), token=token)
+        return types.auth.LoginToken(expires=now() + timedelta(seconds=self.qr_seconds),
+                                     token=token)
     rpc_auth_ExportLoginToken.anonymous = True  # type: ignore[attr-defined]
 
     def person_by_phone(self, phone: str) -> Person | None:
