@@ -63,27 +63,17 @@ class Authority:
         self.capabilities = capabilities
 
     async def _personas(self, account_id: str, network: str) -> list[Persona]:
-        rows = await self.storage.db.fetch(
-            "SELECT pe.id FROM persona pe JOIN profile pr ON pr.id = pe.profile_id "
-            "WHERE pr.account_id=$1 AND pe.platform=$2 AND pe.status=$3 "
-            "ORDER BY pe.created_at", account_id, network, PersonaStatus.ACTIVE.value)
-        personas = [await self.storage.personas.get(r["id"]) for r in rows]
-        return [p for p in personas if p is not None]
+        return await self.storage.personas.of_account(account_id, network,
+                                                      [PersonaStatus.ACTIVE])
 
     async def _inactive(self, account_id: str, network: str) -> bool:
-        return bool(await self.storage.db.fetchval(
-            "SELECT COUNT(*) FROM persona pe JOIN profile pr ON pr.id = pe.profile_id "
-            "WHERE pr.account_id=$1 AND pe.platform=$2 AND pe.status<>$3",
-            account_id, network, PersonaStatus.ACTIVE.value))
+        return bool(await self.storage.personas.of_account(
+            account_id, network, [s for s in PersonaStatus if s != PersonaStatus.ACTIVE]))
 
     async def _raise_if_waiting(self, account_id: str, network: str) -> None:
-        persona_id = await self.storage.db.fetchval(
-            "SELECT pe.id FROM persona pe JOIN profile pr ON pr.id = pe.profile_id "
-            "WHERE pr.account_id=$1 AND pe.platform=$2 AND pe.status IN ($3, $4) "
-            "ORDER BY pe.created_at LIMIT 1", account_id, network, *(s.value for s in _WAITING))
-        persona = await self.storage.personas.get(persona_id) if persona_id else None
-        if persona is not None:
-            raise NeedsRelink(persona)
+        waiting = await self.storage.personas.of_account(account_id, network, _WAITING)
+        if waiting:
+            raise NeedsRelink(waiting[0])
 
     async def _own_persona(self, account_id: str, portal: Portal, rules: list[MappingRule]
                            ) -> Persona | None:
@@ -111,8 +101,7 @@ class Authority:
     async def _receiver(self, account_id: str, portal: Portal) -> Persona:
         """A direct chat: only the persona whose conversation it is may answer, as itself."""
         persona = await self.storage.personas.get(portal.receiver or "")
-        owner = persona and await self.storage.db.fetchval(
-            "SELECT account_id FROM profile WHERE id=$1", persona.profile_id)
+        owner = persona and await self.storage.profiles.account_of(persona.profile_id)
         if persona is None:
             raise NotAllowedHere(f"The {portal.network} account this direct chat belongs to is "
                                  "no longer linked, so this was not sent.")
@@ -178,9 +167,9 @@ class Authority:
                                                       action, relayed=relayed_for is not None)
             if refusal is not None:
                 raise NotAllowedHere(refusal)
-        profile = await self.storage.db.fetchrow(
-            "SELECT account_id FROM profile WHERE id=$1", persona.profile_id)
+        account = await self.storage.profiles.account_of(persona.profile_id)
+        assert account is not None  # a persona's profile belongs to an account
         token = self.minter.mint(persona=persona.id, profile=persona.profile_id,
-                                 account=profile["account_id"], action=action,
+                                 account=account, action=action,
                                  target=Target(portal.network, portal.remote_id))
         return Acting(token, persona, relayed_for)

@@ -367,16 +367,14 @@ class Delivery:
         if persona is None or persona.status == PersonaStatus.READ_ONLY:
             return
         await self.storage.personas.set_status(persona_id, PersonaStatus.READ_ONLY)
-        account = await self.storage.db.fetchval(
-            "SELECT account_id FROM profile WHERE id=$1", persona.profile_id)
+        account = await self.storage.profiles.account_of(persona.profile_id)
         await self.audit.append(AuditEvent.READ_ONLY, account=account,
                                 profile=persona.profile_id, persona=persona_id,
                                 details={"platform": persona.platform, "reason": reason[:200]})
         waiting = await self.store.waiting_for(persona_id)
         ref = f"{persona.platform}:{persona.external_user_id}"
-        for owner in await self.storage.db.fetch(
-                "SELECT mxid FROM account_matrix_user WHERE account_id=$1", account):
-            await self.notifier.tell(UserID(owner["mxid"]), (
+        for owner in await self.storage.accounts.matrix_users(account) if account else []:
+            await self.notifier.tell(UserID(owner), (
                 f"{persona.platform} refused the bridge's access to {ref} ({reason}). "
                 f"It is read-only now: messages from {persona.platform} keep arriving, and "
                 f"what you send there waits in order ({waiting} waiting). To send them, "

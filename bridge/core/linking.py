@@ -32,6 +32,9 @@ from .sessions import PersonaSessions
 
 log = logging.getLogger("relayforge.linking")
 FLOW_TTL = 15 * 60
+# Credentials sealed while a person has not yet said which account is theirs are kept under
+# a persona id with this prefix, until they choose or the flow expires.
+_PENDING = "pending_"
 _UNKNOWN_LINK = ("This link is unknown, expired, already used, or was opened in another "
                  "browser than the one that started it. Start again with \"link {network}\" "
                  "in your management room, and open its link in the browser you sign in "
@@ -93,9 +96,7 @@ class Linking:
             raise LinkRefused(f'You have no profile called "{profile}".')
         await self._refuse_without_mfa(account_id, network, identifier)
         # Credentials of consents never given are not kept longer than the flow lived.
-        await self.storage.db.execute(
-            "DELETE FROM vault_secret WHERE persona LIKE 'pending_%' AND updated_at < $1",
-            int(time.time() * 1000) - FLOW_TTL * 1000)
+        await self.vault.destroy_older(f"{_PENDING}%", int(time.time() * 1000) - FLOW_TTL * 1000)
         if connector.uses_oauth:
             return await self._start_oauth(account_id, connector, profile_row.name)
         try:
@@ -265,7 +266,7 @@ class Linking:
         if missing == SETUP_HINT:
             raise LinkRefused(f"Linking {who} needs multi-factor authentication ({reason}): "
                               f"{SETUP_HINT}, then link again. Nothing was stored.")
-        pending = f"pending_{secrets.token_urlsafe(12)}"
+        pending = f"{_PENDING}{secrets.token_urlsafe(12)}"
         profile_row = await self.storage.profiles.by_name(account_id, profile)
         assert profile_row is not None
         for field, secret in linked.credentials.items():
@@ -384,8 +385,7 @@ class Linking:
         return LinkDone(persona, linked.verified)
 
     async def _owned_by(self, persona: Persona, account_id: str) -> bool:
-        return await self.storage.db.fetchval(
-            "SELECT account_id FROM profile WHERE id=$1", persona.profile_id) == account_id
+        return await self.storage.profiles.account_of(persona.profile_id) == account_id
 
     async def _relinked(self, account_id: str, persona: Persona, linked: LinkedAccount,
                         actor: str) -> LinkDone:

@@ -89,9 +89,7 @@ class MappingRules:
 
     async def _activate(self, rule: MappingRule, persona: Persona, owner: str) -> RemoteRoom:
         connector = self.connectors[rule.network]
-        since = await self.storage.db.fetchval(
-            "SELECT MAX(timestamp) FROM message WHERE network=$1 AND remote_room=$2",
-            rule.network, rule.remote)
+        since = await self.storage.messages.latest_timestamp(rule.network, rule.remote)
         try:
             room = await connector.join(persona.id, rule.remote,
                                         since_ms=since - 5000 if since else None)

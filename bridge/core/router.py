@@ -80,11 +80,7 @@ class ConnectorSink:
         ghost = self.router.ghosts.ghost_remote_id(self.network, mxid)
         if ghost is not None:
             return ghost
-        return await self.router.storage.db.fetchval(
-            "SELECT pe.external_user_id FROM persona pe JOIN profile pr ON pr.id = pe.profile_id "
-            "JOIN account_matrix_user m ON m.account_id = pr.account_id "
-            "WHERE m.mxid=$1 AND pe.platform=$2 ORDER BY pe.created_at LIMIT 1",
-            mxid, self.network)
+        return await self.router.storage.personas.external_id_of_matrix_user(mxid, self.network)
 
 
 class Router:

@@ -35,25 +35,17 @@ class PersonaSessions:
         persona = await self.storage.personas.get(persona_id)
         if persona is None:
             raise VaultError(f"persona {persona_id} is gone")
-        account = await self.storage.db.fetchval(
-            "SELECT account_id FROM profile WHERE id=$1", persona.profile_id)
+        account = await self.storage.profiles.account_of(persona.profile_id)
         profile, persona_ref = persona.vault_ref
         return await self.tokens.get(account=account, profile=profile, persona=persona_ref,
                                      refresh=refresh)
 
     async def _owner(self, persona: Persona) -> str | None:
-        row = await self.storage.db.fetchrow(
-            "SELECT m.mxid FROM profile p JOIN account_matrix_user m "
-            "ON m.account_id = p.account_id WHERE p.id=$1 ORDER BY m.added_at LIMIT 1",
-            persona.profile_id)
-        return row["mxid"] if row else None
+        return await self.storage.profiles.first_matrix_user(persona.profile_id)
 
     async def credentials(self, persona: Persona) -> dict[str, str]:
-        rows = await self.storage.db.fetch(
-            "SELECT field FROM vault_secret WHERE profile=$1 AND persona=$2",
-            *persona.vault_ref)
-        return {row["field"]: await self.vault.open_text(*persona.vault_ref, row["field"])
-                for row in rows}
+        return {field: await self.vault.open_text(*persona.vault_ref, field)
+                for field in await self.vault.fields(*persona.vault_ref)}
 
     async def open(self, persona: Persona) -> None:
         connector = self.connectors.get(persona.platform)
@@ -73,10 +65,7 @@ class PersonaSessions:
         """Open every active persona's session, all at once."""
         personas = []
         for network in self.connectors:
-            rows = await self.storage.db.fetch(
-                "SELECT id FROM persona WHERE platform=$1 AND status IN ($2, $3)", network,
-                *(s.value for s in _RECEIVING))
-            personas += [p for r in rows if (p := await self.storage.personas.get(r["id"]))]
+            personas += await self.storage.personas.on_platform(network, _RECEIVING)
         results = await asyncio.gather(*(self.open(p) for p in personas),
                                        return_exceptions=True)
         for persona, result in zip(personas, results, strict=True):

@@ -73,3 +73,6 @@ class AccountStore:
 
     async def set_credits(self, account_id: str, credits: int) -> None:
         await self.db.execute("UPDATE account SET credits=$2 WHERE id=$1", account_id, credits)
+
+    async def delete(self, account_id: str) -> None:
+        await self.db.execute("DELETE FROM account WHERE id=$1", account_id)

@@ -61,6 +61,14 @@ class LoginIdentityStore:
         )
         return [_identity(row) for row in rows]
 
+    async def accounts_with_email(self, email: str) -> list[str]:
+        """Accounts with a sign-in of this address, in any case, verified or not (support
+        lookup only: never a reason to let anyone in)."""
+        rows = await self.db.fetch(
+            "SELECT DISTINCT account_id FROM login_identity WHERE lower(email)=lower($1)",
+            email)
+        return [row["account_id"] for row in rows]
+
     async def accounts_with_trusted_email(self, email: str) -> list[str]:
         """Accounts where a trusted provider verified this exact address."""
         rows = await self.db.fetch(

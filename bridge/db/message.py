@@ -70,5 +70,11 @@ class MessageStore:
         row = await self.db.fetchrow(f"SELECT {self._columns} FROM message WHERE mxid=$1", mxid)
         return MessageRow.from_row(row) if row else None
 
+    async def latest_timestamp(self, network: str, remote_room: str) -> int | None:
+        """When the newest message known from a remote room was bridged (ms)."""
+        return await self.db.fetchval(
+            "SELECT MAX(timestamp) FROM message WHERE network=$1 AND remote_room=$2",
+            network, remote_room)
+
     async def delete(self, mxid: EventID) -> None:
         await self.db.execute("DELETE FROM message WHERE mxid=$1", mxid)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -93,6 +94,41 @@ class PersonaStore:
             f"SELECT {_COLUMNS} FROM persona WHERE profile_id=$1 ORDER BY created_at", profile_id
         )
         return [_persona(row) for row in rows]
+
+    async def of_account(self, account_id: str, platform: str,
+                         statuses: Iterable[PersonaStatus]) -> list[Persona]:
+        """The account's personas on `platform` in one of `statuses`, oldest first."""
+        wanted = [s.value for s in statuses]
+        if not wanted:
+            return []
+        marks = ", ".join(f"${i}" for i in range(3, 3 + len(wanted)))
+        rows = await self.db.fetch(
+            f"SELECT {', '.join('pe.' + c for c in _COLUMNS.split(', '))} FROM persona pe "
+            "JOIN profile pr ON pr.id = pe.profile_id "
+            f"WHERE pr.account_id=$1 AND pe.platform=$2 AND pe.status IN ({marks}) "
+            "ORDER BY pe.created_at", account_id, platform, *wanted)
+        return [_persona(row) for row in rows]
+
+    async def on_platform(self, platform: str, statuses: Iterable[PersonaStatus]
+                          ) -> list[Persona]:
+        """Every persona on `platform` in one of `statuses`."""
+        wanted = [s.value for s in statuses]
+        if not wanted:
+            return []
+        marks = ", ".join(f"${i}" for i in range(2, 2 + len(wanted)))
+        rows = await self.db.fetch(
+            f"SELECT {_COLUMNS} FROM persona WHERE platform=$1 AND status IN ({marks})",
+            platform, *wanted)
+        return [_persona(row) for row in rows]
+
+    async def external_id_of_matrix_user(self, mxid: str, platform: str) -> str | None:
+        """The remote id of the Matrix user's oldest persona on `platform`, whatever the
+        profile."""
+        return await self.db.fetchval(
+            "SELECT pe.external_user_id FROM persona pe JOIN profile pr ON pr.id = pe.profile_id "
+            "JOIN account_matrix_user m ON m.account_id = pr.account_id "
+            "WHERE m.mxid=$1 AND pe.platform=$2 ORDER BY pe.created_at LIMIT 1",
+            mxid, platform)
 
     async def set_checked(self, persona_id: str, *, avatar_hash: str | None = None,
                           at: datetime | None = None) -> None:

@@ -47,6 +47,19 @@ class ProfileStore:
         )
         return Profile(**row) if row else None
 
+    async def account_of(self, profile_id: str) -> str | None:
+        return await self.db.fetchval("SELECT account_id FROM profile WHERE id=$1", profile_id)
+
+    async def name_of(self, profile_id: str) -> str | None:
+        return await self.db.fetchval("SELECT name FROM profile WHERE id=$1", profile_id)
+
+    async def first_matrix_user(self, profile_id: str) -> str | None:
+        """The Matrix user who joined the profile's account first."""
+        return await self.db.fetchval(
+            "SELECT m.mxid FROM profile p JOIN account_matrix_user m "
+            "ON m.account_id = p.account_id WHERE p.id=$1 ORDER BY m.added_at LIMIT 1",
+            profile_id)
+
     async def space_of(self, profile_id: str) -> str | None:
         return await self.db.fetchval("SELECT space_mxid FROM profile WHERE id=$1", profile_id)
 

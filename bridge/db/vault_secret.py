@@ -70,5 +70,18 @@ class VaultSecretStore:
             )
         return len(rows)
 
+    async def fields(self, profile: str, persona: str) -> list[str]:
+        rows = await self.db.fetch(
+            "SELECT field FROM vault_secret WHERE profile=$1 AND persona=$2", profile, persona)
+        return [row["field"] for row in rows]
+
+    async def delete_older(self, persona_pattern: str, before: int) -> int:
+        """Remove secrets of personas matching the SQL LIKE `persona_pattern` last written
+        before `before` (ms)."""
+        rows = await self.db.fetch(
+            "DELETE FROM vault_secret WHERE persona LIKE $1 AND updated_at < $2 RETURNING field",
+            persona_pattern, before)
+        return len(rows)
+
     async def count(self) -> int:
         return await self.db.fetchval("SELECT COUNT(*) FROM vault_secret")

@@ -116,7 +116,7 @@ class Accounts:
     async def _forget_new_account(self, account_id: str) -> None:
         for profile in await self.storage.profiles.for_account(account_id):
             await self.storage.profiles.delete(profile.id)
-        await self.storage.db.execute("DELETE FROM account WHERE id=$1", account_id)
+        await self.storage.accounts.delete(account_id)
 
     async def find(self, query: str) -> list[str]:
         """Support lookup: accounts by MXID, by sign-in email, or by account id."""
@@ -127,10 +127,7 @@ class Accounts:
             account = await self.storage.accounts.by_mxid(query)
             return [account.id] if account else []
         if "@" in query:
-            rows = await self.storage.db.fetch(
-                "SELECT DISTINCT account_id FROM login_identity WHERE lower(email)=lower($1)",
-                query)
-            return [row["account_id"] for row in rows]
+            return await self.storage.identities.accounts_with_email(query)
         account = await self.storage.accounts.get(query)
         return [account.id] if account else []
 

@@ -100,8 +100,8 @@ class Anomalies:
         await self.failure("remote_auth", account_id, persona_id)
 
     async def _account_of(self, persona: Persona) -> str:
-        return await self.storage.db.fetchval(
-            "SELECT account_id FROM profile WHERE id=$1", persona.profile_id)
+        # A persona's profile always belongs to an account (foreign keys).
+        return await self.storage.profiles.account_of(persona.profile_id) or ""
 
     async def _running_personas(self, account_id: str, persona_id: str | None
                                 ) -> list[Persona]:

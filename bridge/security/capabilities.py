@@ -98,8 +98,7 @@ class Capabilities:
         if relayed:
             return (f"The account relaying this room does not allow {action} in {channel} on "
                     f"{network}, so this was not sent.")
-        profile = await self.storage.db.fetchval("SELECT name FROM profile WHERE id=$1",
-                                                 persona.profile_id)
+        profile = await self.storage.profiles.name_of(persona.profile_id)
         return (f"Your capabilities for {profile} do not allow {action} in {channel} on "
                 f"{network}, so this was not sent. See \"capabilities\" in your management "
                 "room.")

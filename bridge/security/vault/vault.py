@@ -188,6 +188,14 @@ class Vault:
         """Delete one field of a persona, or all of them; returns how many were deleted."""
         return await self.secrets.delete(profile, persona, field)
 
+    async def fields(self, profile: str, persona: str) -> list[str]:
+        """The names of what is sealed for a persona (nothing is opened)."""
+        return await self.secrets.fields(profile, persona)
+
+    async def destroy_older(self, persona_pattern: str, before_ms: int) -> int:
+        """Delete what personas matching the SQL LIKE pattern had sealed before `before_ms`."""
+        return await self.secrets.delete_older(persona_pattern, before_ms)
+
     async def revoke_persona(self, profile: str, persona: str) -> int:
         """Destroy everything held for a persona and drop the profile's opened key."""
         self.forget_cached_key(profile)
