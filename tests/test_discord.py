@@ -45,6 +45,13 @@ class Env:
         self.users.append(user)
         return user
 
+    async def portal(self, channel: str) -> str:
+        """The portal of #channel, mapped now if no test before mapped it."""
+        found = next(c for c in self.world.guild.channels if c.name == channel)
+        portal = await self.bridge.storage.portals.get("discord",
+                                                       f"{self.world.guild.id}/{found.id}")
+        return portal.mxid if portal and portal.mxid else await self.map(channel)
+
     async def map(self, channel: str, *options: str) -> str:
         """Map #channel of the world's server and return the portal alice was invited to."""
         await self.alice.send_text(self.room, f"map discord {self.world.guild.id}/#{channel}"
@@ -152,7 +159,7 @@ async def test_a_corporate_server_needs_fresh_mfa(env: Env):
 
 async def test_messages_both_ways_through_the_webhook(env: Env):
     discord, world, alice = env.discord, env.world, env.alice
-    portal = await env.map("general")
+    portal = await env.portal("general")
     # Discord -> Matrix, with formatting and a mention.
     await discord.post(world.general, world.bob, f"**hello** from <@{world.carol.id}>",
                        mentions=[world.carol])
@@ -187,7 +194,7 @@ async def test_messages_both_ways_through_the_webhook(env: Env):
 
 async def test_replies_edits_deletes_and_reactions_both_ways(env: Env):
     discord, world, alice = env.discord, env.world, env.alice
-    portal = await _portal(env, world.general.id)
+    portal = await env.portal("general")
     general = world.general
 
     # Discord -> Matrix.
@@ -234,8 +241,128 @@ async def test_replies_edits_deletes_and_reactions_both_ways(env: Env):
     assert reply_event
 
 
-async def _portal(env: Env, channel_id: str) -> str:
-    portal = await env.bridge.storage.portals.get("discord",
-                                                  f"{env.world.guild.id}/{channel_id}")
-    assert portal is not None and portal.mxid
-    return portal.mxid
+def in_thread_of(root: str, text: str):
+    return lambda e: (e.type == EventType.ROOM_MESSAGE and e.content.body == text
+                      and e.content.get_thread_parent() == root)
+
+
+async def test_threads_and_forum_posts_as_matrix_threads(env: Env):
+    discord, world, alice = env.discord, env.world, env.alice
+    # A thread that existed before the channel was mapped, on a message Matrix never saw.
+    old_root = await discord.post(world.random, world.bob, "plans for friday")
+    old = await discord.open_thread(world.random, "friday", world.bob, from_message=old_root)
+    await discord.post(old, world.carol, "before mapping")
+    portal = await env.map("random")
+    # A thread on a message that did come over.
+    root_msg = await discord.post(world.random, world.bob, "new topic")
+    root = await alice.wait_for_event(portal, body_is("new topic"), "the root", after=None)
+    thread = await discord.open_thread(world.random, "topic", world.bob, from_message=root_msg)
+    await discord.post(thread, world.carol, "in the thread")
+    await alice.wait_for_event(portal, in_thread_of(root.event_id, "in the thread"),
+                               "the thread reply", after=None)
+    # The old thread: its root is fetched when the thread is first seen.
+    await discord.post(old, world.bob, "after mapping")
+    old_event = await alice.wait_for_event(portal, body_is("plans for friday"),
+                                           "the old thread's root", after=None)
+    await alice.wait_for_event(portal, in_thread_of(old_event.event_id, "after mapping"),
+                               "the old thread's new message", after=None)
+    # Matrix -> Discord into the existing thread, and a new thread on a Discord message.
+    content = TextMessageEventContent(msgtype=MessageType.TEXT, body="from matrix")
+    content.set_thread_parent(root.event_id)
+    await alice.client.send_message(portal, content)
+    await discord.wait_until(lambda: "from matrix" in contents(discord, thread),
+                             "alice's thread reply in the Discord thread")
+    plain = await discord.post(world.random, world.carol, "no thread yet")
+    plain_event = await alice.wait_for_event(portal, body_is("no thread yet"), "carol's",
+                                             after=None)
+    content = TextMessageEventContent(msgtype=MessageType.TEXT, body="starting one")
+    content.set_thread_parent(plain_event.event_id)
+    await alice.client.send_message(portal, content)
+    await discord.wait_until(lambda: any(
+        c.id == plain.id and c.is_thread and "starting one" in contents(discord, c)
+        for c in world.guild.channels), "a new Discord thread on carol's message")
+
+    # Forum posts: each post a Matrix thread in the forum's room, its title in the root;
+    # one posted before the forum was mapped comes in with its first reply.
+    early, _ = await discord.forum_post(world.forum, world.bob, "Old question", "how?",
+                                        dispatch=False)
+    forum = await env.map("help")
+    post, _ = await discord.forum_post(world.forum, world.carol, "Printer on fire", "help!")
+    first = await alice.wait_for_event(
+        forum, lambda e: e.type == EventType.ROOM_MESSAGE
+        and "Printer on fire" in e.content.body and "help!" in e.content.body,
+        "the forum post", after=None)
+    await discord.post(post, world.bob, "water?")
+    await alice.wait_for_event(forum, in_thread_of(first.event_id, "water?"), "the answer",
+                               after=None)
+    await discord.post(early, world.carol, "like this")
+    early_root = await alice.wait_for_event(
+        forum, lambda e: e.type == EventType.ROOM_MESSAGE and "Old question" in e.content.body,
+        "the older post", after=None)
+    await alice.wait_for_event(forum, in_thread_of(early_root.event_id, "like this"),
+                               "its reply", after=None)
+    content = TextMessageEventContent(msgtype=MessageType.TEXT, body="use sand")
+    content.set_thread_parent(first.event_id)
+    await alice.client.send_message(forum, content)
+    await discord.wait_until(lambda: "use sand" in contents(discord, post),
+                             "alice's answer in the forum post")
+
+
+async def test_attachments_both_ways_within_discords_limit(env: Env):
+    discord, world, alice = env.discord, env.world, env.alice
+    from tests.fakes.discord.models import Attachment, snowflake
+
+    portal = await env.portal("general")
+    await discord.post(world.general, world.bob, "", attachments=[
+        Attachment(snowflake(), "notes.txt", "text/plain", b"remember the milk")])
+    shared = await alice.wait_for_event(portal, body_is("notes.txt"), "bob's file",
+                                        after=None)
+    assert await alice.client.download_media(shared.content.url) == b"remember the milk"
+    sticker = snowflake()
+    discord.stickers[sticker] = b"\x89PNG wave"
+    await discord.post(world.general, world.bob, "", sticker={
+        "id": sticker, "name": "wave", "format_type": 1})
+    waved = await alice.wait_for_event(portal, body_is("wave.png"), "bob's sticker",
+                                       after=None)
+    assert waved.content.msgtype == MessageType.IMAGE
+    assert await alice.client.download_media(waved.content.url) == b"\x89PNG wave"
+    mxc = await alice.client.upload_media(b"a picture", mime_type="image/png",
+                                          filename="pic.png")
+    await alice.client.send_message(portal, MediaMessageEventContent(
+        msgtype=MessageType.IMAGE, body="pic.png", url=mxc))
+    await discord.wait_until(lambda: any(f.filename == "pic.png" and f.data == b"a picture"
+                                         for m in discord.messages(world.general)
+                                         for f in m.attachments), "alice's picture")
+    big = await alice.client.upload_media(b"x" * (10 * 1024 * 1024 + 1),
+                                          mime_type="application/octet-stream",
+                                          filename="big.bin")
+    event = await alice.client.send_message(portal, MediaMessageEventContent(
+        msgtype=MessageType.FILE, body="big.bin", url=big))
+    await alice.wait_for_event(
+        portal, lambda e: e.type == EventType.ROOM_MESSAGE and e.sender == env.bot
+        and "Not delivered" in e.content.body, "the notice about the big file", after=event)
+    told = await alice.wait_for_notice(env.room, env.bot, "more than Discord takes",
+                                       after=None)
+    assert "big.bin" in told
+    assert not any(f.filename == "big.bin" for m in discord.messages(world.general)
+                   for f in m.attachments)
+
+
+async def test_relay_mode_carries_people_without_a_discord_account(env: Env):
+    discord, world, alice = env.discord, env.world, env.alice
+    # A rule with --relay on a channel of its own; dave has no Discord account.
+    channel = discord.add_channel(world.guild, "lobby")
+    await discord.gateway.dispatch("CHANNEL_CREATE", channel.payload())
+    await discord.wait_until(lambda: True, "")
+    portal = await env.map("lobby", "--relay")
+    dave = await env.user("dave")
+    await alice.client.invite_user(portal, dave.mxid)
+    await dave.client.join_room_by_id(portal)
+    await dave.client.set_displayname("Dave")
+    await dave.send_text(portal, "hello from matrix")
+    await discord.wait_until(lambda: any(m.content.endswith("hello from matrix")
+                                         for m in discord.messages(channel)), "dave's message")
+    relayed = next(m for m in discord.messages(channel)
+                   if m.content.endswith("hello from matrix"))
+    assert relayed.content == "Dave: hello from matrix" and relayed.author.username == "Dave"
+    assert relayed.webhook_id

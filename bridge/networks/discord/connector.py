@@ -345,13 +345,17 @@ class DiscordConnector(Connector):
     async def _speaker(self, event: MatrixMessage) -> tuple[str, str | None, str]:
         """(webhook name, picture, text): the person's Discord name and avatar, or for a
         relayed Matrix user the name the core put before the text."""
+        assert self.sink is not None
         text = await self._markdown(event.text, event.html)
-        if event.persona_id is None:
+        session = self.sessions.get(event.persona_id or "")
+        if event.persona_id is not None and session is None:
+            raise ConnectionError("this Discord account's session is not open")
+        if session is None or await self.sink.remote_user_for(
+                event.sender_mxid) != session.user_id:
+            # Relayed by a rule for someone without a Discord account: the core put their
+            # Matrix name before the text; the webhook shows it as the name too.
             name, sep, _ = event.text.partition(": ")
             return _webhook_name(name if sep else "Matrix"), None, text
-        session = self.sessions.get(event.persona_id)
-        if session is None:
-            raise ConnectionError("this Discord account's session is not open")
         session = await self.person(session)
         avatar = (f"{self.cdn_url}/avatars/{session.user_id}/{session.avatar}.png"
                   if session.avatar else None)

@@ -160,6 +160,12 @@ class DiscordEvents:
         return self.c.client is not None and message.author.id == self.c.client.user.id
 
     async def message(self, message: discord.Message, *, as_root: bool = False) -> None:
+        if isinstance(message.channel, discord.PartialMessageable) and message.guild:
+            # A thread the Gateway never announced (it was archived, or opened before the
+            # bot could see it): look it up, so its messages find their channel.
+            channel = await self._channel(message.channel.id)
+            if isinstance(channel, discord.Thread):
+                message.channel = channel
         where = self._bridged(message.channel)
         if where is None or message.guild is None:
             return

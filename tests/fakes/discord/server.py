@@ -47,6 +47,7 @@ class FakeDiscord:
         self.typing: list[str] = []
         self.files: dict[str, Attachment] = {}
         self.avatars: dict[str, bytes] = {}
+        self.stickers: dict[str, bytes] = {}
         self.rest = RestApi(self)
         register(self.rest)
         self.oauth = OAuthFlow(self)
@@ -77,6 +78,7 @@ class FakeDiscord:
         app.router.add_get("/oauth2/authorize", self.oauth.authorize)
         app.router.add_get("/attachments/{id}/{name}", self._file)
         app.router.add_get("/avatars/{uid}/{name}", self._avatar)
+        app.router.add_get("/stickers/{name}", self._sticker)
         self._runner = web.AppRunner(app)
         await self._runner.setup()
         await web.TCPSite(self._runner, "127.0.0.1", 0).start()
@@ -103,6 +105,11 @@ class FakeDiscord:
 
     async def _avatar(self, request: web.Request) -> web.Response:
         data = self.avatars.get(request.match_info["uid"])
+        return web.Response(status=404) if data is None else web.Response(
+            body=data, content_type="image/png")
+
+    async def _sticker(self, request: web.Request) -> web.Response:
+        data = self.stickers.get(request.match_info["name"].partition(".")[0])
         return web.Response(status=404) if data is None else web.Response(
             body=data, content_type="image/png")
 
