@@ -4,20 +4,26 @@ from __future__ import annotations
 
 import shlex
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import attrs
 from mautrix.types import EventID, RoomID, UserID
 
 from .permissions import Level
 
-if TYPE_CHECKING:
-    from .bot import ManagementBot
+
+class CommandHost(Protocol):
+    """What a command sees of the bot that runs it (`bot.ManagementBot`)."""
+
+    prefix: str
+    commands: CommandRegistry
+
+    async def reply(self, room_id: RoomID, event_id: EventID | None, text: str) -> None: ...
 
 
 @attrs.define
 class CommandContext:
-    bot: ManagementBot
+    bot: CommandHost
     sender: UserID
     room_id: RoomID
     event_id: EventID

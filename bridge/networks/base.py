@@ -275,6 +275,8 @@ class Connector(ABC):
         """`settings` is the network's own `networks.<name>` config section."""
         self.settings = settings or {}
         self.state = ConnectorState.STOPPED
+        # The core's door for everything that happens remotely, given at `start`.
+        self.sink: BridgeSink | None = None
         self.verifier: TokenVerifier | None = None
         # Set by the core: called with (persona id, reason) when the network refuses a
         # person's stored credentials, so repeated refusals can stop the persona.
@@ -359,13 +361,37 @@ class Connector(ABC):
             target=Target(self.network, event.room.remote_id),
         )
 
-    @abstractmethod
     async def start(self, sink: BridgeSink) -> None:
-        """Connect and begin reporting remote events to `sink`."""
+        """Connect and begin reporting remote events to `sink`. A connector puts what its
+        network needs in `connect`; the sink and the state are kept here."""
+        self.sink = sink
+        self.state = ConnectorState.CONNECTING
+        try:
+            await self.connect()
+        except BaseException:
+            self.state = ConnectorState.FAILED
+            raise
+        self.state = ConnectorState.CONNECTED
 
-    @abstractmethod
+    async def connect(self) -> None:  # noqa: B027
+        """Open what the network needs bridge-wide (a bot's gateway, a Socket Mode link);
+        people's own connections open in `open_session`."""
+
     async def stop(self) -> None:
         """Disconnect; nothing in flight may be lost."""
+        try:
+            await self.disconnect()
+        finally:
+            self.state = ConnectorState.STOPPED
+
+    async def disconnect(self) -> None:  # noqa: B027
+        """Close what `connect` and `open_session` opened."""
+
+    async def emit(self, event: RemoteEvent) -> None:
+        """Report something that happened on the network to the core (after `start`)."""
+        if self.sink is None:
+            raise RuntimeError(f"the {self.network} connector is not started")
+        await self.sink.handle_remote_event(event)
 
     def login_flows(self) -> list[str]:
         """Names of the proof-of-ownership flows this network offers (oauth, qr, password)."""
@@ -427,12 +453,6 @@ class Connector(ABC):
         said after that should be caught up (duplicates are dropped by the core)."""
         raise NotImplementedError(f"{self.network} cannot join rooms")
 
-    @abstractmethod
-    async def send_message(self, event: MatrixMessage) -> SendResult: ...
-
-    @abstractmethod
-    async def send_edit(self, event: MatrixEdit) -> None: ...
-
     async def find_sent(self, room: RemoteRoom, event_id: str, since_ms: int
                         ) -> SendResult | None:
         """Crash recovery: did a message sent for Matrix event `event_id` (no earlier than
@@ -445,14 +465,44 @@ class Connector(ABC):
         that drop a repeated idempotency key themselves."""
         return None
 
-    @abstractmethod
-    async def send_redaction(self, event: MatrixRedaction) -> None: ...
+    # What every `send_*` may raise, and what the core then does (core/delivery.py):
+    #   RateLimited          - wait `retry_after` seconds and send again (not a failed try);
+    #   CredentialsRejected  - the persona goes read-only until the person relinks it, and
+    #                          the message waits for that;
+    #   Unsupported          - the network cannot take it at all: the person is told at once;
+    #   anything else        - a transient failure (a timeout, a dropped connection): retried
+    #                          with backoff, looked up first with `find_sent` since the network
+    #                          may have it all the same.
+    # Only `deliver` calls them, after the impersonation token was checked.
 
     @abstractmethod
-    async def send_reaction(self, event: MatrixReaction) -> SendResult: ...
+    async def send_message(self, event: MatrixMessage) -> SendResult:
+        """Send a message as `event.persona_id` and return the id the network gave it.
+        Raises RateLimited, CredentialsRejected, Unsupported (a file type or size it cannot
+        take), or anything else for a transient failure."""
+
+    @abstractmethod
+    async def send_edit(self, event: MatrixEdit) -> None:
+        """Correct the message `event.target_id`. Raises RateLimited, CredentialsRejected,
+        Unsupported (the network cannot edit, or not that message), or anything else for a
+        transient failure."""
+
+    @abstractmethod
+    async def send_redaction(self, event: MatrixRedaction) -> None:
+        """Delete the message (or take back the reaction) `event.target_id`. Raises
+        RateLimited, CredentialsRejected, Unsupported (it cannot be deleted there), or
+        anything else for a transient failure."""
+
+    @abstractmethod
+    async def send_reaction(self, event: MatrixReaction) -> SendResult:
+        """React to `event.target_id` with `event.key` and return the reaction's id (what a
+        later redaction names). Raises RateLimited, CredentialsRejected, Unsupported (no such
+        emoji there), or anything else for a transient failure."""
 
     async def send_typing(self, event: MatrixTyping) -> None:  # noqa: B027
-        """Show (or stop showing) that the person is typing; optional."""
+        """Show (or stop showing) that the person is typing; optional. A signal is best
+        effort: not queued or retried, and the person is never told of a failure."""
 
     async def send_read(self, event: MatrixRead) -> None:  # noqa: B027
-        """Tell the network the person read up to a message; optional."""
+        """Tell the network the person read up to a message; optional, best effort like
+        typing."""

@@ -10,15 +10,12 @@ import asyncio
 import itertools
 
 from bridge.networks.base import (
-    BridgeSink,
     Connector,
-    ConnectorState,
     MatrixEdit,
     MatrixEvent,
     MatrixMessage,
     MatrixReaction,
     MatrixRedaction,
-    RemoteEvent,
     RemoteReaction,
     RemoteUser,
     SendResult,
@@ -34,21 +31,8 @@ class LoopbackConnector(Connector):
         super().__init__()
         # Off by default: routing tests have no linked personas to mint tokens for.
         self.requires_authorization = requires_authorization
-        self.sink: BridgeSink | None = None
         self.received: asyncio.Queue[MatrixEvent] = asyncio.Queue()
         self._ids = itertools.count(1)
-
-    async def start(self, sink: BridgeSink) -> None:
-        self.sink = sink
-        self.state = ConnectorState.CONNECTED
-
-    async def stop(self) -> None:
-        self.state = ConnectorState.STOPPED
-
-    async def emit(self, event: RemoteEvent) -> None:
-        """Something happened on the "remote network"."""
-        assert self.sink is not None, "connector not started"
-        await self.sink.handle_remote_event(event)
 
     async def next_received(self) -> MatrixEvent:
         """The next event the core delivered; fails the test if none comes."""

@@ -12,7 +12,6 @@ import logging
 import re
 import time
 import uuid
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -24,12 +23,10 @@ from slack_sdk.socket_mode.request import SocketModeRequest
 from slack_sdk.socket_mode.response import SocketModeResponse
 from slack_sdk.web.async_client import AsyncWebClient
 
-from ...core.media import MediaScope, origin_of
+from ...core.media import FetchedMedia, MediaScope, origin_of
 from ...web.requests import JSON, BadRequest, content_type, decode_utf8, parse_json
 from ..base import (
-    BridgeSink,
     Connector,
-    ConnectorState,
     MatrixEdit,
     MatrixMessage,
     MatrixReaction,
@@ -40,10 +37,12 @@ from ..base import (
     Unsupported,
 )
 from ..login import LinkedAccount, LoginFailed, LoginStep
+from ..seen import SeenIds
 from .emoji import unicode_to_shortcode
 from .events import SlackEvents
 from .formatting import matrix_to_mrkdwn
 from .oauth import SlackOAuth, describe
+from .session import SlackSession
 
 log = logging.getLogger("relayforge.slack")
 
@@ -53,19 +52,6 @@ TOKEN_GONE = {"invalid_auth", "token_revoked", "account_inactive", "token_expire
 # What oauth.v2.access answers when a rotating refresh token no longer works (spent, revoked
 # with the app, or the person left): the same for the person as a revoked access token.
 REFRESH_GONE = TOKEN_GONE | {"invalid_refresh_token", "invalid_grant"}
-
-
-class SlackSession:
-    def __init__(self, persona_id: str, team: str, user: str, owner: str,
-                 credentials: dict[str, str]) -> None:
-        self.persona_id = persona_id
-        self.team = team
-        self.user = user
-        self.owner = owner
-        self.credentials = credentials
-        # Channels a mapping rule brought in (joined through `join`); direct and group
-        # messages always come through, like a phone's chats.
-        self.mapped: set[str] = set()
 
 
 class SlackConnector(Connector):
@@ -80,7 +66,6 @@ class SlackConnector(Connector):
         self.oauth = SlackOAuth(settings, self.api_url)
         self.interval = float(settings.get("min_send_interval_seconds", 1.0))
         self.sessions: dict[str, SlackSession] = {}
-        self.sink: BridgeSink | None = None
         self.events = SlackEvents(self)
         self._socket: SocketModeClient | None = None
         self._signatures = (SignatureVerifier(settings["signing_secret"])
@@ -89,12 +74,11 @@ class SlackConnector(Connector):
         # One send at a time per channel, paced; what the bridge sent, to know its echoes.
         self._channel_locks: dict[str, asyncio.Lock] = {}
         self._last_send: dict[str, float] = {}
-        self.sent: OrderedDict[tuple[str, str], None] = OrderedDict()
+        self._sent = SeenIds(5000)
 
     # ---- lifecycle --------------------------------------------------------------------------
 
-    async def start(self, sink: BridgeSink) -> None:
-        self.sink = sink
+    async def connect(self) -> None:
         app_token = self.settings.get("app_token")
         if self._inbound == "socket_mode" and app_token:
             self._socket = SocketModeClient(
@@ -102,13 +86,11 @@ class SlackConnector(Connector):
                 auto_reconnect_enabled=True)
             self._socket.socket_mode_request_listeners.append(self._on_socket_request)
             await self._socket.connect()
-        self.state = ConnectorState.CONNECTED
 
-    async def stop(self) -> None:
+    async def disconnect(self) -> None:
         if self._socket is not None:
             await self._socket.close()
             self._socket = None
-        self.state = ConnectorState.STOPPED
 
     def web_routes(self) -> list[tuple[str, str, Callable[[Any], Awaitable[Any]]]]:
         return [("POST", "/slack/events", self._events_api)]
@@ -209,6 +191,17 @@ class SlackConnector(Connector):
         return next((s for s in self.sessions.values() if s.team == team and s.user == user),
                     None)
 
+    def session_in(self, team: str) -> SlackSession | None:
+        """Anyone linked in that workspace."""
+        return next((s for s in self.sessions.values() if s.team == team), None)
+
+    async def download(self, session: SlackSession, url: str) -> FetchedMedia:
+        """A file or picture. Slack's private URLs need the person's token; the media
+        fetcher sends it only to Slack's own hosts (`media_scope`), so a URL in an event
+        pointing elsewhere never gets it. Raises MediaRefused."""
+        client = await self.client(session)
+        return await self.fetch_media(url, {"Authorization": f"Bearer {client.token}"})
+
     # ---- rooms ------------------------------------------------------------------------------
 
     async def join(self, persona_id: str, remote_room_id: str,
@@ -257,9 +250,11 @@ class SlackConnector(Connector):
         return lock
 
     def _remember_sent(self, channel: str, remote_id: str) -> None:
-        self.sent[(channel, remote_id)] = None
-        while len(self.sent) > 5000:
-            self.sent.popitem(last=False)
+        self._sent.add((channel, remote_id))
+
+    def sent_by_bridge(self, channel: str, *ids: str) -> bool:
+        """Whether the bridge itself sent (or did) any of these in the channel."""
+        return any((channel, i) in self._sent for i in ids)
 
     async def settled(self, channel: str) -> None:
         """Wait until no send into the channel is in flight (its echo may be arriving)."""

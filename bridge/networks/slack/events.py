@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import logging
 import re
-from collections import OrderedDict
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from ...core.media import FetchedMedia, MediaRefused
 from ..base import (
     Attachment,
+    BridgeSink,
     RemoteEdit,
     RemoteEvent,
     RemoteInvite,
@@ -20,11 +20,10 @@ from ..base import (
     RemoteRoom,
     RemoteUser,
 )
+from ..seen import SeenIds
 from .emoji import shortcode_to_unicode
 from .formatting import mrkdwn_to_matrix
-
-if TYPE_CHECKING:
-    from .connector import SlackConnector, SlackSession
+from .session import SlackSession
 
 log = logging.getLogger("relayforge.slack.events")
 _MENTION = re.compile(r"<@([UW][A-Z0-9]+)(?:\|[^>]*)?>")
@@ -32,25 +31,46 @@ _MENTION = re.compile(r"<@([UW][A-Z0-9]+)(?:\|[^>]*)?>")
 _MESSAGE_SUBTYPES = (None, "thread_broadcast", "file_share", "me_message")
 
 
+class SlackLink(Protocol):
+    """All the event translation needs of the connector (which is one): Slack calls as a
+    linked person, the people linked, what the bridge sent itself, and the core's door."""
+
+    sink: BridgeSink | None
+
+    def session_of_user(self, team: str, user: str) -> SlackSession | None: ...
+
+    def session_in(self, team: str) -> SlackSession | None: ...
+
+    async def call(self, session: SlackSession, method: str, **params: Any) -> Any: ...
+
+    async def download(self, session: SlackSession, url: str) -> FetchedMedia: ...
+
+    async def settled(self, channel: str) -> None: ...
+
+    def sent_by_bridge(self, channel: str, *ids: str) -> bool: ...
+
+    async def emit(self, event: RemoteEvent) -> None: ...
+
+
 class SlackEvents:
-    def __init__(self, connector: SlackConnector) -> None:
-        self.c = connector
+    def __init__(self, slack: SlackLink) -> None:
+        self.slack = slack
         self._users: dict[tuple[str, str], RemoteUser] = {}
         self._rooms: dict[tuple[str, str], RemoteRoom] = {}
-        self._seen: OrderedDict[str, None] = OrderedDict()
+        # Event ids handled already: Slack delivers an event again until it is acknowledged.
+        self._seen = SeenIds(5000)
 
     async def _emit(self, event: RemoteEvent) -> None:
-        assert self.c.sink is not None
-        await self.c.sink.handle_remote_event(event)
+        await self.slack.emit(event)
 
     def _receiver(self, team: str, payload: dict[str, Any]) -> SlackSession | None:
         """The linked person this event was delivered for (Slack names them in
         `authorizations`), else anyone linked in that workspace."""
         for authorization in payload.get("authorizations") or []:
-            session = self.c.session_of_user(team, authorization.get("user_id", ""))
+            session = self.slack.session_of_user(team, authorization.get("user_id", ""))
             if session is not None:
                 return session
-        return next((s for s in self.c.sessions.values() if s.team == team), None)
+        return self.slack.session_in(team)
 
     async def handle(self, payload: dict[str, Any]) -> None:
         event = payload.get("event") or {}
@@ -77,9 +97,7 @@ class SlackEvents:
                                           receiver=session.owner,
                                           persona_id=session.persona_id))
         if event_id:
-            self._seen[event_id] = None
-            while len(self._seen) > 5000:
-                self._seen.popitem(last=False)
+            self._seen.add(event_id)
 
     # ---- people and rooms -------------------------------------------------------------------
 
@@ -87,7 +105,7 @@ class SlackEvents:
         known = self._users.get((team, user_id))
         if known is not None:
             return known
-        info = await self.c.call(session, "users.info", user=user_id)
+        info = await self.slack.call(session, "users.info", user=user_id)
         return await self._remember_user(session, team, info["user"])
 
     async def _remember_user(self, session: SlackSession, team: str, user: dict[str, Any]
@@ -99,7 +117,7 @@ class SlackEvents:
         picture = profile.get("image_192") or profile.get("image_72")
         if picture:
             try:
-                fetched = await self.download(session, picture)
+                fetched = await self.slack.download(session, picture)
                 avatar = Attachment("avatar.png", fetched.mimetype, fetched.data)
             except MediaRefused as e:
                 log.info("No avatar for Slack user %s: %s", user["id"], e)
@@ -120,7 +138,7 @@ class SlackEvents:
         known = self._rooms.get(key)
         if known is not None:
             return known
-        info = (await self.c.call(session, "conversations.info", channel=channel))["channel"]
+        info = (await self.slack.call(session, "conversations.info", channel=channel))["channel"]
         if info.get("is_im"):
             other = await self.user(session, session.team, info.get("user", ""))
             name = other.display_name
@@ -134,18 +152,11 @@ class SlackEvents:
         self._rooms[key] = room
         return room
 
-    async def download(self, session: SlackSession, url: str) -> FetchedMedia:
-        """A file or picture. Slack's private URLs need the person's token; the media
-        fetcher sends it only to Slack's own hosts (`SlackConnector.media_scope`), so a URL
-        in an event pointing elsewhere never gets it. Raises MediaRefused."""
-        client = await self.c.client(session)
-        return await self.c.fetch_media(url, {"Authorization": f"Bearer {client.token}"})
-
     # ---- messages ---------------------------------------------------------------------------
 
     async def _format(self, session: SlackSession, team: str, text: str) -> Any:
-        assert self.c.sink is not None
-        sink = self.c.sink
+        assert self.slack.sink is not None
+        sink = self.slack.sink
         for user_id in set(_MENTION.findall(text)):
             await self.user(session, team, user_id)
 
@@ -161,10 +172,10 @@ class SlackEvents:
                        channel: str, *ids: str) -> bool:
         """Did the bridge itself do this (as one of its linked people)? Sends into the
         channel still in flight are waited for, since Slack may announce them first."""
-        if user is None or self.c.session_of_user(team, user) is None:
+        if user is None or self.slack.session_of_user(team, user) is None:
             return False
-        await self.c.settled(channel)
-        return any((channel, i) in self.c.sent for i in ids)
+        await self.slack.settled(channel)
+        return self.slack.sent_by_bridge(channel, *ids)
 
     def bridged(self, session: SlackSession, channel: str, channel_type: str | None) -> bool:
         """Only channels a rule maps come into Matrix; direct and group messages always do."""
@@ -236,7 +247,7 @@ class SlackEvents:
             name = file.get("name") or "file"
             message_id = ts if not text and file is files[0] else f"{ts}/{file.get('id')}"
             try:
-                fetched = await self.download(session, url)
+                fetched = await self.slack.download(session, url)
             except MediaRefused as e:
                 # The file's name still arrives, and the room is told why the file did not.
                 log.warning("Slack file %s in %s not bridged: %s", file.get("id"), channel, e)
@@ -272,7 +283,7 @@ class SlackEvents:
 
     async def catch_up(self, session: SlackSession, channel: str, since_ms: int) -> None:
         """What the channel said since the bridge last heard from it (after a restart)."""
-        history = await self.c.call(session, "conversations.history", channel=channel,
+        history = await self.slack.call(session, "conversations.history", channel=channel,
                                     oldest=f"{since_ms / 1000:.6f}", limit=200)
         for message in reversed(history.get("messages") or []):
             if message.get("subtype") in _MESSAGE_SUBTYPES and message.get("user"):

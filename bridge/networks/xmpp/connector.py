@@ -9,7 +9,6 @@ import logging
 import secrets
 import ssl
 import uuid
-from collections import deque
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -26,9 +25,7 @@ from yarl import URL
 from ...core.media import MediaRefused
 from ..base import (
     Attachment,
-    BridgeSink,
     Connector,
-    ConnectorState,
     CredentialsRejected,
     MatrixEdit,
     MatrixMessage,
@@ -36,6 +33,7 @@ from ..base import (
     MatrixRead,
     MatrixRedaction,
     MatrixTyping,
+    RemoteEvent,
     RemoteInvite,
     RemoteMessage,
     RemoteRoom,
@@ -43,14 +41,14 @@ from ..base import (
     SendResult,
 )
 from ..login import Field, LinkedAccount, LoginFailed, LoginStep
+from ..seen import SeenIds
 from .client import XmppClient, tls_refusal
-from .convert import inbound_events, room_stanza_id
+from .convert import DM_SEPARATOR, inbound_events, room_stanza_id
 from .formatting import to_xhtml_im
 
 log = logging.getLogger("relayforge.xmpp")
 LOGIN_TIMEOUT = 30
 REFLECTION_TIMEOUT = 10  # seconds a MUC has to reflect our message with its stanza-id
-DM_SEPARATOR = "|"  # portal id of a direct chat: "<persona jid>|<contact jid>"
 
 
 def _file_name(url: str) -> str:
@@ -64,10 +62,6 @@ def origin_id(event_id: str) -> str:
     """The id and XEP-0359 origin-id of the message sent for a Matrix event: the same on
     every attempt, so crash recovery finds it in the archive (`find_sent`)."""
     return "rf-" + uuid.uuid5(uuid.NAMESPACE_URL, f"relayforge:matrix-event:{event_id}").hex
-
-
-def dm_room(own: str, contact: str) -> str:
-    return f"{JID(own).bare}{DM_SEPARATOR}{JID(contact).bare}"
 
 
 class Session:
@@ -239,19 +233,14 @@ class XmppConnector(Connector):
     def __init__(self, settings: Mapping[str, Any] | None = None) -> None:
         super().__init__(settings)
         self.sessions: dict[str, Session] = {}
-        self.sink: BridgeSink | None = None
         # Ids of stanzas our sessions sent, so their reflections are not bridged back.
-        self._sent: deque[str] = deque(maxlen=10_000)
-        self._sent_set: set[str] = set()
+        self._sent = SeenIds(10_000)
 
     def remember_sent(self, stanza_id: str) -> None:
-        if len(self._sent) == self._sent.maxlen:
-            self._sent_set.discard(self._sent[0])
-        self._sent.append(stanza_id)
-        self._sent_set.add(stanza_id)
+        self._sent.add(stanza_id)
 
     def sent_by_us(self, stanza_id: str | None) -> bool:
-        return bool(stanza_id) and stanza_id in self._sent_set
+        return bool(stanza_id) and stanza_id in self._sent
 
     async def with_file(self, event: RemoteMessage, url: str) -> RemoteMessage:
         """Fetch a shared file so it can be uploaded to Matrix. The link comes from whoever
@@ -274,20 +263,15 @@ class XmppConnector(Connector):
         return XmppClient(jid, password, ca_file=self.settings.get("ca_file") or None,
                           nameserver=self.settings.get("nameserver") or None)
 
-    async def start(self, sink: BridgeSink) -> None:
-        self.sink = sink
-        self.state = ConnectorState.CONNECTED
-
-    async def stop(self) -> None:
+    async def disconnect(self) -> None:
         for session in list(self.sessions.values()):
             await session.close()
         self.sessions.clear()
-        self.state = ConnectorState.STOPPED
 
-    async def emit(self, event: Any) -> None:
-        assert self.sink is not None
+    async def emit(self, event: RemoteEvent) -> None:
+        # A stanza that cannot be bridged must not end the session's stream handling.
         try:
-            await self.sink.handle_remote_event(event)
+            await super().emit(event)
         except Exception:
             log.exception("Could not bridge an XMPP event into Matrix")
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-from slixmpp import Message
+from slixmpp import JID, Message
 
 from ..base import (
     RemoteEdit,
@@ -19,8 +19,21 @@ from ..base import (
 )
 from .formatting import from_xhtml_im
 
-if TYPE_CHECKING:
-    from .connector import Session
+DM_SEPARATOR = "|"  # portal id of a direct chat: "<persona jid>|<contact jid>"
+
+
+class Receiver(Protocol):
+    """The linked person's session a stanza arrived on (`connector.Session`)."""
+
+    persona_id: str
+    owner: str
+
+    @property
+    def jid(self) -> str: ...
+
+
+def dm_room(own: str, contact: str) -> str:
+    return f"{JID(own).bare}{DM_SEPARATOR}{JID(contact).bare}"
 
 
 def _has(msg: Message, plugin: str, attribute: str = "id") -> str | None:
@@ -54,14 +67,12 @@ def room_stanza_id(msg: Message) -> str | None:
     return None
 
 
-def inbound_events(msg: Message, session: Session) -> list[RemoteEvent]:
+def inbound_events(msg: Message, session: Receiver) -> list[RemoteEvent]:
     """What a message means for Matrix; empty for history, receipts and our own echoes."""
     # Delayed messages are history a room replays when we rejoin after a gap (we ask only
     # for what came after the last message we saw) or chats stored while we were offline.
     # Either way they are bridged once: the core drops ids it has already seen.
     delayed = msg.get_plugin("delay", check=True) and msg["delay"]["stamp"]
-    from .connector import dm_room
-
     if msg["type"] == "groupchat":
         room = RemoteRoom(msg["from"].bare, name=msg["from"].user)
         sender = RemoteUser(str(msg["from"]), display_name=msg["from"].resource)
