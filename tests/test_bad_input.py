@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import secrets
 from typing import Any
 
@@ -43,7 +44,11 @@ async def api_bridge(start_bridge, oidc_providers):
         connectors=[FailingHooks()], permissions={"*": "user"},
         identity={"providers": [oidc_providers["idp"].provider_config(name="Google")],
                   "max_profiles": 3},
-        extra={"provisioning": {"shared_secret": SECRET}})
+        extra={"provisioning": {"shared_secret": SECRET},
+               # Many requests from one address: the limits have tests of their own.
+               "security": {"rate_limits": {name: {"burst": 100_000, "per_minute": 100_000}
+                                            for name in ("web", "provisioning_network",
+                                                         "provisioning_account")}}})
 
 
 async def send(base: str, method: str, path: str, body: bytes | None = None, *,
@@ -146,6 +151,10 @@ async def test_query_path_and_header_are_checked_too(api_bridge, homeserver, new
         status, _, answer = await send(base, "GET", f"{V1}/whoami", token=SECRET,
                                        raw_query=raw)
         assert (status, answer["errcode"]) == (400, "M_INVALID_PARAM"), raw
+    # A percent sign sent as %25 is text like any other (decoded once, not twice).
+    status, _, answer = await send(base, "GET", f"{V1}/whoami", token=SECRET,
+                                   raw_query="user_id=%25ff")
+    assert (status, answer["errcode"]) == (403, "M_FORBIDDEN")
     status, _, answer = await send(base, "DELETE", f"{V1}/personas/a%00b", token=SECRET,
                                    query={"user_id": alice.mxid})
     assert (status, answer["errcode"]) == (400, "M_INVALID_PARAM")
@@ -263,3 +272,38 @@ async def test_slack_events_api_refuses_malformed_signed_bodies(start_bridge, ho
             assert delivery.status == 400, (body[:20], delivery.response_text)
         verification = await slack.events_http.url_verification(slack.app, "still-works")
         assert verification.status == 200
+
+
+async def test_every_route_answers_malformed_requests_without_a_server_error(
+        api_bridge, homeserver):
+    """Every route the bridge serves (pages, callbacks, APIs, webhooks, and any added later),
+    sent each malformed shape: never a 500, and a page for a browser's request to a page."""
+    base = homeserver.appservice_url
+    bodies = [(b"\xff\xfe", "application/x-www-form-urlencoded"),
+              (b"csrf=%ff", "application/x-www-form-urlencoded"),
+              (b"--nope\r\n", "multipart/form-data; boundary=x"),
+              (b"[" * 50_000, JSON), (b'{"a": "\\ud800"}', "application/json; charset=x")]
+    queries = ["state=%ff&code=%00", "token=%ed%a0%80", "flow=a%00b&session=%c0%af"]
+    routes = {(route.method, route.resource.canonical)
+              for route in api_bridge.appservice.app.router.routes()
+              if route.resource is not None and route.method in ("GET", "POST", "PUT", "DELETE")
+              and route.resource.canonical != "/loopback/events"}
+    assert ("POST", "/auth/account-choice/create") in routes and len(routes) > 20
+    browser = Browser(base)
+    try:
+        for method, template in sorted(routes):
+            path = re.sub(r"\{[^}]+\}", "loopback", template)
+            cases = [(b"", None, q) for q in queries]
+            if method in ("POST", "PUT"):
+                cases += [(body, kind, None) for body, kind in bodies]
+            for body, kind, query in cases:
+                status, _, answer = await send(base, method, path, body or None,
+                                               content_type=kind, raw_query=query,
+                                               http=browser.http)
+                assert status < 500, (method, path, body[:12], query, answer)
+                if path.startswith(("/auth/", "/oauth/", "/link/", "/account/", "/admin/")) \
+                        and status >= 400 and not (kind or "").startswith(JSON):
+                    assert isinstance(answer, str) and "<!doctype html>" in answer, (
+                        method, path, status, answer)
+    finally:
+        await browser.close()

@@ -209,7 +209,9 @@ def check_request_line(request: web.Request) -> None:
         request.path.encode("utf-8")
     except UnicodeEncodeError:
         raise BadRequest(400, "M_INVALID_PARAM", "The path is not UTF-8.") from None
-    for part in request.query_string.split("&"):
+    # The raw query (aiohttp's decoded one would be decoded twice here): every name and
+    # value strict UTF-8 once percent-decoded (aiohttp would pass U+FFFD on silently).
+    for part in request.raw_path.partition("?")[2].split("&"):
         for piece in part.split("=", 1):
             _unquote(piece, "A query parameter")
     for name, value in request.headers.items():
