@@ -143,6 +143,70 @@ async def test_qr_login_and_private_chat_both_ways(telegram_bridge, server, fake
               if e.type == EventType.ROOM_MESSAGE]
     assert bodies.count("hi bob") == 1
 
+    # Replies, edits, reactions and deletions, Telegram -> Matrix.
+    ids = await server.run(fake.send_as(bob, person, "first version"))
+    original = await alice.wait_for_event(portal, body_is("first version"), "bob's message")
+    await server.run(fake.edit_as(bob, person, ids[bob.id], "second version"))
+    edit = await alice.wait_for_event(portal, lambda e: e.type == EventType.ROOM_MESSAGE
+                                      and e.content.get_edit() == original.event_id,
+                                      "bob's edit", after=original.event_id)
+    assert "second version" in edit.content.body
+    await server.run(fake.send_as(bob, person, "agreed", reply_to=ids[bob.id]))
+    answer = await alice.wait_for_event(portal, lambda e: e.type == EventType.ROOM_MESSAGE
+                                        and e.content.get_reply_to() == original.event_id,
+                                        "bob's reply", after=original.event_id)
+    assert "agreed" in answer.content.body
+    await server.run(fake.react_as(bob, person, ids[bob.id], "👍"))
+    await alice.wait_for_event(portal, lambda e: e.type == EventType.REACTION
+                               and e.content.relates_to.event_id == original.event_id
+                               and e.content.relates_to.key == "👍", "bob's reaction",
+                               after=original.event_id)
+    await server.run(fake.delete_as(bob, person, ids[bob.id]))
+    await alice.wait_for_event(portal, lambda e: e.type == EventType.ROOM_REDACTION
+                               and e.redacts == original.event_id, "the deletion",
+                               after=original.event_id)
+
+    # Matrix -> Telegram.
+    mine = await alice.send_text(portal, "from matrix")
+    [sent] = await _wait(server, lambda: [m for m in bob.messages.values()
+                                          if m.message == "from matrix"])
+    await alice.send_text(portal, "from matrix, edited", edit_of=mine)
+    await _wait(server, lambda: sent.message == "from matrix, edited", "the edit")
+    await alice.send_text(portal, "replying", reply_to=mine)
+    [reply] = await _wait(server, lambda: [m for m in bob.messages.values()
+                                           if m.message == "replying"])
+    assert reply.reply_to.reply_to_msg_id == sent.id  # bob's own id of the message
+    await alice.client.react(portal, mine, "🎉")
+    await _wait(server, lambda: [c for c in fake.calls_of("messages.SendReaction")
+                                 if c.request.reaction and c.error is None], "the reaction")
+    await alice.client.redact(portal, mine)
+    await _wait(server, lambda: sent.id not in bob.messages, "the deletion")
+
+    # Files both ways.
+    photo = fake.upload(b"\x89PNG fake picture", "image/png", "cat.png")
+    await server.run(fake.send_as(bob, person, "", media=fake.document_media(photo)))
+    picture = await alice.wait_for_event(portal, lambda e: e.type == EventType.ROOM_MESSAGE
+                                         and getattr(e.content, "url", None), "bob's file")
+    assert picture.content.body == "cat.png"
+    assert await alice.client.download_media(picture.content.url) == b"\x89PNG fake picture"
+    upload = await alice.client.upload_media(b"notes", mime_type="text/plain",
+                                             filename="notes.txt")
+    await alice.client.send_file(portal, upload, file_name="notes.txt",
+                                 file_type=MessageType.FILE)
+    [document] = await _wait(server, lambda: [f for f in fake.files.values()
+                                              if f.name == "notes.txt"])
+    assert document.data == b"notes"
+
+    # A dropped connection: what bob says meanwhile arrives once, in order (getDifference).
+    await server.call(fake.drop_connections, person.id)
+    for text in ("while away 1", "while away 2"):
+        await server.run(fake.send_as(bob, person, text))
+    await alice.wait_for_event(portal, body_is("while away 2"), "the catch-up")
+    bodies = [e.content.body for e in await alice.room_events(portal)
+              if e.type == EventType.ROOM_MESSAGE and isinstance(e.content.body, str)]
+    assert [b for b in bodies if b.startswith("while away")] == ["while away 1",
+                                                                 "while away 2"]
+
 
 async def _wait(server, found, what: str = "it"):
     import asyncio

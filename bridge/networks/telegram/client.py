@@ -43,6 +43,8 @@ def make_client(settings: Mapping[str, Any], session: str = "", *,
         # send path; and no endless reconnecting to a session that was revoked.
         flood_sleep_threshold=0, connection_retries=5, retry_delay=1, auto_reconnect=True,
         request_retries=2, device_model="RelayForge", app_version="RelayForge bridge",
+        # One update after another: messages reach Matrix in the order Telegram gave them.
+        sequential_updates=True,
         system_version="Matrix bridge", receive_updates=True)
     server = settings.get("server")
     if server and not session:

@@ -66,6 +66,7 @@ class TgSession:
         self._locks: dict[str, asyncio.Lock] = {}
         # Private chats and basic groups: deletions name only the message id.
         self._rooms: OrderedDict[int, str] = OrderedDict()
+        self._authors: OrderedDict[tuple[str, int], str] = OrderedDict()
         self.reactions: dict[tuple[str, int], dict[str, str]] = {}
         self.topics_seen: set[tuple[str, int]] = set()
 
@@ -94,13 +95,21 @@ class TgSession:
     def reacted_by_bridge(self, room: str, key: str) -> bool:
         return self._done_by_bridge(room, f"react:{key}")
 
-    def remember(self, msg_id: int, room: str) -> None:
+    def remember(self, msg_id: int, room: str, author: str) -> None:
         self._rooms[msg_id] = room
+        self._authors[(room, msg_id)] = author
         while len(self._rooms) > REMEMBERED:
             self._rooms.popitem(last=False)
+        while len(self._authors) > REMEMBERED:
+            self._authors.popitem(last=False)
 
     def room_of(self, msg_id: int) -> str | None:
         return self._rooms.get(msg_id)
+
+    def author_of(self, room: str, msg_id: int) -> str:
+        """Telegram does not say who deleted a message; it is gone for this person, so the
+        deletion counts as its author's (the only one whose deletions the core applies)."""
+        return self._authors.get((room, msg_id), "")
 
 
 class TelegramConnector(Connector):
@@ -356,7 +365,7 @@ class TelegramConnector(Connector):
                                      "sending a message")
             msg_id = _sent_id(result, random_id)
             session.did(room, f"msg:{msg_id}")
-            session.remember(msg_id, room)
+            session.remember(msg_id, room, str(session.user_id))
         return SendResult(str(msg_id))
 
     async def send_edit(self, event: MatrixEdit) -> None:

@@ -109,10 +109,10 @@ class TelegramEvents:
     async def on_history(self, session: TgSession, message: Any) -> None:
         """A message, new or caught up."""
         room = await self.room(session, message.peer_id)
-        session.remember(message.id, room.remote_id)
         if message.out and await session.sent_by_bridge(room.remote_id, message.id):
             return
         sender = await self._sender_of(session, message)
+        session.remember(message.id, room.remote_id, sender.remote_id)
         thread_root, reply_to = await self._thread(session, room, message)
         html, mentions = to_matrix(message.message or "", message.entities, self.c.ghost_of)
         attachment, refused = await self._media(session, message)
@@ -188,7 +188,8 @@ class TelegramEvents:
             if session.deleted_by_bridge(room.remote_id, msg_id):
                 continue
             await self._emit(RemoteRedaction(
-                room=room, sender=RemoteUser(""), receiver=session.owner,
+                room=room, sender=RemoteUser(session.author_of(room.remote_id, msg_id)),
+                receiver=session.owner,
                 persona_id=session.persona_id, target_id=str(msg_id)))
 
     # ---- reactions, typing, topics -----------------------------------------------------------

@@ -189,6 +189,13 @@ class FakeTelegram(MessageApi):
         name = type(request).__module__.rsplit(".", 1)[-1] + "." + type(
             request).__name__.removesuffix("Request")
         user = self.user_of(connection)
+        if user is not None and user in self.missed:
+            self.missed.discard(user)
+            # Updates may have been made while this person was away: as Telegram does, the
+            # client is told to catch up (it calls updates.getDifference).
+            task = asyncio.create_task(self._too_long(connection))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
         call = Call(name, user, request)
         self.calls.append(call)
         try:
@@ -209,13 +216,6 @@ class FakeTelegram(MessageApi):
     # ---- connection set-up -------------------------------------------------------------------
 
     async def rpc_help_GetConfig(self, connection: Connection, request: Any, user: Any) -> Any:
-        if user is not None and user in self.missed:
-            self.missed.discard(user)
-            # Updates may have been made while this person was away: as Telegram does, the
-            # client is told to catch up (it calls updates.getDifference).
-            task = asyncio.create_task(self._too_long(connection))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
         date = now()
         return types.Config(
             date=date, expires=date.replace(year=date.year + 1), test_mode=False,
