@@ -7,6 +7,7 @@ import logging
 import signal
 from collections.abc import Callable, Iterable
 from importlib.metadata import EntryPoint, entry_points
+from typing import Any
 
 from aiohttp import ClientError
 from mautrix.appservice import IntentAPI
@@ -16,6 +17,7 @@ from mautrix.types import Event, UserID
 from . import __version__
 from .audit.notices import HeadNotices
 from .bot.account_commands import register_account_commands
+from .bot.agent_commands import register_agent_commands
 from .bot.audit_commands import register_audit_commands
 from .bot.bot import ManagementBot
 from .bot.builtin_commands import register_builtin_commands
@@ -102,6 +104,7 @@ class Bridge:
         self._link_callbacks = LinkCallbackRoutes()
         self._metrics_listener: MetricsListener | None = None
         self._pruning: asyncio.Task | None = None
+        self.mcp: Any = None  # the MCP endpoint (bridge.mcp), when mcp.enabled
 
     def _load_enabled_connectors(self) -> None:
         available = installed_connectors()
@@ -157,6 +160,11 @@ class Bridge:
                                       self.metrics.scrape_handler(cfg.get("metrics.token")))
         self.provisioning = register_web_routes(az.app, self.web, cfg)
         self._link_callbacks.register(az.app, self.web.binding, self.web.signin)
+        if cfg["mcp.enabled"]:  # people's AI agents; needs the optional `mcp` extra
+            from .mcp.endpoint import McpEndpoint
+            self.mcp = McpEndpoint(cfg, self.web_url, self.storage, self.security.vault,
+                                   self.security.audit, self.web)
+            await self.mcp.register(az.app)
         for connector in self.connectors.values():
             for method, path, handler in connector.web_routes():
                 az.app.router.add_route(method, path, handler)
@@ -185,6 +193,8 @@ class Bridge:
         )
         register_builtin_commands(self.bot.commands, self.network_status)
         register_audit_commands(self.bot.commands, self.security.audit)
+        register_agent_commands(self.bot.commands, self.storage, self.accounts,
+                                self.security.audit, self.mcp and f"{self.web_url}/mcp")
         # The web routes exist before the bot does; give them the Matrix side now.
         spaces = MatrixSpaces(bot_intent)
         self.accounts.spaces = spaces
@@ -239,6 +249,8 @@ class Bridge:
         # server that is down must not hold up the bridge; sessions keep retrying.
         self._activation = asyncio.create_task(self._open_sessions(), name="sessions")
         await self.delivery.start()
+        if self.mcp is not None:
+            await self.mcp.start(self.router, self.delivery, bot_intent)
         self._pruning = asyncio.create_task(
             self._prune_periodically(cfg["database.prune_interval_seconds"]), name="prune")
         notice_room = cfg["audit.notice_room"] if cfg.get("audit.notice_room") else None
@@ -310,6 +322,7 @@ class Bridge:
                 return
             try:
                 removed = await storage.one_time.prune()
+                await storage.agents.prune()
                 await storage.jtis.prune()
             except Exception:
                 log.warning("Removing expired one-time values failed", exc_info=True)
@@ -370,6 +383,9 @@ class Bridge:
         if self._metrics_listener:
             await self._metrics_listener.stop()
             self._metrics_listener = None
+        if self.mcp is not None:
+            await self.mcp.stop()
+            self.mcp = None
         if self.delivery:
             await self.delivery.stop()  # unsent events stay queued for the next start
         for connector in self.connectors.values():

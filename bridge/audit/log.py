@@ -55,6 +55,8 @@ class AuditEvent(StrEnum):
     ANOMALY = "anomaly"
     SESSION_NETWORK_CHANGED = "session_network_changed"
     READ_ONLY = "read_only"
+    # A person's agent (MCP): authorised, revoked, or an act it asked for.
+    AGENT = "agent"
 
 
 @attrs.frozen

@@ -62,6 +62,13 @@ class SecurityCommands:
                     raise CommandError("--persona needs PLATFORM:ID (see \"personas\").")
                 persona_ref = args[at + 1]
                 del args[at:at + 2]
+            agent = None
+            if "--agent" in args:  # a rule for one of the person's agents (see "agents")
+                at = args.index("--agent")
+                if at + 1 >= len(args):
+                    raise CommandError("--agent needs the agent's NAME (see \"agents\").")
+                agent = args[at + 1]
+                del args[at:at + 2]
             lowered = [a.lower() for a in args]
             if "on" not in lowered or lowered.index("on") < 2 or lowered.index("on") != (
                     len(args) - 2):
@@ -73,11 +80,12 @@ class SecurityCommands:
                            if persona_ref else None)
                 rule = await self.capabilities.change(
                     account.id, ctx.sender, effect, args[0], " ".join(args[1:on]),
-                    args[on + 1], persona)
+                    args[on + 1], persona, agent)
             except (IdentityError, CapabilityRefused) as e:
                 raise CommandError(str(e)) from e
             verb = "may now" if effect == "allow" else "may no longer"
-            await ctx.reply(f"RelayForge {verb} {', '.join(rule.actions)} as you ({args[0]}) "
+            who = f"your agent {agent}" if agent else "RelayForge"
+            await ctx.reply(f"{who} {verb} {', '.join(rule.actions)} as you ({args[0]}) "
                             f"on {args[on + 1]}. Rule {rule.id}; see \"capabilities\".")
 
         return run

@@ -46,6 +46,19 @@ _WAITING = (PersonaStatus.READ_ONLY, PersonaStatus.NEEDS_REAUTH)
 
 
 @attrs.frozen
+class AgentActor:
+    """A person's AI agent asking for an act (through the MCP endpoint): it gets at most what
+    the person could do, within what the person granted it on the consent page."""
+    grant_id: str
+    name: str
+    account_id: str
+    actions: frozenset[str]
+    profile_ids: frozenset[str]
+    networks: frozenset[str]
+    active: bool = True
+
+
+@attrs.frozen
 class Acting:
     token: str
     persona: Persona
@@ -130,10 +143,13 @@ class Authority:
                               f"({which}) and nothing says which one should, so this was not "
                               f"sent. {remedy}.")
 
-    async def act(self, sender: str, portal: Portal, action: Action) -> Acting:
+    async def act(self, sender: str, portal: Portal, action: Action,
+                  agent: AgentActor | None = None) -> Acting:
         refusal = self.policy.refusal(portal.network, portal.remote_id, action)
         if refusal is not None:
             raise NotAllowedHere(refusal)
+        if agent is not None:
+            _check_agent_grant(agent, portal, action)
         rules = await self.storage.rules.for_remote(portal.network, portal.remote_id)
         if rules and all(r.inbound_only for r in rules):
             raise NotAllowedHere("This room is bridged inbound only: messages written here "
@@ -162,14 +178,41 @@ class Authority:
             if persona is None:
                 raise NotAllowedHere("The relay for this room is not available right now.")
             relayed_for = sender
+        if agent is not None:
+            await self._check_agent_persona(agent, persona, relayed_for)
         if self.capabilities is not None:  # what the person allows, within the policy
             refusal = await self.capabilities.refusal(persona, portal.network, portal.remote_id,
-                                                      action, relayed=relayed_for is not None)
+                                                      action, relayed=relayed_for is not None,
+                                                      agent=agent.name if agent else None)
             if refusal is not None:
                 raise NotAllowedHere(refusal)
         account = await self.storage.profiles.account_of(persona.profile_id)
         assert account is not None  # a persona's profile belongs to an account
         token = self.minter.mint(persona=persona.id, profile=persona.profile_id,
                                  account=account, action=action,
-                                 target=Target(portal.network, portal.remote_id))
+                                 target=Target(portal.network, portal.remote_id),
+                                 agent=agent.name if agent else None)
         return Acting(token, persona, relayed_for)
+
+    async def _check_agent_persona(self, agent: AgentActor, persona: Persona,
+                                   relayed_for: str | None) -> None:
+        if relayed_for is not None:
+            raise NotAllowedHere(f"Your agent {agent.name} acts only as your own accounts, and "
+                                 "you have none here (this room relays), so this was not sent.")
+        if persona.profile_id not in agent.profile_ids:
+            profile = await self.storage.profiles.name_of(persona.profile_id)
+            raise NotAllowedHere(
+                f"Your agent {agent.name} was not granted the profile {profile}, which writes "
+                "here, so this was not sent. Authorise it again to grant that profile.")
+
+
+def _check_agent_grant(agent: AgentActor, portal: Portal, action: Action) -> None:
+    """What the consent page granted, checked before anything else the agent asks."""
+    if not agent.active:
+        raise NotAllowedHere(f"Your agent {agent.name} was revoked, so this was not sent.")
+    if Action(action).value not in agent.actions:
+        raise NotAllowedHere(f"Your agent {agent.name} was not granted {Action(action).value}, "
+                             "so this was not sent.")
+    if portal.network not in agent.networks:
+        raise NotAllowedHere(f"Your agent {agent.name} was not granted {portal.network}, so "
+                             "this was not sent.")

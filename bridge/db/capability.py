@@ -24,16 +24,18 @@ class CapabilityRule:
     workspace: str
     channel: str
     created_at: int = attrs.field(factory=lambda: int(time.time() * 1000))
+    # None: the person and all their agents; otherwise only that agent (by its name).
+    agent: str | None = None
 
 
 _COLUMNS = ("id, account_id, profile_id, persona_id, effect, actions, network, workspace, "
-            "channel, created_at")
+            "channel, created_at, agent")
 
 
 def _rule(row: Record) -> CapabilityRule:
     return CapabilityRule(row["id"], row["account_id"], row["profile_id"], row["persona_id"],
                           row["effect"], tuple(row["actions"].split(",")), row["network"],
-                          row["workspace"], row["channel"], row["created_at"])
+                          row["workspace"], row["channel"], row["created_at"], row["agent"])
 
 
 class CapabilityStore:
@@ -43,9 +45,9 @@ class CapabilityStore:
     async def add(self, rule: CapabilityRule) -> None:
         await self.db.execute(
             f"INSERT INTO capability ({_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, "
-            "$10)", rule.id, rule.account_id, rule.profile_id, rule.persona_id, rule.effect,
-            ",".join(rule.actions), rule.network, rule.workspace, rule.channel,
-            rule.created_at)
+            "$10, $11)", rule.id, rule.account_id, rule.profile_id, rule.persona_id,
+            rule.effect, ",".join(rule.actions), rule.network, rule.workspace, rule.channel,
+            rule.created_at, rule.agent)
 
     async def for_account(self, account_id: str) -> list[CapabilityRule]:
         rows = await self.db.fetch(

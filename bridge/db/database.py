@@ -23,6 +23,7 @@ from mautrix.util.async_db import Database
 
 from .account import AccountStore
 from .account_merge import MergeStore
+from .agent import AgentStore
 from .audit_log import AuditLogStore
 from .capability import CapabilityStore
 from .encryption_notice import EncryptionNoticeStore
@@ -224,6 +225,7 @@ class Storage:
     session_networks: SessionNetworkStore
     outbound: OutboundStore
     encryption_notices: EncryptionNoticeStore
+    agents: AgentStore
     # Matrix room state (members, power levels) lives in the same database, not a JSON file.
     state_store: CachedASStateStore
 
@@ -280,5 +282,6 @@ async def open_database(uri: str, *, min_size: int = 1, max_size: int = 10) -> S
         session_networks=SessionNetworkStore(db),
         outbound=OutboundStore(db),
         encryption_notices=EncryptionNoticeStore(db),
+        agents=AgentStore(db),
         state_store=state_store,
     )

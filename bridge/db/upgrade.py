@@ -393,3 +393,64 @@ async def upgrade_v12(conn: Connection) -> None:
     await conn.execute("ALTER TABLE message ADD COLUMN room_ref TEXT")
     await conn.execute(
         "CREATE INDEX message_room_ref_idx ON message (network, remote_room, room_ref)")
+
+
+@upgrade_table.register(description="A person's AI agents (MCP): clients, grants, tokens, acts")
+async def upgrade_v13(conn: Connection) -> None:
+    # Registered OAuth clients (RFC 7591). Their secrets are derived from a vault key and the
+    # client id when checked, so none is stored.
+    await conn.execute("""
+        CREATE TABLE agent_client (
+            client_id  TEXT PRIMARY KEY,
+            metadata   TEXT NOT NULL,
+            created_at BIGINT NOT NULL
+        )
+    """)
+    await conn.execute("""
+        CREATE TABLE agent_grant (
+            id           TEXT PRIMARY KEY,
+            account_id   TEXT NOT NULL,
+            client_id    TEXT NOT NULL,
+            name         TEXT NOT NULL,
+            actions      TEXT NOT NULL,
+            profile_ids  TEXT NOT NULL,
+            networks     TEXT NOT NULL,
+            created_at   BIGINT NOT NULL,
+            last_used_at BIGINT,
+            revoked_at   BIGINT
+        )
+    """)
+    await conn.execute("CREATE INDEX agent_grant_account_idx ON agent_grant (account_id)")
+    # Codes, access and refresh tokens: only their SHA-256.
+    await conn.execute("""
+        CREATE TABLE agent_token (
+            hash       TEXT PRIMARY KEY,
+            kind       TEXT NOT NULL,
+            grant_id   TEXT NOT NULL,
+            client_id  TEXT NOT NULL,
+            scopes     TEXT NOT NULL,
+            expires_at BIGINT NOT NULL,
+            used_at    BIGINT,
+            payload    TEXT NOT NULL
+        )
+    """)
+    await conn.execute("CREATE INDEX agent_token_grant_idx ON agent_token (grant_id)")
+    await conn.execute("""
+        CREATE TABLE agent_act (
+            event_id   TEXT PRIMARY KEY,
+            grant_id   TEXT NOT NULL,
+            channel    TEXT NOT NULL,
+            event      TEXT NOT NULL,
+            created_at BIGINT NOT NULL
+        )
+    """)
+    # Channels each agent's first message was confirmed for by its person.
+    await conn.execute("""
+        CREATE TABLE agent_channel (
+            grant_id TEXT NOT NULL,
+            channel  TEXT NOT NULL,
+            PRIMARY KEY (grant_id, channel)
+        )
+    """)
+    # A capability rule may name one agent: it narrows what that agent does, never widens.
+    await conn.execute("ALTER TABLE capability ADD COLUMN agent TEXT")

@@ -25,6 +25,7 @@ from .policy import ALL_ACTIONS, Policy
 
 EFFECTS = ("allow", "deny")
 USAGE = ("allow|deny PROFILE ACTIONS on NETWORK[/WORKSPACE[/CHANNEL]] [--persona PLATFORM:ID]"
+         " [--agent NAME]"
          f" (ACTIONS: all or some of {', '.join(ALL_ACTIONS)}, comma-separated)")
 # (network, channel) -> the channel's workspace on that network ("" when it has none).
 WorkspaceOf = Callable[[str, str], str]
@@ -81,20 +82,23 @@ class Capabilities:
     # ---- the check at send time ------------------------------------------------------------
 
     async def refusal(self, persona: Persona, network: str, channel: str, action: str, *,
-                      relayed: bool = False) -> str | None:
-        """Why the persona's owner does not allow this action here, or None when they do."""
+                      relayed: bool = False, agent: str | None = None) -> str | None:
+        """Why the persona's owner does not allow this action here, or None when they do.
+        `agent`: the name of the person's agent acting; rules naming it narrow what the
+        person's own rules allow, never widen it."""
         rules = [r for r in await self.storage.capabilities.for_profile_network(
             persona.profile_id, network) if r.persona_id in (None, persona.id)]
-        if not rules:
-            return None
         workspace = self.workspace_of(network, channel)
-        matching = [r for r in rules if action in r.actions
-                    and fnmatch.fnmatchcase(workspace, r.workspace)
-                    and fnmatch.fnmatchcase(channel, r.channel)]
-        if not any(r.effect == "deny" for r in matching) and (
-                any(r.effect == "allow" for r in matching)
-                or not any(r.effect == "allow" for r in rules)):
+        own = [r for r in rules if r.agent is None]
+        agents = [r for r in rules if agent is not None and r.agent is not None
+                  and r.agent.lower() == agent.lower()]
+        if _allows(own, action, workspace, channel) and _allows(agents, action, workspace,
+                                                                channel):
             return None
+        if agent is not None and _allows(own, action, workspace, channel):
+            return (f"Your capabilities do not allow your agent {agent} to {action} in "
+                    f"{channel} on {network}, so this was not sent. See \"capabilities\" in "
+                    "your management room.")
         if relayed:
             return (f"The account relaying this room does not allow {action} in {channel} on "
                     f"{network}, so this was not sent.")
@@ -106,8 +110,8 @@ class Capabilities:
     # ---- changes ---------------------------------------------------------------------------
 
     async def change(self, account_id: str, actor: str, effect: str, profile_name: str,
-                     actions_text: str, scope_text: str, persona: Persona | None = None
-                     ) -> CapabilityRule:
+                     actions_text: str, scope_text: str, persona: Persona | None = None,
+                     agent: str | None = None) -> CapabilityRule:
         if effect not in EFFECTS:
             raise CapabilityRefused(f"Usage: {USAGE}")
         profile = await self.storage.profiles.by_name(account_id, profile_name)
@@ -131,12 +135,13 @@ class Capabilities:
             raise CapabilityRefused(f"The bridge's policy allows nothing on {scope.network}.")
         rule = CapabilityRule(f"cap_{secrets.token_hex(4)}", account_id, profile.id,
                               persona.id if persona else None, effect, tuple(actions),
-                              scope.network, scope.workspace, scope.channel)
+                              scope.network, scope.workspace, scope.channel, agent=agent)
         await self.storage.capabilities.add(rule)
         await self.audit.append(AuditEvent.CAPABILITY, actor=actor, account=account_id,
                                 profile=profile.id, persona=rule.persona_id,
                                 details={"change": effect, "rule": rule.id,
-                                         "actions": ",".join(actions), "scope": str(scope)})
+                                         "actions": ",".join(actions), "scope": str(scope),
+                                         **({"agent": agent} if agent else {})})
         return rule
 
     async def remove(self, account_id: str, actor: str, rule_id: str) -> CapabilityRule:
@@ -168,6 +173,8 @@ class Capabilities:
             for rule in mine:
                 who = f" (only {personas.get(rule.persona_id, rule.persona_id)})" if (
                     rule.persona_id) else ""
+                if rule.agent:
+                    who += f" (agent {rule.agent} only)"
                 lines.append(f"  {rule.id}: {rule.effect} {', '.join(rule.actions)} on "
                              f"{_scope(rule)}{who}")
             for network in sorted({r.network for r in mine if r.effect == "allow"}):
@@ -179,6 +186,16 @@ class Capabilities:
                          + (f"; never in {', '.join(denied)}" if denied else ""))
         lines.append(f"Change: {USAGE}. Remove a rule: capabilities remove ID.")
         return "\n".join(lines)
+
+
+def _allows(rules: list[CapabilityRule], action: str, workspace: str, channel: str) -> bool:
+    """A deny wins; once the rules allow anything on the network, only what they allow."""
+    matching = [r for r in rules if action in r.actions
+                and fnmatch.fnmatchcase(workspace, r.workspace)
+                and fnmatch.fnmatchcase(channel, r.channel)]
+    return not any(r.effect == "deny" for r in matching) and (
+        any(r.effect == "allow" for r in matching)
+        or not any(r.effect == "allow" for r in rules))
 
 
 def _scope(rule: CapabilityRule) -> Scope:

@@ -67,6 +67,8 @@ class Claims:
     issued_at: int
     expires_at: int
     jti: str
+    # The person's agent (MCP) this act was asked for by, by name; None for the person.
+    agent: str | None = None
 
 
 def _okp(private: Ed25519PrivateKey | Ed25519PublicKey) -> OKPKey:
@@ -84,7 +86,7 @@ class TokenMinter:
         self.lifetime = lifetime
 
     def mint(self, *, persona: str, profile: str, account: str, action: Action,
-             target: Target, now: float | None = None) -> str:
+             target: Target, now: float | None = None, agent: str | None = None) -> str:
         issued = int(now if now is not None else time.time())
         claims = {
             "persona": persona, "profile": profile, "account": account,
@@ -92,6 +94,8 @@ class TokenMinter:
             "target": {"network": target.network, "channel": target.channel},
             "iat": issued, "exp": issued + self.lifetime, "jti": secrets.token_urlsafe(18),
         }
+        if agent is not None:
+            claims["agent"] = agent
         payload = json.dumps(claims, separators=(",", ":")).encode()
         return jws.serialize_compact({"alg": ALGORITHM, "typ": TOKEN_TYPE}, payload, self._key,
                                      algorithms=[ALGORITHM])
@@ -140,6 +144,7 @@ class TokenVerifier:
                 account=str(raw["account"]), action=Action(raw["action"]),
                 target=Target(str(raw["target"]["network"]), str(raw["target"]["channel"])),
                 issued_at=int(raw["iat"]), expires_at=int(raw["exp"]), jti=str(raw["jti"]),
+                agent=str(raw["agent"]) if raw.get("agent") is not None else None,
             )
         except (ValueError, KeyError, TypeError) as e:
             raise ImpersonationRefused(f"token claims are malformed ({e})") from e
@@ -151,5 +156,7 @@ class TokenVerifier:
             profile=claims.profile, persona=claims.persona,
             details={"jti": claims.jti, "action": claims.action.value,
                      "network": claims.target.network, "channel": claims.target.channel,
-                     "remote_id": remote_id},
+                     "remote_id": remote_id,
+                     # Every act of an agent names it beside the person it acted for.
+                     **({"agent": claims.agent} if claims.agent else {})},
         )

@@ -15,6 +15,17 @@ from .browser import BROWSER, PENDING_COOKIE, SESSION_COOKIE, BrowserBinding
 from .requests import form_fields, json_object, json_or_form
 
 SETTINGS = "/account/settings"
+# A page that sent the browser to sign in first (the agent consent page) and where to go back.
+RETURN_COOKIE = "rf_return"
+
+
+def after_sign_in(request: web.Request) -> str:
+    """Where a browser goes once signed in: back to the page that asked (only a path on this
+    bridge, never another site), else the settings."""
+    back = request.cookies.get(RETURN_COOKIE, "")
+    if back.startswith("/") and not back.startswith(("//", "/\\")):
+        return back
+    return SETTINGS
 
 
 def wants_json(request: web.Request) -> bool:
@@ -175,7 +186,8 @@ class SignInRoutes:
             return html(pages.confirm_merge_page(
                 result.provider_name, result.session_id, self.binding.csrf_token(request),
                 await self._summary(into), await self._summary(result.account_id)))
-        response = web.HTTPSeeOther(SETTINGS + (
+        back = after_sign_in(request)
+        response = web.HTTPSeeOther(back if back != SETTINGS else SETTINGS + (
             "?added=" + result.identity.provider_id
             if result.outcome == Outcome.PROVIDER_ADDED else ""))
         self._signed_in(response, result.session_id)
@@ -278,7 +290,7 @@ class SignInRoutes:
             session = await self.signin.matrix_login(token, browser)
         except FlowRefused as e:
             return self._refused(request, e)
-        redirect = web.HTTPSeeOther(SETTINGS)
+        redirect = web.HTTPSeeOther(after_sign_in(request))
         self._signed_in(redirect, session)
         raise redirect
 

@@ -1,0 +1,171 @@
+"""The MCP endpoint's authorisation, as the MCP specification asks: a 401 pointing at the
+protected-resource metadata, the bridge as authorisation server (metadata, dynamic
+registration, code + PKCE S256, exact redirect URIs, rotated refresh tokens, revocation), with
+the `mcp` SDK's own client and the bridge's sign-in and consent pages; on both databases."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import secrets
+import time
+
+import httpx2
+import pytest
+
+from .support.mcp import REDIRECT_URI, Agent, Consenting
+
+MCP_ON = {"mcp": {"enabled": True}}
+
+
+def _pkce() -> tuple[str, str]:
+    verifier = secrets.token_urlsafe(48)
+    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()
+                                         ).decode().rstrip("=")
+    return verifier, challenge
+
+
+@pytest.fixture
+async def person(start_bridge, new_user, homeserver, browser):
+    """A bridge with the endpoint on, a person with a management room, and their browser."""
+    bridge = await start_bridge(extra=MCP_ON)
+    alice = await new_user("alice")
+    room = await alice.open_management_room(homeserver.bot_mxid)
+    await alice.wait_for_notice(room, homeserver.bot_mxid, "")  # the welcome: account made
+
+    async def login_token() -> str:
+        await alice.send_text(room, "login-link")
+        link = await alice.wait_for_notice(room, homeserver.bot_mxid, "/auth/matrix?token=")
+        return link.rsplit("token=", 1)[1].strip()
+
+    return bridge, alice, room, browser(), login_token
+
+
+async def test_discovery_registration_and_the_sdk_client(person, homeserver):
+    bridge, _alice, _room, web, login_token = person
+    url = homeserver.appservice_url
+    async with httpx2.AsyncClient() as http:
+        r = await http.post(f"{url}/mcp", json={"jsonrpc": "2.0", "id": 1, "method": "ping"})
+        assert r.status_code == 401
+        challenge = r.headers["WWW-Authenticate"]
+        assert f'resource_metadata="{url}/.well-known/oauth-protected-resource/mcp"' in challenge
+        resource = (await http.get(f"{url}/.well-known/oauth-protected-resource/mcp")).json()
+        assert resource["resource"] == f"{url}/mcp"
+        assert resource["authorization_servers"] == [url]
+        server = (await http.get(f"{url}/.well-known/oauth-authorization-server")).json()
+        assert server["code_challenge_methods_supported"] == ["S256"]
+        assert server["registration_endpoint"] == f"{url}/register"
+        assert server["revocation_endpoint"] == f"{url}/revoke"
+        assert set(server["scopes_supported"]) == {"read", "send", "edit", "delete", "react"}
+        # A redirect URI that is neither https nor loopback http is refused at registration.
+        r = await http.post(f"{url}/register", json={
+            "client_name": "Evil", "redirect_uris": ["http://evil.example/cb"]})
+        assert r.status_code == 400 and r.json()["error"] == "invalid_redirect_uri"
+
+    consenting = Consenting(web, login_token)
+    async with Agent(url, "Claude", consenting) as agent:
+        is_error, profiles = await agent.call("list_profiles")
+    assert not is_error, profiles
+    assert [p["profile"] for p in profiles] == ["Jobb", "Privat"]
+    page = consenting.consent_page
+    assert 'id="agent">Claude' in page and "127.0.0.1:9" in page  # who asks, and where to
+    tokens = agent.tokens.tokens
+    assert tokens.expires_in == 600 and tokens.refresh_token
+    # Nothing usable is stored: codes and tokens as digests, no client secret at all.
+    rows = await bridge.storage.db.fetch("SELECT hash FROM agent_token")
+    dumped = " ".join(r["hash"] for r in rows) + " ".join(
+        r["metadata"] for r in await bridge.storage.db.fetch("SELECT metadata FROM agent_client"))
+    for value in (tokens.access_token, tokens.refresh_token, agent.tokens.client.client_secret):
+        assert value not in dumped
+    assert hashlib.sha256(tokens.access_token.encode()).hexdigest() in dumped
+
+    async with httpx2.AsyncClient() as http:
+        ping = {"jsonrpc": "2.0", "id": 1, "method": "ping"}
+        for bad in ("rfa_" + secrets.token_urlsafe(32), tokens.access_token + "x",
+                    tokens.refresh_token):
+            r = await http.post(f"{url}/mcp", json=ping,
+                                headers={"Authorization": f"Bearer {bad}"})
+            assert r.status_code == 401, bad
+        # An access token past its lifetime is refused, though its grant is fine.
+        await bridge.storage.db.execute(
+            "UPDATE agent_token SET expires_at=$1 WHERE hash=$2", int(time.time() * 1000) - 1,
+            hashlib.sha256(tokens.access_token.encode()).hexdigest())
+        r = await http.post(f"{url}/mcp", json=ping,
+                            headers={"Authorization": f"Bearer {tokens.access_token}"})
+        assert r.status_code == 401
+
+
+async def test_codes_once_exact_redirects_rotated_refresh_and_revocation(person, homeserver):
+    bridge, _alice, _room, web, login_token = person
+    url = homeserver.appservice_url
+    consenting = Consenting(web, login_token)
+    async with httpx2.AsyncClient() as http:
+        client = (await http.post(f"{url}/register", json={
+            "client_name": "Manual", "redirect_uris": [REDIRECT_URI],
+            "token_endpoint_auth_method": "client_secret_post"})).json()
+        creds = {"client_id": client["client_id"], "client_secret": client["client_secret"]}
+        verifier, challenge = _pkce()
+        authorize = {"response_type": "code", "client_id": client["client_id"],
+                     "code_challenge": challenge, "code_challenge_method": "S256",
+                     "state": "s1", "scope": "read send"}
+        # A redirect URI that was not registered exactly is refused, and nobody is sent there.
+        r = await http.get(f"{url}/authorize", params={
+            **authorize, "redirect_uri": REDIRECT_URI + "/other"})
+        assert r.status_code == 400 and "Location" not in r.headers
+        r = await http.get(f"{url}/authorize", params={**authorize,
+                                                       "redirect_uri": REDIRECT_URI})
+        assert r.status_code == 302
+        await consenting.redirect(r.headers["Location"])
+        code = consenting.result.code
+        assert consenting.result.state == "s1"
+        exchange = {"grant_type": "authorization_code", "code": code,
+                    "redirect_uri": REDIRECT_URI, "code_verifier": verifier, **creds}
+        # The wrong verifier (someone who saw the code, not the client) gets nothing.
+        r = await http.post(f"{url}/token", data={**exchange, "code_verifier": "x" * 50})
+        assert r.status_code == 400 and r.json()["error"] == "invalid_grant"
+        r = await http.post(f"{url}/token", data=exchange)
+        assert r.status_code == 200, r.text
+        first = r.json()
+        assert first["scope"] == "read send"
+        # The code again: refused, and the tokens it gave are revoked (one of the two uses
+        # was not the client's).
+        r = await http.post(f"{url}/token", data=exchange)
+        assert r.status_code == 400 and r.json()["error"] == "invalid_grant"
+        ping = {"jsonrpc": "2.0", "id": 1, "method": "ping"}
+        r = await http.post(f"{url}/mcp", json=ping,
+                            headers={"Authorization": f"Bearer {first['access_token']}",
+                                     "Accept": "application/json, text/event-stream"})
+        assert r.status_code == 401
+
+        # Once more, properly: refresh tokens rotate, and the old one is spent.
+        verifier, challenge = _pkce()
+        r = await http.get(f"{url}/authorize", params={
+            **authorize, "code_challenge": challenge, "redirect_uri": REDIRECT_URI})
+        await consenting.redirect(r.headers["Location"])
+        r = await http.post(f"{url}/token", data={
+            **exchange, "code": consenting.result.code, "code_verifier": verifier})
+        tokens = r.json()
+        r = await http.post(f"{url}/token", data={
+            "grant_type": "refresh_token", "refresh_token": tokens["refresh_token"], **creds})
+        assert r.status_code == 200, r.text
+        rotated = r.json()
+        assert rotated["refresh_token"] != tokens["refresh_token"]
+        r = await http.post(f"{url}/mcp", json=ping, headers={
+            "Authorization": f"Bearer {rotated['access_token']}",
+            "Accept": "application/json, text/event-stream"})
+        assert r.status_code == 200, r.text
+        # Revocation (RFC 7009) by the client ends the agent's access.
+        r = await http.post(f"{url}/revoke", data={"token": rotated["refresh_token"], **creds})
+        assert r.status_code == 200
+        r = await http.post(f"{url}/mcp", json=ping, headers={
+            "Authorization": f"Bearer {rotated['access_token']}",
+            "Accept": "application/json, text/event-stream"})
+        assert r.status_code == 401
+        r = await http.post(f"{url}/token", data={
+            "grant_type": "refresh_token", "refresh_token": rotated["refresh_token"], **creds})
+        assert r.status_code == 400
+    records = [json.loads(r.details) for r in await bridge.security.audit.latest(50)
+               if r.event_type == "agent"]
+    assert [r.get("reason") for r in records if r["change"] == "revoked"] == [
+        "authorization code used twice", "revoked by its client"]
