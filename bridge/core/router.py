@@ -53,7 +53,7 @@ from ..networks.base import (
     RemoteTyping,
 )
 from ..security.impersonation import Action
-from .authority import Authority, NotAllowedHere
+from .authority import AgentActor, Authority, NotAllowedHere
 from .inflight import SendsInFlight
 from .matrix_side import GhostDirectory, PortalDirectory
 
@@ -290,8 +290,8 @@ class Router:
                 log.info("Not bridging edit %s by %s of %s: not its author", evt.event_id,
                          evt.sender, edit_of)
                 return
-            token, prefix, persona_id = await self._acting_as(connector, evt.sender, portal,
-                                                              Action.EDIT)
+            token, prefix, persona_id = await self._acting_as(
+                connector, evt.sender, portal, Action.EDIT, await self.agent_of(evt.event_id))
             await self._deliver(portal, "edit", connector.deliver(MatrixEdit(
                 room=room, sender_mxid=evt.sender, event_id=evt.event_id,
                 target_id=target.remote_id, text=prefix + content.body,
@@ -309,13 +309,19 @@ class Router:
         if attachment is None:
             content.trim_reply_fallback()
         formatted = getattr(content, "formatted_body", None)
+        agent = await self.agent_of(evt.event_id)
         token, prefix, persona_id = await self._acting_as(connector, evt.sender, portal,
-                                                          Action.SEND)
+                                                          Action.SEND, agent)
         first_sends = self.storage.first_sends
-        if persona_id and await first_sends.required(persona_id, portal.remote_id):
+        # An agent's first message into each channel always waits for its person.
+        if persona_id and (
+                (agent and await self.storage.agents.first_into(agent.grant_id,
+                                                                portal.remote_id))
+                or await first_sends.required(persona_id, portal.remote_id)):
             await first_sends.hold(HeldSend(evt.event_id, evt.room_id, evt.sender, persona_id,
                                             portal.remote_id))
-            raise HeldForConfirmation(portal.name or portal.remote_id)
+            raise HeldForConfirmation(portal.name or portal.remote_id,
+                                      agent.name if agent else None)
         async with self.in_flight.sending((portal.network, portal.remote_id)):
             result = await self._deliver(portal, "message", connector.deliver(MatrixMessage(
                 room=room, sender_mxid=evt.sender, event_id=evt.event_id,
@@ -338,7 +344,8 @@ class Router:
             return
         connector, room = self._connector(portal), RemoteRoom(portal.remote_id, portal.name)
         token, _, persona_id = await self._acting_as(connector, evt.sender, portal,
-                                                     Action.REACT)
+                                                     Action.REACT,
+                                                     await self.agent_of(evt.event_id))
         async with self.in_flight.sending((portal.network, portal.remote_id)):
             result = await self._deliver(portal, "reaction", connector.deliver(MatrixReaction(
                 room=room, sender_mxid=evt.sender, event_id=evt.event_id,
@@ -362,7 +369,8 @@ class Router:
             return
         connector, room = self._connector(portal), RemoteRoom(portal.remote_id, portal.name)
         token, _, persona_id = await self._acting_as(connector, evt.sender, portal,
-                                                     Action.DELETE)
+                                                     Action.DELETE,
+                                                     await self.agent_of(evt.event_id))
         await self._deliver(portal, "redaction", connector.deliver(MatrixRedaction(
             room=room, sender_mxid=evt.sender, event_id=evt.event_id,
             target_id=_referenced(target),
@@ -377,12 +385,26 @@ class Router:
         token, prefix, _ = await self._acting_as(connector, sender, portal, action)
         return token, prefix
 
+    async def agent_of(self, event_id: str) -> AgentActor | None:
+        """The person's agent that asked for this event (the bridge made its id), or None
+        when the person sent it themselves."""
+        grant_id = await self.storage.agents.act_grant(event_id)
+        grant = await self.storage.agents.grant(grant_id) if grant_id else None
+        if grant is None:
+            return None
+        return AgentActor(grant.id, grant.name, grant.account_id, frozenset(grant.actions),
+                          frozenset(grant.profile_ids), frozenset(grant.networks),
+                          grant.active)
+
     async def _acting_as(self, connector: Connector, sender: str, portal: Portal,
-                         action: Action) -> tuple[str | None, str, str | None]:
+                         action: Action, agent: AgentActor | None = None
+                         ) -> tuple[str | None, str, str | None]:
         """Like `_acting`, and which persona acts (None when relaying or not puppeting)."""
         if not connector.requires_authorization or self.authority is None:
+            if agent is not None:  # nobody could tell the agent's act from the person's
+                raise NotAllowedHere(f"Agents cannot act on {portal.network} on this bridge.")
             return None, "", None
-        acting = await self.authority.act(sender, portal, action)
+        acting = await self.authority.act(sender, portal, action, agent)
         if acting.relayed_for is None:
             return acting.token, "", acting.persona.id
         name = await self.ghosts.bot_intent.get_displayname(UserID(sender)) or sender
@@ -412,9 +434,10 @@ class Router:
 class HeldForConfirmation(Exception):
     """A first message into a remote room waits for the person's `confirm`."""
 
-    def __init__(self, where: str) -> None:
+    def __init__(self, where: str, agent: str | None = None) -> None:
+        whose = f"your agent {agent}'s" if agent else "your"
         super().__init__(
-            f"Held: this is your first message into {where}. Send \"confirm\" in your "
+            f"Held: this is {whose} first message into {where}. Send \"confirm\" in your "
             "management room to send it, or \"cancel\" to drop it.")
 
 
