@@ -224,3 +224,32 @@ async def test_a_token_expired_on_the_way_is_retried_fresh_and_blames_nobody(
     assert not [n for n in said if "read-only" in n or "refused the bridge's access" in n]
     assert await bridge.storage.failures.pending(account.id, persona.id, 0) == 0
     assert [a.outcome for a in connector.attempts] == ["sent"]  # never sent twice
+
+
+async def test_a_file_that_says_it_replaces_a_message_is_reported_as_a_message(
+        start_bridge, new_user, homeserver):
+    """What the person is told failed is what the bridge sent: a file whose event says it
+    replaces a message goes out as a new message (networks correct text only), so the notice
+    speaks of a message, not of an edit."""
+    connector = ControlledConnector(requires_authorization=False)
+    await start_bridge([connector], extra=FAST_RETRIES)
+    alice = await new_user("alice")
+    await connector.emit(RemoteMessage(
+        room=RemoteRoom("chan-file", "Files"), sender=RemoteUser("rita"), receiver=alice.mxid,
+        message_id="r-1", text="hello"))
+    portal = await alice.wait_for_invite()
+    first = await alice.send_text(portal, "see the picture")
+    await connector.wait_until(lambda: sent_texts(connector) == ["see the picture"],
+                               "the first message")
+    connector.down = True
+    mxc = await alice.client.upload_media(b"a picture", mime_type="image/png",
+                                          filename="pic.png")
+    image = {"msgtype": "m.image", "body": "pic.png", "url": mxc,
+             "info": {"mimetype": "image/png", "size": 9}}
+    await alice.client.send_message_event(portal, EventType.ROOM_MESSAGE, {
+        **image, "m.new_content": image,
+        "m.relates_to": {"rel_type": "m.replace", "event_id": first}})
+
+    notice = await alice.wait_for_notice(portal, homeserver.bot_mxid, "Not delivered")
+    assert "your message could not be sent to loopback" in notice
+    assert [a.outcome for a in connector.attempts][-3:] == ["down"] * 3

@@ -18,10 +18,9 @@ from mautrix.types import (
     TypingEvent,
 )
 
-from ..core.authority import NotAllowedHere
 from ..core.delivery import Delivery
 from ..core.matrix_side import PortalDirectory
-from ..core.router import DeliveryFailed, HeldForConfirmation, NetworkUnavailable, Router
+from ..core.router import Router
 from ..db.encryption_notice import EncryptionNoticeStore
 from ..metrics import Metrics
 from .bot import ManagementBot
@@ -65,13 +64,6 @@ class MatrixDispatcher:
         try:
             with self.metrics.event_seconds.labels(type=kind).time():
                 await self._handle(evt)
-        except (NotAllowedHere, HeldForConfirmation) as e:
-            await self.bot.reply(evt.room_id, evt.event_id, str(e))
-        except (NetworkUnavailable, DeliveryFailed) as e:
-            # The person sees at once that their message did not arrive; details go to the log.
-            self.metrics.errors.labels(where="matrix_event").inc()
-            log.warning("Not delivered: %s %s: %s", kind, evt.event_id, e, exc_info=e.__cause__)
-            await self.bot.reply(evt.room_id, evt.event_id, f"Not delivered: {e}")
         except Exception:
             self.metrics.errors.labels(where="matrix_event").inc()
             log.exception("Failed to handle %s %s in %s", kind, evt.event_id,

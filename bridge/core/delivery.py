@@ -42,11 +42,17 @@ from ..db.message import MessageKind, MessageRow
 from ..db.outbound import OutboundRow, OutboundState
 from ..db.persona import PersonaStatus
 from ..metrics import Metrics
-from ..networks.base import CredentialsRejected, RateLimited, RemoteRoom, Unsupported
+from ..networks.base import CredentialsRejected, RateLimited, RemoteRoom, SendRefused, Unsupported
 from ..security.impersonation import ImpersonationRefused
 from .authority import NeedsRelink, NotAllowedHere
 from .matrix_side import PortalDirectory
-from .router import DeliveryFailed, HeldForConfirmation, NetworkUnavailable, Router
+from .router import (
+    DeliveryFailed,
+    HeldForConfirmation,
+    NetworkUnavailable,
+    Router,
+    send_kind,
+)
 
 log = logging.getLogger("relayforge.delivery")
 
@@ -218,7 +224,7 @@ class Delivery:
             await self.notifier.reply(evt.room_id, evt.event_id, str(e))
         except NetworkUnavailable as e:
             await self._give_up(row, evt, portal, str(e))
-        except DeliveryFailed as e:
+        except (SendRefused, ImpersonationRefused, DeliveryFailed) as e:
             await self._failed(row, evt, portal, e)
         except Exception as e:
             log.exception("Sending %s failed unexpectedly", evt.event_id)
@@ -268,37 +274,36 @@ class Delivery:
     # ---- outcomes ----------------------------------------------------------------------------
 
     async def _failed(self, row: OutboundRow, evt: Event, portal: Portal,
-                      error: DeliveryFailed) -> None:
-        cause = error.__cause__
+                      error: SendRefused | ImpersonationRefused | DeliveryFailed) -> None:
         log.warning("Sending %s to %s failed (attempt %d): %s", evt.event_id, portal.network,
-                    row.attempts + 1, cause or error)
-        if isinstance(cause, CredentialsRejected) and error.persona_id:
-            await self._park(row, evt, error.persona_id, str(cause), announce=True)
-        elif isinstance(cause, ImpersonationRefused):
+                    row.attempts + 1, error)
+        if isinstance(error, CredentialsRejected) and error.persona_id:
+            await self._park(row, evt, error.persona_id, str(error), announce=True)
+        elif isinstance(error, ImpersonationRefused):
             # The bridge refused its own token: the person's credentials and the network are
             # not at fault, so the persona stays as it is. A spent token (expired on the way,
             # used already) is minted afresh by the next attempt; anything else is a fault
             # in the bridge that retrying does not mend.
-            reason = f"the bridge's own authorization check refused it ({cause})"
-            if cause.retryable:
+            reason = f"the bridge's own authorization check refused it ({error})"
+            if error.retryable:
                 await self._retry_later(row, evt, portal, reason, internal=True,
                                         status="Retrying with a fresh authorization")
             else:
                 await self._give_up(row, evt, portal, reason, row.attempts + 1, internal=True)
-        elif isinstance(cause, Unsupported):
-            await self._give_up(row, evt, portal, str(cause))
-        elif isinstance(cause, RateLimited):
+        elif isinstance(error, Unsupported):
+            await self._give_up(row, evt, portal, str(error))
+        elif isinstance(error, RateLimited):
             # The network said when: not before, and it does not count as a failed attempt.
             self.metrics.queue_events.labels(outcome="rate_limited").inc()
             if self._too_old(row):
-                await self._give_up(row, evt, portal, str(cause))
+                await self._give_up(row, evt, portal, str(error))
                 return
             await self.store.reschedule(row.seq, row.attempts,
-                                        int((time.time() + cause.retry_after) * 1000),
-                                        str(cause))
+                                        int((time.time() + error.retry_after) * 1000),
+                                        str(error))
         else:
             # A timeout or a dropped connection may come after the network took it.
-            await self._retry_later(row, evt, portal, str(cause or error), maybe_sent=True)
+            await self._retry_later(row, evt, portal, str(error), maybe_sent=True)
 
     def _too_old(self, row: OutboundRow) -> bool:
         return time.time() * 1000 - row.created_at > self.settings.max_age_seconds * 1000
@@ -325,7 +330,7 @@ class Delivery:
         await self.store.fail(row.seq, attempts if attempts is not None else row.attempts,
                               reason)
         self.metrics.queue_events.labels(outcome="failed").inc()
-        what = _kind(evt)
+        what = send_kind(evt).words
         await self._status(evt, portal, MessageStatus.RETRIABLE, f"Not delivered: {reason}")
         if internal:
             said = (f"Not delivered: RelayForge did not send your {what}: {reason}. This is a "
@@ -412,13 +417,3 @@ class Delivery:
         except Exception:
             log.warning("Could not send the send status of %s", evt.event_id, exc_info=True)
 
-
-def _kind(evt: Event) -> str:
-    if isinstance(evt, ReactionEvent):
-        return "reaction"
-    if isinstance(evt, RedactionEvent):
-        return "deletion"
-    content = getattr(evt, "content", None)
-    if content is not None and content.get_edit():
-        return "edit"
-    return "message"

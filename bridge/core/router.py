@@ -11,10 +11,12 @@ import hashlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from enum import StrEnum
 from typing import TypeVar
 
 from mautrix.appservice import IntentAPI
 from mautrix.types import (
+    Event,
     EventID,
     FileInfo,
     Format,
@@ -51,8 +53,9 @@ from ..networks.base import (
     RemoteRedaction,
     RemoteRoom,
     RemoteTyping,
+    SendRefused,
 )
-from ..security.impersonation import Action
+from ..security.impersonation import Action, ImpersonationRefused
 from .authority import AgentActor, Authority, NotAllowedHere
 from .inflight import SendsInFlight
 from .matrix_side import GhostDirectory, PortalDirectory
@@ -279,7 +282,7 @@ class Router:
         if await self.storage.messages.get_by_mxid(evt.event_id):
             return  # a replayed event: already delivered
         connector, room = self._connector(portal), RemoteRoom(portal.remote_id, portal.name)
-        edit_of = content.get_edit() if attachment is None else None
+        edit_of = content.get_edit() if send_kind(evt) is SendKind.EDIT else None
         if edit_of:
             target = await self.storage.messages.get_by_mxid(edit_of)
             if target is None:
@@ -292,7 +295,7 @@ class Router:
                 return
             token, prefix, persona_id = await self._acting_as(
                 connector, evt.sender, portal, Action.EDIT, await self.agent_of(evt.event_id))
-            await self._deliver(portal, "edit", connector.deliver(MatrixEdit(
+            await self._deliver(portal, SendKind.EDIT, connector.deliver(MatrixEdit(
                 room=room, sender_mxid=evt.sender, event_id=evt.event_id,
                 target_id=target.remote_id, text=prefix + content.body,
                 html=(prefix + content.formatted_body) if content.formatted_body else None,
@@ -323,7 +326,7 @@ class Router:
             raise HeldForConfirmation(portal.name or portal.remote_id,
                                       agent.name if agent else None)
         async with self.in_flight.sending((portal.network, portal.remote_id)):
-            result = await self._deliver(portal, "message", connector.deliver(MatrixMessage(
+            result = await self._deliver(portal, SendKind.MESSAGE, connector.deliver(MatrixMessage(
                 room=room, sender_mxid=evt.sender, event_id=evt.event_id,
                 text=prefix + content.body, html=(prefix + formatted) if formatted else None,
                 reply_to=reply_to, authorization=token, attachment=attachment,
@@ -347,10 +350,11 @@ class Router:
                                                      Action.REACT,
                                                      await self.agent_of(evt.event_id))
         async with self.in_flight.sending((portal.network, portal.remote_id)):
-            result = await self._deliver(portal, "reaction", connector.deliver(MatrixReaction(
-                room=room, sender_mxid=evt.sender, event_id=evt.event_id,
-                target_id=_referenced(target), key=relation.key, authorization=token,
-            )), persona_id)
+            result = await self._deliver(
+                portal, SendKind.REACTION, connector.deliver(MatrixReaction(
+                    room=room, sender_mxid=evt.sender, event_id=evt.event_id,
+                    target_id=_referenced(target), key=relation.key, authorization=token,
+                )), persona_id)
             assert result is not None
             await self._remember(portal.network, room, result.remote_id, MessageKind.REACTION,
                                  evt.event_id, portal, evt.sender)
@@ -371,7 +375,7 @@ class Router:
         token, _, persona_id = await self._acting_as(connector, evt.sender, portal,
                                                      Action.DELETE,
                                                      await self.agent_of(evt.event_id))
-        await self._deliver(portal, "redaction", connector.deliver(MatrixRedaction(
+        await self._deliver(portal, SendKind.REDACTION, connector.deliver(MatrixRedaction(
             room=room, sender_mxid=evt.sender, event_id=evt.event_id,
             target_id=_referenced(target),
             target_is_reaction=target.kind == MessageKind.REACTION,
@@ -416,14 +420,22 @@ class Router:
             raise NetworkUnavailable(portal.network)
         return connector
 
-    async def _deliver(self, portal: Portal, kind: str, sending: Awaitable[T],
+    async def _deliver(self, portal: Portal, kind: SendKind, sending: Awaitable[T],
                        persona_id: str | None = None) -> T:
+        """Await the connector. What the network refused by name (or the bridge's own token
+        check) goes up as it is, with the acting persona attached; anything else is a
+        failure it did not explain."""
         started = time.perf_counter()
         try:
             result = await sending
+        except (SendRefused, ImpersonationRefused) as e:
+            self.metrics.errors.labels(where=f"send_{portal.network}").inc()
+            if isinstance(e, SendRefused):
+                e.persona_id = persona_id
+            raise
         except Exception as e:
             self.metrics.errors.labels(where=f"send_{portal.network}").inc()
-            raise DeliveryFailed(portal.network, kind, persona_id) from e
+            raise DeliveryFailed(portal.network, str(e)) from e
         self.metrics.send_seconds.labels(network=portal.network, direction="to_remote").observe(
             time.perf_counter() - started
         )
@@ -441,15 +453,40 @@ class HeldForConfirmation(Exception):
             "management room to send it, or \"cancel\" to drop it.")
 
 
-class DeliveryFailed(Exception):
-    """The connector could not deliver something a Matrix user sent."""
+class SendKind(StrEnum):
+    """What a Matrix event asks of the network, decided once (`send_kind`): the metrics name
+    it by its value, what people are told by its `words`."""
 
-    def __init__(self, network: str, kind: str, persona_id: str | None = None) -> None:
-        super().__init__(f"Your {kind} could not be delivered to {network}.")
+    MESSAGE = "message"
+    EDIT = "edit"
+    REACTION = "reaction"
+    REDACTION = "redaction"
+
+    @property
+    def words(self) -> str:
+        return "deletion" if self is SendKind.REDACTION else self.value
+
+
+def send_kind(evt: Event) -> SendKind:
+    if isinstance(evt, ReactionEvent):
+        return SendKind.REACTION
+    if isinstance(evt, RedactionEvent):
+        return SendKind.REDACTION
+    content = getattr(evt, "content", None)
+    # A file that says it replaces a message goes out as a new one: networks edit text only.
+    if content is not None and content.get_edit() and not (
+            isinstance(content, MediaMessageEventContent) and content.url):
+        return SendKind.EDIT
+    return SendKind.MESSAGE
+
+
+class DeliveryFailed(Exception):
+    """The network did not take a send and did not say why (a timeout, a dropped
+    connection): it may have it all the same. The network's own error is the cause."""
+
+    def __init__(self, network: str, reason: str) -> None:
+        super().__init__(reason)
         self.network = network
-        self.kind = kind
-        # The persona that acted, when it was the sender's own (not a relay).
-        self.persona_id = persona_id
 
 
 class NetworkUnavailable(Exception):

@@ -210,7 +210,17 @@ class SendResult:
     room_ref: str | None = None
 
 
-class RateLimited(Exception):
+class SendRefused(Exception):
+    """A send the network refused in a way the core acts on (the three kinds below); any
+    other error out of a `send_*` counts as a passing failure.
+
+    `persona_id` is attached by the core as the error travels up: the sender's own persona
+    that acted, or None when the bridge relayed for them."""
+
+    persona_id: str | None = None
+
+
+class RateLimited(SendRefused):
     """The network asks the bridge to wait before sending again (HTTP 429 with Retry-After,
     or the network's own equivalent). The send is retried after `retry_after` seconds."""
 
@@ -219,12 +229,12 @@ class RateLimited(Exception):
         self.retry_after = retry_after
 
 
-class Unsupported(Exception):
+class Unsupported(SendRefused):
     """The network cannot take this at all (a reaction it has no emoji for): retrying cannot
     help, so the person is told at once."""
 
 
-class CredentialsRejected(Exception):
+class CredentialsRejected(SendRefused):
     """The network refused the person's credentials (a revoked token, a changed password).
     Retrying cannot help: the persona goes read-only until the person relinks it.
 
