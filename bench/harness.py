@@ -18,7 +18,7 @@ from typing import Any
 from ruamel.yaml import YAML
 
 from bridge.app import Bridge
-from bridge.config import load_config
+from bridge.configure import load_config
 from bridge.sandbox.synapse import LocalSynapse, free_port
 
 from .arrivals import Arrivals

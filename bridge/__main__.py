@@ -11,7 +11,8 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from . import __version__
-from .config import ConfigError, load_config
+from .config import ConfigError
+from .configure import load_config
 
 DESCRIPTION = """\
 RelayForge, a Matrix bridge for Slack, Discord, Telegram and XMPP.

@@ -14,7 +14,7 @@ import io
 import ipaddress
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from mautrix.util.config import BaseFileConfig
@@ -368,8 +368,12 @@ class Config(BaseFileConfig):
         for name in self.network_names:
             yield from _network_keys(name, self.networks.get(name))
 
-    def validate(self, *, for_run: bool = True) -> None:
-        """Build the effective values and raise ConfigError naming every bad or missing key."""
+    def validate(self, *, for_run: bool = True, checks: Iterable[ConfigCheck] = ()) -> None:
+        """Build the effective values and raise ConfigError naming every bad or missing key.
+
+        `checks` are the packages' own checks of their sections (the policy, sign-in
+        providers; see `bridge.configure`), run on the effective values: this module is the
+        ground floor and imports none of them."""
         problems: list[str] = []
         effective = copy.deepcopy(self._data)
         problems += self._apply_env(effective)
@@ -393,16 +397,8 @@ class Config(BaseFileConfig):
         problems += _unknown_keys(self._data, [key.path for key in self.schema()])
         problems += _check_pkcs11(effective)
         problems += _check_enabled_networks(effective, self.networks)
-        from .security.policy import check_policy
-
-        problems += check_policy(get_path(effective, "policy", None), self.networks)
-        from .security.anomaly import geoip_problem
-
-        geoip = geoip_problem(get_path(effective, "security.anomaly.geoip_database", None))
-        problems += [geoip] if geoip else []
-        from .identity.providers import parse_providers
-
-        problems += parse_providers(get_path(effective, "identity.providers", None))[1]
+        for check in checks:
+            problems += check(effective, self.networks)
         permissions = get_path(effective, "bridge.permissions", None)
         if _is_mapping(permissions):
             problems += _check_permissions(permissions)
@@ -540,9 +536,6 @@ def _check_pkcs11(effective: Mapping[str, Any]) -> list[str]:
     return problems
 
 
-def load_config(path: str, *, for_run: bool = True,
-                environ: Mapping[str, str] | None = None) -> Config:
-    config = Config(path, environ)
-    config.load()
-    config.validate(for_run=for_run)
-    return config
+# A package's check of its own config section: (effective values, installed networks) ->
+# problems, each naming its key.
+ConfigCheck = Callable[[Mapping[str, Any], Mapping[str, NetworkInfo]], list[str]]

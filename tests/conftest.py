@@ -14,7 +14,8 @@ import pytest
 from ruamel.yaml import YAML
 
 from bridge.app import Bridge
-from bridge.config import Config, load_config
+from bridge.config import Config
+from bridge.configure import load_config
 from bridge.networks.base import Connector
 from bridge.sandbox.synapse import LocalSynapse, SynapseError, free_port
 

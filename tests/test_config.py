@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from ruamel.yaml import YAML
 
-from bridge.config import Config, ConfigError, get_path, load_config
+from bridge.config import Config, ConfigError, get_path
+from bridge.configure import load_config
 from bridge.registration import generate_registration
 from bridge.schema import Key, NetworkInfo, RiskRule
 from bridge.security.policy import Policy, check_policy
@@ -319,7 +320,7 @@ def test_installed_networks_are_found_without_importing_their_sdks(tmp_path):
     script = (
         "import json, sys\n"
         "from bridge.app import Bridge\n"
-        "from bridge.config import load_config\n"
+        "from bridge.configure import load_config\n"
         f"config = load_config({path!r}, environ={{}})\n"
         "Bridge(config)._load_enabled_connectors()\n"
         "sdks = ('slack_sdk', 'discord', 'telethon', 'slixmpp')\n"

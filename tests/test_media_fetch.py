@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from yarl import URL
 
-from bridge.config import ConfigError, load_config
+from bridge.config import ConfigError
+from bridge.configure import load_config
 from bridge.core.media import (
     MediaFetcher,
     MediaLimits,

@@ -10,7 +10,8 @@ import pkcs11
 import pytest
 from pkcs11 import Attribute, KeyType, Mechanism
 
-from bridge.config import ConfigError, load_config
+from bridge.config import ConfigError
+from bridge.configure import load_config
 from bridge.db import open_database
 from bridge.security.vault import SecretDoesNotOpen, SecretNotFound, Vault, VaultError
 from bridge.security.vault.file_provider import FileKeyProvider

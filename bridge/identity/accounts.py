@@ -16,7 +16,6 @@ from ..db.account import Account
 from ..db.login_identity import LoginIdentity
 from ..db.persona import Persona, PersonaStatus
 from ..db.profile import Profile
-from ..security.vault import Vault
 from .errors import IdentityError
 
 _PROFILE_NAME_MAX = 40
@@ -24,6 +23,13 @@ _PROFILE_NAME_MAX = 40
 
 def new_id(prefix: str) -> str:
     return f"{prefix}_{secrets.token_urlsafe(12)}"
+
+
+class Credentials(Protocol):
+    """What the identity layer needs from the vault (`security.vault.Vault`): destroying
+    what is sealed for a persona when it is revoked."""
+
+    async def revoke_persona(self, profile: str, persona: str) -> int: ...
 
 
 class Spaces(Protocol):
@@ -57,7 +63,7 @@ def check_profile_name(name: str) -> str:
 
 
 class Accounts:
-    def __init__(self, storage: Storage, audit: AuditLog, vault: Vault,
+    def __init__(self, storage: Storage, audit: AuditLog, vault: Credentials,
                  default_profiles: list[str], spaces: Spaces | None = None) -> None:
         self.storage = storage
         self.audit = audit
@@ -75,9 +81,9 @@ class Accounts:
         self.before_destroy: list[Callable[[Persona], Awaitable[None]]] = []
         # Called after a persona was paused, resumed or revoked (sessions follow).
         self.on_state_change: list[Callable[[Persona], Awaitable[None]]] = []
-        # Called with (account id, persona) before a persona is resumed; raising IdentityError
-        # refuses (a persona stopped for re-authentication needs a fresh MFA check).
-        self.resume_checks: list[Callable[[str, Persona], Awaitable[None]]] = []
+        # Called with (account id, persona) before a persona is resumed; a text returned
+        # refuses, saying why (a persona stopped for re-authentication needs a fresh MFA check).
+        self.resume_checks: list[Callable[[str, Persona], Awaitable[str | None]]] = []
 
     # ---- accounts --------------------------------------------------------------------------
 
@@ -261,7 +267,8 @@ class Accounts:
                                 f"{persona.external_user_id}")
         if action == "resume":
             for check in self.resume_checks:
-                await check(account_id, persona)
+                if (refusal := await check(account_id, persona)) is not None:
+                    raise IdentityError(refusal)
         await self.storage.personas.set_status(persona.id, targets[action])
         persona.status = targets[action]
         if action == "revoke":

@@ -21,6 +21,8 @@ from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 
+from ..config import get_path
+
 log = logging.getLogger("relayforge.signin")
 
 ID_TOKEN_ALGORITHMS = ["RS256", "PS256", "ES256", "Ed25519", "EdDSA"]
@@ -187,6 +189,11 @@ class SignInProvider:
         verified = _dig(info, verified_field)
         return VerifiedIdentity(self.config.id, meta["issuer"], str(subject),
                                 email if isinstance(email, str) else None, verified is True)
+
+
+def config_problems(effective: Mapping[str, Any], networks: Mapping[str, Any]) -> list[str]:
+    """The `identity.providers` check (`bridge.config.ConfigCheck`)."""
+    return parse_providers(get_path(effective, "identity.providers", None))[1]
 
 
 def parse_providers(raw: Any) -> tuple[list[ProviderConfig], list[str]]:

@@ -23,7 +23,8 @@ from pathlib import Path
 
 from ruamel.yaml import YAML
 
-from ..config import ConfigError, load_config
+from ..config import ConfigError
+from ..configure import load_config
 from ..registration import generate_registration
 from ..util.files import write_private
 from .synapse import LocalSynapse, SynapseError

@@ -25,7 +25,6 @@ from ..audit import AuditEvent, AuditLog
 from ..db import Storage
 from ..db.mfa_factor import MfaFactor
 from ..db.persona import Persona, PersonaStatus
-from ..identity.errors import IdentityError
 from .anomaly import Anomalies
 from .vault import SecretNotFound, Vault
 
@@ -224,17 +223,17 @@ class Mfa:
 
     # ---- what needs a fresh check ----------------------------------------------------------
 
-    async def check_resume(self, account_id: str, persona: Persona) -> None:
-        """Resuming an account stopped for re-authentication needs a fresh MFA check."""
+    async def check_resume(self, account_id: str, persona: Persona) -> str | None:
+        """Resuming an account stopped for re-authentication needs a fresh MFA check: why
+        not yet, or None."""
         if persona.status != PersonaStatus.NEEDS_REAUTH:
-            return
+            return None
         missing = await self.missing_check(account_id)
         if missing is None:
-            return
+            return None
         ref = f"{persona.platform}:{persona.external_user_id}"
         if missing == SETUP_HINT:
-            raise IdentityError(
-                f"{ref} needs re-authentication. Prove the account again with relink {ref}, "
-                f"or {SETUP_HINT} and `mfa verify CODE`, then resume {ref}.")
-        raise IdentityError(f"{ref} needs re-authentication: {VERIFY_HINT}, then resume {ref} "
-                            f"(or relink {ref}).")
+            return (f"{ref} needs re-authentication. Prove the account again with relink "
+                    f"{ref}, or {SETUP_HINT} and `mfa verify CODE`, then resume {ref}.")
+        return (f"{ref} needs re-authentication: {VERIFY_HINT}, then resume {ref} "
+                f"(or relink {ref}).")

@@ -9,7 +9,7 @@ import logging
 import sys
 
 from bridge.app import Bridge, run_until_signalled
-from bridge.config import load_config
+from bridge.configure import load_config
 
 from .wirenet import WireConnector
 

@@ -6,7 +6,8 @@ from pathlib import Path
 
 from ruamel.yaml import YAML
 
-from bridge.config import Config, load_config
+from bridge.config import Config
+from bridge.configure import load_config
 
 
 def admin_config(directory: Path, db_uri: str, **sections: dict) -> Config:
