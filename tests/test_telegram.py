@@ -217,3 +217,68 @@ async def _wait(server, found, what: str = "it"):
             return value
         await asyncio.sleep(0.1)
     raise AssertionError(f"the fake never saw {what}")
+
+
+async def test_forum_topics_as_threads_and_flood_waits(telegram_bridge, server, fake,
+                                                      new_user, homeserver):
+    person = fake.add_person("Alice")
+    bob = fake.add_person("Bob")
+    forum = fake.add_group("Makers", [person, bob], forum=True, username=f"makers{bob.id}",
+                           reactions=["👍"])
+    news = fake.add_group("News", [person, bob], broadcast=True, admins=[bob],
+                          username=f"news{bob.id}")
+    alice = await new_user("alice")
+    bot = homeserver.bot_mxid
+    room = await alice.open_management_room(bot)
+    await link_by_qr(alice, bot, room, server, person)
+    topic = await server.run(fake.create_topic(bob, forum, "Printing"))
+    await alice.send_text(room, f"map telegram @makers{bob.id}")
+    await alice.wait_for_notice(room, bot, "Mapped")
+    portal = await alice.wait_for_invite()
+
+    # General is the room's timeline; a topic is a thread whose root names it.
+    await server.run(fake.send_as(bob, forum, "in general"))
+    general = await alice.wait_for_event(portal, body_is("in general"), "general")
+    assert general.content.relates_to is None or general.content.relates_to.rel_type is None
+    await server.run(fake.send_as(bob, forum, "about printers", topic=topic))
+    threaded = await alice.wait_for_event(portal, body_is("about printers"), "the topic")
+    root = await alice.client.get_event(portal, threaded.content.relates_to.event_id)
+    assert threaded.content.relates_to.rel_type.value == "m.thread"
+    assert root.content.body == "Topic: Printing"
+
+    # Matrix -> Telegram: a reply in the thread goes into the topic.
+    content = TextMessageEventContent(msgtype=MessageType.TEXT, body="mine too")
+    content.set_thread_parent(root.event_id, last_event_in_thread=threaded.event_id)
+    await alice.client.send_message(portal, content)
+    [sent] = await _wait(server, lambda: [m for m in forum.messages.values()
+                                          if getattr(m, "message", None) == "mine too"])
+    assert sent.reply_to.forum_topic
+    assert topic in (sent.reply_to.reply_to_top_id, sent.reply_to.reply_to_msg_id)
+
+    # A reaction the chat does not allow: the person is told.
+    refused = await alice.client.react(portal, general.event_id, "🎉")
+    await alice.wait_for_notice(portal, bot, "Not delivered", after=refused)
+
+    # A FLOOD_WAIT storm: every message arrives, in order, none before Telegram allowed.
+    await server.call(fake.flood, "messages.SendMessage", 1, 3)
+    for i in range(4):
+        await alice.send_text(portal, f"storm {i}")
+    await _wait(server, lambda: [m.message for m in forum.messages.values()
+                                 if (getattr(m, "message", None) or "").startswith("storm")]
+                == [f"storm {i}" for i in range(4)], "the whole storm, in order")
+    calls = [c for c in fake.calls_of("messages.SendMessage")
+             if c.request.message.startswith("storm")]
+    waits = [c for c in calls if c.error == "FLOOD_WAIT_1"]
+    assert len(waits) == 3
+    for refused_call in waits:
+        later = [c for c in calls if c.at > refused_call.at]
+        assert later and later[0].at - refused_call.at >= 1.0
+
+    # A channel where only admins post: mapped read-only, sending is refused with a notice.
+    await alice.send_text(room, f"map telegram @news{bob.id}")
+    await alice.wait_for_notice(room, bot, "Mapped")
+    channel = await alice.wait_for_invite()
+    await server.run(fake.send_as(bob, news, "breaking"))
+    await alice.wait_for_event(channel, body_is("breaking"), "the channel post")
+    attempt = await alice.send_text(channel, "may I?")
+    await alice.wait_for_notice(channel, bot, "Not delivered", after=attempt)

@@ -69,6 +69,7 @@ class TgSession:
         self._authors: OrderedDict[tuple[str, int], str] = OrderedDict()
         self.reactions: dict[tuple[str, int], dict[str, str]] = {}
         self.topics_seen: set[tuple[str, int]] = set()
+        self.topic_titles: dict[tuple[str, int], str] = {}
 
     def lock(self, room: str) -> asyncio.Lock:
         return self._locks.setdefault(room, asyncio.Lock())
@@ -214,8 +215,11 @@ class TelegramConnector(Connector):
             raise CredentialsRejected(session.rejected, reported=True)
         try:
             return await action()
-        except (errors.FloodWaitError, errors.SlowModeWaitError) as e:
-            raise RateLimited(float(e.seconds), f"Telegram {e.message} on {what}") from e
+        except errors.FloodWaitError as e:
+            raise RateLimited(float(e.seconds), f"Telegram FLOOD_WAIT_{e.seconds} on {what}"
+                              ) from e
+        except errors.SlowModeWaitError as e:
+            raise RateLimited(float(e.seconds), f"Telegram slow mode on {what}") from e
         except SESSION_GONE as e:
             session.rejected = f"Telegram refused the session ({e.message})"
             raise await self.credentials_rejected(session.persona_id, session.rejected) from e
@@ -260,6 +264,9 @@ class TelegramConnector(Connector):
                               name=display_name(entity), direct=True)
         else:
             room = RemoteRoom(str(utils.get_peer_id(entity)), name=display_name(entity))
+        # Mapped now: the topics' roots go to the new portal with their first messages.
+        session.topics_seen = {seen for seen in session.topics_seen
+                               if seen[0] != room.remote_id}
         if since_ms:
             await self._catch_up(session, entity, room, since_ms)
         return room
@@ -280,12 +287,17 @@ class TelegramConnector(Connector):
 
     async def topic_root(self, session: TgSession, room: RemoteRoom, peer: Any, topic: int,
                          title: str | None = None) -> None:
-        """A forum topic is a Matrix thread whose first event names the topic."""
+        """A forum topic is a Matrix thread whose first event names the topic: sent before
+        the topic's first message that reaches Matrix. A topic just created only has its
+        name noted (the group may not be mapped yet)."""
+        if title is not None:
+            session.topic_titles[(room.remote_id, topic)] = title
+            return
         if (room.remote_id, topic) in session.topics_seen:
             return
         session.topics_seen.add((room.remote_id, topic))
-        if title is None:
-            title = await self._topic_title(session, peer, topic)
+        title = session.topic_titles.get((room.remote_id, topic)) or await self._topic_title(
+            session, peer, topic)
         assert self.sink is not None
         entity = await self.events.user(session, peer)
         await self.sink.handle_remote_event(RemoteMessage(

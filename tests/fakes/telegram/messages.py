@@ -270,6 +270,16 @@ class MessageApi:
                 return types.contacts.ResolvedPeer(types.PeerUser(person.id), chats, users)
         raise RpcError(400, "USERNAME_NOT_OCCUPIED")
 
+    async def rpc_channels_GetChannels(self: FakeTelegram, connection: Connection,
+                                       request: Any, user: int) -> Any:
+        return types.messages.Chats([self.groups[c.channel_id].tl(user) for c in request.id
+                                     if getattr(c, "channel_id", None) in self.groups])
+
+    async def rpc_messages_GetChats(self: FakeTelegram, connection: Connection,
+                                    request: Any, user: int) -> Any:
+        return types.messages.Chats([self.groups[c].tl(user) for c in request.id
+                                     if c in self.groups])
+
     def _check_post(self, target: Target, user: int) -> None:
         if isinstance(target, Group) and not target.may_post(user):
             raise RpcError(403, "CHAT_WRITE_FORBIDDEN")

@@ -11,8 +11,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import time
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
@@ -43,6 +44,7 @@ class Call:
     user_id: int | None
     request: Any
     error: str | None = None
+    at: float = field(default_factory=time.monotonic)
 
 
 @dataclass
@@ -141,7 +143,8 @@ class FakeTelegram(MessageApi):
                       admins={a.id for a in admins}, username=username, reactions=reactions)
         self.groups[group.id] = group
         if forum:
-            group.topics[1] = "General"
+            group.topics[1] = "General"  # General is topic 1, as the forum's first message
+            group.next_message_id = 2
         return group
 
     def user_of(self, connection: Connection) -> int | None:
