@@ -11,7 +11,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from . import __version__
-from .config import ConfigError
+from .config import Config, ConfigError
 from .configure import load_config
 
 DESCRIPTION = """\
@@ -70,7 +70,26 @@ def generate(config_path: str, registration_path: str) -> int:
     print(f"Wrote {registration_path} for appservice {registration['id']!r} and saved new "
           f"tokens in {config_path}.\nAdd {registration_path} to the homeserver's "
           "app_service_config_files and restart it.")
+    _offer_double_puppet_registration(config, registration_path)
     return 0
+
+
+def _offer_double_puppet_registration(config: Config, registration_path: str) -> None:
+    """Double puppeting's second registration: written when the Matrix network is enabled,
+    or when the admin says yes at a terminal."""
+    from .registration import double_puppet_path, generate_double_puppet_registration
+
+    path = double_puppet_path(registration_path)
+    if not config.get("networks.matrix.enabled"):
+        if not sys.stdin.isatty():
+            return
+        answer = input(f"Also write {path}, the second registration double puppeting needs "
+                       "(people's own Matrix users speak for them, no password)? [y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
+            return
+    generate_double_puppet_registration(config, path)
+    print(f"Wrote {path} for double puppeting and put its secret into double_puppet.secrets "
+          f"of {config.path}.\nAdd {path} to app_service_config_files too.")
 
 
 def run(config_path: str) -> int:

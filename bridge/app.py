@@ -38,6 +38,7 @@ from .db.persona import Persona, PersonaStatus
 from .identity.accounts import Accounts
 from .identity.merge import Merges
 from .matrix.appservice import BridgeAppService
+from .matrix.double_puppet import MATRIX, DoublePuppets
 from .matrix.ghosts import Ghosts, GhostTemplate
 from .matrix.portals import Portals
 from .matrix.spaces import MatrixSpaces, PortalSpaces
@@ -105,6 +106,8 @@ class Bridge:
         self._metrics_listener: MetricsListener | None = None
         self._pruning: asyncio.Task | None = None
         self.mcp: Any = None  # the MCP endpoint (bridge.mcp), when mcp.enabled
+        self.policy: Policy | None = None
+        self.capabilities: Capabilities | None = None
 
     def _load_enabled_connectors(self) -> None:
         available = installed_connectors()
@@ -117,8 +120,18 @@ class Bridge:
                 self.connectors[network] = connector(self.config[f"networks.{network}"])
 
     async def start(self) -> None:
-        cfg = self.config
+        """Build everything from the config, then start it: storage and security first, the
+        listener (so the homeserver can reach us), the Matrix side and the bot, then the
+        networks and the background work."""
         self._load_enabled_connectors()
+        await self._open_storage()
+        az = await self._start_listener()
+        ghosts, portals, spaces = self._build_matrix_side(az.intent)
+        self._build_people(az.intent, ghosts, portals, spaces)
+        await self._go_live(az)
+
+    async def _open_storage(self) -> None:
+        cfg = self.config
         self.storage = await open_database(
             cfg["database.uri"], min_size=cfg["database.min_size"],
             max_size=cfg["database.max_size"],
@@ -131,6 +144,11 @@ class Bridge:
         self.web = await build_web(cfg, self.storage, self.security, self.web_url,
                                    self.metrics)
         self.accounts, self.merges = self.web.accounts, self.web.merges
+
+    async def _start_listener(self) -> BridgeAppService:
+        """The appservice listener with every web route on it (or /metrics on its own)."""
+        cfg = self.config
+        assert self.storage and self.security and self.web
         az = self.appservice = BridgeAppService(
             storage=self.storage,
             metrics=self.metrics,
@@ -172,8 +190,13 @@ class Bridge:
         await az.start(cfg["appservice.hostname"], cfg["appservice.port"])
         log.info("Listening for the homeserver on %s:%s", cfg["appservice.hostname"],
                  cfg["appservice.port"])
+        return az
 
-        bot_intent = az.intent
+    def _build_matrix_side(self, bot_intent: IntentAPI
+                           ) -> tuple[Ghosts, Portals, MatrixSpaces]:
+        """Ghosts, portals and spaces; the router with who may act as whom; the bot."""
+        cfg = self.config
+        assert self.storage and self.security and self.accounts
         templates = {
             network: GhostTemplate(
                 network,
@@ -181,64 +204,82 @@ class Bridge:
                 cfg[f"networks.{network}.displayname_template"],
                 cfg["homeserver.domain"],
             )
-            for network in cfg.network_names
+            # A Matrix persona is a real Matrix user: it has no ghosts.
+            for network in cfg.network_names if network != MATRIX
         }
         ghosts = Ghosts(bot_intent, self.storage.puppets, templates)
         portals = Portals(bot_intent, self.storage.portals)
-        self.router = Router(self.storage, portals, ghosts, self.connectors, self.metrics)
+        self.policy = Policy(cfg.get("policy"), cfg.networks)
+        self.capabilities = Capabilities(self.storage, self.security.audit, self.policy,
+                                         self._workspace_of, lambda: sorted(self.connectors))
+        self.router = Router(self.storage, portals, ghosts, self.connectors, self.metrics,
+                             authority=Authority(self.storage, self.security.minter,
+                                                 self.policy, self.capabilities))
         self.bot = ManagementBot(
             bot_intent, self.storage.management_rooms,
             Permissions(cfg["bridge.permissions"]), cfg["bridge.command_prefix"],
             is_bridge_user=lambda mxid: mxid == bot_intent.mxid or ghosts.is_ghost(mxid),
         )
-        register_builtin_commands(self.bot.commands, self.network_status)
-        register_audit_commands(self.bot.commands, self.security.audit)
-        register_agent_commands(self.bot.commands, self.storage, self.accounts,
-                                self.security.audit, self.mcp and f"{self.web_url}/mcp")
         # The web routes exist before the bot does; give them the Matrix side now.
         spaces = MatrixSpaces(bot_intent)
         self.accounts.spaces = spaces
         portals.on_created.append(PortalSpaces(self.storage, spaces).portal_created)
         self.web.signin.notify = self.bot.tell
-        register_account_commands(self.bot.commands, self.storage, self.accounts, self.merges,
-                                  self.security.audit, self.web_url,
-                                  self.web.signin.undo_provider_added,
-                                  self.web.limits.merge_confirm)
-        self.bot.on_new_management_room.append(self._ensure_account)
-        self.delivery = Delivery(self.storage, self.router, portals, self.bot,
-                                 self.security.audit, self.metrics, DeliverySettings.from_config(
+        return ghosts, portals, spaces
+
+    def _build_people(self, bot_intent: IntentAPI, ghosts: Ghosts, portals: Portals,
+                      spaces: MatrixSpaces) -> None:
+        """What people do through the bot, the API and the pages: the outbound queue,
+        sessions, linking, mapping rules, and the commands for each."""
+        cfg = self.config
+        assert self.storage and self.security and self.accounts and self.merges
+        assert self.bot and self.router and self.web and self.provisioning
+        audit = self.security.audit
+        self.delivery = Delivery(self.storage, self.router, portals, self.bot, audit,
+                                 self.metrics, DeliverySettings.from_config(
                                      lambda key: cfg[f"delivery.{key}"]))
         self._dispatcher = MatrixDispatcher(self.bot, self.router, portals, self.delivery,
                                             self.storage.encryption_notices, self.metrics)
         self.sessions = PersonaSessions(self.storage, self.security.vault, self.connectors,
-                                        self.security.audit)
-        self.linking = Linking(self.storage, self.accounts, self.security.vault,
-                               self.security.audit, self.connectors, self.sessions)
+                                        audit)
+        self.linking = Linking(
+            self.storage, self.accounts, self.security.vault, audit, self.connectors,
+            self.sessions, mfa=self.security.mfa, policy=self.policy,
+            callback_url=lambda network: self.web_url + callback_path(network),
+            start_url=lambda network: self.web_url + start_path(network))
         self.linking.on_relinked.append(self.delivery.relinked)
-        self.linking.callback_url = lambda network: self.web_url + callback_path(network)
-        self.linking.start_url = lambda network: self.web_url + start_path(network)
         self._link_callbacks.linking = self.linking
-        policy = Policy(cfg.get("policy"), cfg.networks)
-        capabilities = Capabilities(self.storage, self.security.audit, policy,
-                                    self._workspace_of, lambda: sorted(self.connectors))
-        self.router.authority = Authority(self.storage, self.security.minter, policy,
-                                          capabilities)
-        self._wire_security(policy, capabilities)
-        self.rules = MappingRules(self.storage, self.security.audit, portals, self.connectors,
-                                  spaces)
+        self._wire_double_puppets(ghosts, portals)
+        self.rules = MappingRules(self.storage, audit, portals, self.connectors, spaces)
         self.router.on_invite = self.rules.handle_invite
-        NetworkCommands(self.bot, self.storage, self.accounts, self.linking, self.rules,
-                        portals, self.security.audit, self.delivery).register()
         self.provisioning.linking, self.provisioning.rules = self.linking, self.rules
         self.provisioning.is_bridge_user = self.bot.is_bridge_user
         self.provisioning.user_exists = lambda mxid: homeserver_has_user(bot_intent, mxid)
         self.accounts.on_unlink.append(self.sessions.close)
         self.accounts.on_state_change.append(self._persona_changed)
         self.accounts.before_destroy.append(self._revoke_at_network)
+        self.bot.on_new_management_room.append(self._ensure_account)
 
+        commands = self.bot.commands
+        register_builtin_commands(commands, self.network_status)
+        register_audit_commands(commands, audit)
+        register_agent_commands(commands, self.storage, self.accounts, audit,
+                                self.mcp and f"{self.web_url}/mcp")
+        register_account_commands(commands, self.storage, self.accounts, self.merges, audit,
+                                  self.web_url, self.web.signin.undo_provider_added,
+                                  self.web.limits.merge_confirm)
+        self._wire_security()
+        NetworkCommands(self.bot, self.storage, self.accounts, self.linking, self.rules,
+                        portals, audit, self.delivery).register()
+
+    async def _go_live(self, az: BridgeAppService) -> None:
+        """The bot's profile, the networks, people's sessions and the background work; then
+        transactions are accepted and the homeserver is asked for what it queued."""
+        cfg = self.config
+        assert self.storage and self.security and self.router and self.delivery and self.bot
         await self._wait_for_homeserver()
-        await bot_intent.ensure_registered()
-        await bot_intent.set_displayname(cfg["appservice.bot_displayname"])
+        await az.intent.ensure_registered()
+        await az.intent.set_displayname(cfg["appservice.bot_displayname"])
         media = MediaFetcher(MediaLimits.from_settings(cfg.get("media")))
         for network, connector in self.connectors.items():
             connector.media = media
@@ -250,7 +291,7 @@ class Bridge:
         self._activation = asyncio.create_task(self._open_sessions(), name="sessions")
         await self.delivery.start()
         if self.mcp is not None:
-            await self.mcp.start(self.router, self.delivery, bot_intent)
+            await self.mcp.start(self.router, self.delivery, az.intent)
         self._pruning = asyncio.create_task(
             self._prune_periodically(cfg["database.prune_interval_seconds"]), name="prune")
         notice_room = cfg["audit.notice_room"] if cfg.get("audit.notice_room") else None
@@ -269,7 +310,7 @@ class Bridge:
             await az.ping_self()
         except (MatrixError, ClientError) as e:
             log.warning("Homeserver ping failed (%s): check the registration is installed", e)
-        log.info("RelayForge %s is ready as %s", __version__, bot_intent.mxid)
+        log.info("RelayForge %s is ready as %s", __version__, az.intent.mxid)
 
     async def _persona_changed(self, persona: Persona) -> None:
         assert self.sessions is not None and self.rules is not None
@@ -279,12 +320,27 @@ class Bridge:
             if self.delivery is not None:
                 await self.delivery.relinked(persona.id)  # resumed: what waited goes out
 
-    def _wire_security(self, policy: Policy, capabilities: Capabilities) -> None:
-        """Capabilities and MFA commands; MFA before high-risk links and before resuming a
-        persona stopped by anomaly detection; anomalies stop sessions and tell the person."""
-        assert self.security and self.bot and self.accounts and self.linking and self.sessions
-        SecurityCommands(self.bot, self.accounts, capabilities, self.security.mfa).register()
-        self.linking.mfa, self.linking.policy = self.security.mfa, policy
+    def _wire_double_puppets(self, ghosts: Ghosts, portals: Portals) -> None:
+        """Where a person's Matrix persona is in use, their own Matrix user speaks for their
+        remote accounts instead of their ghost; a token that stops working turns it
+        read-only, like a refused send on any network."""
+        assert self.appservice and self.storage and self.security and self.router
+        assert self.delivery is not None
+        puppets = DoublePuppets(self.appservice.intent, self.storage, self.security.audit,
+                                ghosts)
+        puppets.attach(self.connectors.get(MATRIX), self.config.get("double_puppet") or {},
+                       self.config["homeserver.domain"], self.config["homeserver.address"])
+        puppets.on_read_only = self.delivery.read_only
+        self.router.own_users = puppets
+        portals.on_created.append(puppets.portal_created)
+
+    def _wire_security(self) -> None:
+        """Capabilities and MFA commands; MFA before resuming a persona stopped by anomaly
+        detection; anomalies stop sessions and tell the person."""
+        assert self.security and self.bot and self.accounts and self.sessions
+        assert self.capabilities is not None
+        SecurityCommands(self.bot, self.accounts, self.capabilities,
+                         self.security.mfa).register()
         self.accounts.resume_checks.append(self.security.mfa.check_resume)
         anomalies = self.security.anomalies
         anomalies.notify = self.bot.tell

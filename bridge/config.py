@@ -434,6 +434,11 @@ class Config(BaseFileConfig):
         value = get_path(self.effective, key)
         return default if value is _MISSING else value
 
+    def file_value(self, key: str) -> Any:
+        """What the file itself says at `key` (no defaults, no env overrides); None if
+        nothing."""
+        return get_path(self._data, key, None)
+
     # Writing back: only the file's own document, never env overrides or defaults.
     def set_in_file(self, key: str, value: Any) -> None:
         set_path(self._data, key, value)

@@ -10,6 +10,8 @@ from typing import Any
 from ruamel.yaml import YAML
 
 from .config import Config
+from .networks.matrix.info import AS_TOKEN_PREFIX
+from .networks.matrix.info import INFO as MATRIX_INFO
 from .util.files import write_private
 
 
@@ -23,7 +25,8 @@ def build_registration(config: Config, as_token: str, hs_token: str) -> dict[str
     domain = config["homeserver.domain"]
     bot = config["appservice.bot_username"]
     users = [{"regex": f"@{re.escape(bot)}:{re.escape(domain)}", "exclusive": True}]
-    for network in config.network_names:
+    # A Matrix persona is a real Matrix user: no ghost namespace for it.
+    for network in (n for n in config.network_names if n != MATRIX_INFO.name):
         template = config[f"networks.{network}.username_template"]
         users.append({"regex": ghost_namespace_regex(template, domain), "exclusive": True})
     return {
@@ -53,3 +56,57 @@ def generate_registration(config: Config, registration_path: str) -> dict[str, A
     yaml.dump(registration, text)
     write_private(registration_path, text.getvalue())
     return registration
+
+
+def build_double_puppet_registration(config: Config, as_token: str) -> dict[str, Any]:
+    """The second registration double puppeting needs (the appservice-token method): its
+    own tokens, no URL (the homeserver never sends it anything), a non-exclusive namespace
+    for every user of the server (the bridge acts only for people who linked), not rate
+    limited (the bridge sends what people already sent elsewhere)."""
+    domain = config["homeserver.domain"]
+    return {
+        "id": f"{config['appservice.id']}-double-puppet",
+        "url": None,
+        "as_token": as_token,
+        "hs_token": secrets.token_urlsafe(48),
+        "sender_localpart": f"{config['appservice.bot_username']}-doublepuppet-"
+                            f"{secrets.token_hex(4)}",
+        "namespaces": {"users": [{"regex": f"@.*:{re.escape(domain)}", "exclusive": False}],
+                       "aliases": [], "rooms": []},
+        "rate_limited": False,
+    }
+
+
+def double_puppet_path(registration_path: str) -> str:
+    """Where -g writes the second registration: beside the first."""
+    stem, dot, ext = registration_path.rpartition(".")
+    return f"{stem}-double-puppet.{ext}" if dot and "/" not in ext else \
+        f"{registration_path}-double-puppet.yaml"
+
+
+def generate_double_puppet_registration(config: Config, path: str) -> dict[str, Any]:
+    """Write the second registration and put its secret into the config's
+    `double_puppet.secrets` for the bridge's own homeserver (the admin's other servers,
+    comments and formatting stay as they were)."""
+    as_token = secrets.token_urlsafe(48)
+    registration = build_double_puppet_registration(config, as_token)
+    file_secrets = config.file_value("double_puppet.secrets")
+    if not isinstance(file_secrets, dict):
+        file_secrets = {}
+    # The server name has dots: set it as a key of the mapping, not as a dotted path.
+    file_secrets[config["homeserver.domain"]] = AS_TOKEN_PREFIX + as_token
+    config.set_in_file("double_puppet.secrets", file_secrets)
+    config.save()
+    _write_yaml(path, registration)
+    return registration
+
+
+def _write_yaml(path: str, data: dict[str, Any]) -> None:
+    yaml = YAML()
+    yaml.indent(mapping=2, sequence=4, offset=2)
+    # `url: null`, spelled out: the homeserver reads an empty value the same, people do not.
+    yaml.representer.add_representer(
+        type(None), lambda r, _: r.represent_scalar("tag:yaml.org,2002:null", "null"))
+    text = io.StringIO()
+    yaml.dump(data, text)
+    write_private(path, text.getvalue())

@@ -17,6 +17,7 @@ from bridge.app import Bridge
 from bridge.config import Config
 from bridge.configure import load_config
 from bridge.networks.base import Connector
+from bridge.registration import generate_double_puppet_registration
 from bridge.sandbox.synapse import LocalSynapse, SynapseError, free_port
 
 from .support.hsm import SoftHsmToken, create_token
@@ -105,9 +106,16 @@ def homeserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SessionHome
     # The registration the real Synapse loads is the one `-g` writes.
     subprocess.run([sys.executable, "-m", "bridge", "-c", str(config_path), "-g",
                     "-r", str(registration_path)], check=True, capture_output=True)
+    # Double puppeting's second registration (url: null, a non-exclusive namespace), its
+    # secret in the base config's double_puppet.secrets: unused until a test enables the
+    # Matrix network, so other tests see no difference.
+    double_puppet_path = directory / "registration-double-puppet.yaml"
+    generate_double_puppet_registration(load_config(str(config_path), for_run=False),
+                                        str(double_puppet_path))
     hs_port = int(YAML(typ="safe").load(config_path.read_text())["homeserver"]["address"]
                   .rsplit(":", 1)[1])
-    synapse = LocalSynapse(directory / "synapse", hs_port, SERVER_NAME, [registration_path])
+    synapse = LocalSynapse(directory / "synapse", hs_port, SERVER_NAME,
+                           [registration_path, double_puppet_path])
     try:
         synapse.start()
     except SynapseError as e:
@@ -166,7 +174,6 @@ async def xmpp_bridge(start_bridge: BridgeFactory, prosody: ProsodyServer) -> Br
         # Prosody's upload service listens on loopback here: the admin names it, as one
         # would an in-house upload server (internal addresses are refused otherwise).
         "media": {"trusted_hosts": [f"127.0.0.1:{prosody.http_port}"]}})
-
 
 
 @pytest.fixture

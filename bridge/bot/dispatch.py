@@ -22,6 +22,7 @@ from ..core.delivery import Delivery
 from ..core.matrix_side import PortalDirectory
 from ..core.router import Router
 from ..db.encryption_notice import EncryptionNoticeStore
+from ..matrix.double_puppet import sent_as_double_puppet
 from ..metrics import Metrics
 from .bot import ManagementBot
 
@@ -84,6 +85,8 @@ class MatrixDispatcher:
             return
         if self.bot.is_bridge_user(evt.sender):
             return
+        if sent_as_double_puppet(evt.content, self.bot.intent.api.bridge_name):
+            return  # the bridge said it as the person, from the network: never back out
         if isinstance(evt, MessageEvent):
             portal = await self.portals.get_by_mxid(evt.room_id)
             if _is_command_candidate(evt) and (

@@ -118,7 +118,8 @@ class NetworkCommands:
         profile = str(options.get("profile") or await self._default_profile(account.id))
         try:
             flow_id, step = await self.linking.start(
-                account.id, network, positional[1] if len(positional) > 1 else None, profile)
+                account.id, network, positional[1] if len(positional) > 1 else None, profile,
+                requester=ctx.sender)
         except LinkRefused as e:
             raise CommandError(str(e)) from e
         await self._show_step(ctx.sender, ctx.room_id, flow_id, step)

@@ -53,7 +53,10 @@ class LinkDone:
 
 class Linking:
     def __init__(self, storage: Storage, accounts: Accounts, vault: Vault, audit: AuditLog,
-                 connectors: dict[str, Connector], sessions: PersonaSessions) -> None:
+                 connectors: dict[str, Connector], sessions: PersonaSessions, *,
+                 mfa: Mfa | None = None, policy: Policy | None = None,
+                 callback_url: Callable[[str], str] = lambda network: "",
+                 start_url: Callable[[str], str] = lambda network: "") -> None:
         self.storage = storage
         self.accounts = accounts
         self.vault = vault
@@ -63,17 +66,17 @@ class Linking:
         # Called with the persona id when a persona that had lost its credentials is linked
         # again (what waited for it can go out now).
         self.on_relinked: list[Callable[[str], Awaitable[None]]] = []
-        # Set by the app: accounts the policy calls high-risk need a fresh MFA check before
-        # consent is even asked.
-        self.mfa: Mfa | None = None
-        self.policy: Policy | None = None
-        # OAuth networks: where their authorisation pages send the browser back to (set by
-        # the app from the web URL), and who shows the person the next step once the browser
-        # came back (the bot: consent is answered in the management room).
-        self.callback_url: Callable[[str], str] = lambda network: ""
+        # Accounts the policy calls high-risk need a fresh MFA check before consent is even
+        # asked.
+        self.mfa = mfa
+        self.policy = policy
+        # OAuth networks: where their authorisation pages send the browser back to (from the
+        # web URL), and who shows the person the next step once the browser came back (the
+        # bot: consent is answered in the management room).
+        self.callback_url = callback_url
         # Where the person opens an OAuth link first (the bridge's own page, which binds the
         # flow to that browser before sending it on to the network).
-        self.start_url: Callable[[str], str] = lambda network: ""
+        self.start_url = start_url
         self.on_oauth_step: list[Callable[[str, str, LoginStep], Awaitable[None]]] = []
         self._flow_key: bytes | None = None
 
@@ -89,7 +92,9 @@ class Linking:
         return connector
 
     async def start(self, account_id: str, network: str, identifier: str | None,
-                    profile: str) -> tuple[str, LoginStep]:
+                    profile: str, requester: str | None = None) -> tuple[str, LoginStep]:
+        """`requester`: the Matrix user asking, as the homeserver proved it (the bot's
+        sender), for logins a network offers only to that user."""
         connector = self._connector(network)
         profile_row = await self.storage.profiles.by_name(account_id, profile)
         if profile_row is None:
@@ -100,7 +105,7 @@ class Linking:
         if connector.uses_oauth:
             return await self._start_oauth(account_id, connector, profile_row.name)
         try:
-            step = await connector.begin_login(identifier)
+            step = await connector.begin_login_for(identifier, requester)
         except LoginFailed as e:
             raise LinkRefused(str(e)) from e
         flow_id = await self.storage.one_time.issue(

@@ -43,3 +43,26 @@ class PortalDirectory(Protocol):
     async def adopt(self, network: str, room: RemoteRoom, room_id: RoomID, *,
                     rule_id: str | None = None) -> Portal:
         """An existing Matrix room made the portal of a remote room."""
+
+
+class OwnMatrixUser(Protocol):
+    """A person's own Matrix user, acting for one of their remote accounts (double
+    puppeting): what the router sends with instead of their ghost."""
+
+    intent: IntentAPI
+
+    async def acted(self, action: str, room_id: RoomID, event_id: str | None) -> None:
+        """Record one act done through it (the audit trail's impersonated send)."""
+
+    async def refused(self, error: Exception) -> bool:
+        """A send through it failed: True when the homeserver no longer takes its token
+        (it is then out of use, and the router sends as the ghost instead)."""
+
+
+class OwnMatrixUsers(Protocol):
+    """Who, if anyone, speaks in Matrix as the remote person themselves."""
+
+    async def acting_for(self, network: str, remote_id: str, room_id: RoomID
+                         ) -> OwnMatrixUser | None:
+        """The person's own Matrix user for the remote account `remote_id`, joined to
+        `room_id` (their ghost out of it), or None when they have none in use."""

@@ -15,6 +15,7 @@ from enum import StrEnum
 from typing import TypeVar
 
 from mautrix.appservice import IntentAPI
+from mautrix.errors import MatrixRequestError
 from mautrix.types import (
     Event,
     EventID,
@@ -26,6 +27,7 @@ from mautrix.types import (
     MessageType,
     ReactionEvent,
     RedactionEvent,
+    RoomID,
     TextMessageEventContent,
     UserID,
 )
@@ -53,12 +55,13 @@ from ..networks.base import (
     RemoteRedaction,
     RemoteRoom,
     RemoteTyping,
+    RemoteUser,
     SendRefused,
 )
 from ..security.impersonation import Action, ImpersonationRefused
 from .authority import AgentActor, Authority, NotAllowedHere
 from .inflight import SendsInFlight
-from .matrix_side import GhostDirectory, PortalDirectory
+from .matrix_side import GhostDirectory, OwnMatrixUser, OwnMatrixUsers, PortalDirectory
 
 log = logging.getLogger("relayforge.router")
 
@@ -88,17 +91,21 @@ class ConnectorSink:
 
 class Router:
     def __init__(self, storage: Storage, portals: PortalDirectory, ghosts: GhostDirectory,
-                 connectors: dict[str, Connector], metrics: Metrics) -> None:
+                 connectors: dict[str, Connector], metrics: Metrics,
+                 authority: Authority | None = None) -> None:
         self.storage = storage
         self.portals = portals
         self.ghosts = ghosts
         self.connectors = connectors
         self.metrics = metrics
-        # Set when people act through their own personas (networks that puppet).
-        self.authority: Authority | None = None
-        # Set by the mapping rules: what to do when someone is invited to a remote room.
+        # Who may act as whom (networks that puppet); None only for bridges without people.
+        self.authority = authority
+        # Set by the mapping rules (built after the router, which they need): what to do when
+        # someone is invited to a remote room.
         self.on_invite: Callable[[str, RemoteInvite], Awaitable[None]] | None = None
         self.in_flight = SendsInFlight()
+        # Set when double puppeting is on: a person's own Matrix user speaks for them.
+        self.own_users: OwnMatrixUsers | None = None
 
     def sink_for(self, network: str) -> ConnectorSink:
         return ConnectorSink(self, network)
@@ -147,7 +154,8 @@ class Router:
         portal = await self.portals.ensure(
             network, event.room, _user(event.receiver),
             persona_id=event.persona_id if event.room.direct else None)
-        intent = await self.ghosts.ensure(network, event.sender)
+        own = await self._own_user(network, event.sender, portal.mxid)
+        intent = own.intent if own else await self.ghosts.ensure(network, event.sender)
         content = (await _media_content(intent, event.attachment) if event.attachment
                    else _text_content(event.text, event.html))
         if event.thread_root:
@@ -161,10 +169,10 @@ class Router:
         if event.mentions or event.mentions_room:
             content["m.mentions"] = {"user_ids": list(event.mentions),
                                      **({"room": True} if event.mentions_room else {})}
-        event_id = await intent.send_message(
-            portal.mxid, content, timestamp=event.timestamp_ms,
-            txn_id=_txn_id(network, event.room, event.message_id),
-        )
+        event_id, intent = await self._send_as(
+            network, event.sender, own, intent, "send", portal.mxid,
+            lambda i: i.send_message(portal.mxid, content, timestamp=event.timestamp_ms,
+                                     txn_id=_txn_id(network, event.room, event.message_id)))
         await self._remember(network, event.room, event.message_id, MessageKind.MESSAGE,
                              event_id, portal, intent.mxid, event.room_ref)
         if event.file_refused:
@@ -176,28 +184,41 @@ class Router:
 
     async def _remote_edit(self, network: str, event: RemoteEdit) -> None:
         target = await self._target(network, event.room, event.target_id)
-        if target is None or not self._remote_author(network, event, target, "correction"):
+        if target is None:
             return
-        intent = await self.ghosts.ensure(network, event.sender)
+        own = await self._own_user(network, event.sender, target.room_mxid)
+        if not self._remote_author(network, event, target, "correction", own):
+            return
+        intent = own.intent if own else await self.ghosts.ensure(network, event.sender)
         content = _text_content(event.text, event.html)
         content.set_edit(target.mxid)
-        await intent.send_message(target.room_mxid, content, timestamp=event.timestamp_ms)
+        await self._send_as(network, event.sender, own, intent, "edit", target.room_mxid,
+                            lambda i: i.send_message(target.room_mxid, content,
+                                                     timestamp=event.timestamp_ms))
 
     async def _remote_redaction(self, network: str, event: RemoteRedaction) -> None:
         target = await self._target(network, event.room, event.target_id)
-        if target is None or not self._remote_author(network, event, target, "deletion"):
+        if target is None:
             return
-        intent = await self.ghosts.ensure(network, event.sender)
-        await intent.redact(target.room_mxid, target.mxid)
+        own = await self._own_user(network, event.sender, target.room_mxid)
+        if not self._remote_author(network, event, target, "deletion", own):
+            return
+        intent = own.intent if own else await self.ghosts.ensure(network, event.sender)
+        await self._send_as(network, event.sender, own, intent, "delete", target.room_mxid,
+                            lambda i: i.redact(target.room_mxid, target.mxid,
+                                               timestamp=event.timestamp_ms))
         await self.storage.messages.delete(target.mxid)
 
     def _remote_author(self, network: str, event: RemoteEdit | RemoteRedaction,
-                       target: MessageRow, what: str) -> bool:
+                       target: MessageRow, what: str, own: OwnMatrixUser | None) -> bool:
         """Only the author may change a message (XEP-0308/0424, Matrix's edit rules): the
-        Matrix copy was sent by the ghost of its remote author, so a correction or deletion
-        from anyone else, or of a message a Matrix user wrote, is ignored."""
+        Matrix copy was sent by the ghost of its remote author (or by their own Matrix user,
+        double puppeted), so a correction or deletion from anyone else, or of a message a
+        Matrix user wrote in Matrix, is ignored."""
         author = self.ghosts.ghost_mxid(network, event.sender.remote_id)
-        if target.sender_mxid == author:
+        # Their own Matrix user is the same person: what it wrote in Matrix is theirs too.
+        sent_as_them = own is not None and target.sender_mxid == own.intent.mxid
+        if target.sender_mxid == author or sent_as_them:
             return True
         log.warning("Ignored a %s %s of %s in %s by %s: not its author", network, what,
                     event.target_id, event.room.remote_id, event.sender.remote_id)
@@ -210,11 +231,13 @@ class Router:
         target = await self._target(network, event.room, event.target_id)
         if target is None:
             return
-        intent = await self.ghosts.ensure(network, event.sender)
-        event_id = await intent.react(
-            target.room_mxid, target.mxid, event.key,
-            txn_id=_txn_id(network, event.room, event.reaction_id),
-        )
+        own = await self._own_user(network, event.sender, target.room_mxid)
+        intent = own.intent if own else await self.ghosts.ensure(network, event.sender)
+        event_id, intent = await self._send_as(
+            network, event.sender, own, intent, "react", target.room_mxid,
+            lambda i: i.react(target.room_mxid, target.mxid, event.key,
+                              timestamp=event.timestamp_ms,
+                              txn_id=_txn_id(network, event.room, event.reaction_id)))
         portal = await self.portals.get(network, event.room.remote_id)
         assert portal is not None  # the target message lives in it
         await self._remember(network, event.room, event.reaction_id, MessageKind.REACTION,
@@ -224,7 +247,8 @@ class Router:
         portal = await self.portals.get(network, event.room.remote_id)
         if portal is None or portal.mxid is None:
             return  # no room in Matrix yet: nobody to show it to
-        intent = await self.ghosts.ensure(network, event.sender)
+        own = await self._own_user(network, event.sender, portal.mxid)
+        intent = own.intent if own else await self.ghosts.ensure(network, event.sender)
         await intent.ensure_joined(portal.mxid)
         if isinstance(event, RemoteTyping):
             await intent.set_typing(portal.mxid, timeout=30_000 if event.typing else 0)
@@ -232,6 +256,29 @@ class Router:
         target = await self._target(network, event.room, event.target_id)
         if target is not None:
             await intent.mark_read(portal.mxid, target.mxid)
+
+    async def _own_user(self, network: str, sender: RemoteUser, room_id: RoomID | None
+                        ) -> OwnMatrixUser | None:
+        if self.own_users is None or room_id is None:
+            return None
+        return await self.own_users.acting_for(network, sender.remote_id, room_id)
+
+    async def _send_as(self, network: str, sender: RemoteUser, own: OwnMatrixUser | None,
+                       intent: IntentAPI, action: str, room_id: RoomID,
+                       send: Callable[[IntentAPI], Awaitable[T]]) -> tuple[T, IntentAPI]:
+        """Send as the person's own Matrix user when they have one in use, audited; if its
+        token stopped working, as their ghost at once (nothing is lost)."""
+        if own is None:
+            return await send(intent), intent
+        try:
+            result = await send(intent)
+        except MatrixRequestError as e:
+            if not await own.refused(e):
+                raise
+            ghost = await self.ghosts.ensure(network, sender)
+            return await send(ghost), ghost
+        await own.acted(action, room_id, result if isinstance(result, str) else None)
+        return result, intent
 
     async def handle_matrix_typing(self, portal: Portal, user: str, typing: bool) -> None:
         await self._signal(portal, user, Action.TYPING, lambda room, token: MatrixTyping(

@@ -437,6 +437,13 @@ class Connector(ABC):
         """Start proving ownership of an account on this network."""
         raise LoginFailed(f"{self.network} has no login flow")
 
+    async def begin_login_for(self, identifier: str | None, requester: str | None
+                              ) -> LoginStep:
+        """Like `begin_login`, knowing the Matrix user who asks (as the homeserver proved
+        it; None when unknown): a network whose accounts are Matrix accounts offers some
+        logins only for that user. Others need not override it."""
+        return await self.begin_login(identifier)
+
     async def continue_login(self, state: dict[str, Any], answers: dict[str, str]
                              ) -> LoginStep | LinkedAccount:
         """The next step, or the verified account (after a verification ping)."""
