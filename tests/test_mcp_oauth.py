@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import re
 import secrets
 import time
 
@@ -94,6 +95,22 @@ async def test_discovery_registration_and_the_sdk_client(person, homeserver):
         r = await http.post(f"{url}/mcp", json=ping,
                             headers={"Authorization": f"Bearer {tokens.access_token}"})
         assert r.status_code == 401
+
+    # The person's agents on the web: listed, and revoked with a button (CSRF-checked).
+    status, page = await web.get("/account/agents")
+    assert status == 200 and "<td>Claude</td>" in page
+    agent_id = re.search(r'name="agent" value="([^"]+)"', page).group(1)
+    status, _ = await web.post_form("/account/agents/revoke", {"agent": agent_id})
+    assert status == 403
+    status, page = await web.post_form("/account/agents/revoke", {
+        "agent": agent_id, "csrf": await web.csrf("/account/agents")})
+    assert status == 200 and "Revoked" in page and "<td>Claude</td>" not in page
+    async with httpx2.AsyncClient() as http:
+        r = await http.post(f"{url}/token", data={
+            "grant_type": "refresh_token", "refresh_token": tokens.refresh_token,
+            "client_id": agent.tokens.client.client_id,
+            "client_secret": agent.tokens.client.client_secret})
+        assert r.status_code == 400 and r.json()["error"] == "invalid_grant"
 
 
 async def test_codes_once_exact_redirects_rotated_refresh_and_revocation(person, homeserver):

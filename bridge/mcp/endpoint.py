@@ -27,6 +27,7 @@ from ..security.system_keys import SYSTEM_PERSONA, SYSTEM_PROFILE
 from ..security.vault import Vault
 from ..web.setup import WebServices
 from .acts import AgentActs
+from .agents_page import AgentsPage
 from .asgi import AsgiApp, call_asgi
 from .consent import ConsentRoutes
 from .oauth import SCOPES, AgentAuthorization
@@ -65,6 +66,8 @@ class McpEndpoint:
             cfg["mcp.refresh_token_days"], cfg["mcp.registrations_per_hour"])
         ConsentRoutes(self.storage, self.web.signin, self.web.binding,
                       self.web.session_networks, self.authorization).register(app)
+        AgentsPage(self.storage, self.web.signin, self.web.binding, self.web.session_networks,
+                   self.audit).register(app)
         for path in (MCP_PATH, RESOURCE_METADATA):
             app.router.add_route("*", path, self._forward)
         for path in OAUTH_PATHS:

@@ -47,8 +47,11 @@ class AgentTools:
 
     # ---- who is calling ----------------------------------------------------------------------
 
-    async def _agent(self, ctx: Context, scope: str) -> tuple[AgentGrant, str]:
-        """The calling agent's grant and its person's Matrix user, or a tool error."""
+    async def _agent(self, ctx: Context, scope: str | None
+                     ) -> tuple[AgentGrant, str, tuple[str, ...]]:
+        """The calling agent's grant, its person's Matrix user and its token's scopes, or a
+        tool error. With a `scope`, a token without it is refused here; `_act` checks it
+        itself, to audit the refusal."""
         header = (ctx.headers or {}).get("authorization", "")
         token = header.partition(" ")[2].strip()
         access = await self.authorization.load_access_token(token) if token else None
@@ -58,14 +61,13 @@ class AgentTools:
         wait = self.calls.take(grant.id)
         if wait:
             raise ToolError(f"Too many calls: wait {wait:.0f} s before the next one.")
-        if scope not in access.scopes:
-            raise ToolError(f"You were not granted {scope}; the person can authorise you "
-                            "again with it.")
+        if scope is not None and scope not in access.scopes:
+            raise ToolError(_not_granted(scope))
         person = await self.storage.agents.matrix_user(grant.account_id)
         if person is None:
             raise ToolError("Your person has no Matrix account on this bridge any more.")
         await self.storage.agents.touch(grant.id)
-        return grant, person
+        return grant, person, tuple(access.scopes)
 
     def _actor(self, grant: AgentGrant) -> AgentActor:
         return AgentActor(grant.id, grant.name, grant.account_id, frozenset(grant.actions),
@@ -95,7 +97,7 @@ class AgentTools:
 
     async def list_profiles(self, ctx: Context) -> list[dict[str, Any]]:
         """The person's profiles you were granted, with their linked accounts."""
-        grant, _ = await self._agent(ctx, "read")
+        grant, _, _ = await self._agent(ctx, "read")
         result = []
         for profile in await self.storage.profiles.for_account(grant.account_id):
             if profile.id not in grant.profile_ids:
@@ -110,7 +112,7 @@ class AgentTools:
     async def list_rooms(self, ctx: Context, profile: str | None = None,
                          network: str | None = None) -> list[dict[str, Any]]:
         """Bridged rooms you may read and act in, optionally of one profile or network."""
-        grant, _ = await self._agent(ctx, "read")
+        grant, _, _ = await self._agent(ctx, "read")
         names = {p.id: p.name for p in await self.storage.profiles.for_account(
             grant.account_id)}
         return [{"room": r["mxid"], "network": r["network"], "remote_id": r["remote_id"],
@@ -123,7 +125,7 @@ class AgentTools:
                             ) -> list[dict[str, Any]]:
         """The latest messages of a room, oldest first, with senders, their network ids,
         replies and threads. Message ids are Matrix event ids."""
-        grant, person = await self._agent(ctx, "read")
+        grant, person, _ = await self._agent(ctx, "read")
         portal = await self._portal(grant, room)
         return await self._messages(portal, person, max(1, min(limit, 100)))
 
@@ -162,7 +164,7 @@ class AgentTools:
                      limit: int = 20) -> list[dict[str, Any]]:
         """Messages containing the text (case-insensitive) among the latest 100 of each
         room you may read, or of one room."""
-        grant, person = await self._agent(ctx, "read")
+        grant, person, _ = await self._agent(ctx, "read")
         needle = query.strip().lower()
         if not needle:
             raise ToolError("Give some text to search for.")
@@ -180,21 +182,25 @@ class AgentTools:
 
     async def _act(self, ctx: Context, scope: str, room: str, what: str, run: Any
                    ) -> dict[str, Any]:
-        grant, person = await self._agent(ctx, scope)
-        portal = await self._portal(grant, room)
+        grant, person, scopes = await self._agent(ctx, None)
         wait = self.sends.take(grant.id)
         if wait:
             raise ToolError(f"Too many sends: wait {wait:.0f} s before the next one.")
         try:
+            if scope not in scopes:
+                raise ActRefused(_not_granted(scope))
+            try:
+                portal = await self._portal(grant, room)
+            except ToolError as e:
+                raise ActRefused(str(e)) from e
             outcome: Outcome = await run(person, portal, self._actor(grant))
         except ActRefused as e:
+            # Every refused act is in the person's audit trail, under the agent's name.
             await self.audit.append(AuditEvent.AGENT, actor=grant.account_id,
                                     account=grant.account_id,
                                     details={"change": "refused", "agent": grant.name,
                                              "agent_id": grant.id, "action": what,
-                                             "network": portal.network,
-                                             "channel": portal.remote_id,
-                                             "reason": str(e)[:200]})
+                                             "room": room, "reason": str(e)[:200]})
             raise ToolError(str(e)) from e
         return _reported(outcome, what)
 
@@ -231,6 +237,10 @@ class AgentTools:
                      self.send_message, self.edit_message, self.delete_message, self.react):
             server.add_tool(tool, name=tool.__name__, description=tool.__doc__)
         return server
+
+
+def _not_granted(scope: str) -> str:
+    return (f"You were not granted {scope}; the person can authorise you again with it.")
 
 
 def _text(content: Any, via: str | None) -> str | None:

@@ -1,0 +1,155 @@
+"""One MCP endpoint for a person's agents, end to end: the `mcp` SDK's client over streamable
+HTTP with its OAuth flow through the bridge's sign-in and consent pages, real Synapse, a real
+Prosody group chat and the Slack fake, on both databases. The agent reads a Slack channel,
+sends into an XMPP group chat as the person (its first message waits for the person's
+confirm), is refused outside its grant and by a capability rule naming it, stops when the
+account is paused, and is cut off by `agents revoke`; the audit names it."""
+
+from __future__ import annotations
+
+import json
+
+import httpx2
+import pytest
+from mautrix.types import EventType
+
+from tests.fakes.slack import FakeSlack
+from tests.fakes.slack.scenario import build_world
+
+from .support.mcp import Agent, Consenting
+from .support.slack import link_slack, slack_settings
+from .test_xmpp import MUC, link_xmpp
+
+
+@pytest.fixture
+async def slack():
+    async with FakeSlack() as fake:
+        yield fake
+
+
+async def test_an_agent_acts_across_networks_as_the_person(
+        start_bridge, prosody, slack, new_user, xmpp_peer, homeserver, browser):
+    world = build_world(slack)
+    bridge = await start_bridge(extra={
+        "networks": {
+            "xmpp": {"enabled": True, "ca_file": str(prosody.ca),
+                     "nameserver": prosody.nameserver},
+            "slack": slack_settings(slack, f"{homeserver.appservice_url}/link/slack/callback")},
+        "mcp": {"enabled": True}})
+    bot = homeserver.bot_mxid
+    alice = await new_user("alice")
+    alice_xmpp, bob = await xmpp_peer("alice"), await xmpp_peer("bob")
+    await alice_xmpp.stop()  # only its credentials are needed
+    team, board = f"team{bob.nick}@{MUC}", f"board{bob.nick}@{MUC}"
+    await bob.join(team)
+    await bob.join(board)
+    room = await link_xmpp(alice, alice_xmpp, homeserver)  # into Jobb
+    portals = {}
+    for muc in (team, board):
+        await alice.send_text(room, f"map xmpp {muc} --profile Jobb")
+        await alice.wait_for_notice(room, bot, f"Mapped xmpp {muc} into Jobb")
+        portals[muc] = await alice.wait_for_invite()
+    # Linking Slack opens a new management room: the bot answers there from now on.
+    room = await link_slack(alice, bot, slack, world.alice, profile="Privat")
+    await alice.send_text(room, f"map slack {world.team.id}/#general --profile Privat")
+    await alice.wait_for_notice(room, bot, "Mapped slack")
+    general = await alice.wait_for_invite()
+    # The person narrows what this agent may do in the board room (a rule naming it).
+    await alice.send_text(room, f"deny Jobb send on xmpp/*/{board} --agent Claude")
+    await alice.wait_for_notice(room, bot, "your agent Claude may no longer send")
+
+    async def login_token() -> str:
+        await alice.send_text(room, "login-link")
+        link = await alice.wait_for_notice(room, bot, "/auth/matrix?token=")
+        return link.rsplit("token=", 1)[1].strip()
+
+    # On the consent page the person unticks "delete": the agent does not get it.
+    consenting = Consenting(browser(), login_token, keep=lambda box: box != "action:delete")
+    async with Agent(homeserver.appservice_url, "Claude", consenting) as agent:
+        page = consenting.consent_page
+        assert "Jobb" in page and "Privat" in page and "xmpp" in page and "slack" in page
+        is_error, rooms = await agent.call("list_rooms")
+        assert not is_error, rooms
+        by_room = {r["room"]: r for r in rooms}
+        assert set(by_room) == {*portals.values(), general}
+        assert by_room[general]["network"] == "slack" and (
+            by_room[general]["profile"] == "Privat")
+
+        # It reads a Slack channel, with the sender's Slack id.
+        await slack.post_message(world.bob, world.general, "standup at ten")
+        await alice.wait_for_event(general, lambda e: e.type == EventType.ROOM_MESSAGE
+                                   and e.content.body == "standup at ten", "bob's message")
+        is_error, messages = await agent.call("read_messages", room=general)
+        assert not is_error, messages
+        [standup] = [m for m in messages if m["text"] == "standup at ten"]
+        assert standup["network_sender"] == f"{world.team.id}/{world.bob.id}"
+        assert not standup["is_you"]
+        is_error, found = await agent.call("search", query="STANDUP")
+        assert [m["id"] for m in found] == [standup["id"]]
+
+        # Its first message into the group chat waits for the person's confirm in Matrix.
+        is_error, sent = await agent.call("send_message", room=portals[team],
+                                          text="hello from the agent")
+        assert not is_error and sent["status"] == "held", sent
+        held = await alice.wait_for_notice(portals[team], bot, "first message into")
+        assert "your agent Claude's first message" in held
+        assert not [m for m in bob.messages if m["body"] == "hello from the agent"]
+        await alice.send_text(room, "confirm")
+        got = await bob.wait_for(lambda m: m["body"] == "hello from the agent", "the message")
+        assert got["from"].resource == alice_xmpp.nick  # as alice herself
+        # The person sees in the room what their agent sent, and who sent it.
+        copies = await alice.notices_from(portals[team], bot)
+        assert any(c.startswith(f"Claude (agent of {alice.mxid}): hello from the agent")
+                   for c in copies), copies
+        # From now on it goes straight out, also as a reply.
+        bob.send(team, "what time?")
+        asked = await alice.wait_for_event(portals[team], lambda e: e.type ==
+                                           EventType.ROOM_MESSAGE
+                                           and e.content.body == "what time?", "bob asks")
+        is_error, sent = await agent.call("send_message", room=portals[team], text="ten",
+                                          reply_to=asked.event_id)
+        assert not is_error and sent["status"] == "sent", sent
+        await bob.wait_for(lambda m: m["body"] == "ten", "the reply")
+
+        # Refusals are tool errors that name the rule.
+        is_error, text = await agent.call("send_message", room=portals[board], text="x")
+        assert is_error and "do not allow your agent Claude to send" in text, text
+        is_error, text = await agent.call("delete_message", room=portals[team],
+                                          message_id=asked.event_id)
+        assert is_error and "not granted delete" in text, text
+        assert not [m for m in bob.messages if m["body"] == "x"]
+
+        # Pausing the linked account stops the agent there before its next call.
+        ref = f"xmpp:{alice_xmpp.jid}"
+        await alice.send_text(room, f"pause {ref}")
+        await alice.wait_for_notice(room, bot, f"{ref} is now paused.")
+        is_error, text = await agent.call("send_message", room=portals[team], text="paused?")
+        assert is_error and "paused account" in text, text
+        is_error, rooms = await agent.call("list_rooms")
+        assert [r["room"] for r in rooms] == [general]
+        await alice.send_text(room, f"resume {ref}")
+        await alice.wait_for_notice(room, bot, f"{ref} is now active.")
+
+        # The person lists and revokes it; its very next call is refused with 401.
+        await alice.send_text(room, "agents")
+        listing = await alice.wait_for_notice(room, bot, "Your agents:")
+        assert "Claude: read, send, edit, react on" in listing
+        await alice.send_text(room, "agents revoke Claude")
+        await alice.wait_for_notice(room, bot, "Revoked Claude")
+        token = agent.tokens.tokens.access_token
+    async with httpx2.AsyncClient() as http:
+        r = await http.post(f"{homeserver.appservice_url}/mcp",
+                            json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"},
+                            headers={"Authorization": f"Bearer {token}",
+                                     "Accept": "application/json, text/event-stream"})
+    assert r.status_code == 401
+
+    # Every act is in the audit log with the agent's name beside the person's account.
+    account = await bridge.accounts.for_matrix_user(alice.mxid)
+    sends = [json.loads(r.details) for r in await bridge.security.audit.latest(200)
+             if r.event_type == "impersonated_send" and r.account == account.id]
+    assert [s.get("agent") for s in sends if s["channel"] == team] == ["Claude", "Claude"]
+    agent_records = [json.loads(r.details) for r in await bridge.security.audit.latest(200)
+                     if r.event_type == "agent"]
+    assert [r["change"] for r in agent_records] == ["authorised", "refused", "refused",
+                                                    "refused", "revoked"]
