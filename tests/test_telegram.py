@@ -282,3 +282,66 @@ async def test_forum_topics_as_threads_and_flood_waits(telegram_bridge, server, 
     await alice.wait_for_event(channel, body_is("breaking"), "the channel post")
     attempt = await alice.send_text(channel, "may I?")
     await alice.wait_for_notice(channel, bot, "Not delivered", after=attempt)
+
+
+async def test_revoked_session_turns_read_only_and_relink_delivers(
+        telegram_bridge, server, fake, new_user, homeserver):
+    bridge = telegram_bridge
+    person = fake.add_person("Alice")
+    bob = fake.add_person("Bob")
+    alice = await new_user("alice")
+    bot = homeserver.bot_mxid
+    room = await alice.open_management_room(bot)
+    await link_by_qr(alice, bot, room, server, person)
+    await server.run(fake.send_as(bob, person, "hi"))
+    portal = await alice.wait_for_invite()
+    await alice.wait_for_event(portal, body_is("hi"), "bob's hi")
+
+    await server.call(fake.revoke, person.id)  # Settings > Devices > terminate
+    await alice.send_text(portal, "during 1")
+    ref = f"telegram:{person.id}"
+    prompt = await alice.wait_for_notice(room, bot, "read-only")
+    assert f"relink {ref}" in prompt and "SESSION_REVOKED" in prompt
+    await alice.send_text(portal, "during 2")
+    account = await bridge.accounts.for_matrix_user(alice.mxid)
+    persona = await bridge.accounts.find_persona(account.id, ref)
+    assert persona.status.value != "active"
+    refused = [c for c in fake.calls_of("messages.SendMessage") if c.error == "SESSION_REVOKED"]
+    assert len(refused) == 1  # read-only within one refused send
+
+    await link_by_qr(alice, bot, room, server, person, command=f"relink {ref}")
+    await _wait(server, lambda: [m.message for m in bob.messages.values()
+                                 if m.message.startswith("during")] == ["during 1", "during 2"],
+                "the queued messages, in order")
+    persona = await bridge.accounts.find_persona(account.id, ref)
+    assert persona.status.value == "active"
+
+
+async def test_a_restart_while_messages_arrive(start_bridge, server, fake, new_user,
+                                               homeserver, tmp_path):
+    settings = {"networks": {"telegram": telegram_settings(server, tmp_path / "tg.pub")}}
+    bridge = await start_bridge(extra=settings)
+    person = fake.add_person("Alice")
+    bob = fake.add_person("Bob")
+    group = fake.add_group("Family", [person, bob])
+    alice = await new_user("alice")
+    bot = homeserver.bot_mxid
+    room = await alice.open_management_room(bot)
+    await link_by_qr(alice, bot, room, server, person)
+    await alice.send_text(room, f"map telegram -{group.id}")
+    await alice.wait_for_notice(room, bot, "Mapped")
+    portal = await alice.wait_for_invite()
+    await server.run(fake.send_as(bob, group, "before"))
+    await alice.wait_for_event(portal, body_is("before"), "the first message")
+
+    await bridge.stop()
+    for i in range(3):
+        await server.run(fake.send_as(bob, group, f"meanwhile {i}"))
+    await start_bridge(extra=settings)
+    await server.run(fake.send_as(bob, group, "after"))
+    await alice.wait_for_event(portal, body_is("after"), "the message after the restart")
+    await alice.wait_for_event(portal, body_is("meanwhile 2"), "the caught-up messages")
+    bodies = [e.content.body for e in await alice.room_events(portal)
+              if e.type == EventType.ROOM_MESSAGE and e.sender != bot]
+    assert [b for b in bodies if b in ("before", "after") or b.startswith("meanwhile")] == [
+        "before", "meanwhile 0", "meanwhile 1", "meanwhile 2", "after"]

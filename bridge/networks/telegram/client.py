@@ -6,6 +6,7 @@ A session lives only in memory (`StringSession`) and in the vault: never a .sess
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,13 @@ def make_client(settings: Mapping[str, Any], session: str = "", *,
         client.session.set_dc(int(server.get("dc_id", 2)), server["host"],
                               int(server.get("port", 443)))
     return client
+
+
+def error_name(error: Exception) -> str:
+    """Telegram's own name of an error (SessionRevokedError -> SESSION_REVOKED), which
+    Telethon keeps only in the class name for the errors it knows."""
+    name = type(error).__name__.removesuffix("Error")
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).upper()
 
 
 def save(client: TelegramClient) -> str:

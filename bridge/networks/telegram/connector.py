@@ -41,7 +41,7 @@ from ..base import (
     Unsupported,
 )
 from ..login import LinkedAccount, LoginFailed, LoginStep
-from .client import SESSION_GONE, make_client
+from .client import SESSION_GONE, error_name, make_client
 from .events import TelegramEvents, display_name, private_room_id
 from .formatting import from_matrix, to_input_entities
 from .login import TelegramLogin
@@ -193,7 +193,7 @@ class TelegramConnector(Connector):
             log.warning("Telegram session of %s is not up yet (%s); it keeps trying",
                         external_user_id, e)
         except SESSION_GONE as e:
-            session.rejected = f"Telegram ended this session ({e.message})"
+            session.rejected = f"Telegram ended this session ({error_name(e)})"
             await self.report_auth_failure(persona_id, session.rejected)
 
     async def close_session(self, persona_id: str) -> None:
@@ -221,11 +221,12 @@ class TelegramConnector(Connector):
         except errors.SlowModeWaitError as e:
             raise RateLimited(float(e.seconds), f"Telegram slow mode on {what}") from e
         except SESSION_GONE as e:
-            session.rejected = f"Telegram refused the session ({e.message})"
+            session.rejected = f"Telegram refused the session ({error_name(e)})"
             raise await self.credentials_rejected(session.persona_id, session.rejected) from e
         except (errors.ChatWriteForbiddenError, errors.ChatAdminRequiredError,
                 errors.ChatSendPlainForbiddenError, errors.ChatSendMediaForbiddenError) as e:
-            raise Unsupported(f"you may not post in this Telegram chat ({e.message})") from e
+            raise Unsupported(f"you may not post in this Telegram chat ({error_name(e)})"
+                              ) from e
         except errors.MessageAuthorRequiredError as e:
             raise Unsupported("only the author can change this Telegram message") from e
 

@@ -22,7 +22,7 @@ from telethon import TelegramClient, errors
 from telethon.tl.custom.qrlogin import QRLogin
 
 from ..login import Field, LinkedAccount, LoginFailed, LoginStep
-from .client import make_client, save
+from .client import error_name, make_client, save
 
 log = logging.getLogger("relayforge.telegram.login")
 ATTEMPT_SECONDS = 15 * 60  # as long as the core keeps a link flow
@@ -59,12 +59,15 @@ class TelegramLogin:
     async def begin(self, identifier: str | None) -> LoginStep:
         self._prune()
         phone = (identifier or "").strip()
-        if phone and phone.lower() != "qr" and not PHONE.match(phone):
+        # "relink telegram:<user id>" names the account by its id: it proves itself by QR.
+        relink = phone.isdigit()
+        if phone and not relink and phone.lower() != "qr" and not (
+                phone.startswith("+") and PHONE.match(phone)):
             raise LoginFailed(f'"{identifier}" is not a phone number: write it with the country '
                               'code, like "link telegram +4712345678", or "link telegram" to '
                               "scan a QR code.")
         handle = secrets.token_urlsafe(16)
-        kind = "phone" if phone and phone.lower() != "qr" else "qr"
+        kind = "phone" if phone.startswith("+") else "qr"
         if self.settings.get("require_own_api_id"):
             attempt = Attempt(make_client(self.settings), kind)
             attempt.phone = re.sub(r"[^0-9+]", "", phone)
@@ -124,7 +127,7 @@ class TelegramLogin:
             raise LoginFailed(f"Telegram knows no account with the number {phone}. Nothing "
                               "was stored.") from e
         except (errors.PhoneNumberBannedError, errors.PhoneNumberFloodError) as e:
-            raise LoginFailed(f"Telegram refuses logins for {phone} ({e.message}). Nothing "
+            raise LoginFailed(f"Telegram refuses logins for {phone} ({error_name(e)}). Nothing "
                               "was stored.") from e
         except errors.FloodWaitError as e:
             raise LoginFailed(f"Telegram asks to wait {_wait_words(e.seconds)} before sending "

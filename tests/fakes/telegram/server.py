@@ -80,6 +80,7 @@ class FakeTelegram(MessageApi):
         self.qr_tokens: dict[bytes, QrToken] = {}
         self.floods: list[Flood] = []
         self.srp = SrpServer()
+        self.revoked: set[int] = set()  # auth keys whose session the person ended
         self.qr_seconds = 30  # how long a QR login token is good for
         # Connections that lost updates while away get updatesTooLong when they come back.
         self.missed: set[int] = set()
@@ -154,12 +155,12 @@ class FakeTelegram(MessageApi):
         return [c for c in self.connections if self.user_of(c) == user_id]
 
     def revoke(self, user_id: int) -> None:
-        """The person ended the bridge's session in their Telegram app (Settings > Devices)."""
+        """The person ended the bridge's sessions in their Telegram app (Settings >
+        Devices): each request on those auth keys is refused with SESSION_REVOKED."""
         for key_id, owner in list(self.authorized.items()):
             if owner == user_id:
                 del self.authorized[key_id]
-                self.auth_keys.pop(key_id, None)
-        self.drop_connections()
+                self.revoked.add(key_id)
 
     def flood(self, method: str, seconds: int, times: int = 1) -> None:
         """The next `times` calls of `method` (e.g. "messages.SendMessage") are refused with
@@ -210,7 +211,9 @@ class FakeTelegram(MessageApi):
             if handler is None:
                 raise RpcError(400, f"METHOD_NOT_IN_FAKE_{name.upper()}")
             if not getattr(handler, "anonymous", False) and user is None:
-                raise RpcError(401, "AUTH_KEY_UNREGISTERED")
+                key_id = connection.auth_key.key_id if connection.auth_key else None
+                raise RpcError(401, "SESSION_REVOKED" if key_id in self.revoked
+                               else "AUTH_KEY_UNREGISTERED")
             return await handler(connection, request, user)
         except RpcError as e:
             call.error = e.message
