@@ -60,7 +60,7 @@ def _fail(error: ConfigError) -> int:
 
 
 def generate(config_path: str, registration_path: str) -> int:
-    from .registration import generate_registration
+    from .registration import HOMESERVER_SETTINGS, generate_registration
 
     try:
         config = load_config(config_path, for_run=False)
@@ -70,6 +70,7 @@ def generate(config_path: str, registration_path: str) -> int:
     print(f"Wrote {registration_path} for appservice {registration['id']!r} and saved new "
           f"tokens in {config_path}.\nAdd {registration_path} to the homeserver's "
           "app_service_config_files and restart it.")
+    print(HOMESERVER_SETTINGS)
     _offer_double_puppet_registration(config, registration_path)
     return 0
 

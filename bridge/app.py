@@ -39,6 +39,7 @@ from .identity.accounts import Accounts
 from .identity.merge import Merges
 from .matrix.appservice import BridgeAppService
 from .matrix.double_puppet import MATRIX, DoublePuppets
+from .matrix.encryption_setup import start_encryption
 from .matrix.ghosts import Ghosts, GhostTemplate
 from .matrix.portals import Portals
 from .matrix.spaces import MatrixSpaces, PortalSpaces
@@ -106,6 +107,7 @@ class Bridge:
         self._metrics_listener: MetricsListener | None = None
         self._pruning: asyncio.Task | None = None
         self.mcp: Any = None  # the MCP endpoint (bridge.mcp), when mcp.enabled
+        self.encryption: Any = None  # the bot's device (bridge.matrix.crypto), when on
         self.policy: Policy | None = None
         self.capabilities: Capabilities | None = None
 
@@ -280,6 +282,11 @@ class Bridge:
         await self._wait_for_homeserver()
         await az.intent.ensure_registered()
         await az.intent.set_displayname(cfg["appservice.bot_displayname"])
+        # The bot's encryption device (bridge.encryption), ready before any transaction.
+        assert self._dispatcher is not None
+        self.encryption = await start_encryption(
+            cfg, az, self.storage, self.security.vault, self._dispatcher,
+            self._dispatcher.portals, self.bot.is_bridge_user)
         media = MediaFetcher(MediaLimits.from_settings(cfg.get("media")))
         for network, connector in self.connectors.items():
             connector.media = media
@@ -451,6 +458,9 @@ class Bridge:
                 log.exception("Stopping the %s connector failed", connector.network)
         if az:
             await az.stop()
+        if self.encryption is not None:
+            await self.encryption.stop()
+            self.encryption = None
         if security:
             await security.close()
         if storage:

@@ -173,6 +173,14 @@ SCHEMA: tuple[Key, ...] = (
         default="!rf"),
     Key("bridge.permissions", _is_mapping,
         'a mapping of "*", a server name or a user ID to relay, user or admin', required=True),
+    # End-to-bridge encryption (mautrix's terms): allow - the bot's device reads and writes
+    # encrypted rooms; default - new portals are created encrypted; require - portals are
+    # always encrypted and plain messages in them are not bridged.
+    Key("bridge.encryption.allow", _is_bool, "true or false", default=True),
+    Key("bridge.encryption.default", _is_bool, "true or false", default=False),
+    Key("bridge.encryption.require", _is_bool, "true or false", default=False),
+    Key("bridge.encryption.key_wait_seconds", lambda v: _is_number(v) and 1 <= v <= 600,
+        "seconds between 1 and 600 to wait for a message's late room key", default=30),
     Key("vault.provider", lambda v: v in ("file", "pkcs11"), "file or pkcs11",
         default="file"),
     Key("vault.cache_seconds", lambda v: isinstance(v, int | float) and not isinstance(v, bool)

@@ -39,7 +39,21 @@ def build_registration(config: Config, as_token: str, hs_token: str) -> dict[str
         "rate_limited": False,
         "receive_ephemeral": True,
         "de.sorunome.msc2409.push_ephemeral": True,
+        # End-to-bridge encryption (bridge.encryption): the bot's device gets its to-device
+        # messages, device-list changes and one-time-key counts in the transactions (MSC3202,
+        # needs HOMESERVER_SETTINGS), and is made with the appservice token (MSC4190), so the
+        # bot never logs in or syncs and can stay the sender user.
+        "org.matrix.msc3202": True,
+        "io.element.msc4190": True,
     }
+
+
+#: What the homeserver (Synapse) needs for the bridge's encryption; `-g` prints it.
+HOMESERVER_SETTINGS = """\
+For encrypted rooms (bridge.encryption), put this in the homeserver's config (Synapse):
+  experimental_features:
+    msc2409_to_device_messages_enabled: true
+    msc3202_transaction_extensions: true"""
 
 
 def generate_registration(config: Config, registration_path: str) -> dict[str, Any]:

@@ -61,7 +61,10 @@ class SessionHomeserver:
                       identity: dict[str, Any] | None = None,
                       extra: dict[str, Any] | None = None) -> Config:
         data = {**self.base, "database": {"uri": db_uri},
-                "bridge": {"permissions": permissions or DEFAULT_PERMISSIONS},
+                # Encryption off unless a test turns it on: each bridge that has it makes an
+                # encryption device for the bot user all tests share.
+                "bridge": {"permissions": permissions or DEFAULT_PERMISSIONS,
+                           "encryption": {"allow": False}},
                 "vault": {"file": {"key_path": str(directory / "master.key")}},
                 "audit": {"checkpoint_file": str(directory / "audit.checkpoint"),
                           **(audit or {})},

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
+from mautrix.errors import DecryptionError, SessionNotFound
 from mautrix.types import (
+    EncryptedEvent,
     Event,
     EventType,
     Membership,
@@ -38,6 +41,12 @@ ENCRYPTION_ON_IN_PORTAL = (
 ENCRYPTED_TO_BOT = (
     "I cannot read encrypted messages yet, so I cannot see your commands here. Start a new "
     "direct chat with me with encryption off.")
+KEY_MISSING = (
+    "I could not read this message: its encryption key never reached the bridge{why}, so it "
+    "{where}. Please send it again. If this keeps happening, your client may be set to send "
+    "keys to verified devices only; allow the bridge's device ({device}).")
+UNDECRYPTABLE = (
+    "I could not decrypt this message, so it {where}. Please send it again.")
 ENCRYPTION_ON_WITH_BOT = (
     "Encryption was turned on in this room. I cannot read encrypted messages yet, so I will "
     "not see your commands here: start a new direct chat with me with encryption off.")
@@ -55,6 +64,9 @@ class MatrixDispatcher:
         self.metrics = metrics
         # Who was typing in each portal, to tell the network when they stop.
         self._typing: dict[str, set[str]] = {}
+        # The bot's device (bridge.matrix.crypto.BridgeCrypto) when encryption is on; None
+        # means encrypted rooms get the one notice that the bridge cannot read them.
+        self.encryption: Any = None
 
     async def handle(self, evt: Event) -> None:
         """Handle one event; a failure is logged and counted but never blocks the transaction,
@@ -72,7 +84,15 @@ class MatrixDispatcher:
 
     async def _handle(self, evt: Event) -> None:
         if evt.type == EventType.ROOM_MEMBER:
+            if self.encryption is not None:
+                await self.encryption.member_event(evt)
             await self._member(evt)
+            return
+        if self.encryption is not None and evt.type == EventType.ROOM_ENCRYPTION:
+            self.encryption.room_encrypted(evt.room_id)  # what is sent there is encrypted
+            return
+        if self.encryption is not None and isinstance(evt, EncryptedEvent):
+            await self._decrypt(evt)
             return
         if evt.type in (EventType.ROOM_ENCRYPTED, EventType.ROOM_ENCRYPTION):
             await self._encryption(evt)
@@ -100,6 +120,37 @@ class MatrixDispatcher:
         portal = await self.portals.get_by_mxid(evt.room_id)
         if portal is not None and isinstance(evt, ReactionEvent | RedactionEvent):
             await self.delivery.enqueue(portal, evt)
+
+    async def _decrypt(self, evt: EncryptedEvent) -> None:
+        """Decrypt with the bot's device and handle what was inside like any event. A key
+        that has not arrived yet is waited for (and asked for) in the background."""
+        if self.bot.is_bridge_user(evt.sender):
+            return  # the bridge's own messages, coming back
+        try:
+            decrypted = await self.encryption.decrypt(evt)
+        except SessionNotFound:
+            self.encryption.decrypt_later(evt, self.handle, self._key_missing)
+            return
+        except DecryptionError as e:
+            log.warning("Could not decrypt %s in %s: %s", evt.event_id, evt.room_id, e)
+            await self._tell_undecryptable(evt, UNDECRYPTABLE, "")
+            return
+        await self._handle(decrypted)
+
+    async def _key_missing(self, missing: Any) -> None:
+        why = " (the sender's device refused to share it)" if missing.withheld else ""
+        await self._tell_undecryptable(missing.event, KEY_MISSING, why)
+
+    async def _tell_undecryptable(self, evt: EncryptedEvent, text: str, why: str) -> None:
+        portal = await self.portals.get_by_mxid(evt.room_id)
+        if portal is not None:
+            where = f"did not reach {portal.network}"
+        elif await self.bot.management_rooms.is_management_room(evt.room_id):
+            where = "was not read as a command"
+        else:
+            return  # a room the bridge does not serve
+        await self.bot.reply(evt.room_id, evt.event_id, text.format(
+            why=why, where=where, device=self.encryption.device_id))
 
     async def _ephemeral(self, evt: Event) -> None:
         portal = await self.portals.get_by_mxid(evt.room_id)

@@ -10,7 +10,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
-from mautrix.appservice import AppService
+from mautrix.appservice import AppService, AppServiceAPI, IntentAPI
+from mautrix.types import DeviceLists, DeviceOTKCount, EventType, RoomID, UserID
 
 from ..db import Storage
 from ..metrics import Metrics
@@ -29,16 +30,18 @@ def _matrix_error(status: int, errcode: str, message: str) -> web.Response:
     )
 
 
-def transaction_key(txn_id: str, events: list, ephemeral: list | None) -> str:
+def transaction_key(txn_id: str, events: list, ephemeral: list | None,
+                    to_device: list | None = None) -> str:
     """What makes a transaction "the same one again".
 
     The id alone is not enough: Synapse numbers transactions afresh after it restarts (seen:
     a restarted Synapse sent transaction 1 again, with new events). A retry carries the same
     events, so the key is the id plus a digest of the event ids (or, for a transaction of only
-    ephemeral events, which have no ids, of their content).
+    ephemeral events or to-device messages, which have no ids, of their content).
     """
     ids = [e.get("event_id", "") for e in events if isinstance(e, dict)]
-    material = json.dumps(ids if ids else ephemeral or [], sort_keys=True)
+    material = json.dumps(ids if ids else [*(ephemeral or []), *(to_device or [])],
+                          sort_keys=True)
     return f"{txn_id}:{hashlib.sha256(material.encode()).hexdigest()[:32]}"
 
 
@@ -48,6 +51,50 @@ def _presented_token(request: web.Request) -> str | None:
         scheme, _, token = header.partition(" ")
         return token.strip() if scheme.lower() == "bearer" else None
     return request.rel_url.query.get("access_token")
+
+
+class Encryptor:
+    """What an intent needs to send in an encrypted room (bridge.matrix.crypto.BridgeCrypto)."""
+
+    async def is_encrypted(self, room_id: RoomID) -> bool: ...  # pragma: no cover
+
+    async def encrypt(self, room_id: RoomID, event_type: EventType, content: Any
+                      ) -> tuple[EventType, Any]: ...  # pragma: no cover
+
+
+class EncryptingIntent(IntentAPI):
+    """mautrix's IntentAPI that encrypts in encrypted rooms with the bot's device, for the bot
+    and every ghost alike (end-to-bridge encryption): the one place the bridge sends room
+    events through, so no sender can forget it."""
+
+    encryptor: Encryptor | None = None
+
+    async def send_message_event(self, room_id: RoomID, event_type: EventType, content: Any,
+                                 **kwargs: Any) -> Any:
+        encryptor = self.bot.encryptor if self.bot is not None else self.encryptor
+        if (encryptor is not None and event_type != EventType.ROOM_ENCRYPTED
+                and await encryptor.is_encrypted(room_id)):
+            # Checked for the real type: encrypting must not skip the power-level check.
+            await self._ensure_has_power_level_for(room_id, event_type)
+            event_type, content = await encryptor.encrypt(room_id, event_type, content)
+        return await super().send_message_event(room_id, event_type, content, **kwargs)
+
+
+class _EncryptingAppServiceAPI(AppServiceAPI):
+    """Makes EncryptingIntents (mautrix's AppServiceAPI names IntentAPI directly)."""
+
+    def bot_intent(self) -> IntentAPI:
+        if not self._bot_intent:
+            self._bot_intent = EncryptingIntent(self.bot_mxid, self, state_store=self.state_store)
+        return self._bot_intent
+
+    def intent(self, user: UserID | None = None, token: str | None = None,
+               base_url: str | None = None, real_user_as_token: bool = False) -> IntentAPI:
+        if self.is_real_user:
+            raise ValueError("Can't get child intent of real user")
+        api = (self.real_user(user, token, base_url, as_token=real_user_as_token) if token
+               else self.user(user))
+        return EncryptingIntent(user, api, self.bot_intent(), self.state_store)
 
 
 class BridgeAppService(AppService):
@@ -73,6 +120,24 @@ class BridgeAppService(AppService):
         self.synchronous_handlers = True
         # Transactions are refused (and retried by the homeserver) until the bridge is wired up.
         self.accepting = False
+        # Set by the encryption module: then to-device messages, device-list changes and
+        # one-time-key counts in transactions (MSC2409, MSC3202) are handed on.
+        self.encryption_events = False
+
+    async def start(self, host: str = "127.0.0.1", port: int = 8080) -> None:
+        await super().start(host, port)
+        # The same API as mautrix's, making intents that can encrypt. Nothing used the first
+        # one yet: transactions are refused until the bridge is wired up.
+        self._intent = _EncryptingAppServiceAPI(
+            base_url=self.server, bot_mxid=self.bot_mxid, log=self.log, token=self.as_token,
+            state_store=self.state_store, bridge_name=self.bridge_name,
+            client_session=self._http_session,
+            default_retry_count=self.default_http_retry_count,
+        ).bot_intent()
+
+    def set_encryptor(self, encryptor: Encryptor | None) -> None:
+        assert isinstance(self.intent, EncryptingIntent)
+        self.intent.encryptor = encryptor
 
     @web.middleware
     async def _auth_middleware(
@@ -115,7 +180,8 @@ class BridgeAppService(AppService):
         if not isinstance(body, dict) or not isinstance(body.get("events"), list):
             return _matrix_error(400, "M_BAD_JSON", "Body needs an 'events' list")
         ephemeral = body.get("ephemeral", body.get("de.sorunome.msc2409.ephemeral"))
-        key = transaction_key(txn_id, body["events"], ephemeral)
+        to_device = body.get("to_device", body.get("de.sorunome.msc2409.to_device")) or None
+        key = transaction_key(txn_id, body["events"], ephemeral, to_device)
         try:
             if await self.storage.transactions.is_handled(key):
                 log.debug("Transaction %s was already handled; acknowledging only", txn_id)
@@ -125,6 +191,7 @@ class BridgeAppService(AppService):
                 await self.handle_transaction(
                     txn_id, events=body["events"], extra_data=body,
                     ephemeral=ephemeral if self.ephemeral_events else None,
+                    **(_encryption_parts(body, to_device) if self.encryption_events else {}),
                 )
             await self.storage.transactions.mark_handled(key)
         except Exception:
@@ -133,3 +200,20 @@ class BridgeAppService(AppService):
             return _matrix_error(500, "M_UNKNOWN", "Transaction could not be handled")
         self.metrics.transactions.labels(outcome="handled").inc()
         return web.json_response({})
+
+
+def _encryption_parts(body: dict[str, Any], to_device: list | None) -> dict[str, Any]:
+    """The MSC2409/MSC3202 parts of a transaction (stable names first, then Synapse's
+    unstable ones), in the shapes mautrix's handle_transaction takes."""
+    lists = body.get("device_lists", body.get("org.matrix.msc3202.device_lists"))
+    counts = body.get("device_one_time_keys_count",
+                      body.get("org.matrix.msc3202.device_one_time_keys_count")) or {}
+    return {
+        "to_device": to_device if isinstance(to_device, list) else None,
+        "device_lists": DeviceLists.deserialize(lists) if isinstance(lists, dict) else None,
+        "otk_counts": {
+            UserID(user): {device: DeviceOTKCount.deserialize(count)
+                           for device, count in devices.items() if isinstance(count, dict)}
+            for user, devices in counts.items() if isinstance(devices, dict)
+        } if isinstance(counts, dict) else {},
+    }

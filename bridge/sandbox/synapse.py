@@ -52,6 +52,10 @@ def _overrides(port: int, registrations: list[str]) -> dict[str, Any]:
         "rc_presence": {"per_user": _GENEROUS},
         "rc_admin_redaction": _GENEROUS,
         "rc_media_create": _GENEROUS,
+        # End-to-bridge encryption: the bot's to-device messages, device lists and key counts
+        # in the appservice transactions (the registration asks for them, org.matrix.msc3202).
+        "experimental_features": {"msc2409_to_device_messages_enabled": True,
+                                  "msc3202_transaction_extensions": True},
     }
 
 

@@ -1,0 +1,77 @@
+"""End-to-bridge encryption on the real Synapse (with MSC2409/MSC3202 on): the person's client
+runs its own crypto stack (vodozemac, tests/support/e2ee.py), the bridge its bot's device."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+from mautrix.types import RoomID
+
+from .support.e2ee import E2eeDevice, E2eePerson, open_encrypted_dm
+
+ENCRYPTION = {"bridge": {"encryption": {"allow": True, "default": True}}}
+
+
+@pytest.fixture
+async def person(homeserver) -> AsyncIterator[Callable[..., Any]]:
+    made: list[E2eePerson] = []
+
+    async def make(prefix: str = "e2ee") -> E2eePerson:
+        made.append(await E2eePerson.register(homeserver.synapse, prefix))
+        return made[-1]
+
+    yield make
+    for one in made:
+        await one.close()
+
+
+def body_has(text: str) -> Callable[[dict], bool]:
+    return lambda clear: text in clear["content"].get("body", "")
+
+
+async def bot_device(device: E2eeDevice, bridge) -> dict[str, dict]:
+    """The bot's live device as the person's client sees it (other bridges of this test
+    session made other devices for the same bot user)."""
+    devices = await device.devices_of(bridge.bot.mxid)
+    return {bridge.encryption.device_id: devices[bridge.encryption.device_id]}
+
+
+async def say(device: E2eeDevice, room: RoomID, bridge, text: str) -> str:
+    """What a client does: make sure the bot's device has this session's key, then send."""
+    await device.share_room_key(room, bridge.bot.mxid, await bot_device(device, bridge))
+    return await device.send_text(room, text)
+
+
+async def encrypted_management_room(device: E2eeDevice, bridge) -> RoomID:
+    room = await open_encrypted_dm(device, bridge.bot.mxid)
+    await device.wait_for_clear(room, bridge.bot.mxid, body_has("management room"),
+                                "the bot's encrypted welcome")
+    return room
+
+
+async def test_encrypted_management_room_help_and_a_redacted_password(
+        start_bridge, person, xmpp_peer, prosody):
+    bridge = await start_bridge(extra={**ENCRYPTION, "networks": {"xmpp": {
+        "enabled": True, "ca_file": str(prosody.ca), "nameserver": prosody.nameserver}}})
+    alice = await person("alice")
+    phone = await alice.new_device()
+    room = await encrypted_management_room(phone, bridge)
+    bot = bridge.bot.mxid
+
+    await say(phone, room, bridge, "help")
+    await phone.wait_for_clear(room, bot, body_has("link"), "the encrypted help")
+    # Nothing the bot said there was in the clear.
+    plain = [e for e in phone.timeline[room]
+             if e["sender"] == bot and e["type"] == "m.room.message"]
+    assert plain == []
+
+    account = await xmpp_peer("alice")
+    await account.stop()
+    await say(phone, room, bridge, f"link xmpp {account.jid} --profile Jobb")
+    await phone.wait_for_clear(room, bot, body_has("Send it as your next message"), "the ask")
+    secret = await say(phone, room, bridge, account.password)
+    await phone.wait_for_clear(room, bot, body_has("Reply yes to link"), "the consent")
+    redacted = await phone.client.get_event(room, secret)
+    assert redacted.content.serialize() == {}  # the encrypted password is gone at once
