@@ -7,6 +7,7 @@ homeserver)."""
 
 from __future__ import annotations
 
+import aiohttp
 from mautrix.types import EventType
 
 from bridge.audit import AuditEvent
@@ -14,6 +15,7 @@ from bridge.db.persona import PersonaStatus
 from tests.fakes.slack import FakeSlack
 from tests.fakes.slack.scenario import build_world
 
+from .conftest import SERVER_NAME
 from .support.slack import link_slack, slack_settings
 
 
@@ -150,3 +152,25 @@ async def test_client_login_then_a_dead_token_goes_read_only(start_bridge, homes
         account = await bridge.accounts.for_matrix_user(alice.mxid)
         persona = await bridge.accounts.find_persona(account.id, f"matrix:{other.mxid}")
         assert persona.status == PersonaStatus.READ_ONLY
+
+        # Relinked with a fresh token (one the homeserver gives the second registration for
+        # any of its users): her own user speaks again.
+        fresh = await fresh_token(homeserver, other.mxid)
+        await answer(alice, room, bot, f"relink matrix:{other.mxid}", "all your profiles")
+        await answer(alice, room, bot, "all", "password")
+        await answer(alice, room, bot, fresh, "Reply yes")
+        await answer(alice, room, bot, "yes", f"Linked matrix:{other.mxid}")
+        await slack.post_message(world.alice, world.general, "relinked")
+        back = await alice.wait_for_event(portal, body_is("relinked"), "relinked", after=None)
+        assert back.sender == other.mxid
+
+
+async def fresh_token(homeserver, mxid: str) -> str:
+    secret = homeserver.base["double_puppet"]["secrets"][SERVER_NAME].removeprefix("as_token:")
+    async with aiohttp.ClientSession() as http, http.post(
+            f"{homeserver.synapse.url}/_matrix/client/v3/login",
+            headers={"Authorization": f"Bearer {secret}"},
+            json={"type": "m.login.application_service",
+                  "identifier": {"type": "m.id.user", "user": mxid}}) as response:
+        assert response.status == 200, await response.text()
+        return (await response.json())["access_token"]

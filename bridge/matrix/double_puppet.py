@@ -17,6 +17,7 @@ from typing import Any, Protocol
 from mautrix.appservice import DOUBLE_PUPPET_SOURCE_KEY, IntentAPI
 from mautrix.errors import MatrixError, MatrixRequestError
 from mautrix.types import RoomID, UserID
+from yarl import URL
 
 from ..audit import AuditEvent, AuditLog
 from ..db import Portal, Storage
@@ -136,7 +137,8 @@ class DoublePuppets:
         known = self._intents.get(persona.id)
         if known is not None and known[0] is login:
             return known[1]
-        intent = self.bot_intent.user(UserID(login.user_id), login.token, login.base_url,
+        # A URL, not a str: mautrix keeps a user's API and assigns a new base URL as given.
+        intent = self.bot_intent.user(UserID(login.user_id), login.token, URL(login.base_url),
                                       as_token=login.as_token)
         # A real user exists already: mautrix must not try to register it.
         await self.bot_intent.state_store.registered(intent.mxid)
