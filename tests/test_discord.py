@@ -5,12 +5,7 @@ threads of its own."""
 
 from __future__ import annotations
 
-import secrets
-from collections.abc import AsyncIterator
-
-import attrs
 import pytest
-import pytest_asyncio
 from mautrix.types import (
     EventType,
     Format,
@@ -19,86 +14,13 @@ from mautrix.types import (
     TextMessageEventContent,
 )
 
-from bridge.app import Bridge
-from tests.fakes.discord import FakeDiscord
+from tests.fakes.discord.models import Attachment, snowflake
 
-from .support.discord import World, build_world, discord_settings, link_discord
-from .support.matrix import MatrixUser
+from .support.discord import Env, authorise, contents, db_kind, env
+from .support.slack import start_link
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
-
-
-@attrs.define
-class Env:
-    discord: FakeDiscord
-    world: World
-    bridge: Bridge
-    alice: MatrixUser
-    room: str
-    bot: str
-    consent: str
-    homeserver: object
-    users: list[MatrixUser] = attrs.field(factory=list)
-
-    async def user(self, prefix: str) -> MatrixUser:
-        user = await MatrixUser.register(self.homeserver.synapse, prefix)  # type: ignore
-        self.users.append(user)
-        return user
-
-    async def portal(self, channel: str) -> str:
-        """The portal of #channel, mapped now if no test before mapped it."""
-        found = next(c for c in self.world.guild.channels if c.name == channel)
-        portal = await self.bridge.storage.portals.get("discord",
-                                                       f"{self.world.guild.id}/{found.id}")
-        return portal.mxid if portal and portal.mxid else await self.map(channel)
-
-    async def map(self, channel: str, *options: str) -> str:
-        """Map #channel of the world's server and return the portal alice was invited to."""
-        await self.alice.send_text(self.room, f"map discord {self.world.guild.id}/#{channel}"
-                                   f" --profile Jobb {' '.join(options)}".strip())
-        await self.alice.wait_for_notice(self.room, self.bot, "Mapped discord")
-        return await self.alice.wait_for_invite()
-
-
-@pytest.fixture(scope="module", params=["sqlite", "postgres"])
-def db_kind(request: pytest.FixtureRequest) -> str:
-    return request.param
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def env(db_kind, homeserver, postgres, tmp_path_factory) -> AsyncIterator[Env]:
-    directory = tmp_path_factory.mktemp("discord")
-    database = None
-    if db_kind == "sqlite":
-        uri = f"sqlite:{directory / 'relayforge.db'}"
-    else:
-        if postgres.admin_dsn is None:
-            pytest.skip("no PostgreSQL server answers and none could be started")
-        database = f"relayforge_discord_{secrets.token_hex(6)}"
-        uri = await postgres.create_database(database)
-    discord = await FakeDiscord().start()
-    world = build_world(discord)
-    corporate = discord.add_guild("Corp", world.carol)
-    callback = f"{homeserver.appservice_url}/link/discord/callback"
-    config = homeserver.bridge_config(directory, uri, extra={
-        "networks": {"discord": discord_settings(discord, callback)},
-        "policy": {"high_risk": {"discord_corporate_servers": [corporate.id]}},
-        "delivery": {"max_attempts": 3}})
-    bridge = Bridge(config, [])
-    await bridge.start()
-    alice = await MatrixUser.register(homeserver.synapse, "alice")
-    bot = homeserver.bot_mxid
-    room = await link_discord(alice, bot, discord, world.alice)
-    consent = next(body for body in await alice.notices_from(room, bot)
-                   if "Reply yes to link" in body)
-    env = Env(discord, world, bridge, alice, room, bot, consent, homeserver, [alice])
-    yield env
-    await bridge.stop()
-    await discord.stop()
-    for user in env.users:
-        await user.close()
-    if database:
-        await postgres.drop_database(database)
+__all__ = ["db_kind", "env"]  # the module's shared bridge, fake and linked account
 
 
 def body_is(text: str):
@@ -108,10 +30,6 @@ def body_is(text: str):
 def html(formatted: str, body: str) -> TextMessageEventContent:
     return TextMessageEventContent(msgtype=MessageType.TEXT, body=body, format=Format.HTML,
                                    formatted_body=formatted)
-
-
-def contents(discord: FakeDiscord, channel) -> list[str]:
-    return [m.content for m in discord.messages(channel)]
 
 
 async def test_linking_through_discords_page(env: Env):
@@ -125,7 +43,7 @@ async def test_linking_through_discords_page(env: Env):
     exchange = discord.calls("/oauth2/token")[0]
     assert exchange.ok and exchange.form["code_verifier"]
     # The verification ping came before the consent, which says what will happen.
-    assert [c.ok for c in discord.calls("/users/@me/guilds")][0]
+    assert discord.calls("/users/@me/guilds")[0].ok
     assert f"Verified {world.alice.id} on discord" in env.consent
     assert "can see 1 server(s): Acme" in env.consent
     assert "reactions are added by the RelayForge bot" in env.consent
@@ -144,9 +62,6 @@ async def test_linking_through_discords_page(env: Env):
 async def test_a_corporate_server_needs_fresh_mfa(env: Env):
     carol = await env.user("carol")
     room = await carol.open_management_room(env.bot)
-    from .support.slack import start_link
-    from .support.discord import authorise
-
     url = await start_link(carol, env.bot, room, command="link discord --profile Jobb")
     status, page = await authorise(env.discord, env.world.carol, url)
     # Carol is on the server the policy calls corporate: no MFA set up, no link.
@@ -310,8 +225,6 @@ async def test_threads_and_forum_posts_as_matrix_threads(env: Env):
 
 async def test_attachments_both_ways_within_discords_limit(env: Env):
     discord, world, alice = env.discord, env.world, env.alice
-    from tests.fakes.discord.models import Attachment, snowflake
-
     portal = await env.portal("general")
     await discord.post(world.general, world.bob, "", attachments=[
         Attachment(snowflake(), "notes.txt", "text/plain", b"remember the milk")])

@@ -5,10 +5,15 @@ the bridge, consent)."""
 
 from __future__ import annotations
 
+import secrets
+from collections.abc import AsyncIterator
 from typing import Any
 
 import attrs
+import pytest
+import pytest_asyncio
 
+from bridge.app import Bridge
 from tests.fakes.discord import FORUM, Channel, FakeDiscord, Guild, User
 
 from .matrix import MatrixUser
@@ -39,6 +44,11 @@ def build_world(discord: FakeDiscord) -> World:
     return World(alice, bob, carol, guild, discord.add_channel(guild, "general"),
                  discord.add_channel(guild, "random"),
                  discord.add_channel(guild, "help", FORUM))
+
+
+def contents(discord: FakeDiscord, channel: Channel) -> list[str]:
+    """What the channel says now, oldest first."""
+    return [m.content for m in discord.messages(channel)]
 
 
 def discord_settings(discord: FakeDiscord, callback: str, **extra: Any) -> dict[str, Any]:
@@ -77,3 +87,76 @@ async def link_discord(user: MatrixUser, bot: str, discord: FakeDiscord, person:
     await user.send_text(room, "yes")
     await user.wait_for_notice(room, bot, "Linked discord:" if command is None else "discord")
     return room
+
+
+@attrs.define
+class Env:
+    discord: FakeDiscord
+    world: World
+    bridge: Bridge
+    alice: MatrixUser
+    room: str
+    bot: str
+    consent: str
+    homeserver: object
+    users: list[MatrixUser] = attrs.field(factory=list)
+
+    async def user(self, prefix: str) -> MatrixUser:
+        user = await MatrixUser.register(self.homeserver.synapse, prefix)  # type: ignore
+        self.users.append(user)
+        return user
+
+    async def portal(self, channel: str) -> str:
+        """The portal of #channel, mapped now if no test before mapped it."""
+        found = next(c for c in self.world.guild.channels if c.name == channel)
+        portal = await self.bridge.storage.portals.get("discord",
+                                                       f"{self.world.guild.id}/{found.id}")
+        return portal.mxid if portal and portal.mxid else await self.map(channel)
+
+    async def map(self, channel: str, *options: str) -> str:
+        """Map #channel of the world's server and return the portal alice was invited to."""
+        await self.alice.send_text(self.room, f"map discord {self.world.guild.id}/#{channel}"
+                                   f" --profile Jobb {' '.join(options)}".strip())
+        await self.alice.wait_for_notice(self.room, self.bot, "Mapped discord")
+        return await self.alice.wait_for_invite()
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def db_kind(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def env(db_kind, homeserver, postgres, tmp_path_factory) -> AsyncIterator[Env]:
+    directory = tmp_path_factory.mktemp("discord")
+    database = None
+    if db_kind == "sqlite":
+        uri = f"sqlite:{directory / 'relayforge.db'}"
+    else:
+        if postgres.admin_dsn is None:
+            pytest.skip("no PostgreSQL server answers and none could be started")
+        database = f"relayforge_discord_{secrets.token_hex(6)}"
+        uri = await postgres.create_database(database)
+    discord = await FakeDiscord().start()
+    world = build_world(discord)
+    corporate = discord.add_guild("Corp", world.carol)
+    callback = f"{homeserver.appservice_url}/link/discord/callback"
+    config = homeserver.bridge_config(directory, uri, extra={
+        "networks": {"discord": discord_settings(discord, callback)},
+        "policy": {"high_risk": {"discord_corporate_servers": [corporate.id]}},
+        "delivery": {"max_attempts": 3}})
+    bridge = Bridge(config, [])
+    await bridge.start()
+    alice = await MatrixUser.register(homeserver.synapse, "alice")
+    bot = homeserver.bot_mxid
+    room = await link_discord(alice, bot, discord, world.alice)
+    consent = next(body for body in await alice.notices_from(room, bot)
+                   if "Reply yes to link" in body)
+    env = Env(discord, world, bridge, alice, room, bot, consent, homeserver, [alice])
+    yield env
+    await bridge.stop()
+    await discord.stop()
+    for user in env.users:
+        await user.close()
+    if database:
+        await postgres.drop_database(database)

@@ -81,6 +81,9 @@ class _Bot(discord.Client):
     async def on_ready(self) -> None:
         await self.bridge_events.ready()
 
+    async def on_disconnect(self) -> None:
+        self.bridge_events.disconnected()
+
     async def on_message(self, message: discord.Message) -> None:
         await self.bridge_events.guarded(self.bridge_events.message(message))
 

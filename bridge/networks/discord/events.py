@@ -51,6 +51,7 @@ class DiscordEvents:
         # seen in each mapped channel (for catching up after an invalid session).
         self.authors: OrderedDict[str, str] = OrderedDict()
         self.last_seen: dict[str, int] = {}
+        self._lost_at: dict[str, int] = {}
         self.deleting: set[str] = set()
         self._threads_seen: set[str] = set()
         self._avatars: dict[str, Attachment | None] = {}
@@ -76,11 +77,17 @@ class DiscordEvents:
             return
         # A fresh session after an invalid one: nothing was replayed, so read each mapped
         # channel's history since the last message seen (the core drops what it has).
+        log.info("New Discord session: catching up %d mapped channel(s)", len(self.c.mapped))
         for channel_id in list(self.c.mapped):
-            last = self.last_seen.get(channel_id)
+            last = self._lost_at.get(channel_id, self.last_seen.get(channel_id))
             channel = self.c.client.get_channel(int(channel_id)) if self.c.client else None
             if last and isinstance(channel, discord.TextChannel):
                 await self.guarded(self.catch_up(channel, discord.Object(last)))
+
+    def disconnected(self) -> None:
+        """The Gateway connection went away: remember where each channel was, since
+        messages of a fresh session may arrive before its ready (and move `last_seen`)."""
+        self._lost_at = dict(self.last_seen)
 
     async def catch_up(self, channel: discord.TextChannel, after: discord.abc.Snowflake
                        ) -> None:
