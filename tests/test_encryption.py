@@ -75,3 +75,67 @@ async def test_encrypted_management_room_help_and_a_redacted_password(
     await phone.wait_for_clear(room, bot, body_has("Reply yes to link"), "the consent")
     redacted = await phone.client.get_event(room, secret)
     assert redacted.content.serialize() == {}  # the encrypted password is gone at once
+
+
+async def link_xmpp_encrypted(device: E2eeDevice, bridge, account) -> RoomID:
+    room = await encrypted_management_room(device, bridge)
+    bot = bridge.bot.mxid
+    await say(device, room, bridge, f"link xmpp {account.jid} --profile Jobb")
+    await device.wait_for_clear(room, bot, body_has("Send it as your next message"), "the ask")
+    await say(device, room, bridge, account.password)
+    await device.wait_for_clear(room, bot, body_has("Reply yes to link"), "the consent")
+    await say(device, room, bridge, "yes")
+    await device.wait_for_clear(room, bot, body_has(f"Linked xmpp:{account.jid}"), "the link")
+    return room
+
+
+async def test_encrypted_xmpp_portal_both_ways_new_devices_and_key_requests(
+        start_bridge, person, xmpp_peer, prosody):
+    bridge = await start_bridge(extra={**ENCRYPTION, "networks": {"xmpp": {
+        "enabled": True, "ca_file": str(prosody.ca), "nameserver": prosody.nameserver}}})
+    alice = await person("alice")
+    phone = await alice.new_device()
+    alice_xmpp, bob = await xmpp_peer("alice"), await xmpp_peer("bob")
+    await alice_xmpp.stop()
+    await link_xmpp_encrypted(phone, bridge, alice_xmpp)
+
+    # XMPP -> Matrix: a new portal, encrypted from the start; the ghost's message is
+    # encrypted with the bot's device and readable on the person's device.
+    bob.send(alice_xmpp.jid, "hi alice, encrypted", kind="chat")
+    portal = await phone.wait_for_room(body_has("hi alice, encrypted"), "bob's chat")
+    encryption = await phone.client.get_state_event(portal, "m.room.encryption")
+    assert encryption["algorithm"] == "m.megolm.v1.aes-sha2"
+    [first] = [e for e in phone.timeline[portal] if e["type"] == "m.room.encrypted"]
+    assert first["content"]["sender_key"] == bridge.encryption.identity_key
+    assert not [e for e in phone.timeline[portal] if e["type"] == "m.room.message"]
+
+    # Matrix -> XMPP: the person's encrypted answer reaches bob in the clear.
+    await say(phone, portal, bridge, "hi bob, encrypted")
+    got = await bob.wait_for(lambda m: m["body"] == "hi bob, encrypted", "alice's answer")
+    assert got["from"].bare == alice_xmpp.jid
+
+    # A new device of the person: what is sent after it appeared is shared with it, and it
+    # may ask the bot for the key of what came before.
+    tablet = await alice.new_device()
+    bob.send(alice_xmpp.jid, "for both devices", kind="chat")
+    await tablet.wait_for_clear(portal, first["sender"], body_has("for both devices"),
+                                "the next message on the new device")
+    await phone.wait_for_clear(portal, first["sender"], body_has("for both devices"),
+                               "the next message on the first device")
+    await tablet.wait(lambda: first["event_id"] in {
+        e["event_id"] for e in tablet.timeline.get(portal, [])} or None, "the old event")
+    assert tablet.decrypt(first) is None
+    await tablet.request_key(bridge.bot.mxid, bridge.encryption.device_id, portal, first)
+    await tablet.wait(lambda: tablet.decrypt(first), "the old message's key")
+    assert body_has("hi alice, encrypted")(tablet.decrypt(first))
+
+    # Someone who is not in the room asks for that key: refused, with the reason.
+    carol = await person("carol")
+    stranger = await carol.new_device()
+    await stranger.request_key(bridge.bot.mxid, bridge.encryption.device_id, portal, first)
+    withheld = await stranger.wait(lambda: [e for e in stranger.to_device
+                                            if e["type"] == "m.room_key.withheld"],
+                                   "the refusal")
+    assert withheld[0]["content"]["code"] == "m.unauthorised"
+    assert withheld[0]["content"]["session_id"] == first["content"]["session_id"]
+    assert stranger.decrypt(first) is None

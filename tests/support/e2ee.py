@@ -269,12 +269,14 @@ class E2eeDevice:
         except TimeoutError:
             raise AssertionError(f"{self.mxid}/{self.device_id} never saw {what}") from None
 
-    async def wait_for_clear(self, room_id: RoomID, sender: UserID,
+    async def wait_for_clear(self, room_id: RoomID, sender: UserID | None,
                              match: Callable[[dict], bool], what: str) -> dict:
-        """Wait for an encrypted event from `sender` whose clear content matches."""
+        """Wait for an encrypted event from `sender` (None: anyone else) whose clear content
+        matches."""
         def find() -> dict | None:
             for event in self.timeline.get(room_id, []):
-                if event["type"] != "m.room.encrypted" or event["sender"] != sender:
+                if event["type"] != "m.room.encrypted" or event["sender"] != (
+                        sender or event["sender"]) or event["sender"] == self.mxid:
                     continue
                 clear = self.decrypt(event)
                 if clear is not None and match(clear):
@@ -282,6 +284,33 @@ class E2eeDevice:
             return None
 
         return await self.wait(find, what)
+
+    async def wait_for_room(self, match: Callable[[dict], bool], what: str) -> RoomID:
+        """A room (joined on invite) whose timeline has an encrypted event matching."""
+        def find() -> RoomID | None:
+            for room_id, events in self.timeline.items():
+                for event in events:
+                    clear = self.decrypt(event) if event["type"] == "m.room.encrypted" \
+                        else None
+                    if clear is not None and match(clear):
+                        return room_id
+            return None
+
+        return await self.wait(find, what)
+
+    async def request_key(self, to: UserID, device_id: str, room_id: RoomID, event: dict
+                          ) -> None:
+        """Ask a device for the key of an encrypted event (m.room_key_request)."""
+        content = event["content"]
+        await self.send_to_device("m.room_key_request", to, device_id, {
+            "action": "request", "request_id": secrets.token_hex(8),
+            "requesting_device_id": self.device_id,
+            "body": {"algorithm": MEGOLM, "room_id": room_id,
+                     "sender_key": content["sender_key"], "session_id": content["session_id"]}})
+
+    def encrypted_events(self, room_id: RoomID, sender: UserID) -> list[dict]:
+        return [e for e in self.timeline.get(room_id, [])
+                if e["type"] == "m.room.encrypted" and e["sender"] == sender]
 
 
 class E2eePerson:
