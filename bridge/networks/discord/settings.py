@@ -1,5 +1,5 @@
-"""`networks.discord`: the schema the config validates (registered in bridge/config.py), and
-the keys an enabled Discord cannot start without."""
+"""`networks.discord`: the schema the config validates (through `info.INFO`), and the keys
+an enabled Discord cannot start without. Nothing here imports discord.py."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from ...config import ConfigError, Key
+from ...schema import Key
 
 DISCORD_API = "https://discord.com/api/v10"
 DISCORD_GATEWAY = "wss://gateway.discord.gg/"
@@ -58,10 +58,17 @@ SETTINGS: tuple[Key, ...] = (
 )
 
 
+def needs_credentials(settings: Mapping[str, Any]) -> list[str]:
+    """An enabled Discord needs its bot and its OAuth2 client, each problem naming its key."""
+    return [f"networks.discord.{key}: required when Discord is enabled (see the README's "
+            "Discord section)" for key in ("bot_token", "client_id", "client_secret")
+            if not settings.get(key)]
+
+
 def missing_settings(settings: Mapping[str, Any]) -> None:
-    """An enabled Discord needs its bot and its OAuth2 client: stop start-up naming the key."""
-    problems = [f"networks.discord.{key}: required when Discord is enabled (see the README's "
-                "Discord section)" for key in ("bot_token", "client_id", "client_secret")
-                if not settings.get(key)]
+    """The same check when a connector is made from a section that skipped validation."""
+    problems = needs_credentials(settings)
     if problems:
+        from ...config import ConfigError
+
         raise ConfigError(problems, "config")

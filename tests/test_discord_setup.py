@@ -1,0 +1,84 @@
+"""Setting Discord up: an enabled Discord without its bot token or OAuth2 client secret stops
+start-up naming the key (the bot token may come from the environment instead); the
+connector refuses such a section too, and the shapes of the other keys are checked."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bridge.config import ConfigError
+from bridge.configure import load_config
+from bridge.networks.discord.connector import DiscordConnector
+
+ROOT = Path(__file__).resolve().parent.parent
+BASE = """\
+homeserver:
+    address: https://matrix.example.org
+    domain: example.org
+appservice:
+    address: http://localhost:29340
+    as_token: a-token
+    hs_token: h-token
+bridge:
+    permissions:
+        "*": relay
+networks:
+    discord:
+        enabled: true
+        client_id: "1234"
+"""
+
+
+def run_cli(path: Path, **environ: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RELAYFORGE_")}
+    return subprocess.run([sys.executable, "-m", "bridge", "-c", str(path)],
+                          capture_output=True, text=True, timeout=60,
+                          env={**env, "PYTHONPATH": str(ROOT), **environ})
+
+
+def test_a_missing_bot_token_or_client_secret_stops_start_up(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text(BASE)
+    result = run_cli(path)
+    assert result.returncode == 2
+    assert "Cannot start" in result.stderr
+    assert "networks.discord.bot_token: required when Discord is enabled" in result.stderr
+    assert "networks.discord.client_secret: required when Discord is enabled" in result.stderr
+    assert "networks.discord.client_id" not in result.stderr
+    # The bot token from the environment is as good as one in the file.
+    result = run_cli(path, RELAYFORGE_NETWORKS__DISCORD__BOT_TOKEN="bot-token")
+    assert "networks.discord.bot_token" not in result.stderr
+    assert "networks.discord.client_secret: required" in result.stderr
+
+
+def test_a_disabled_discord_needs_nothing(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text(BASE.replace("enabled: true", "enabled: false"))
+    config = load_config(str(path), environ={})
+    assert config["networks.discord.api_url"] == "https://discord.com/api/v10"
+    assert config["networks.discord.gateway_url"] == "wss://gateway.discord.gg/"
+
+
+def test_bad_discord_values_are_named(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text(BASE + "        bot_token: t\n        client_secret: s\n"
+                    "        gateway_url: http://not-a-websocket\n"
+                    "        max_upload_bytes: 0\n")
+    with pytest.raises(ConfigError) as refused:
+        load_config(str(path), environ={})
+    problems = "\n".join(refused.value.problems)
+    assert "networks.discord.gateway_url: got 'http://not-a-websocket'" in problems
+    assert "networks.discord.max_upload_bytes: got 0" in problems
+
+
+def test_the_connector_refuses_a_section_without_its_keys():
+    with pytest.raises(ConfigError) as refused:
+        DiscordConnector({"enabled": True, "client_id": "1", "client_secret": "s"})
+    assert refused.value.problems == [
+        "networks.discord.bot_token: required when Discord is enabled (see the README's "
+        "Discord section)"]
