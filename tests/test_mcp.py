@@ -109,7 +109,19 @@ async def test_an_agent_acts_across_networks_as_the_person(
         is_error, sent = await agent.call("send_message", room=portals[team], text="ten",
                                           reply_to=asked.event_id)
         assert not is_error and sent["status"] == "sent", sent
-        await bob.wait_for(lambda m: m["body"] == "ten", "the reply")
+        ten = await bob.wait_for(lambda m: m["body"] == "ten", "the reply")
+        assert ten.get_plugin("reply", check=True) is not None
+        # Edits and reactions go the same way.
+        is_error, edited = await agent.call("edit_message", room=portals[team],
+                                            message_id=sent["id"], text="ten thirty")
+        assert not is_error, edited
+        fixed = await bob.wait_for(lambda m: m["body"] == "ten thirty", "the correction")
+        assert fixed["replace"]["id"] == ten["id"]
+        is_error, reacted = await agent.call("react", room=portals[team],
+                                             message_id=asked.event_id, emoji="👍")
+        assert not is_error and reacted["status"] == "sent", reacted
+        await bob.wait_for(lambda m: m.get_plugin("reactions", check=True)
+                           and "👍" in m["reactions"]["values"], "the reaction")
 
         # Refusals are tool errors that name the rule.
         is_error, text = await agent.call("send_message", room=portals[board], text="x")
@@ -148,7 +160,8 @@ async def test_an_agent_acts_across_networks_as_the_person(
     account = await bridge.accounts.for_matrix_user(alice.mxid)
     sends = [json.loads(r.details) for r in await bridge.security.audit.latest(200)
              if r.event_type == "impersonated_send" and r.account == account.id]
-    assert [s.get("agent") for s in sends if s["channel"] == team] == ["Claude", "Claude"]
+    assert [(s["action"], s.get("agent")) for s in sends if s["channel"] == team] == [
+        ("send", "Claude"), ("send", "Claude"), ("edit", "Claude"), ("react", "Claude")]
     agent_records = [json.loads(r.details) for r in await bridge.security.audit.latest(200)
                      if r.event_type == "agent"]
     assert [r["change"] for r in agent_records] == ["authorised", "refused", "refused",

@@ -17,7 +17,7 @@ import pytest
 
 from .support.mcp import REDIRECT_URI, Agent, Consenting
 
-MCP_ON = {"mcp": {"enabled": True}}
+MCP_ON = {"mcp": {"enabled": True, "calls_per_minute": 3}}
 
 
 def _pkce() -> tuple[str, str]:
@@ -66,9 +66,13 @@ async def test_discovery_registration_and_the_sdk_client(person, homeserver):
 
     consenting = Consenting(web, login_token)
     async with Agent(url, "Claude", consenting) as agent:
-        is_error, profiles = await agent.call("list_profiles")
+        answers = [await agent.call("list_profiles") for _ in range(4)]
+    is_error, profiles = answers[0]
     assert not is_error, profiles
     assert [p["profile"] for p in profiles] == ["Jobb", "Privat"]
+    # mcp.calls_per_minute: the fourth call in a row is refused, saying how long to wait.
+    assert [e for e, _ in answers] == [False, False, False, True]
+    assert "Too many calls: wait" in answers[3][1]
     page = consenting.consent_page
     assert 'id="agent">Claude' in page and "127.0.0.1:9" in page  # who asks, and where to
     tokens = agent.tokens.tokens

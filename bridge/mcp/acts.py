@@ -52,6 +52,7 @@ class ActRefused(Exception):
 class Outcome:
     status: str  # sent, held, done, queued, parked or failed
     detail: str | None = None
+    event_id: str | None = None  # the act's Matrix event: the id to edit or react to later
 
 
 class AgentActs:
@@ -84,7 +85,7 @@ class AgentActs:
         await self.storage.agents.record_act(evt.event_id, agent.grant_id, portal.remote_id,
                                              evt.serialize())
         await self.delivery.enqueue(portal, evt)
-        return await self._outcome(evt.event_id)
+        return attrs.evolve(await self._outcome(evt.event_id), event_id=evt.event_id)
 
     async def _outcome(self, event_id: str) -> Outcome:
         """Wait (a little) for the queue to send it, so the agent learns what happened."""

@@ -255,15 +255,16 @@ def _text(content: Any, via: str | None) -> str | None:
 
 def _reported(outcome: Outcome, what: str) -> dict[str, Any]:
     if outcome.status == "sent":
-        return {"status": "sent", "network_id": outcome.detail}
+        return {"status": "sent", "id": outcome.event_id, "network_id": outcome.detail}
     if outcome.status == "done":
         if what == "message":
             raise ToolError("The bridge did not send it; the reason is in the room.")
         return {"status": "done"}
     if outcome.status == "held":
-        return {"status": "held", "message": "This is your first message into this room: it "
-                "waits until the person sends \"confirm\" in their management room (or "
-                "\"cancel\"). Do not send it again."}
+        return {"status": "held", "id": outcome.event_id,
+                "message": "This is your first message into this room: it waits until the "
+                "person sends \"confirm\" in their management room (or \"cancel\"). Do not "
+                "send it again."}
     if outcome.status == "failed":
         raise ToolError(f"It could not be delivered: {outcome.detail}. The person can send "
                         "\"retry\" in their management room.")
