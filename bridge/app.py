@@ -22,6 +22,7 @@ from .bot.audit_commands import register_audit_commands
 from .bot.bot import ManagementBot
 from .bot.builtin_commands import register_builtin_commands
 from .bot.dispatch import MatrixDispatcher
+from .bot.first_contact import LinkOnFirstContact
 from .bot.network_commands import NetworkCommands
 from .bot.permissions import Permissions
 from .bot.security_commands import SecurityCommands
@@ -261,6 +262,10 @@ class Bridge:
         self.accounts.on_state_change.append(self._persona_changed)
         self.accounts.before_destroy.append(self._revoke_at_network)
         self.bot.on_new_management_room.append(self._ensure_account)
+        matrix = self.connectors.get(MATRIX)
+        if matrix is not None and cfg.get("double_puppet.auto"):
+            self.bot.on_new_management_room.append(LinkOnFirstContact(
+                self.bot, self.storage, self.accounts, self.linking, matrix))
 
         commands = self.bot.commands
         register_builtin_commands(commands, self.network_status)

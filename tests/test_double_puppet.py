@@ -174,3 +174,23 @@ async def fresh_token(homeserver, mxid: str) -> str:
                   "identifier": {"type": "m.id.user", "user": mxid}}) as response:
         assert response.status == 200, await response.text()
         return (await response.json())["access_token"]
+
+
+async def test_auto_links_on_first_contact(start_bridge, homeserver, new_user):
+    bridge = await start_bridge(extra={"networks": {"matrix": {"enabled": True}},
+                                       "double_puppet": {"auto": True}})
+    bot = homeserver.bot_mxid
+    erin = await new_user("erin")
+    room = await erin.open_management_room(bot)
+    told = await erin.wait_for_notice(room, bot, "will appear as you")
+    assert f"revoke matrix:{erin.mxid}" in told
+    account = await bridge.accounts.for_matrix_user(erin.mxid)
+    persona = await bridge.accounts.find_persona(account.id, f"matrix:{erin.mxid}")
+    assert persona.status == PersonaStatus.ACTIVE
+    kinds = [(r.event_type, r.actor) for r in await bridge.security.audit.latest(
+        20, who=account.id)]
+    assert (AuditEvent.LINK.value, "double_puppet.auto") in kinds
+    # A second management room (a second first contact) links nothing twice.
+    await erin.send_text(room, "personas")
+    listed = await erin.wait_for_notice(room, bot, "matrix:")
+    assert listed.count(f"matrix:{erin.mxid}") == 1

@@ -89,6 +89,12 @@ class MatrixConnector(Connector):
         """The open login of a persona (None while paused, revoked or never opened)."""
         return self._logins.get(persona_id)
 
+    def delegates_for(self, mxid: str) -> bool:
+        """Whether the appservice-token method can act as this user (a secret and a URL for
+        their server): what linking on first contact needs."""
+        server = mxid.partition(":")[2]
+        return bool(server in self.secrets and self._url_of(server))
+
     def _url_of(self, server: str) -> str | None:
         if server in self.servers:
             return self.servers[server]
