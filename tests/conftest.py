@@ -256,10 +256,14 @@ async def signin_bridge(start_bridge: BridgeFactory, oidc_providers: dict[str, O
                         ) -> Bridge:
     """A bridge whose sign-in providers are the two test OpenID providers."""
     idp, corp = oidc_providers["idp"], oidc_providers["corp"]
+    # Every request of the suite comes from one client network: the sign-in tests (the
+    # enumeration test makes 200 callbacks) are not tests of the limits, which
+    # tests/test_rate_limits.py covers with their defaults.
+    generous = {"burst": 100000, "per_minute": 100000}
     return await start_bridge(identity={"providers": [
         idp.provider_config(trust_email=True, name="Google"),
         corp.provider_config(trust_email=True, name="GitHub"),
-    ]})
+    ]}, extra={"security": {"rate_limits": {"web": generous}}})
 
 
 @pytest.fixture
