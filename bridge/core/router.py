@@ -60,6 +60,7 @@ from ..networks.base import (
 )
 from ..security.impersonation import Action, ImpersonationRefused
 from .authority import AgentActor, Authority, NotAllowedHere
+from .echoes import Expected
 from .inflight import SendsInFlight
 from .matrix_side import GhostDirectory, OwnMatrixUser, OwnMatrixUsers, PortalDirectory
 
@@ -106,6 +107,9 @@ class Router:
         self.in_flight = SendsInFlight()
         # Set when double puppeting is on: a person's own Matrix user speaks for them.
         self.own_users: OwnMatrixUsers | None = None
+        # Typing and read markers the bridge set as a person's own Matrix user, whose echo
+        # must not go back out to the network (a loop with networks that echo them).
+        self._own_signals = Expected()
 
     def sink_for(self, network: str) -> ConnectorSink:
         return ConnectorSink(self, network)
@@ -251,10 +255,14 @@ class Router:
         intent = own.intent if own else await self.ghosts.ensure(network, event.sender)
         await intent.ensure_joined(portal.mxid)
         if isinstance(event, RemoteTyping):
+            if own:  # its echo comes back as this user's typing: not to be sent out again
+                self._own_signals.add((portal.mxid, intent.mxid, event.typing))
             await intent.set_typing(portal.mxid, timeout=30_000 if event.typing else 0)
             return
         target = await self._target(network, event.room, event.target_id)
         if target is not None:
+            if own:
+                self._own_signals.add((portal.mxid, intent.mxid, target.mxid))
             await intent.mark_read(portal.mxid, target.mxid)
 
     async def _own_user(self, network: str, sender: RemoteUser, room_id: RoomID | None
@@ -281,10 +289,14 @@ class Router:
         return result, intent
 
     async def handle_matrix_typing(self, portal: Portal, user: str, typing: bool) -> None:
+        if self._own_signals.take((portal.mxid, user, typing)):
+            return  # set by the bridge through the person's double puppet
         await self._signal(portal, user, Action.TYPING, lambda room, token: MatrixTyping(
             room=room, sender_mxid=user, event_id="", typing=typing, authorization=token))
 
     async def handle_matrix_read(self, portal: Portal, user: str, event_id: EventID) -> None:
+        if self._own_signals.take((portal.mxid, user, event_id)):
+            return  # set by the bridge through the person's double puppet
         target = await self.storage.messages.get_by_mxid(event_id)
         if target is None or target.sender_mxid == user:
             return
