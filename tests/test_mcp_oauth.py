@@ -11,11 +11,13 @@ import json
 import re
 import secrets
 import time
+from urllib.parse import parse_qs, urlparse
 
 import httpx2
 import pytest
 
-from .support.mcp import REDIRECT_URI, Agent, Consenting
+from .support.mcp import REDIRECT_URI, Agent, ChromiumConsenting, Consenting
+from .test_pages_browser import ARTIFACTS, chromium  # noqa: F401 - the fixture
 
 MCP_ON = {"mcp": {"enabled": True, "calls_per_minute": 3}}
 
@@ -118,7 +120,7 @@ async def test_discovery_registration_and_the_sdk_client(person, homeserver):
 
 
 async def test_codes_once_exact_redirects_rotated_refresh_and_revocation(person, homeserver):
-    bridge, _alice, _room, web, login_token = person
+    bridge, alice, _room, web, login_token = person
     url = homeserver.appservice_url
     consenting = Consenting(web, login_token)
     async with httpx2.AsyncClient() as http:
@@ -134,6 +136,26 @@ async def test_codes_once_exact_redirects_rotated_refresh_and_revocation(person,
         r = await http.get(f"{url}/authorize", params={
             **authorize, "redirect_uri": REDIRECT_URI + "/other"})
         assert r.status_code == 400 and "Location" not in r.headers
+        # The person refuses: the client learns it (with its state), and nothing is granted.
+        r = await http.get(f"{url}/authorize", params={**authorize,
+                                                       "redirect_uri": REDIRECT_URI})
+        consent = r.headers["Location"]
+        await consenting.redirect(consent)  # signs the browser in on the way
+        r = await http.get(f"{url}/authorize", params={**authorize,
+                                                       "redirect_uri": REDIRECT_URI})
+        consent = r.headers["Location"].removeprefix(url)
+        status, page = await web.get(consent)
+        assert f"Signed in as <strong>{alice.mxid}</strong>" in page
+        fields = {"csrf": await web.csrf(consent), "decision": "refuse",
+                  "request": parse_qs(urlparse(consent).query)["request"][0]}
+        async with web.http.post(f"{url}/auth/agent", data=fields,
+                                 allow_redirects=False) as refused:
+            assert refused.status == 303
+            assert refused.headers["Location"].startswith(
+                f"{REDIRECT_URI}?error=access_denied")
+            assert "state=s1" in refused.headers["Location"]
+        status, _ = await web.post_form("/auth/agent", fields)
+        assert status == 400  # answered already
         r = await http.get(f"{url}/authorize", params={**authorize,
                                                        "redirect_uri": REDIRECT_URI})
         assert r.status_code == 302
@@ -190,3 +212,22 @@ async def test_codes_once_exact_redirects_rotated_refresh_and_revocation(person,
                if r.event_type == "agent"]
     assert [r.get("reason") for r in records if r["change"] == "revoked"] == [
         "authorization code used twice", "revoked by its client"]
+
+
+async def test_the_consent_page_in_chromium(person, homeserver, chromium, db_uri):  # noqa: F811
+    """Sign-in and consent in a real browser, narrowing what the agent gets."""
+    bridge, _alice, _room, _web, login_token = person
+    kind = "sqlite" if db_uri.startswith("sqlite") else "postgres"
+    context = await chromium.new_context()
+    consenting = ChromiumConsenting(
+        await context.new_page(), homeserver.appservice_url, login_token,
+        untick=("action:send", "action:delete", "profile:" + (
+            await bridge.storage.profiles.for_account(
+                (await bridge.accounts.for_matrix_user(_alice.mxid)).id))[1].id),
+        screenshot=str(ARTIFACTS / f"mcp-consent-{kind}.png"))
+    async with Agent(homeserver.appservice_url, "Cursor", consenting) as agent:
+        is_error, profiles = await agent.call("list_profiles")
+    assert not is_error, profiles
+    assert [p["profile"] for p in profiles] == ["Jobb"]  # Privat was unticked
+    assert sorted(agent.tokens.tokens.scope.split()) == ["edit", "react", "read"]
+    await context.close()

@@ -76,6 +76,7 @@ class ConsentRoutes:
             return html(pages.error_page("The agent asking is no longer registered."), 400)
         profiles, networks = await self._choices(account)
         response = html(consent_page(
+            await self.storage.agents.matrix_user(account) or account,
             client.client_name or client.client_id or "?",
             urlparse(pending["redirect_uri"]).netloc or pending["redirect_uri"],
             value, self.binding.csrf_token(request), profiles, networks, pending["scopes"]))
@@ -130,7 +131,7 @@ def _box(name: str, label: str, checked: bool = True) -> str:
             f'{" checked" if checked else ""}> {label}</label><br>')
 
 
-def consent_page(agent: str, returns_to: str, request: str, csrf: str,
+def consent_page(person: str, agent: str, returns_to: str, request: str, csrf: str,
                  profiles: list[tuple[str, str, list[str]]], networks: list[str],
                  scopes: list[str]) -> str:
     profile_boxes = "".join(
@@ -143,6 +144,7 @@ def consent_page(agent: str, returns_to: str, request: str, csrf: str,
                            for a in scopes)
     return pages.page("Allow an agent", f"""<h1>Allow the agent <span id="agent">{escape(agent)}
 </span> to act as you?</h1>
+<p id="person">Signed in as <strong>{escape(person)}</strong>.</p>
 <p>It will get access tokens for RelayForge's MCP endpoint and return to
 <code id="returns-to">{escape(returns_to)}</code>. Whatever it does goes through the same
 checks as your own messages (the bridge's policy, your capabilities, your first-send

@@ -126,3 +126,41 @@ class Agent:
         if isinstance(structured, dict) and set(structured) == {"result"}:
             return False, structured["result"]
         return False, structured if structured is not None else text
+
+
+class ChromiumConsenting(Consenting):
+    """The same person in a real Chromium: the pages as they are, buttons clicked; the
+    client's redirect URI is answered by the browser's request interception."""
+
+    def __init__(self, page: Any, bridge_url: str, login_token: Callable[[], Awaitable[str]],
+                 untick: tuple[str, ...] = (), screenshot: str | None = None) -> None:
+        super().__init__(None, login_token)  # type: ignore[arg-type]
+        self.page = page
+        self.bridge_url = bridge_url
+        self.untick = untick
+        self.screenshot = screenshot
+
+    async def redirect(self, authorization_url: str) -> None:
+        landed: list[str] = []
+
+        async def at_client(route: Any) -> None:
+            landed.append(route.request.url)
+            await route.fulfill(status=200, body="You can close this window.")
+
+        await self.page.route(f"{REDIRECT_URI}**", at_client)
+        await self.page.goto(authorization_url)
+        if await self.page.locator("text=Sign in to RelayForge").count():
+            await self.page.goto(f"{self.bridge_url}/auth/matrix?token="
+                                 f"{await self.login_token()}")
+            await self.page.click("#confirm-matrix-sign-in")
+        await self.page.wait_for_selector("#allow")
+        for box in self.untick:
+            await self.page.uncheck(f'input[name="{box}"]')
+        self.consent_page = await self.page.content()
+        if self.screenshot:
+            await self.page.screenshot(path=self.screenshot, full_page=True)
+        await self.page.click("#allow")
+        await self.page.wait_for_url(f"{REDIRECT_URI}**")
+        query = parse_qs(urlparse(landed[-1]).query)
+        self.result = AuthorizationCodeResult(code=query["code"][0],
+                                              state=query.get("state", [None])[0])
