@@ -16,7 +16,7 @@ from mautrix.types import (
 
 from tests.fakes.discord.models import Attachment, snowflake
 
-from .support.discord import Env, authorise, contents, db_kind, env
+from .support.discord import Env, authorise, contents, db_kind, env, link_discord
 from .support.slack import start_link
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -279,3 +279,89 @@ async def test_relay_mode_carries_people_without_a_discord_account(env: Env):
                    if m.content.endswith("hello from matrix"))
     assert relayed.content == "Dave: hello from matrix" and relayed.author.username == "Dave"
     assert relayed.webhook_id
+
+
+async def test_typing_names_bulk_deletes_and_custom_emoji(env: Env):
+    discord, world, alice = env.discord, env.world, env.alice
+    portal = await env.portal("general")
+    bobs = [await discord.post(world.general, world.bob, f"bulk {i}") for i in range(3)]
+    events = [await alice.wait_for_event(portal, body_is(f"bulk {i}"), f"bulk {i}",
+                                         after=None) for i in range(3)]
+    # Typing on Discord shows in Matrix as the ghost typing.
+    bob_ghost = events[0].sender
+    since = (await alice.client.sync(timeout=0))["next_batch"]
+    await discord.typing_in(world.general, world.bob)
+    typing: list[str] = []
+    while bob_ghost not in typing:
+        sync = await alice.client.sync(since=since, timeout=10_000)
+        since = sync["next_batch"]
+        for ephemeral in sync.get("rooms", {}).get("join", {}).get(portal, {}).get(
+                "ephemeral", {}).get("events", []):
+            if ephemeral["type"] == "m.typing":
+                typing = ephemeral["content"]["user_ids"]
+    # A custom emoji reaction arrives as its name.
+    await discord.react(world.bob, bobs[0], "party:777")
+    reaction = await alice.wait_for_event(
+        portal, lambda e: e.type == EventType.REACTION
+        and e.content.relates_to.event_id == events[0].event_id, "the custom emoji",
+        after=None)
+    assert reaction.content.relates_to.key == ":party:"
+    # A moderator's bulk delete redacts every one of them in Matrix.
+    await discord.bulk_delete(world.general, bobs[1:])
+    for event in events[1:]:
+        await alice.wait_for_event(portal, lambda e, eid=event.event_id: e.type
+                                   == EventType.ROOM_REDACTION and e.redacts == eid,
+                                   "the bulk deletion", after=None)
+    # A nickname on the server becomes the ghost's name.
+    await discord.set_nick(world.guild, world.bob, "Bob the Builder")
+    for _ in range(200):
+        member = await alice.client.get_state_event(portal, EventType.ROOM_MEMBER, bob_ghost)
+        if member.displayname.startswith("Bob the Builder"):
+            break
+        await discord.wait_until(lambda: True, "")
+    assert member.displayname.startswith("Bob the Builder")
+    # Matrix typing shows as the bot typing in the channel.
+    before = discord.typing.count(world.general.id)
+    await alice.client.set_typing(portal, timeout=5000)
+    await discord.wait_until(lambda: discord.typing.count(world.general.id) > before,
+                             "typing in Discord")
+
+
+async def test_revoking_an_account_revokes_the_grant_at_discord(env: Env):
+    discord, world = env.discord, env.world
+    dana = await env.user("dana")
+    room = await link_discord(dana, env.bot, discord, world.bob)
+    grant = next(g for g in discord.grants if g.user.id == world.bob.id and not g.revoked)
+    await dana.send_text(room, f"revoke discord:{world.bob.id}")
+    await discord.wait_until(lambda: grant.revoked, "the grant revoked at Discord")
+    assert discord.calls("/oauth2/token/revoke")[-1].ok
+
+
+async def test_round_trip_matrix_discord_matrix(env: Env, db_kind: str):
+    """Measures (and reports) Matrix -> Discord -> Matrix round trips; asserts only that every
+    round trip completes, in order."""
+    import statistics
+    import time
+
+    discord, world, alice = env.discord, env.world, env.alice
+    portal = await env.portal("general")
+    since = (await alice.client.sync(timeout=0))["next_batch"]
+    rounds = []
+    for i in range(20):
+        started = time.perf_counter()
+        await alice.send_text(portal, f"ping {i}")
+        await discord.wait_until(lambda i=i: f"ping {i}" in contents(discord, world.general),
+                                 "the ping in Discord")
+        await discord.post(world.general, world.bob, f"pong {i}")
+        while True:
+            sync = await alice.client.sync(since=since, timeout=10_000)
+            since = sync["next_batch"]
+            timeline = sync.get("rooms", {}).get("join", {}).get(portal, {}).get(
+                "timeline", {}).get("events", [])
+            if any(e.get("content", {}).get("body") == f"pong {i}" for e in timeline):
+                break
+        rounds.append(time.perf_counter() - started)
+    median = statistics.median(rounds) * 1000
+    print(f"\nMatrix -> Discord -> Matrix round trip ({db_kind}): median {median:.0f} ms over "
+          f"{len(rounds)} rounds")
+    assert len(rounds) == 20
