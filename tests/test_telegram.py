@@ -42,6 +42,7 @@ async def test_phone_code_and_cloud_password(telegram_bridge, server, fake, new_
                                              homeserver, caplog):
     caplog.set_level(logging.DEBUG)
     bridge = telegram_bridge
+    mark = len(fake.calls)
     person = fake.add_person("Alice", password="tr0ub4dor")
     alice = await new_user("alice")
     bot = homeserver.bot_mxid
@@ -64,9 +65,8 @@ async def test_phone_code_and_cloud_password(telegram_bridge, server, fake, new_
     assert f"Telegram user {person.id}" in consent and "dialog(s)" in consent
     for secret in (wrong, bad, right):  # each secret reply was redacted at once
         assert not (await alice.client.get_event(room, secret)).content.serialize().get("body")
-    [check] = fake.calls_of("auth.CheckPassword")[-1:]
-    assert check.error is None  # the SRP proof was checked by the fake, and held
-    assert [c.error for c in fake.calls_of("auth.CheckPassword")] == [
+    # The SRP proofs were checked by the fake: the wrong one failed, the right one held.
+    assert [c.error for c in fake.calls_of("auth.CheckPassword", mark)] == [
         "PASSWORD_HASH_INVALID", None]
     # Nothing is stored before consent but the sealed pending credential.
     account = await bridge.accounts.for_matrix_user(alice.mxid)
@@ -90,6 +90,11 @@ async def test_phone_code_and_cloud_password(telegram_bridge, server, fake, new_
     await server.call(fake.expire_codes)
     await alice.send_text(room, fake.code_for(person))
     assert "expired" in await alice.wait_for_notice(room, bot, "Nothing was stored")
+    # So is a number Telegram refuses.
+    banned = fake.add_person("Mallory")
+    banned.banned = True
+    await alice.send_text(room, f"link telegram +{banned.phone}")
+    assert "PHONE_NUMBER_BANNED" in await alice.wait_for_notice(room, bot, "Nothing was stored")
     # So is a flood wait.
     await server.call(fake.flood, "auth.SendCode", 300)
     await alice.send_text(room, f"link telegram +{person.phone}")
@@ -143,6 +148,23 @@ async def test_qr_login_and_private_chat_both_ways(telegram_bridge, server, fake
               if e.type == EventType.ROOM_MESSAGE]
     assert bodies.count("hi bob") == 1
 
+    # Mentions are pills both ways.
+    await server.run(fake.send_as(bob, person, "ask Bob", entities=[
+        types.MessageEntityMentionName(4, 3, user_id=bob.id)]))
+    asked = await alice.wait_for_event(portal, body_is("ask Bob"), "the mention")
+    bob_ghost = hello.sender
+    assert f'href="https://matrix.to/#/{bob_ghost}"' in asked.content.formatted_body
+    pill = TextMessageEventContent(msgtype=MessageType.TEXT, body="Bob: look",
+                                   format=Format.HTML, formatted_body=(
+                                       f'<a href="https://matrix.to/#/{bob_ghost}">Bob</a>: '
+                                       "look"))
+    await alice.client.send_message(portal, pill)
+    [looked] = await _wait(server, lambda: [m for m in bob.messages.values()
+                                            if m.message == "Bob: look"])
+    [mention] = looked.entities
+    assert isinstance(mention, types.MessageEntityMentionName)
+    assert (mention.offset, mention.length, mention.user_id) == (0, 3, bob.id)
+
     # Replies, edits, reactions and deletions, Telegram -> Matrix.
     ids = await server.run(fake.send_as(bob, person, "first version"))
     original = await alice.wait_for_event(portal, body_is("first version"), "bob's message")
@@ -178,7 +200,8 @@ async def test_qr_login_and_private_chat_both_ways(telegram_bridge, server, fake
     assert reply.reply_to.reply_to_msg_id == sent.id  # bob's own id of the message
     await alice.client.react(portal, mine, "🎉")
     await _wait(server, lambda: [c for c in fake.calls_of("messages.SendReaction")
-                                 if c.request.reaction and c.error is None], "the reaction")
+                                 if c.user_id == person.id and c.request.reaction
+                                 and c.error is None], "the reaction")
     await alice.client.redact(portal, mine)
     await _wait(server, lambda: sent.id not in bob.messages, "the deletion")
 
@@ -189,12 +212,14 @@ async def test_qr_login_and_private_chat_both_ways(telegram_bridge, server, fake
                                          and getattr(e.content, "url", None), "bob's file")
     assert picture.content.body == "cat.png"
     assert await alice.client.download_media(picture.content.url) == b"\x89PNG fake picture"
+    files_before = set(fake.files)
     upload = await alice.client.upload_media(b"notes", mime_type="text/plain",
                                              filename="notes.txt")
     await alice.client.send_file(portal, upload, file_name="notes.txt",
                                  file_type=MessageType.FILE)
-    [document] = await _wait(server, lambda: [f for f in fake.files.values()
-                                              if f.name == "notes.txt"])
+    [document] = await _wait(server, lambda: [f for i, f in fake.files.items()
+                                              if f.name == "notes.txt"
+                                              and i not in files_before])
     assert document.data == b"notes"
 
     # A dropped connection: what bob says meanwhile arrives once, in order (getDifference).
@@ -267,7 +292,7 @@ async def test_forum_topics_as_threads_and_flood_waits(telegram_bridge, server, 
                                  if (getattr(m, "message", None) or "").startswith("storm")]
                 == [f"storm {i}" for i in range(4)], "the whole storm, in order")
     calls = [c for c in fake.calls_of("messages.SendMessage")
-             if c.request.message.startswith("storm")]
+             if c.user_id == person.id and c.request.message.startswith("storm")]
     waits = [c for c in calls if c.error == "FLOOD_WAIT_1"]
     assert len(waits) == 3
     for refused_call in waits:
@@ -298,6 +323,7 @@ async def test_revoked_session_turns_read_only_and_relink_delivers(
     await alice.wait_for_event(portal, body_is("hi"), "bob's hi")
 
     await server.call(fake.revoke, person.id)  # Settings > Devices > terminate
+    mark = len(fake.calls)
     await alice.send_text(portal, "during 1")
     ref = f"telegram:{person.id}"
     prompt = await alice.wait_for_notice(room, bot, "read-only")
@@ -306,7 +332,8 @@ async def test_revoked_session_turns_read_only_and_relink_delivers(
     account = await bridge.accounts.for_matrix_user(alice.mxid)
     persona = await bridge.accounts.find_persona(account.id, ref)
     assert persona.status.value != "active"
-    refused = [c for c in fake.calls_of("messages.SendMessage") if c.error == "SESSION_REVOKED"]
+    refused = [c for c in fake.calls_of("messages.SendMessage", mark)
+               if c.error == "SESSION_REVOKED"]
     assert len(refused) == 1  # read-only within one refused send
 
     await link_by_qr(alice, bot, room, server, person, command=f"relink {ref}")

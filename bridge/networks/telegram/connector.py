@@ -330,8 +330,8 @@ class TelegramConnector(Connector):
         resolved = {}
         for user_id in set(pills.values()):
             with contextlib.suppress(ValueError, TypeError):
-                resolved[user_id] = await session.client.get_input_entity(
-                    types.PeerUser(user_id))
+                resolved[user_id] = utils.get_input_user(
+                    await session.client.get_input_entity(types.PeerUser(user_id)))
         entities = [e for e in entities
                     if not isinstance(e, types.InputMessageEntityMentionName)
                     or e.user_id in resolved]

@@ -158,8 +158,6 @@ class TelegramEvents:
         data = await session.client.download_media(message, file=bytes)
         if not isinstance(data, bytes):
             return None, None
-        if mimetype == "application/x-tgsticker":
-            mimetype = "image/webp"
         return Attachment(name, mimetype, data), None
 
     async def _edited(self, session: TgSession, event: events.MessageEdited.Event) -> None:

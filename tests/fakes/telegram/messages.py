@@ -288,11 +288,21 @@ class MessageApi:
         users, chats = self._entities_of(self.people[user], user)
         return types.Updates(updates=updates, users=users, chats=chats, date=now(), seq=0)
 
+    @staticmethod
+    def _stored_entities(entities: list[Any] | None) -> list[Any] | None:
+        """As Telegram does: a mention sent with an input user is stored by user id."""
+        if not entities:
+            return entities
+        return [types.MessageEntityMentionName(e.offset, e.length, e.user_id.user_id)
+                if isinstance(e, types.InputMessageEntityMentionName) else e
+                for e in entities]
+
     async def rpc_messages_SendMessage(self: FakeTelegram, connection: Connection,
                                        request: Any, user: int) -> Any:
         target = self._target(request.peer, user)
         self._check_post(target, user)
-        _, updates = await self._deliver(user, target, request.message, request.entities,
+        _, updates = await self._deliver(user, target, request.message,
+                                         self._stored_entities(request.entities),
                                          request.reply_to, None, connection,
                                          request.random_id)
         return await self._answer(user, updates)
@@ -311,7 +321,7 @@ class MessageApi:
                                        request: Any, user: int) -> Any:
         target = self._target(request.peer, user)
         updates = await self._edit(user, target, request.id, request.message or "",
-                                   request.entities, connection)
+                                   self._stored_entities(request.entities), connection)
         return await self._answer(user, updates)
 
     async def rpc_messages_DeleteMessages(self: FakeTelegram, connection: Connection,

@@ -167,8 +167,10 @@ class FakeTelegram(MessageApi):
         FLOOD_WAIT_<seconds>."""
         self.floods.append(Flood(method, seconds, times))
 
-    def calls_of(self, name: str) -> list[Call]:
-        return [c for c in self.calls if c.name == name]
+    def calls_of(self, name: str, since: int = 0) -> list[Call]:
+        """The calls of a method, from the `since`-th call on (`len(calls)` earlier: the
+        fake serves a whole test module)."""
+        return [c for c in self.calls[since:] if c.name == name]
 
     # ---- QR login from the other side ---------------------------------------------------------
 
