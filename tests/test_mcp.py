@@ -123,6 +123,10 @@ async def test_an_agent_acts_across_networks_as_the_person(
         await bob.wait_for(lambda m: m.get_plugin("reactions", check=True)
                            and "👍" in m["reactions"]["values"], "the reaction")
 
+        # A reply names a message of the same room only.
+        is_error, text = await agent.call("send_message", room=general, text="y",
+                                          reply_to=asked.event_id)
+        assert is_error and "no bridged message" in text, text
         # Refusals are tool errors that name the rule.
         is_error, text = await agent.call("send_message", room=portals[board], text="x")
         assert is_error and "do not allow your agent Claude to send" in text, text
@@ -165,4 +169,4 @@ async def test_an_agent_acts_across_networks_as_the_person(
     agent_records = [json.loads(r.details) for r in await bridge.security.audit.latest(200)
                      if r.event_type == "agent"]
     assert [r["change"] for r in agent_records] == ["authorised", "refused", "refused",
-                                                    "refused", "revoked"]
+                                                    "refused", "refused", "revoked"]

@@ -115,8 +115,10 @@ class AgentActs:
         room = RoomID(portal.mxid or "")
         content = TextMessageEventContent(msgtype=MessageType.TEXT, body=text)
         for ref, what in ((thread_root, "thread root"), (reply_to, "reply target")):
-            if ref and await self.storage.messages.get_by_mxid(EventID(ref)) is None:
-                raise ActRefused(f"There is no bridged message {ref} to use as {what}.")
+            row = await self.storage.messages.get_by_mxid(EventID(ref)) if ref else None
+            if ref and (row is None or row.room_mxid != portal.mxid):
+                raise ActRefused(f"There is no bridged message {ref} in this room to use as "
+                                 f"{what}.")
         if thread_root:
             content.set_thread_parent(EventID(thread_root))
         if reply_to:
