@@ -365,3 +365,17 @@ async def test_round_trip_matrix_discord_matrix(env: Env, db_kind: str):
     print(f"\nMatrix -> Discord -> Matrix round trip ({db_kind}): median {median:.0f} ms over "
           f"{len(rounds)} rounds")
     assert len(rounds) == 20
+
+
+async def test_a_pattern_rule_maps_new_channels_of_a_server(env: Env):
+    discord, world, alice = env.discord, env.world, env.alice
+    side = discord.add_guild("Side", world.bob, [world.alice])
+    await discord.gateway.dispatch("GUILD_CREATE", side.payload())
+    await alice.send_text(env.room, f"map discord {side.id}/* --profile Jobb")
+    await alice.wait_for_notice(env.room, env.bot, "will be mapped")
+    news = discord.add_channel(side, "news")
+    await discord.gateway.dispatch("CHANNEL_CREATE", news.payload())
+    portal = await alice.wait_for_invite()
+    await discord.post(news, world.bob, "fresh off the press")
+    await alice.wait_for_event(portal, body_is("fresh off the press"), "the new channel's "
+                               "first message", after=None)

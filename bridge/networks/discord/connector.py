@@ -111,6 +111,12 @@ class _Bot(discord.Client):
     async def on_member_update(self, before: discord.Member, after: discord.Member) -> None:
         await self.bridge_events.guarded(self.bridge_events.profile(before, after))
 
+    async def on_user_update(self, before: discord.User, after: discord.User) -> None:
+        await self.bridge_events.guarded(self.bridge_events.profile(before, after))
+
+    async def on_guild_channel_create(self, channel: discord.abc.GuildChannel) -> None:
+        await self.bridge_events.guarded(self.bridge_events.channel_created(channel))
+
     async def on_webhooks_update(self, channel: discord.abc.GuildChannel) -> None:
         self.bridge_events.c.webhooks.forget(str(channel.id))
 
@@ -244,7 +250,8 @@ class DiscordConnector(Connector):
 
     async def open_session(self, persona_id: str, external_user_id: str,
                            credentials: dict[str, str], owner: str) -> None:
-        self.sessions[persona_id] = DiscordSession(persona_id, external_user_id, owner)
+        session = self.sessions[persona_id] = DiscordSession(persona_id, external_user_id, owner)
+        await self.events.offer_channels(session)
 
     async def close_session(self, persona_id: str) -> None:
         self.sessions.pop(persona_id, None)

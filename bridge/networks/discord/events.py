@@ -21,6 +21,7 @@ from ..base import (
     Attachment,
     RemoteEdit,
     RemoteEvent,
+    RemoteInvite,
     RemoteMessage,
     RemoteProfile,
     RemoteReaction,
@@ -74,6 +75,8 @@ class DiscordEvents:
     async def ready(self) -> None:
         if not self.first_ready.is_set():
             self.first_ready.set()
+            for session in list(self.c.sessions.values()):
+                await self.offer_channels(session)
             return
         # A fresh session after an invalid one: nothing was replayed, so read each mapped
         # channel's history since the last message seen (the core drops what it has).
@@ -83,6 +86,22 @@ class DiscordEvents:
             channel = self.c.client.get_channel(int(channel_id)) if self.c.client else None
             if last and isinstance(channel, discord.TextChannel):
                 await self.guarded(self.catch_up(channel, discord.Object(last)))
+
+    async def offer_channels(self, session: Any, guild: discord.Guild | None = None) -> None:
+        """Pattern rules (`GUILD_ID/*`) map channels the way invites map rooms elsewhere:
+        each text and forum channel of the servers the person is on (or of `guild`) is
+        offered to the core, which maps those a pattern rule of the person covers."""
+        if self.c.client is None or not self.first_ready.is_set():
+            return
+        for server in [guild] if guild else list(self.c.client.guilds):
+            if server.get_member(int(session.user_id)) is None:
+                continue
+            for channel in server.channels:
+                if isinstance(channel, discord.TextChannel | discord.ForumChannel) and (
+                        session.persona_id not in self.c.mapped.get(str(channel.id), [])):
+                    await self.guarded(self._emit(RemoteInvite(
+                        room=self.room(channel), sender=RemoteUser(session.user_id),
+                        receiver=session.owner, persona_id=session.persona_id)))
 
     def disconnected(self) -> None:
         """The Gateway connection went away: remember where each channel was, since
@@ -330,11 +349,16 @@ class DiscordEvents:
                                       sender=await self.user(who, payload.user_id),
                                       receiver=owner, persona_id=persona_id, typing=True))
 
-    async def profile(self, before: discord.Member, after: discord.Member) -> None:
+    async def channel_created(self, channel: Any) -> None:
+        for session in list(self.c.sessions.values()):
+            await self.offer_channels(session, channel.guild)
+
+    async def profile(self, before: discord.abc.User, after: discord.abc.User) -> None:
         if (before.display_name, before.display_avatar.key) == (
                 after.display_name, after.display_avatar.key):
             return
-        await self._emit(RemoteProfile(room=RemoteRoom(f"{after.guild.id}/"),
+        guild = getattr(after, "guild", None)
+        await self._emit(RemoteProfile(room=RemoteRoom(f"{guild.id}/" if guild else ""),
                                        sender=await self.user(after)))
 
 
