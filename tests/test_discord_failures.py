@@ -120,3 +120,24 @@ async def test_a_revoked_grant_turns_read_only_and_relink_delivers_in_order(env:
     account = await env.bridge.accounts.for_matrix_user(alice.mxid)
     persona = await env.bridge.accounts.find_persona(account.id, ref)
     assert persona.status.value == "active"
+
+
+async def test_a_channel_that_keeps_refusing_is_not_sent_to(env: Env):
+    discord, world, alice = env.discord, env.world, env.alice
+    locked = discord.add_channel(world.guild, "locked")
+    await discord.gateway.dispatch("CHANNEL_CREATE", locked.payload())
+    await alice.send_text(env.room, f"map discord {world.guild.id}/#locked --profile Jobb")
+    await alice.wait_for_notice(env.room, env.bot, "Mapped discord")
+    portal = await alice.wait_for_invite()
+    await alice.send_text(portal, "first")
+    await discord.wait_until(lambda: "first" in contents(discord, locked), "first")
+    hook = next(m.webhook_id for m in discord.messages(locked))
+    discord.refusing.add(locked.id)  # a server admin took the bot's permissions away
+    for i in range(5):
+        await alice.send_text(portal, f"refused {i}")
+        await alice.wait_for_notice(portal, env.bot, "Not delivered")
+    # Three refusals (max_refusals here) and the bridge stopped asking: Discord saw no more.
+    executions = [c for c in discord.calls(f"/webhooks/{hook}/", "POST")]
+    assert [c.status for c in executions] == [200, 403, 403, 403]
+    told = await alice.wait_for_notice(env.room, env.bot, "stopped sending there", after=None)
+    assert "permissions" in told

@@ -59,7 +59,8 @@ def discord_settings(discord: FakeDiscord, callback: str, **extra: Any) -> dict[
             "client_id": discord.app.client_id, "client_secret": discord.app.client_secret,
             "api_url": discord.api_url, "gateway_url": discord.gateway_url,
             "oauth_url": discord.authorize_endpoint, "cdn_url": discord.url,
-            "guild_ready_timeout": 0.05, "grant_check_seconds": 0, **extra}
+            "guild_ready_timeout": 0.05, "grant_check_seconds": 0, "max_refusals": 3,
+            **extra}
 
 
 async def authorise(discord: FakeDiscord, person: User, url: str) -> tuple[int, str]:

@@ -317,6 +317,8 @@ def register(api: RestApi) -> None:
     async def execute(request: web.Request, call: Call) -> Any:
         hook = webhook(request)
         target = webhook_target(request, call, hook)
+        if hook.channel_id in state.refusing:
+            raise DiscordError(403, 50013, "Missing Permissions")
         body = call.json or {}
         if not body.get("content") and not call.files:
             raise DiscordError(400, 50006, "Cannot send an empty message")

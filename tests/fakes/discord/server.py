@@ -45,6 +45,8 @@ class FakeDiscord:
         self.webhooks: dict[str, Webhook] = {}
         self.grants: list[Grant] = []
         self.typing: list[str] = []
+        # Channels whose webhook executions are refused (the bot lost its permissions).
+        self.refusing: set[str] = set()
         self.files: dict[str, Attachment] = {}
         self.avatars: dict[str, bytes] = {}
         self.stickers: dict[str, bytes] = {}
