@@ -3,10 +3,12 @@ runs its own crypto stack (vodozemac, tests/support/e2ee.py), the bridge its bot
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
+from mautrix.api import Method
 from mautrix.types import RoomID
 
 from .support.e2ee import E2eeDevice, E2eePerson, open_encrypted_dm
@@ -139,3 +141,100 @@ async def test_encrypted_xmpp_portal_both_ways_new_devices_and_key_requests(
     assert withheld[0]["content"]["code"] == "m.unauthorised"
     assert withheld[0]["content"]["session_id"] == first["content"]["session_id"]
     assert stranger.decrypt(first) is None
+
+
+async def test_restart_keeps_the_device_lost_keys_late_and_missing_keys(
+        start_bridge, person, homeserver):
+    bridge = await start_bridge(extra=ENCRYPTION)
+    alice = await person("alice")
+    phone = await alice.new_device()
+    room = await encrypted_management_room(phone, bridge)
+    bot = bridge.bot.mxid
+    device_id, identity = bridge.encryption.device_id, bridge.encryption.identity_key
+    devices_before = set(await phone.devices_of(bot))
+
+    # Written while the bridge is down, with a session whose key it got before: read after
+    # it is back (its sessions are in its database), with the same device.
+    live_device = await bot_device(phone, bridge)
+    await phone.share_room_key(room, bot, live_device)
+    await phone.wait(lambda: [e for e in phone.to_device if e["type"] == "m.room_key"]
+                     or True)  # one sync round
+    await say(phone, room, bridge, "help")
+    await phone.wait_for_clear(room, bot, body_has("link"), "the first help")
+    await bridge.stop()
+    mark = phone.mark(room)
+    await phone.send_text(room, "whoami")
+    bridge = await start_bridge(extra=ENCRYPTION)
+    assert (bridge.encryption.device_id, bridge.encryption.identity_key) == (device_id,
+                                                                           identity)
+    await phone.wait_for_clear(room, bot, body_has(alice.mxid), "the answer given meanwhile",
+                               after=mark)
+    assert set(await phone.devices_of(bot)) == devices_before  # no second device
+
+    # The homeserver lost the device and its keys: the same identity is published again.
+    await bridge.stop()
+    admin = await person("admin")
+    await asyncio.to_thread(homeserver.synapse.register_user, admin.username + "x",
+                            "pw-" + admin.password, True)
+    admin_device = await E2eeDevice.login(homeserver.synapse, admin.username + "x",
+                                          "pw-" + admin.password)
+    await admin_device.client.api.request(
+        Method.DELETE, f"/_synapse/admin/v2/users/{bot}/devices/{device_id}")
+    await admin_device.close()
+    assert device_id not in await phone.devices_of(bot)
+    bridge = await start_bridge(extra=ENCRYPTION)
+    published = (await phone.devices_of(bot))[device_id]
+    assert published["keys"][f"curve25519:{device_id}"] == identity
+    mark = phone.mark(room)
+    await say(phone, room, bridge, "help")
+    await phone.wait_for_clear(room, bot, body_has("link"), "help after the keys were lost",
+                               after=mark)
+
+    # A late key: the bot asks the sender's device for it, gets it, and answers.
+    live_device = await bot_device(phone, bridge)
+
+    async def share_when_asked(request: dict) -> None:
+        await phone.share_room_key(room, bot, live_device)
+
+    phone.on_key_request = share_when_asked
+    phone.new_session(room)
+    mark = phone.mark(room)
+    await phone.send_text(room, "whoami")
+    await phone.wait_for_clear(room, bot, body_has(alice.mxid), "the answer to a late key",
+                               after=mark)
+    assert [e for e in phone.to_device if e["type"] == "m.room_key_request"
+            and e["sender"] == bot]
+
+    # A missing key (the sender's device refuses): the person is told, not ignored.
+    async def refuse(request: dict) -> None:
+        body = request["content"]["body"]
+        await phone.send_to_device("m.room_key.withheld", bot, bridge.encryption.device_id, {
+            "algorithm": body["algorithm"], "room_id": body["room_id"],
+            "session_id": body["session_id"], "sender_key": body["sender_key"],
+            "code": "m.unavailable", "reason": "not shared"})
+
+    phone.on_key_request = refuse
+    phone.new_session(room)
+    lost = await phone.send_text(room, "help")
+    notice = await phone.wait_for_clear(room, bot, body_has("never reached the bridge"),
+                                        "the missing-key notice")
+    assert notice["content"]["m.relates_to"]["m.in_reply_to"]["event_id"] == lost
+    assert device_id in notice["content"]["body"]
+
+
+async def test_encryption_off_an_encrypted_room_gets_one_plain_notice(start_bridge, person):
+    bridge = await start_bridge(extra={"bridge": {"encryption": {"allow": False}}})
+    assert bridge.encryption is None
+    alice = await person("alice")
+    phone = await alice.new_device()
+    room = await open_encrypted_dm(phone, bridge.bot.mxid)
+    await phone.wait(lambda: [e for e in phone.timeline.get(room, [])
+                              if e["type"] == "m.room.message"], "the plain welcome")
+    await phone.send_text(room, "help")
+
+    def notices() -> list[dict]:
+        return [e for e in phone.timeline.get(room, []) if e["type"] == "m.room.message"
+                and "cannot read encrypted messages" in e["content"].get("body", "")]
+
+    await phone.wait(notices, "the plain notice")
+    assert not phone.encrypted_events(room, bridge.bot.mxid)

@@ -86,6 +86,7 @@ class BridgeCrypto:
         self.bot = bot
         self.client = Client(mxid=bot.mxid, base_url=server, token=as_token,
                              log=logging.getLogger("relayforge.crypto.client"))
+        self._pickle_key = pickle_key
         self.store = PgCryptoStore(ACCOUNT_ID, pickle_key, db)
         self.machine = OlmMachine(self.client, self.store, state_store,
                                   log=logging.getLogger("relayforge.crypto.olm"))
@@ -153,9 +154,8 @@ class BridgeCrypto:
                         device_id)
             account.shared = False
             return True
-        ours = {f"ed25519:{device_id}": account.signing_key,
-                f"curve25519:{device_id}": account.identity_key}
-        if all(published.keys.get(name) == key for name, key in ours.items()):
+        if (published.ed25519, published.curve25519) == (account.signing_key,
+                                                           account.identity_key):
             return True
         log.warning("Device %s has other keys on the homeserver than in the bridge's "
                     "database; making a new encryption device", device_id)
@@ -172,6 +172,10 @@ class BridgeCrypto:
         except MatrixRequestError as e:
             log.warning("Could not delete the old encryption device %s: %s", old, e.message)
         await self.store.delete()
+        # A fresh store object: the old one keeps the deleted account in memory.
+        self.store = PgCryptoStore(ACCOUNT_ID, self._pickle_key, self.db)
+        await self.store.open()
+        self.machine.crypto_store = self.store
         self.machine.account = None
         await self._use_device(_new_device_id())
         await self.store.put_device_id(self.device_id)

@@ -47,6 +47,7 @@ class E2eeDevice:
         self.olm: dict[str, list[vz.Session]] = {}  # by the other device's curve25519 key
         self.outbound: dict[RoomID, vz.GroupSession] = {}
         self.inbound: dict[str, vz.InboundGroupSession] = {}
+        self._first_keys: dict[str, str] = {}
         self.timeline: dict[RoomID, list[dict]] = {}
         self.to_device: list[dict] = []  # decrypted (or plain) to-device events, in order
         # Answers m.room_key_request from others: None ignores it.
@@ -169,22 +170,28 @@ class E2eeDevice:
                              devices: dict[str, dict] | None = None) -> str:
         """Send this device's current session for the room to a user's devices (a client
         does this before its first message, and when someone joins)."""
-        session = self.outbound.setdefault(room_id, vz.GroupSession())
-        self.inbound.setdefault(session.session_id,
-                                vz.InboundGroupSession(session.session_key))
+        session = self._outbound(room_id)
         for device_id, keys in (devices or await self.devices_of(to)).items():
             await self.send_olm(to, device_id, keys, "m.room_key", {
                 "algorithm": MEGOLM, "room_id": room_id, "session_id": session.session_id,
-                "session_key": session.session_key.to_base64()})
+                "session_key": self._first_keys[session.session_id]})
         return session.session_id
+
+    def _outbound(self, room_id: RoomID) -> vz.GroupSession:
+        """The room's session; its key as at its first message is kept, so a key shared
+        late still opens every message (what clients forward)."""
+        session = self.outbound.get(room_id)
+        if session is None:
+            session = self.outbound[room_id] = vz.GroupSession()
+            self._first_keys[session.session_id] = session.session_key.to_base64()
+            self.inbound[session.session_id] = vz.InboundGroupSession(session.session_key)
+        return session
 
     def new_session(self, room_id: RoomID) -> None:
         self.outbound.pop(room_id, None)
 
     async def send_encrypted(self, room_id: RoomID, event_type: str, content: dict) -> str:
-        session = self.outbound.setdefault(room_id, vz.GroupSession())
-        self.inbound.setdefault(session.session_id,
-                                vz.InboundGroupSession(session.session_key))
+        session = self._outbound(room_id)
         plaintext = canonical({"type": event_type, "content": content, "room_id": room_id})
         encrypted = {"algorithm": MEGOLM, "sender_key": self.curve,
                      "ciphertext": session.encrypt(plaintext).to_base64(),
@@ -269,12 +276,16 @@ class E2eeDevice:
         except TimeoutError:
             raise AssertionError(f"{self.mxid}/{self.device_id} never saw {what}") from None
 
+    def mark(self, room_id: RoomID) -> int:
+        """Pass as `after=` to wait only for what comes next in the room."""
+        return len(self.timeline.get(room_id, []))
+
     async def wait_for_clear(self, room_id: RoomID, sender: UserID | None,
-                             match: Callable[[dict], bool], what: str) -> dict:
+                             match: Callable[[dict], bool], what: str, after: int = 0) -> dict:
         """Wait for an encrypted event from `sender` (None: anyone else) whose clear content
-        matches."""
+        matches, among the room's events from index `after` on."""
         def find() -> dict | None:
-            for event in self.timeline.get(room_id, []):
+            for event in self.timeline.get(room_id, [])[after:]:
                 if event["type"] != "m.room.encrypted" or event["sender"] != (
                         sender or event["sender"]) or event["sender"] == self.mxid:
                     continue
