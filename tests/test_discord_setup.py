@@ -82,3 +82,38 @@ def test_the_connector_refuses_a_section_without_its_keys():
     assert refused.value.problems == [
         "networks.discord.bot_token: required when Discord is enabled (see the README's "
         "Discord section)"]
+
+
+@pytest.fixture
+async def discord_fake():
+    from tests.fakes.discord import FakeDiscord
+
+    async with FakeDiscord() as fake:
+        yield fake
+
+
+async def test_start_up_names_a_refused_bot_token(
+        start_bridge, discord_fake, homeserver):
+    from .support.discord import build_world, discord_settings
+
+    build_world(discord_fake)
+    settings = discord_settings(discord_fake, f"{homeserver.appservice_url}/link/discord/"
+                                "callback")
+    with pytest.raises(RuntimeError, match=r"networks\.discord\.bot_token: Discord refused"):
+        await start_bridge(connectors=[], extra={"networks": {"discord": {
+            **settings, "bot_token": "not-the-token"}}})
+
+
+async def test_start_up_names_the_privileged_intents_the_application_lacks(
+        start_bridge, discord_fake, homeserver, caplog):
+    from .support.discord import build_world, discord_settings
+
+    build_world(discord_fake)
+    settings = discord_settings(discord_fake, f"{homeserver.appservice_url}/link/discord/"
+                                "callback")
+    # An application without the privileged intents: the Gateway closes with 4014.
+    discord_fake.app.flags = 0
+    discord_fake.gateway.refuse_identify = 4014
+    with pytest.raises(RuntimeError, match="Message Content Intent"):
+        await start_bridge(connectors=[], extra={"networks": {"discord": settings}})
+    assert "Server Members Intent, Message Content Intent" in caplog.text
