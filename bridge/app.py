@@ -108,6 +108,7 @@ class Bridge:
         self._metrics_listener: MetricsListener | None = None
         self._pruning: asyncio.Task | None = None
         self.mcp: Any = None  # the MCP endpoint (bridge.mcp), when mcp.enabled
+        self._mcp_class: Any = None
         self.encryption: Any = None  # the bot's device (bridge.matrix.crypto), when on
         self.policy: Policy | None = None
         self.capabilities: Capabilities | None = None
@@ -127,6 +128,8 @@ class Bridge:
         listener (so the homeserver can reach us), the Matrix side and the bot, then the
         networks and the background work."""
         self._load_enabled_connectors()
+        # Before anything starts: enabled without the `mcp` extra is a config problem.
+        self._mcp_class = self._mcp_endpoint_class() if self.config["mcp.enabled"] else None
         await self._open_storage()
         az = await self._start_listener()
         ghosts, portals, spaces = self._build_matrix_side(az.intent)
@@ -181,10 +184,9 @@ class Bridge:
                                       self.metrics.scrape_handler(cfg.get("metrics.token")))
         self.provisioning = register_web_routes(az.app, self.web, cfg)
         self._link_callbacks.register(az.app, self.web.binding, self.web.signin)
-        if cfg["mcp.enabled"]:  # people's AI agents; needs the optional `mcp` extra
-            from .mcp.endpoint import McpEndpoint
-            self.mcp = McpEndpoint(cfg, self.web_url, self.storage, self.security.vault,
-                                   self.security.audit, self.web)
+        if self._mcp_class is not None:  # people's AI agents (bridge/mcp/)
+            self.mcp = self._mcp_class(cfg, self.web_url, self.storage,
+                                       self.security.vault, self.security.audit, self.web)
             await self.mcp.register(az.app)
         for connector in self.connectors.values():
             for method, path, handler in connector.web_routes():
@@ -323,6 +325,17 @@ class Bridge:
         except (MatrixError, ClientError) as e:
             log.warning("Homeserver ping failed (%s): check the registration is installed", e)
         log.info("RelayForge %s is ready as %s", __version__, az.intent.mxid)
+
+    def _mcp_endpoint_class(self) -> Any:
+        """The MCP endpoint, from the optional `mcp` extra: refused before anything starts
+        when it is not installed."""
+        try:
+            from .mcp.endpoint import McpEndpoint
+        except ImportError as e:
+            raise ConfigError([f"mcp.enabled: the MCP SDK is not installed ({e}); pip "
+                               "install 'relayforge[mcp]' (or set mcp.enabled: false)"],
+                              self.config.path) from e
+        return McpEndpoint
 
     async def _persona_changed(self, persona: Persona) -> None:
         assert self.sessions is not None and self.rules is not None

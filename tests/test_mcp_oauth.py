@@ -10,16 +10,19 @@ import hashlib
 import json
 import re
 import secrets
+import sys
 import time
 from urllib.parse import parse_qs, urlparse
 
 import httpx2
 import pytest
 
+from bridge.config import ConfigError
+
 from .support.mcp import REDIRECT_URI, Agent, ChromiumConsenting, Consenting
 from .test_pages_browser import ARTIFACTS, chromium  # noqa: F401 - the fixture
 
-MCP_ON = {"mcp": {"enabled": True, "calls_per_minute": 3}}
+MCP_ON = {"mcp": {"enabled": True, "calls_per_minute": 3, "sends_per_minute": 1}}
 
 
 def _pkce() -> tuple[str, str]:
@@ -227,7 +230,24 @@ async def test_the_consent_page_in_chromium(person, homeserver, chromium, db_uri
         screenshot=str(ARTIFACTS / f"mcp-consent-{kind}.png"))
     async with Agent(homeserver.appservice_url, "Cursor", consenting) as agent:
         is_error, profiles = await agent.call("list_profiles")
+        # mcp.sends_per_minute counts every act asked for, refused or not.
+        first = await agent.call("react", room="!nowhere:localhost", message_id="$x",
+                                 emoji="x")
+        second = await agent.call("react", room="!nowhere:localhost", message_id="$x",
+                                  emoji="x")
     assert not is_error, profiles
+    assert first[0] and "not one of the rooms you may use" in first[1], first
+    assert second[0] and "Too many sends: wait" in second[1], second
     assert [p["profile"] for p in profiles] == ["Jobb"]  # Privat was unticked
     assert sorted(agent.tokens.tokens.scope.split()) == ["edit", "react", "read"]
     await context.close()
+
+
+async def test_enabled_without_the_sdk_says_what_to_install(start_bridge, monkeypatch):
+    # As on a machine where the `mcp` extra was not installed.
+    for name in [n for n in sys.modules if n == "mcp" or n.startswith("mcp.")]:
+        monkeypatch.setitem(sys.modules, name, None)
+    monkeypatch.delitem(sys.modules, "bridge.mcp.endpoint", raising=False)
+    with pytest.raises(ConfigError, match=r"mcp.enabled: the MCP SDK is not installed .*"
+                       r"pip install 'relayforge\[mcp\]'"):
+        await start_bridge(extra=MCP_ON)
