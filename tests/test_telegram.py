@@ -372,3 +372,32 @@ async def test_a_restart_while_messages_arrive(start_bridge, server, fake, new_u
               if e.type == EventType.ROOM_MESSAGE and e.sender != bot]
     assert [b for b in bodies if b in ("before", "after") or b.startswith("meanwhile")] == [
         "before", "meanwhile 0", "meanwhile 1", "meanwhile 2", "after"]
+
+
+async def test_own_api_id_and_unlink_logs_out(start_bridge, server, fake, new_user,
+                                              homeserver, tmp_path):
+    from tests.fakes.telegram import API_HASH, API_ID
+
+    bridge = await start_bridge(extra={"networks": {"telegram": telegram_settings(
+        server, tmp_path / "tg.pub", api_id=None, api_hash=None, require_own_api_id=True)}})
+    person = fake.add_person("Alice")
+    alice = await new_user("alice")
+    bot = homeserver.bot_mxid
+    room = await alice.open_management_room(bot)
+    mark = len(fake.calls)
+    await alice.send_text(room, "link telegram")
+    await alice.wait_for_notice(room, bot, "Send your api_id and api_hash")
+    secret = await alice.send_text(room, f"{API_ID} {API_HASH}")
+    prompt = await alice.wait_for_notice(room, bot, "Scan this QR code")
+    assert not (await alice.client.get_event(room, secret)).content.serialize().get("body")
+    await link_by_qr(alice, bot, room, server, person, command=None, prompt=prompt)
+    account = await bridge.accounts.for_matrix_user(alice.mxid)
+    persona = await bridge.accounts.find_persona(account.id, f"telegram:{person.id}")
+    assert await bridge.security.vault.open_text(*persona.vault_ref, "api_hash") == API_HASH
+
+    await alice.send_text(room, f"unlink telegram:{person.id}")
+    await alice.wait_for_notice(room, bot, "credentials were destroyed")
+    [logout] = await _wait(server, lambda: fake.calls_of("auth.LogOut", mark), "auth.logOut")
+    assert logout.user_id == person.id and logout.error is None
+    # The session is gone at Telegram too, not only in the vault.
+    assert person.id not in fake.authorized.values()

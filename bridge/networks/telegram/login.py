@@ -31,7 +31,7 @@ PHONE = re.compile(r"^\+?[0-9][0-9 ()-]{5,20}$")
 
 
 class Attempt:
-    def __init__(self, client: TelegramClient, kind: str) -> None:
+    def __init__(self, client: TelegramClient | None, kind: str) -> None:
         self.client = client
         self.kind = kind
         self.started = time.monotonic()
@@ -41,6 +41,12 @@ class Attempt:
         self.qr: QRLogin | None = None
         self.scanned: asyncio.Task[Any] | None = None
         self.api: tuple[int, str] | None = None
+
+    @property
+    def tg(self) -> TelegramClient:
+        """The login's client (there is one from the first step that talks to Telegram)."""
+        assert self.client is not None
+        return self.client
 
 
 def _wait_words(seconds: int) -> str:
@@ -69,7 +75,7 @@ class TelegramLogin:
         handle = secrets.token_urlsafe(16)
         kind = "phone" if phone.startswith("+") else "qr"
         if self.settings.get("require_own_api_id"):
-            attempt = Attempt(make_client(self.settings), kind)
+            attempt = Attempt(None, kind)  # no client before the person's own API id
             attempt.phone = re.sub(r"[^0-9+]", "", phone)
             self.attempts[handle] = attempt
             return LoginStep(
@@ -100,7 +106,7 @@ class TelegramLogin:
 
     async def _qr_step(self, handle: str, attempt: Attempt, first: bool) -> LoginStep:
         try:
-            attempt.qr = await attempt.client.qr_login()
+            attempt.qr = await attempt.tg.qr_login()
         except errors.FloodWaitError as e:
             raise LoginFailed(f"Telegram asks to wait {_wait_words(e.seconds)} before the next "
                               "login attempt. Nothing was stored.") from e
@@ -122,7 +128,7 @@ class TelegramLogin:
     async def _send_code(self, handle: str, attempt: Attempt, phone: str) -> LoginStep:
         attempt.phone = phone
         try:
-            sent = await attempt.client.send_code_request(phone)
+            sent = await attempt.tg.send_code_request(phone)
         except errors.PhoneNumberInvalidError as e:
             raise LoginFailed(f"Telegram knows no account with the number {phone}. Nothing "
                               "was stored.") from e
@@ -171,7 +177,6 @@ class TelegramLogin:
             raise LoginFailed("That is not an api_id (a number) and an api_hash (32 hex "
                               "digits) separated by a space. Nothing was stored.")
         del self.attempts[handle]
-        await attempt.client.disconnect()
         return await self._first_step(handle, attempt.kind, attempt.phone,
                                       (int(parts[0]), parts[1].lower()))
 
@@ -200,7 +205,7 @@ class TelegramLogin:
                              ) -> LoginStep | LinkedAccount:
         code = re.sub(r"\D", "", code)
         try:
-            await attempt.client.sign_in(attempt.phone, code, phone_code_hash=attempt.code_hash)
+            await attempt.tg.sign_in(attempt.phone, code, phone_code_hash=attempt.code_hash)
         except errors.SessionPasswordNeededError:
             return self._ask_password(handle)
         except (errors.PhoneCodeInvalidError, errors.PhoneCodeEmptyError) as e:
@@ -229,7 +234,7 @@ class TelegramLogin:
     async def _password_answered(self, handle: str, attempt: Attempt, password: str
                                  ) -> LoginStep | LinkedAccount:
         try:
-            await attempt.client.sign_in(password=password)
+            await attempt.tg.sign_in(password=password)
         except errors.PasswordHashInvalidError as e:
             attempt.tries += 1
             if attempt.tries >= MAX_TRIES:
@@ -245,7 +250,7 @@ class TelegramLogin:
 
     async def _verified(self, handle: str, attempt: Attempt) -> LinkedAccount:
         """The verification ping: who the session is, and how many chats it sees."""
-        client = attempt.client
+        client = attempt.tg
         try:
             me = await client.get_me()
             dialogs = await client.get_dialogs(limit=0)
@@ -271,7 +276,8 @@ class TelegramLogin:
         if attempt is not None:
             if attempt.scanned is not None:
                 attempt.scanned.cancel()
-            await attempt.client.disconnect()
+            if attempt.client is not None:
+                await attempt.client.disconnect()
 
     def _prune(self) -> None:
         for handle, attempt in list(self.attempts.items()):
