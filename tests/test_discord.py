@@ -243,6 +243,12 @@ async def test_attachments_both_ways_within_discords_limit(env: Env):
                                           filename="pic.png")
     await alice.client.send_message(portal, MediaMessageEventContent(
         msgtype=MessageType.IMAGE, body="pic.png", url=mxc))
+    long = await alice.send_text(portal, "x" * 2001)
+    await alice.wait_for_event(
+        portal, lambda e: e.type == EventType.ROOM_MESSAGE and e.sender == env.bot
+        and "Not delivered" in e.content.body, "the notice about the long message",
+        after=long)
+    assert not any(m.content.startswith("xxxx") for m in discord.messages(world.general))
     await discord.wait_until(lambda: any(f.filename == "pic.png" and f.data == b"a picture"
                                          for m in discord.messages(world.general)
                                          for f in m.attachments), "alice's picture")
@@ -254,9 +260,8 @@ async def test_attachments_both_ways_within_discords_limit(env: Env):
     await alice.wait_for_event(
         portal, lambda e: e.type == EventType.ROOM_MESSAGE and e.sender == env.bot
         and "Not delivered" in e.content.body, "the notice about the big file", after=event)
-    told = await alice.wait_for_notice(env.room, env.bot, "more than Discord takes",
-                                       after=None)
-    assert "big.bin" in told
+    told = await alice.wait_for_notice(env.room, env.bot, "big.bin is", after=None)
+    assert "more than Discord takes (10485760 bytes)" in told
     assert not any(f.filename == "big.bin" for m in discord.messages(world.general)
                    for f in m.attachments)
 
@@ -277,7 +282,9 @@ async def test_relay_mode_carries_people_without_a_discord_account(env: Env):
                                          for m in discord.messages(channel)), "dave's message")
     relayed = next(m for m in discord.messages(channel)
                    if m.content.endswith("hello from matrix"))
-    assert relayed.content == "Dave: hello from matrix" and relayed.author.username == "Dave"
+    # Under dave's Matrix name, marked as from Matrix: nobody passes for a linked person.
+    assert relayed.content == "Dave: hello from matrix"
+    assert relayed.author.username == "Dave (Matrix)"
     assert relayed.webhook_id
 
 

@@ -57,6 +57,8 @@ T = TypeVar("T")
 # Application flags saying the privileged intents are on (GATEWAY_* and *_LIMITED).
 _MEMBERS_FLAGS = (1 << 14) | (1 << 15)
 _CONTENT_FLAGS = (1 << 18) | (1 << 19)
+# The most characters one Discord message holds.
+MAX_CONTENT = 2000
 
 
 class DiscordSession:
@@ -363,9 +365,10 @@ class DiscordConnector(Connector):
         if session is None or await self.sink.remote_user_for(
                 event.sender_mxid) != session.user_id:
             # Relayed by a rule for someone without a Discord account: the core put their
-            # Matrix name before the text; the webhook shows it as the name too.
+            # Matrix name before the text; the webhook shows it as the name too, marked as
+            # from Matrix so no one can pass for a linked person by choosing their name.
             name, sep, _ = event.text.partition(": ")
-            return _webhook_name(name if sep else "Matrix"), None, text
+            return _webhook_name(f"{name[:70]} (Matrix)" if sep else "Matrix"), None, text
         session = await self.person(session)
         avatar = (f"{self.cdn_url}/avatars/{session.user_id}/{session.avatar}.png"
                   if session.avatar else None)
@@ -384,10 +387,13 @@ class DiscordConnector(Connector):
         if attachment is not None:
             if len(attachment.data) > self.max_upload:
                 raise Unsupported(
-                    f"{attachment.name} is {len(attachment.data) // 1024} KiB, more than "
-                    f"Discord takes ({self.max_upload // 1024} KiB)")
+                    f"{attachment.name} is {len(attachment.data)} bytes, more than Discord "
+                    f"takes ({self.max_upload} bytes)")
             text = "" if text == attachment.name else text
-        payload: dict[str, Any] = {"content": text[:2000], "username": name,
+        if len(text) > MAX_CONTENT:
+            raise Unsupported(f"the message has {len(text)} characters, more than Discord "
+                              f"takes in one message ({MAX_CONTENT})")
+        payload: dict[str, Any] = {"content": text, "username": name,
                                    "allowed_mentions": {"parse": ["users"]}}
         if avatar:
             payload["avatar_url"] = avatar
@@ -427,7 +433,10 @@ class DiscordConnector(Connector):
             await self.person(self.sessions[event.persona_id])
         channel = event.room.remote_id.partition("/")[2]
         text = await self._markdown(event.text, event.html)
-        await self.webhooks.edit(channel, event.target_id, text[:2000],
+        if len(text) > MAX_CONTENT:
+            raise Unsupported(f"the edit has {len(text)} characters, more than Discord takes "
+                              f"in one message ({MAX_CONTENT})")
+        await self.webhooks.edit(channel, event.target_id, text,
                                  self.thread_of.get(event.target_id))
 
     async def send_redaction(self, event: MatrixRedaction) -> None:
