@@ -123,6 +123,7 @@ async def test_qr_login_and_private_chat_both_ways(telegram_bridge, server, fake
     assert "signed in as Alice" in done
 
     # Telegram -> Matrix: a private chat gets its room on the first message.
+    bob.photo_id = fake.upload(b"bob's face", "image/jpeg", "bob.jpg").id
     await server.run(fake.send_as(bob, person, "hello alice", entities=[
         types.MessageEntityBold(0, 5), types.MessageEntitySpoiler(6, 5)]))
     portal = await alice.wait_for_invite()
@@ -131,6 +132,9 @@ async def test_qr_login_and_private_chat_both_ways(telegram_bridge, server, fake
         "<strong>hello</strong> <span data-mx-spoiler>alice</span>")
     member = await alice.client.get_state_event(portal, EventType.ROOM_MEMBER, hello.sender)
     assert member.displayname.startswith("Bob")
+    # The ghost carries bob's profile photo.
+    assert member.avatar_url
+    assert await alice.client.download_media(member.avatar_url) == b"bob's face"
 
     # Matrix -> Telegram, as alice herself, with formatting.
     content = TextMessageEventContent(msgtype=MessageType.TEXT, body="hi bob",

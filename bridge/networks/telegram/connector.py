@@ -70,6 +70,7 @@ class TgSession:
         self.reactions: dict[tuple[str, int], dict[str, str]] = {}
         self.topics_seen: set[tuple[str, int]] = set()
         self.topic_titles: dict[tuple[str, int], str] = {}
+        self.avatars: dict[int, Any] = {}  # profile photo id -> Attachment (or None)
 
     def lock(self, room: str) -> asyncio.Lock:
         return self._locks.setdefault(room, asyncio.Lock())

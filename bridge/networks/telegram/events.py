@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from telethon import events, utils
+from telethon import errors, events, utils
 from telethon.tl import types
 
 from ...core.media import MediaRefused, Refusal
@@ -85,7 +85,25 @@ class TelegramEvents:
         entity = await self._entity(session, peer)
         return RemoteUser(str(utils.get_peer_id(peer) if not isinstance(peer, types.PeerUser)
                               else peer.user_id),
-                          display_name=display_name(entity) if entity else None)
+                          display_name=display_name(entity) if entity else None,
+                          avatar=await self._avatar(session, entity))
+
+    async def _avatar(self, session: TgSession, entity: Any) -> Attachment | None:
+        """A person's profile photo, fetched once per photo (a new one has a new id)."""
+        photo = getattr(entity, "photo", None)
+        photo_id = getattr(photo, "photo_id", None)
+        if not isinstance(entity, types.User) or photo_id is None:
+            return None
+        if photo_id not in session.avatars:
+            session.avatars[photo_id] = None
+            try:
+                data = await session.client.download_profile_photo(entity, file=bytes)
+            except (errors.RPCError, ValueError) as e:
+                log.debug("No profile photo of %s: %s", entity.id, e)
+                data = None
+            if isinstance(data, bytes) and len(data) <= self.c.media.limits.max_bytes:
+                session.avatars[photo_id] = Attachment("avatar.jpg", "image/jpeg", data)
+        return session.avatars[photo_id]
 
     def _base(self, session: TgSession, room: RemoteRoom, sender: RemoteUser,
               message: Any) -> dict[str, Any]:

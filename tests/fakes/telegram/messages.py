@@ -485,7 +485,9 @@ class MessageApi:
 
     async def rpc_upload_GetFile(self: FakeTelegram, connection: Connection, request: Any,
                                  user: int) -> Any:
-        stored = self.files.get(getattr(request.location, "id", 0))
+        location = request.location
+        stored = self.files.get(getattr(location, "id", None)
+                                or getattr(location, "photo_id", 0))
         if stored is None:
             raise RpcError(400, "FILE_ID_INVALID")
         return types.upload.File(type=types.storage.FileUnknown(), mtime=0,

@@ -33,11 +33,14 @@ class Person:
     box: list[tuple[int, types.TypeUpdate]] = field(default_factory=list)  # (pts, update)
     messages: dict[int, types.Message] = field(default_factory=dict)
     banned: bool = False
+    photo_id: int | None = None  # a StoredFile of the fake: the profile picture
 
     def tl(self, viewer: int | None = None) -> types.User:
+        photo = (types.UserProfilePhoto(photo_id=self.photo_id, dc_id=2)
+                 if self.photo_id else None)
         return types.User(id=self.id, is_self=viewer == self.id, access_hash=self.access_hash,
                           first_name=self.first_name, last_name=self.last_name,
-                          username=self.username,
+                          username=self.username, photo=photo,
                           phone=self.phone if viewer == self.id else None)
 
 
