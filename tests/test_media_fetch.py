@@ -114,6 +114,17 @@ async def test_loopback_is_refused_unless_the_admin_trusts_it(network):
     assert (await fetcher(network).fetch(url)).data == b"secret"
 
 
+async def test_loopback_in_unusual_numeric_forms_is_refused(network):
+    # The system's resolver reads these as 127.0.0.1 without the bridge's resolver being
+    # asked (older aiohttp releases hand them over as IP literals).
+    port = network.url("/").rsplit(":", 1)[1].split("/", 1)[0]
+    for host in ("2130706433", "127.1", "0177.0.0.1", "017700000001"):
+        error = await refused(MediaFetcher().fetch(f"http://{host}:{port}/internal"),
+                              Refusal.ADDRESS)
+        assert "unusual form" in error.reason
+    assert network.seen == []
+
+
 async def test_internal_addresses_are_refused_after_a_redirect(network, foreign):
     media = fetcher(network)  # the network's host is trusted; `foreign` is not
     for location in (foreign.serve("/admin", b"internal"),
@@ -140,7 +151,7 @@ async def test_metadata_addresses_are_refused_even_when_trusted():
     "169.254.1.1", "169.254.169.254", "224.0.0.1", "239.1.2.3", "0.0.0.0", "240.0.0.1",
     "255.255.255.255", "::1", "::", "fe80::1", "fc00::1", "fd00:ec2::254", "ff02::1",
     "::ffff:127.0.0.1", "::ffff:10.0.0.1", "64:ff9b::a9fe:a9fe", "2002:7f00:1::1",
-    "168.63.129.16", "100.100.100.200"])
+    "168.63.129.16", "100.100.100.200", "fec0::1"])
 def test_internal_addresses(address):
     assert address_problem(ipaddress.ip_address(address)) is not None
 

@@ -185,6 +185,9 @@ def address_problem(address: IPAddress) -> str | None:
         return "a shared (CGNAT) address"
     if address.is_private or address.is_reserved or not address.is_global:
         return "a private address"
+    # Deprecated site-local space (fec0::/10), which Python 3.11 counts as global.
+    if isinstance(address, ipaddress.IPv6Address) and address.is_site_local:
+        return "a private address"
     return None
 
 
@@ -324,6 +327,10 @@ class MediaFetcher:
                                f"host {host}")
         # aiohttp does not ask the resolver about IP literals: check them here.
         address = _as_address(host)
+        if address is None and host.replace(".", "").isdigit():
+            # 2130706433, 127.1, 0177.0.0.1: not an address `ipaddress` reads, but one the
+            # system's resolver turns into 127.0.0.1 without asking ours. Never a real name.
+            raise _refuse_address(host, "an IPv4 address in an unusual form")
         if address is not None:
             problem = address_problem(address)
             if problem and (address in METADATA_ADDRESSES or not trusted):

@@ -14,6 +14,7 @@ The client network is the session-binding one (`security.anomaly.ipv4_prefix`/`i
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
@@ -99,7 +100,9 @@ class WebLimits:
             limits.unknown_tokens.take(network)
             self._count_refusal("checked")
             body = response.body if isinstance(response, web.Response) else None
-            if isinstance(body, bytes):
+            # Only a token the bridge does not know is remembered; a session refused for
+            # another reason (its network changed) must be able to try again at once.
+            if isinstance(body, bytes) and _errcode(body) in _UNKNOWN_TOKEN:
                 limits.refused_tokens.put(key, (response.status, body))
             limits.token_accounts.pop(key)
             return response
@@ -112,3 +115,14 @@ class WebLimits:
     def _count_refusal(self, how: str) -> None:
         if self.metrics is not None:
             self.metrics.bearer_refusals.labels(how=how).inc()
+
+
+_UNKNOWN_TOKEN = ("M_UNKNOWN_TOKEN", "M_MISSING_TOKEN")
+
+
+def _errcode(body: bytes) -> str | None:
+    try:
+        answer = json.loads(body)
+    except ValueError:
+        return None
+    return answer.get("errcode") if isinstance(answer, dict) else None

@@ -222,10 +222,15 @@ class ProvisioningApi(NetworkEndpoints):
             async with aiohttp.ClientSession() as http, http.get(
                     url, params={"access_token": token},
                     timeout=aiohttp.ClientTimeout(total=10)) as response:
+                if response.status >= 500:
+                    raise _homeserver_silent(f"HTTP {response.status}")
                 if response.status != 200:
                     return None
                 sub = (await response.json()).get("sub", "")
-        except (aiohttp.ClientError, json.JSONDecodeError, TimeoutError) as e:
+        except (aiohttp.ClientError, TimeoutError) as e:
+            # Not the token's fault: a 401 would be remembered as a refused token.
+            raise _homeserver_silent(str(e) or type(e).__name__) from e
+        except json.JSONDecodeError as e:
             log.warning("Could not check a Matrix OpenID token: %s", e)
             return None
         # Only people of our own homeserver may use the bridge this way.
@@ -254,3 +259,8 @@ class ProvisioningApi(NetworkEndpoints):
         return web.json_response({"id": profile.id, "name": profile.name,
                                   "space": profile.space_mxid, "personas": []}, status=201)
 
+
+def _homeserver_silent(why: str) -> _Refused:
+    log.warning("Could not check a Matrix OpenID token: %s", why)
+    return _Refused(_error(503, "M_UNKNOWN", "The homeserver did not answer the token check; "
+                           "try again in a moment."))
