@@ -103,6 +103,7 @@ async def test_phone_code_and_cloud_password(telegram_bridge, server, fake, new_
 
 async def test_qr_login_and_private_chat_both_ways(telegram_bridge, server, fake, new_user,
                                                    homeserver):
+    mark = len(fake.calls)
     person = fake.add_person("Alice", username=None)
     bob = fake.add_person("Bob", username="bob")
     alice = await new_user("alice")
@@ -168,6 +169,29 @@ async def test_qr_login_and_private_chat_both_ways(telegram_bridge, server, fake
     [mention] = looked.entities
     assert isinstance(mention, types.MessageEntityMentionName)
     assert (mention.offset, mention.length, mention.user_id) == (0, 3, bob.id)
+
+    # Typing and read markers both ways.
+    await alice.client.set_typing(portal, timeout=5000)
+    await _wait(server, lambda: fake.calls_of("messages.SetTyping", mark)
+                and fake.calls_of("messages.SetTyping", mark)[-1].user_id == person.id,
+                "alice typing")
+    await server.run(fake.typing_as(bob, person))
+    await _ephemeral(alice, portal, lambda e: e["type"] == "m.typing"
+                     and bob_ghost in e["content"]["user_ids"], "bob typing")
+    await alice.client.send_receipt(portal, asked.event_id)
+    [read] = await _wait(server, lambda: [c for c in fake.calls_of("messages.ReadHistory",
+                                                                  mark)
+                                          if c.user_id == person.id], "alice's read marker")
+    [asked_copy] = [i for i, m in person.messages.items() if m.message == "ask Bob"]
+    assert read.request.max_id == asked_copy
+    [looked_own] = [i for i, m in person.messages.items() if m.message == "Bob: look"]
+    await server.run(fake.read_as(bob, person, looked.id))
+    looked_event = await alice.wait_for_event(portal, body_is("Bob: look"), "her message",
+                                              after=None)
+    await _ephemeral(alice, portal, lambda e: e["type"] == "m.receipt"
+                     and bob_ghost in str(e["content"].get(looked_event.event_id, {})),
+                     "bob's read receipt")
+    assert looked_own
 
     # Replies, edits, reactions and deletions, Telegram -> Matrix.
     ids = await server.run(fake.send_as(bob, person, "first version"))
@@ -235,6 +259,19 @@ async def test_qr_login_and_private_chat_both_ways(telegram_bridge, server, fake
               if e.type == EventType.ROOM_MESSAGE and isinstance(e.content.body, str)]
     assert [b for b in bodies if b.startswith("while away")] == ["while away 1",
                                                                  "while away 2"]
+
+
+async def _ephemeral(user, room: str, matches, what: str) -> dict:
+    """An ephemeral event (typing, receipts) of `room` in the user's /sync that `matches`."""
+    since = None
+    for _ in range(60):
+        response = await user.client.sync(since=since, timeout=1000)
+        since = response.get("next_batch")
+        joined = response.get("rooms", {}).get("join", {}).get(room, {})
+        for event in joined.get("ephemeral", {}).get("events", []):
+            if matches(event):
+                return event
+    raise AssertionError(f"{user.mxid} never saw {what}")
 
 
 async def _wait(server, found, what: str = "it"):

@@ -20,6 +20,7 @@ from ..base import (
     RemoteEvent,
     RemoteMessage,
     RemoteReaction,
+    RemoteRead,
     RemoteRedaction,
     RemoteRoom,
     RemoteTyping,
@@ -219,6 +220,14 @@ class TelegramEvents:
             await self._emit(RemoteTyping(
                 room=room, sender=await self.user(session, types.PeerUser(update.user_id)),
                 receiver=session.owner, persona_id=session.persona_id, typing=typing))
+        elif isinstance(update, types.UpdateReadHistoryOutbox) and isinstance(
+                update.peer, types.PeerUser):
+            # The other person read this account's messages up to max_id.
+            room = await self.room(session, update.peer)
+            await self._emit(RemoteRead(
+                room=room, sender=await self.user(session, update.peer),
+                receiver=session.owner, persona_id=session.persona_id,
+                target_id=str(update.max_id)))
         elif isinstance(update, types.UpdateNewChannelMessage) and isinstance(
                 update.message, types.MessageService) and isinstance(
                 update.message.action, types.MessageActionTopicCreate):

@@ -232,6 +232,19 @@ class MessageApi:
             await self._push(member, last)
         return last
 
+    async def typing_as(self: FakeTelegram, person: Person, other: Person) -> None:
+        await self._push(other.id, types.UpdateUserTyping(person.id,
+                                                          types.SendMessageTypingAction()))
+
+    async def read_as(self: FakeTelegram, reader: Person, other: Person, msg_id: int) -> None:
+        """`reader` read the private chat up to their message `msg_id`: `other` learns it
+        (their own id of that message)."""
+        own = self.copy_id(reader.id, msg_id, other.id)
+        person = self.people[other.id]
+        update = self._box_add(person, lambda pts: types.UpdateReadHistoryOutbox(
+            peer=types.PeerUser(reader.id), max_id=own, pts=pts, pts_count=1))
+        await self._push(other.id, update)
+
     # ---- what the bridge's Telethon calls ---------------------------------------------------
 
     async def rpc_messages_GetDialogs(self: FakeTelegram, connection: Connection,
