@@ -1,8 +1,8 @@
 """One MCP endpoint for a person's agents, end to end: the `mcp` SDK's client over streamable
 HTTP with its OAuth flow through the bridge's sign-in and consent pages, real Synapse, a real
 Prosody group chat and the Slack fake, on both databases. The agent reads a Slack channel,
-sends into an XMPP group chat as the person (its first message waits for the person's
-confirm), is refused outside its grant and by a capability rule naming it, stops when the
+sends, replies, edits, reacts and deletes in an XMPP group chat as the person (its first
+message waits for the person's confirm), is refused by a capability rule naming it, stops when the
 account is paused, and is cut off by `agents revoke`; the audit names it."""
 
 from __future__ import annotations
@@ -63,8 +63,7 @@ async def test_an_agent_acts_across_networks_as_the_person(
         link = await alice.wait_for_notice(room, bot, "/auth/matrix?token=")
         return link.rsplit("token=", 1)[1].strip()
 
-    # On the consent page the person unticks "delete": the agent does not get it.
-    consenting = Consenting(browser(), login_token, keep=lambda box: box != "action:delete")
+    consenting = Consenting(browser(), login_token)
     async with Agent(homeserver.appservice_url, "Claude", consenting) as agent:
         page = consenting.consent_page
         assert "Jobb" in page and "Privat" in page and "xmpp" in page and "slack" in page
@@ -122,6 +121,15 @@ async def test_an_agent_acts_across_networks_as_the_person(
         assert not is_error and reacted["status"] == "sent", reacted
         await bob.wait_for(lambda m: m.get_plugin("reactions", check=True)
                            and "👍" in m["reactions"]["values"], "the reaction")
+        is_error, deleted = await agent.call("delete_message", room=portals[team],
+                                             message_id=sent["id"])
+        assert not is_error, deleted
+        await bob.wait_for(lambda m: m.get_plugin("retract", check=True)
+                           and m["from"].resource == alice_xmpp.nick, "the retraction")
+        # Only what was sent as the person: not bob's message.
+        is_error, text = await agent.call("delete_message", room=portals[team],
+                                          message_id=asked.event_id)
+        assert is_error and "Only messages sent as you" in text, text
 
         # A reply names a message of the same room only.
         is_error, text = await agent.call("send_message", room=general, text="y",
@@ -130,9 +138,6 @@ async def test_an_agent_acts_across_networks_as_the_person(
         # Refusals are tool errors that name the rule.
         is_error, text = await agent.call("send_message", room=portals[board], text="x")
         assert is_error and "do not allow your agent Claude to send" in text, text
-        is_error, text = await agent.call("delete_message", room=portals[team],
-                                          message_id=asked.event_id)
-        assert is_error and "not granted delete" in text, text
         assert not [m for m in bob.messages if m["body"] == "x"]
 
         # Pausing the linked account stops the agent there before its next call.
@@ -149,7 +154,7 @@ async def test_an_agent_acts_across_networks_as_the_person(
         # The person lists and revokes it; its very next call is refused with 401.
         await alice.send_text(room, "agents")
         listing = await alice.wait_for_notice(room, bot, "Your agents:")
-        assert "Claude: read, send, edit, react on" in listing
+        assert "Claude: read, send, edit, delete, react on" in listing
         await alice.send_text(room, "agents revoke Claude")
         await alice.wait_for_notice(room, bot, "Revoked Claude")
         token = agent.tokens.tokens.access_token
@@ -165,7 +170,8 @@ async def test_an_agent_acts_across_networks_as_the_person(
     sends = [json.loads(r.details) for r in await bridge.security.audit.latest(200)
              if r.event_type == "impersonated_send" and r.account == account.id]
     assert [(s["action"], s.get("agent")) for s in sends if s["channel"] == team] == [
-        ("send", "Claude"), ("send", "Claude"), ("edit", "Claude"), ("react", "Claude")]
+        ("send", "Claude"), ("send", "Claude"), ("edit", "Claude"), ("react", "Claude"),
+        ("delete", "Claude")]
     agent_records = [json.loads(r.details) for r in await bridge.security.audit.latest(200)
                      if r.event_type == "agent"]
     assert [r["change"] for r in agent_records] == ["authorised", "refused", "refused",

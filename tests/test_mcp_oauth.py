@@ -230,14 +230,14 @@ async def test_the_consent_page_in_chromium(person, homeserver, chromium, db_uri
         screenshot=str(ARTIFACTS / f"mcp-consent-{kind}.png"))
     async with Agent(homeserver.appservice_url, "Cursor", consenting) as agent:
         is_error, profiles = await agent.call("list_profiles")
-        # mcp.sends_per_minute counts every act asked for, refused or not.
-        first = await agent.call("react", room="!nowhere:localhost", message_id="$x",
+        # Outside what the person granted on the page: refused, naming it.
+        unsent = await agent.call("send_message", room="!nowhere:localhost", text="x")
+        # mcp.sends_per_minute (1 here) counts every act asked for, refused or not.
+        again = await agent.call("react", room="!nowhere:localhost", message_id="$x",
                                  emoji="x")
-        second = await agent.call("react", room="!nowhere:localhost", message_id="$x",
-                                  emoji="x")
     assert not is_error, profiles
-    assert first[0] and "not one of the rooms you may use" in first[1], first
-    assert second[0] and "Too many sends: wait" in second[1], second
+    assert unsent[0] and "You were not granted send" in unsent[1], unsent
+    assert again[0] and "Too many sends: wait" in again[1], again
     assert [p["profile"] for p in profiles] == ["Jobb"]  # Privat was unticked
     assert sorted(agent.tokens.tokens.scope.split()) == ["edit", "react", "read"]
     await context.close()
