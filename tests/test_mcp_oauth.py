@@ -16,6 +16,7 @@ from urllib.parse import parse_qs, urlparse
 
 import httpx2
 import pytest
+from yarl import URL
 
 from bridge.config import ConfigError
 
@@ -251,3 +252,17 @@ async def test_enabled_without_the_sdk_says_what_to_install(start_bridge, monkey
     with pytest.raises(ConfigError, match=r"mcp.enabled: the MCP SDK is not installed .*"
                        r"pip install 'relayforge\[mcp\]'"):
         await start_bridge(extra=MCP_ON)
+
+
+async def test_back_after_sign_in_only_to_a_page_of_this_bridge(person, homeserver):
+    """The consent page sends the browser to sign in and back; the way back is a path on the
+    bridge, never another site (an open redirect would hand sign-ins to it)."""
+    _bridge, _alice, _room, web, login_token = person
+    url = URL(homeserver.appservice_url)
+    for elsewhere in ("//evil.example/x", "https://evil.example/x", "/\\evil.example"):
+        web.http.cookie_jar.update_cookies({"rf_return": elsewhere}, url)
+        status, page = await web.matrix_sign_in(await login_token())
+        assert status == 200 and "Account Management" in page, elsewhere
+    web.http.cookie_jar.update_cookies({"rf_return": "/account/agents"}, url)
+    status, page = await web.matrix_sign_in(await login_token())
+    assert status == 200 and "Your AI agents" in page
