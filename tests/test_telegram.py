@@ -405,6 +405,8 @@ async def test_a_restart_while_messages_arrive(start_bridge, server, fake, new_u
     await bridge.stop()
     for i in range(3):
         await server.run(fake.send_as(bob, group, f"meanwhile {i}"))
+    # A flood wait at start-up is waited out, not a crash (mautrix-telegram#836).
+    await server.call(fake.flood, "messages.GetDialogs", 30)
     await start_bridge(extra=settings)
     await server.run(fake.send_as(bob, group, "after"))
     await alice.wait_for_event(portal, body_is("after"), "the message after the restart")
@@ -413,6 +415,9 @@ async def test_a_restart_while_messages_arrive(start_bridge, server, fake, new_u
               if e.type == EventType.ROOM_MESSAGE and e.sender != bot]
     assert [b for b in bodies if b in ("before", "after") or b.startswith("meanwhile")] == [
         "before", "meanwhile 0", "meanwhile 1", "meanwhile 2", "after"]
+    await alice.send_text(portal, "still here")
+    await _wait(server, lambda: [m for m in bob.messages.values()
+                                 if m.message == "still here"], "a send after the restart")
 
 
 async def test_own_api_id_and_unlink_logs_out(start_bridge, server, fake, new_user,

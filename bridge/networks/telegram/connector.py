@@ -61,6 +61,7 @@ class TgSession:
         self.owner = owner
         self.client = client
         self.rejected: str | None = None
+        self.dialogs_loaded = False
         # What the bridge itself did (its echoes must not come back), per chat.
         self._done: OrderedDict[tuple[str, str], None] = OrderedDict()
         self._locks: dict[str, asyncio.Lock] = {}
@@ -190,6 +191,11 @@ class TelegramConnector(Connector):
                 return
             # Fills Telethon's entity cache (access hashes) for the chats the person has.
             await client.get_dialogs()
+            session.dialogs_loaded = True
+        except errors.FloodWaitError as e:
+            # Never a crash loop at start: the chats are fetched when first needed.
+            log.warning("Telegram asks %s to wait %s s before listing chats; later then",
+                        external_user_id, e.seconds)
         except (TimeoutError, ConnectionError, OSError) as e:
             log.warning("Telegram session of %s is not up yet (%s); it keeps trying",
                         external_user_id, e)
@@ -234,13 +240,23 @@ class TelegramConnector(Connector):
     # ---- rooms -------------------------------------------------------------------------------
 
     async def _peer(self, session: TgSession, remote_room_id: str) -> Any:
-        """The input peer of a portal's chat."""
+        """The input peer of a portal's chat (its access hash from Telethon's cache, filled
+        from the person's chat list)."""
         if ":" in remote_room_id:
             own, _, other = remote_room_id.partition(":")
             if int(own) != session.user_id:
                 raise ConnectionError(f"{remote_room_id} is another account's private chat")
-            return await session.client.get_input_entity(types.PeerUser(int(other)))
-        return await session.client.get_input_entity(int(remote_room_id))
+            peer: Any = types.PeerUser(int(other))
+        else:
+            peer = int(remote_room_id)
+        try:
+            return await session.client.get_input_entity(peer)
+        except ValueError:
+            if session.dialogs_loaded:
+                raise
+        await self.call(session, session.client.get_dialogs, "listing chats")
+        session.dialogs_loaded = True
+        return await session.client.get_input_entity(peer)
 
     async def join(self, persona_id: str, remote_room_id: str,
                    since_ms: int | None = None) -> RemoteRoom:
