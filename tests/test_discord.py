@@ -231,6 +231,12 @@ async def test_attachments_both_ways_within_discords_limit(env: Env):
     shared = await alice.wait_for_event(portal, body_is("notes.txt"), "bob's file",
                                         after=None)
     assert await alice.client.download_media(shared.content.url) == b"remember the milk"
+    await discord.post(world.general, world.bob, "see this", embeds=[
+        {"type": "rich", "title": "Release 2.0", "description": "Now with threads"}])
+    embedded = await alice.wait_for_event(
+        portal, lambda e: e.type == EventType.ROOM_MESSAGE
+        and e.content.body.startswith("see this"), "the embed's text", after=None)
+    assert embedded.content.body == "see this\nRelease 2.0\nNow with threads"
     sticker = snowflake()
     discord.stickers[sticker] = b"\x89PNG wave"
     await discord.post(world.general, world.bob, "", sticker={
