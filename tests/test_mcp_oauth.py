@@ -263,6 +263,7 @@ async def test_back_after_sign_in_only_to_a_page_of_this_bridge(person, homeserv
         web.http.cookie_jar.update_cookies({"rf_return": elsewhere}, url)
         status, page = await web.matrix_sign_in(await login_token())
         assert status == 200 and "Account Management" in page, elsewhere
+        assert 'id="agents" href="/account/agents"' in page  # the endpoint is on
     web.http.cookie_jar.update_cookies({"rf_return": "/account/agents"}, url)
     status, page = await web.matrix_sign_in(await login_token())
     assert status == 200 and "Your AI agents" in page

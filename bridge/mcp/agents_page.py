@@ -16,9 +16,9 @@ from ..security.anomaly import SessionNetworks
 from ..web import pages
 from ..web.browser import BrowserBinding
 from ..web.requests import form_fields
-from ..web.signin_routes import cookie_account, html
+from ..web.signin_routes import AGENTS_PAGE, cookie_account, html
 
-AGENTS_PATH = "/account/agents"
+AGENTS_PATH = AGENTS_PAGE
 
 
 def _when(ms: int | None) -> str:

@@ -160,8 +160,11 @@ account.</p>
 
 def settings_page(emails: list[str], providers: list[str], matrix_users: list[str],
                   credits: int, merge_providers: list[tuple[str, str]], csrf: str,
-                  notice: str | None = None) -> str:
+                  notice: str | None = None, agents_url: str | None = None) -> str:
     flash = f'<p class="ok" id="notice">{escape(notice)}</p>' if notice else ""
+    agents = (f'<div class="card"><h2>AI agents</h2><p><a id="agents" href="{escape(agents_url)}">'
+              "The agents you allowed to act as you</a>: what each may do; revoke.</p></div>"
+              if agents_url else "")
     return page("Account settings", f"""{sign_out_form(csrf)}
 <h1>Account Management</h1>{flash}
 <div class="card">
@@ -175,7 +178,7 @@ def settings_page(emails: list[str], providers: list[str], matrix_users: list[st
   <p>Sign in to your other RelayForge account; it is merged into this one (credits,
   connections and profiles).</p>
   {provider_buttons(merge_providers, "merge", "Merge another account:")}
-</div>""")
+</div>{agents}""")
 
 
 def confirm_merge_page(provider_name: str, merge_id: str, csrf: str, into: AccountSummary,

@@ -17,6 +17,7 @@ from .requests import form_fields, json_object, json_or_form
 SETTINGS = "/account/settings"
 # A page that sent the browser to sign in first (the agent consent page) and where to go back.
 RETURN_COOKIE = "rf_return"
+AGENTS_PAGE = "/account/agents"
 
 
 def after_sign_in(request: web.Request) -> str:
@@ -322,9 +323,12 @@ class SignInRoutes:
             notice = f"{names.get(request.query['added'], 'A provider')} added to your account"
         elif "created" in request.query:
             notice = "Your RelayForge account was created."
+        # The agents page exists when the MCP endpoint is on (bridge/mcp/agents_page.py).
+        agents = next((r.canonical for r in request.app.router.resources()
+                       if r.canonical == AGENTS_PAGE), None)
         return html(pages.settings_page(emails, providers, view.matrix_users,
                                         view.account.credits, self._buttons,
-                                        self.binding.csrf_token(request), notice))
+                                        self.binding.csrf_token(request), notice, agents))
 
     async def merge_form(self, request: web.Request) -> web.Response:
         form = await form_fields(request)
