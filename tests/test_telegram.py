@@ -8,6 +8,7 @@ import logging
 
 import pytest
 from mautrix.types import EventType, Format, MessageType, TextMessageEventContent
+from telethon import TelegramClient
 from telethon.tl import types
 
 from tests.fakes.telegram import TelegramThread
@@ -19,6 +20,9 @@ from .support.telegram import link_by_qr, qr_token, telegram_settings
 def server():
     thread = TelegramThread()
     thread.start()
+    # Telethon keeps the data centres' addresses (help.getConfig) for the whole process:
+    # this module's fake has addresses of its own.
+    TelegramClient._config = None
     yield thread
     thread.stop()
 
@@ -427,6 +431,8 @@ async def test_own_api_id_and_unlink_logs_out(start_bridge, server, fake, new_us
     bridge = await start_bridge(extra={"networks": {"telegram": telegram_settings(
         server, tmp_path / "tg.pub", api_id=None, api_hash=None, require_own_api_id=True)}})
     person = fake.add_person("Alice")
+    person.home_dc = fake.other_dc  # the QR login has to move to her data centre
+    bob = fake.add_person("Bob")
     alice = await new_user("alice")
     bot = homeserver.bot_mxid
     room = await alice.open_management_room(bot)
@@ -440,6 +446,13 @@ async def test_own_api_id_and_unlink_logs_out(start_bridge, server, fake, new_us
     account = await bridge.accounts.for_matrix_user(alice.mxid)
     persona = await bridge.accounts.find_persona(account.id, f"telegram:{person.id}")
     assert await bridge.security.vault.open_text(*persona.vault_ref, "api_hash") == API_HASH
+    assert [c.error for c in fake.calls_of("auth.ImportLoginToken", mark)] == [None]
+    # The session lives in her data centre now, and works there.
+    await server.run(fake.send_as(bob, person, "found you"))
+    portal = await alice.wait_for_invite()
+    await alice.wait_for_event(portal, body_is("found you"), "bob's message")
+    assert {c.dc_id for c in fake.connections if fake.user_of(c) == person.id} == {
+        fake.other_dc}
 
     await alice.send_text(room, f"unlink telegram:{person.id}")
     await alice.wait_for_notice(room, bot, "credentials were destroyed")

@@ -95,6 +95,7 @@ class Connection:
         self.reader = reader
         self.writer = writer
         self.auth_key: AuthKey | None = None
+        self.dc_id = 0  # the data centre this connection reached
         self.session_id = 0
         self.salt = 0
         self._send_counter = 0

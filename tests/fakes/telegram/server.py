@@ -88,6 +88,9 @@ class FakeTelegram(MessageApi):
         self.copies: list[dict[int, int]] = []
         self.reads: list[tuple[int, Any, int]] = []
         self._server: asyncio.Server | None = None
+        self._other: asyncio.Server | None = None
+        self.other_dc = 4
+        self.other_port = 0
         self._tasks: set[asyncio.Task[None]] = set()
 
     # ---- lifecycle ---------------------------------------------------------------------------
@@ -95,18 +98,24 @@ class FakeTelegram(MessageApi):
     async def __aenter__(self) -> FakeTelegram:
         self._server = await asyncio.start_server(self._accept, self.host, 0)
         self.port = self._server.sockets[0].getsockname()[1]
+        # A second data centre: people whose account lives there make a QR login move.
+        self._other = await asyncio.start_server(
+            lambda r, w: self._accept(r, w, self.other_dc), self.host, 0)
+        self.other_port = self._other.sockets[0].getsockname()[1]
         return self
 
     async def __aexit__(self, *_: Any) -> None:
         self.drop_connections()
-        if self._server is not None:
-            self._server.close()
+        for listener in (self._server, self._other):
+            if listener is not None:
+                listener.close()
         for task in list(self._tasks):
             task.cancel()
 
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-                      ) -> None:
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                      dc_id: int | None = None) -> None:
         connection = Connection(self, reader, writer)
+        connection.dc_id = dc_id or self.dc_id
         self.connections.append(connection)
         await connection.run()
 
@@ -228,7 +237,9 @@ class FakeTelegram(MessageApi):
         return types.Config(
             date=date, expires=date.replace(year=date.year + 1), test_mode=False,
             this_dc=self.dc_id,
-            dc_options=[types.DcOption(id=self.dc_id, ip_address=self.host, port=self.port)],
+            dc_options=[types.DcOption(id=self.dc_id, ip_address=self.host, port=self.port),
+                        types.DcOption(id=self.other_dc, ip_address=self.host,
+                                       port=self.other_port)],
             dc_txt_domain_name="", chat_size_max=200, megagroup_size_max=200000,
             forwarded_count_max=100, online_update_period_ms=210000,
             offline_blur_timeout_ms=5000, offline_idle_timeout_ms=30000,
@@ -264,14 +275,30 @@ class FakeTelegram(MessageApi):
         assert connection.auth_key is not None
         for qr in self.qr_tokens.values():
             if qr.key_id == connection.auth_key.key_id and qr.accepted_by is not None:
+                person = self.people[qr.accepted_by]
+                if person.home_dc != connection.dc_id:
+                    # The account lives in another data centre: the login moves there.
+                    return types.auth.LoginTokenMigrateTo(dc_id=person.home_dc,
+                                                          token=qr.token)
                 del self.qr_tokens[qr.token]
-                return types.auth.LoginTokenSuccess(
-                    self._authorize(connection, self.people[qr.accepted_by]))
+                return types.auth.LoginTokenSuccess(self._authorize(connection, person))
         token = secrets.token_bytes(32)
         self.qr_tokens[token] = QrToken(token, connection.auth_key.key_id)
         return types.auth.LoginToken(expires=now() + timedelta(seconds=self.qr_seconds),
                                      token=token)
     rpc_auth_ExportLoginToken.anonymous = True  # type: ignore[attr-defined]
+
+    async def rpc_auth_ImportLoginToken(self, connection: Connection, request: Any,
+                                        user: Any) -> Any:
+        qr = self.qr_tokens.get(request.token)
+        if qr is None or qr.accepted_by is None:
+            raise RpcError(400, "AUTH_TOKEN_INVALID")
+        person = self.people[qr.accepted_by]
+        if person.home_dc != connection.dc_id:
+            raise RpcError(400, "AUTH_TOKEN_INVALID")
+        del self.qr_tokens[qr.token]
+        return types.auth.LoginTokenSuccess(self._authorize(connection, person))
+    rpc_auth_ImportLoginToken.anonymous = True  # type: ignore[attr-defined]
 
     def person_by_phone(self, phone: str) -> Person | None:
         digits = phone.lstrip("+")

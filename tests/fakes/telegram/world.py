@@ -34,6 +34,7 @@ class Person:
     messages: dict[int, types.Message] = field(default_factory=dict)
     banned: bool = False
     photo_id: int | None = None  # a StoredFile of the fake: the profile picture
+    home_dc: int = 2  # the data centre the account lives in
 
     def tl(self, viewer: int | None = None) -> types.User:
         photo = (types.UserProfilePhoto(photo_id=self.photo_id, dc_id=2)
