@@ -16,6 +16,7 @@ from typing import Any
 from telethon.tl import types
 
 PILL = re.compile(r"^https://matrix\.to/#/(@[^/?#]+)")
+SAFE_SCHEMES = ("http://", "https://", "mailto:", "tg://")
 
 # Entity type -> (opening tag, closing tag) in Matrix HTML.
 _SIMPLE: dict[type, tuple[str, str]] = {
@@ -89,6 +90,9 @@ def _tags(entity: Any, ghost_of: Callable[[int], str],
         attribute = f' class="language-{language}"' if language else ""
         return f"<pre><code{attribute}>", "</code></pre>"
     if isinstance(entity, types.MessageEntityTextUrl):
+        # Only links a person can follow safely; anything else (javascript:) stays text.
+        if not entity.url.lower().startswith(SAFE_SCHEMES):
+            return None
         return f'<a href="{html.escape(entity.url)}">', "</a>"
     if isinstance(entity, types.MessageEntityMentionName):
         mxid = ghost_of(entity.user_id)
@@ -157,7 +161,7 @@ class _Parser(HTMLParser):
             user = self.user_of(pill.group(1)) if pill else None
             if user is not None:
                 self.stack.append(("a", self.length, ("mention", user)))
-            elif href.startswith(("http://", "https://", "mailto:", "tg://")) and not pill:
+            elif href.lower().startswith(SAFE_SCHEMES) and not pill:
                 self.stack.append(("a", self.length, ("url", href)))
             else:
                 self.stack.append(("a", self.length, None))
