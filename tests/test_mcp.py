@@ -85,6 +85,11 @@ async def test_an_agent_acts_across_networks_as_the_person(
         assert not standup["is_you"]
         is_error, found = await agent.call("search", query="STANDUP")
         assert [m["id"] for m in found] == [standup["id"]]
+        # The same as resources.
+        read = await agent.client.read_resource(f"relayforge://rooms/{general}/messages")
+        assert standup["id"] in read.contents[0].text
+        read = await agent.client.read_resource("relayforge://profiles/Privat/rooms")
+        assert [r["room"] for r in json.loads(read.contents[0].text)] == [general]
 
         # Its first message into the group chat waits for the person's confirm in Matrix.
         is_error, sent = await agent.call("send_message", room=portals[team],

@@ -8,6 +8,7 @@ next call. Refusals are tool errors that say what was refused and what to do.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from mautrix.appservice import IntentAPI
@@ -236,6 +237,18 @@ class AgentTools:
         for tool in (self.list_profiles, self.list_rooms, self.read_messages, self.search,
                      self.send_message, self.edit_message, self.delete_message, self.react):
             server.add_tool(tool, name=tool.__name__, description=tool.__doc__)
+
+        # The same reads as resources, for clients that attach context by URI.
+        @server.resource("relayforge://rooms/{room}/messages", mime_type="application/json",
+                         description="The latest messages of a room (see read_messages)")
+        async def room_messages(room: str, ctx: Context) -> str:
+            return json.dumps(await self.read_messages(ctx, room))
+
+        @server.resource("relayforge://profiles/{profile}/rooms", mime_type="application/json",
+                         description="A profile's rooms you may use (see list_rooms)")
+        async def profile_rooms(profile: str, ctx: Context) -> str:
+            return json.dumps(await self.list_rooms(ctx, profile=profile))
+
         return server
 
 
