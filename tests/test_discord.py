@@ -16,7 +16,7 @@ from mautrix.types import (
 
 from tests.fakes.discord.models import Attachment, snowflake
 
-from .support.discord import Env, authorise, contents, db_kind, env, link_discord
+from .support.discord import PNG, Env, authorise, contents, db_kind, env, link_discord
 from .support.slack import start_link
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -283,6 +283,8 @@ async def test_relay_mode_carries_people_without_a_discord_account(env: Env):
     await alice.client.invite_user(portal, dave.mxid)
     await dave.client.join_room_by_id(portal)
     await dave.client.set_displayname("Dave")
+    picture = await dave.client.upload_media(PNG, mime_type="image/png")
+    await dave.client.set_avatar_url(picture)
     await dave.send_text(portal, "hello from matrix")
     await discord.wait_until(lambda: any(m.content.endswith("hello from matrix")
                                          for m in discord.messages(channel)), "dave's message")
@@ -292,6 +294,11 @@ async def test_relay_mode_carries_people_without_a_discord_account(env: Env):
     assert relayed.content == "Dave: hello from matrix"
     assert relayed.author.username == "Dave (Matrix)"
     assert relayed.webhook_id
+    # With dave's Matrix picture, as the homeserver's download URL Discord can fetch.
+    server, media_id = picture.removeprefix("mxc://").split("/")
+    homeserver = env.bridge.config["homeserver.address"].rstrip("/")
+    assert relayed.author.avatar == (f"{homeserver}/_matrix/media/v3/download/"
+                                     f"{server}/{media_id}")
 
 
 async def test_typing_names_bulk_deletes_and_custom_emoji(env: Env):

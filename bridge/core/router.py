@@ -13,9 +13,10 @@ import time
 from collections.abc import Awaitable, Callable
 from enum import StrEnum
 from typing import TypeVar
+from urllib.parse import quote
 
 from mautrix.appservice import IntentAPI
-from mautrix.errors import MatrixRequestError
+from mautrix.errors import MatrixError, MatrixRequestError
 from mautrix.types import (
     Event,
     EventID,
@@ -390,6 +391,7 @@ class Router:
                 text=prefix + content.body, html=(prefix + formatted) if formatted else None,
                 reply_to=reply_to, authorization=token, attachment=attachment,
                 thread_root=thread_root,
+                sender_avatar=await self._public_avatar(evt.sender) if prefix else None,
             )), persona_id)
             assert result is not None  # a sent message always gets a remote id
             await self._remember(portal.network, room, result.remote_id, MessageKind.MESSAGE,
@@ -472,6 +474,19 @@ class Router:
             return acting.token, "", acting.persona.id
         name = await self.ghosts.bot_intent.get_displayname(UserID(sender)) or sender
         return acting.token, f"{name}: ", None
+
+    async def _public_avatar(self, sender: str) -> str | None:
+        """A relayed sender's Matrix picture as the homeserver's download URL (the network
+        fetches it without Matrix credentials); None without one."""
+        try:
+            mxc = await self.ghosts.bot_intent.get_avatar_url(UserID(sender)) or ""
+        except MatrixError:
+            return None
+        server, _, media_id = mxc.removeprefix("mxc://").partition("/")
+        if not mxc.startswith("mxc://") or not server or not media_id:
+            return None
+        return (f"{str(self.ghosts.bot_intent.api.base_url).rstrip('/')}/_matrix/media/v3/"
+                f"download/{quote(server, safe='')}/{quote(media_id, safe='')}")
 
     def _connector(self, portal: Portal) -> Connector:
         connector = self.connectors.get(portal.network)

@@ -167,6 +167,9 @@ class MatrixMessage(MatrixEvent):
     attachment: Attachment | None = None
     # The remote id of the thread's first message, when the Matrix message is in a thread.
     thread_root: str | None = None
+    # When relayed (the text starts "Name: "): the sender's Matrix picture as an http(s) URL
+    # anyone may fetch, for networks that show a picture per message (a Discord webhook).
+    sender_avatar: str | None = None
 
 
 @attrs.frozen(kw_only=True)

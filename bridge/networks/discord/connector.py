@@ -367,8 +367,10 @@ class DiscordConnector(Connector):
             # Relayed by a rule for someone without a Discord account: the core put their
             # Matrix name before the text; the webhook shows it as the name too, marked as
             # from Matrix so no one can pass for a linked person by choosing their name.
+            # Their Matrix picture too, which the core gives as a URL Discord can fetch.
             name, sep, _ = event.text.partition(": ")
-            return _webhook_name(f"{name[:70]} (Matrix)" if sep else "Matrix"), None, text
+            return (_webhook_name(f"{name[:70]} (Matrix)" if sep else "Matrix"),
+                    event.sender_avatar if sep else None, text)
         session = await self.person(session)
         avatar = (f"{self.cdn_url}/avatars/{session.user_id}/{session.avatar}.png"
                   if session.avatar else None)
