@@ -179,5 +179,9 @@ async def test_an_agent_acts_across_networks_as_the_person(
         ("delete", "Claude")]
     agent_records = [json.loads(r.details) for r in await bridge.security.audit.latest(200)
                      if r.event_type == "agent"]
+    # Acts nothing waits on are forgotten after a while (database.prune_interval_seconds).
+    assert await bridge.storage.db.fetchval("SELECT COUNT(*) FROM agent_act") == 5
+    await bridge.storage.agents.prune(act_days=0)
+    assert await bridge.storage.db.fetchval("SELECT COUNT(*) FROM agent_act") == 0
     assert [r["change"] for r in agent_records] == ["authorised", "refused", "refused",
                                                     "refused", "refused", "revoked"]

@@ -105,6 +105,9 @@ async def test_discovery_registration_and_the_sdk_client(person, homeserver):
         r = await http.post(f"{url}/mcp", json=ping,
                             headers={"Authorization": f"Bearer {tokens.access_token}"})
         assert r.status_code == 401
+    await bridge.storage.agents.prune()  # expired: gone; the refresh token stays
+    assert [r["kind"] for r in await bridge.storage.db.fetch(
+        "SELECT kind FROM agent_token WHERE kind <> 'code'")] == ["refresh"]
 
     # The person's agents on the web: listed, and revoked with a button (CSRF-checked).
     status, page = await web.get("/account/agents")

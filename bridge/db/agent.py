@@ -175,10 +175,15 @@ class AgentStore:
     async def delete_token(self, value: str) -> None:
         await self.db.execute("DELETE FROM agent_token WHERE hash=$1", token_digest(value))
 
-    async def prune(self) -> int:
-        """Expired codes and tokens; spent ones stay until they expire, to catch replays."""
+    async def prune(self, act_days: int = 30) -> int:
+        """Expired codes and tokens (spent ones stay until they expire, to catch replays),
+        and acts older than `act_days` that nothing waits on any more."""
         rows = await self.db.fetch(
             "DELETE FROM agent_token WHERE expires_at <= $1 RETURNING hash", _now_ms())
+        await self.db.execute(
+            "DELETE FROM agent_act WHERE created_at < $1 AND event_id NOT IN "
+            "(SELECT event_id FROM outbound) AND event_id NOT IN "
+            "(SELECT event_id FROM held_send)", _now_ms() - act_days * 86400 * 1000)
         return len(rows)
 
     # ---- acts and first sends ----------------------------------------------------------------
