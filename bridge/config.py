@@ -258,7 +258,8 @@ SCHEMA: tuple[Key, ...] = (
         "the most sends, edits, deletions and reactions one agent makes per minute",
         default=10),
     Key("mcp.registrations_per_hour", _is_positive_int,
-        "the most OAuth clients registered (RFC 7591) per hour, bridge-wide", default=60),
+        "the most OAuth clients one client network registers (RFC 7591) per hour",
+        default=10),
     Key("logging", _is_mapping, "a Python logging dictConfig mapping", default={
         "version": 1,
         "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},

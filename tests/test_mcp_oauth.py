@@ -270,3 +270,41 @@ async def test_back_after_sign_in_only_to_a_page_of_this_bridge(person, homeserv
     web.http.cookie_jar.update_cookies({"rf_return": "/account/agents"}, url)
     status, page = await web.matrix_sign_in(await login_token())
     assert status == 200 and "Your AI agents" in page
+
+
+async def test_an_agent_of_someone_the_admin_cut_off_is_refused(start_bridge, new_user,
+                                                                homeserver, browser):
+    # The same levels as the bot: an agent acts for a person only while bridge.permissions
+    # lets that person use the bridge, checked on every call.
+    bridge = await start_bridge(extra=MCP_ON)
+    alice = await new_user("alice")
+    room = await alice.open_management_room(homeserver.bot_mxid)
+
+    async def login_token() -> str:
+        await alice.send_text(room, "login-link")
+        link = await alice.wait_for_notice(room, homeserver.bot_mxid, "/auth/matrix?token=")
+        return link.rsplit("token=", 1)[1].strip()
+
+    async with Agent(homeserver.appservice_url, "Claude",
+                     Consenting(browser(), login_token)) as agent:
+        is_error, _ = await agent.call("list_profiles")
+        assert not is_error
+        await bridge.stop()
+        await start_bridge(extra=MCP_ON, permissions={
+            "*": "relay", "localhost": "user", alice.mxid: "relay"})
+        is_error, answer = await agent.call("list_profiles")
+    assert is_error
+    assert '"agents" needs the user permission level' in str(answer)
+
+
+async def test_client_registrations_are_limited_per_client_network(start_bridge, homeserver):
+    await start_bridge(extra={"mcp": {**MCP_ON["mcp"], "registrations_per_hour": 2}})
+    url = homeserver.appservice_url
+    client = {"client_name": "Bot", "redirect_uris": [REDIRECT_URI]}
+    async with httpx2.AsyncClient() as http:
+        answers = [(await http.post(f"{url}/register", json=client)).status_code
+                   for _ in range(3)]
+        assert answers == [201, 201, 429]
+        # Reading the metadata is not a registration.
+        assert (await http.get(f"{url}/.well-known/oauth-authorization-server")
+                ).status_code == 200

@@ -91,10 +91,6 @@ class AgentStore:
                                      client_id)
         return json.loads(raw) if raw is not None else None
 
-    async def count_clients_since(self, since_ms: int) -> int:
-        return int(await self.db.fetchval(
-            "SELECT COUNT(*) FROM agent_client WHERE created_at >= $1", since_ms) or 0)
-
     # ---- grants ------------------------------------------------------------------------------
 
     async def add_grant(self, account_id: str, client_id: str, name: str,
@@ -180,6 +176,10 @@ class AgentStore:
         and acts older than `act_days` that nothing waits on any more."""
         rows = await self.db.fetch(
             "DELETE FROM agent_token WHERE expires_at <= $1 RETURNING hash", _now_ms())
+        # Registration needs no sign-in: clients nobody authorised within a day are dropped.
+        await self.db.execute(
+            "DELETE FROM agent_client WHERE created_at < $1 AND client_id NOT IN "
+            "(SELECT client_id FROM agent_grant)", _now_ms() - 86400 * 1000)
         await self.db.execute(
             "DELETE FROM agent_act WHERE created_at < $1 AND event_id NOT IN "
             "(SELECT event_id FROM outbound) AND event_id NOT IN "

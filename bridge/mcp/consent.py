@@ -16,6 +16,7 @@ from aiohttp import web
 from ..db import Storage
 from ..identity.signin import SignIn
 from ..security.anomaly import SessionNetworks
+from ..security.permissions import Permissions
 from ..web import pages
 from ..web.browser import BrowserBinding
 from ..web.requests import form_fields
@@ -31,12 +32,21 @@ _WHAT = {"read": "read your bridged rooms and their recent messages, and search 
 
 class ConsentRoutes:
     def __init__(self, storage: Storage, signin: SignIn, binding: BrowserBinding,
-                 networks: SessionNetworks | None, authorization: AgentAuthorization) -> None:
+                 networks: SessionNetworks | None, authorization: AgentAuthorization,
+                 permissions: Permissions) -> None:
         self.storage = storage
         self.signin = signin
         self.binding = binding
         self.networks = networks
         self.authorization = authorization
+        self.permissions = permissions
+
+    async def _refusal(self, account_id: str) -> str | None:
+        """The same level the bot asks of a person: someone the admin cut off authorises
+        no agent."""
+        who, level = self.permissions.best_of(
+            await self.storage.accounts.matrix_users(account_id))
+        return Permissions.refusal("agents", who, level)
 
     def register(self, app: web.Application) -> None:
         app.router.add_get(CONSENT_PATH, self.page)
@@ -71,6 +81,9 @@ class ConsentRoutes:
             response.set_cookie(RETURN_COOKIE, f"{CONSENT_PATH}?{urlencode({'request': value})}",
                                 **self.binding.cookie_args(600))
             return response
+        refused = await self._refusal(account)
+        if refused is not None:
+            return html(pages.error_page(refused), 403)
         client = await self.authorization.get_client(pending["client_id"])
         if client is None:
             return html(pages.error_page("The agent asking is no longer registered."), 400)
@@ -89,6 +102,9 @@ class ConsentRoutes:
         account = await cookie_account(self.signin, self.networks, request)
         if account is None:
             return html(pages.error_page("Your session ended: sign in again."), 401)
+        refused = await self._refusal(account)
+        if refused is not None:
+            return html(pages.error_page(refused), 403)
         value = form.get("request", "")
         pending = await self._request(value)
         if pending is None:

@@ -23,6 +23,8 @@ from ..config import Config
 from ..core.delivery import Delivery
 from ..core.router import Router
 from ..db import Storage
+from ..security.permissions import Permissions
+from ..security.ratelimit import Bucket, RateLimiter
 from ..security.system_keys import SYSTEM_PERSONA, SYSTEM_PROFILE
 from ..security.vault import Vault
 from ..web.setup import WebServices
@@ -63,9 +65,13 @@ class McpEndpoint:
                                               lambda: secrets.token_bytes(32))
         self.authorization = AgentAuthorization(
             self.storage, self.audit, key, self.public_url, cfg["mcp.access_token_seconds"],
-            cfg["mcp.refresh_token_days"], cfg["mcp.registrations_per_hour"])
+            cfg["mcp.refresh_token_days"])
+        self.permissions = Permissions(cfg["bridge.permissions"])
+        per_hour = cfg["mcp.registrations_per_hour"]
+        self._registrations = RateLimiter(Bucket(per_hour, per_hour / 60))
         ConsentRoutes(self.storage, self.web.signin, self.web.binding,
-                      self.web.session_networks, self.authorization).register(app)
+                      self.web.session_networks, self.authorization,
+                      self.permissions).register(app)
         AgentsPage(self.storage, self.web.signin, self.web.binding, self.web.session_networks,
                    self.audit).register(app)
         for path in (MCP_PATH, RESOURCE_METADATA):
@@ -77,7 +83,8 @@ class McpEndpoint:
         cfg = self.config
         self.acts = AgentActs(self.storage, router, delivery, bot)
         tools = AgentTools(self.storage, self.authorization, self.acts, bot, router.ghosts,
-                           self.audit, cfg["mcp.calls_per_minute"], cfg["mcp.sends_per_minute"])
+                           self.audit, cfg["mcp.calls_per_minute"], cfg["mcp.sends_per_minute"],
+                           self.permissions)
         public = urlparse(self.public_url)
         server = tools.server(
             auth_server_provider=self.authorization,
@@ -119,9 +126,13 @@ class McpEndpoint:
         return await call_asgi(self._starlette, request)
 
     async def _forward_limited(self, request: web.Request) -> web.StreamResponse:
-        """Registration and token requests are limited like the sign-in pages."""
+        """Registration and token requests are limited like the sign-in pages, and
+        registrations (which need no sign-in) per client network and hour too."""
         limits = self.web.web_limits
-        wait = limits.limits.web.take(limits.client_network(request))
+        network = limits.client_network(request)
+        wait = limits.limits.web.take(network)
+        if not wait and request.path == "/register" and request.method == "POST":
+            wait = self._registrations.take(network)
         if wait:
             return web.json_response(
                 {"error": "temporarily_unavailable",

@@ -70,7 +70,7 @@ class AgentAuthorization:
     """`OAuthAuthorizationServerProvider` for the SDK, on the bridge's database."""
 
     def __init__(self, storage: Storage, audit: AuditLog, secret_key: bytes, public_url: str,
-                 access_seconds: int, refresh_days: int, registrations_per_hour: int) -> None:
+                 access_seconds: int, refresh_days: int) -> None:
         self.storage = storage
         self.agents = storage.agents
         self.audit = audit
@@ -78,7 +78,6 @@ class AgentAuthorization:
         self.public_url = public_url
         self.access_seconds = access_seconds
         self.refresh_seconds = refresh_days * 86400
-        self.registrations_per_hour = registrations_per_hour
 
     def _client_secret(self, client_id: str) -> str:
         return hmac.new(self._key, f"mcp client\0{client_id}".encode(),
@@ -96,10 +95,6 @@ class AgentAuthorization:
             {**metadata, "client_id": client_id, "client_secret": secret})
 
     async def register_client(self, client_info: OAuthClientInformationFull) -> None:
-        since = int((time.time() - 3600) * 1000)
-        if await self.agents.count_clients_since(since) >= self.registrations_per_hour:
-            raise RegistrationError("invalid_client_metadata", "too many clients were "
-                                    "registered in the last hour; try again later")
         for uri in client_info.redirect_uris or []:
             problem = redirect_uri_problem(str(uri))
             if problem is not None:

@@ -22,6 +22,7 @@ from ..db import Portal, Storage
 from ..db.agent import AgentGrant
 from ..db.persona import PersonaStatus
 from ..matrix.ghosts import Ghosts
+from ..security.permissions import Permissions
 from ..security.ratelimit import Bucket, RateLimiter
 from .acts import AGENT_KEY, ActRefused, AgentActs, Outcome
 from .oauth import AgentAuthorization
@@ -36,7 +37,7 @@ INSTRUCTIONS = (
 class AgentTools:
     def __init__(self, storage: Storage, authorization: AgentAuthorization, acts: AgentActs,
                  bot: IntentAPI, ghosts: Ghosts, audit: AuditLog, calls_per_minute: int,
-                 sends_per_minute: int) -> None:
+                 sends_per_minute: int, permissions: Permissions) -> None:
         self.storage = storage
         self.authorization = authorization
         self.acts = acts
@@ -45,6 +46,7 @@ class AgentTools:
         self.audit = audit
         self.calls = RateLimiter(Bucket(calls_per_minute, calls_per_minute))
         self.sends = RateLimiter(Bucket(sends_per_minute, sends_per_minute))
+        self.permissions = permissions
 
     # ---- who is calling ----------------------------------------------------------------------
 
@@ -67,6 +69,10 @@ class AgentTools:
         person = await self.storage.agents.matrix_user(grant.account_id)
         if person is None:
             raise ToolError("Your person has no Matrix account on this bridge any more.")
+        # Checked on every call: the admin's bridge.permissions can change under a grant.
+        refused = Permissions.refusal("agents", person, self.permissions.level_for(person))
+        if refused is not None:
+            raise ToolError(refused)
         await self.storage.agents.touch(grant.id)
         return grant, person, tuple(access.scopes)
 

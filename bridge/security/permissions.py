@@ -36,6 +36,7 @@ ACTION_LEVELS: dict[str, Level] = {
     "map": Level.USER,         # add mapping rules (bridge a remote room)
     "rules": Level.USER,       # list and remove mapping rules
     "admin": Level.ADMIN,      # support tools: find, merge and unmerge any account
+    "agents": Level.USER,      # authorise an AI agent (MCP), and every act of one
 }
 
 # A user ID as the spec's grammar has it: historical localparts are any printable ASCII
