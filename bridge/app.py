@@ -24,7 +24,7 @@ from .bot.builtin_commands import register_builtin_commands
 from .bot.dispatch import MatrixDispatcher
 from .bot.first_contact import LinkOnFirstContact
 from .bot.network_commands import NetworkCommands
-from .bot.permissions import Permissions
+from .bot.permissions import Level, Permissions
 from .bot.security_commands import SecurityCommands
 from .config import Config, ConfigError
 from .core.authority import Authority
@@ -299,6 +299,7 @@ class Bridge:
             connector.media = media
             connector.verifier = self.security.verifier
             connector.on_auth_failure = self.security.anomalies.remote_auth_failure
+            connector.on_bridge_problem = self._tell_admins
             await connector.start(self.router.sink_for(network))
         # People's sessions open and their rooms are rejoined in the background: a remote
         # server that is down must not hold up the bridge; sessions keep retrying.
@@ -372,6 +373,18 @@ class Bridge:
         anomalies.on_stopped.append(self.sessions.follow)
         # A send refused for bad credentials is counted where the connector reports it
         # (`Connector.deliver`), once: not again when the persona turns read-only.
+
+    async def _tell_admins(self, text: str) -> None:
+        """A problem only an admin can fix (a network refused the bridge's own credentials):
+        a notice to everyone at `admin` level in bridge.permissions with a management room."""
+        assert self.bot and self.storage
+        for mxid in await self.storage.management_rooms.users():
+            if self.bot.permissions.level_for(mxid) < Level.ADMIN:
+                continue
+            try:
+                await self.bot.tell(mxid, text)
+            except MatrixError as e:
+                log.warning("Could not tell admin %s: %s", mxid, e)
 
     def _workspace_of(self, network: str, channel: str) -> str:
         connector = self.connectors.get(network)

@@ -1,6 +1,7 @@
 """Setting Discord up: an enabled Discord without its bot token or OAuth2 client secret stops
 start-up naming the key (the bot token may come from the environment instead); the
-connector refuses such a section too, and the shapes of the other keys are checked."""
+connector refuses such a section too, and the shapes of the other keys are checked. A bot
+token Discord refuses stops only Discord, and every admin is told once."""
 
 from __future__ import annotations
 
@@ -92,16 +93,52 @@ async def discord_fake():
         yield fake
 
 
-async def test_start_up_names_a_refused_bot_token(
-        start_bridge, discord_fake, homeserver):
+async def test_a_bot_token_refused_at_start_up_leaves_the_bridge_running(
+        start_bridge, discord_fake, homeserver, caplog):
     from .support.discord import build_world, discord_settings
 
     build_world(discord_fake)
     settings = discord_settings(discord_fake, f"{homeserver.appservice_url}/link/discord/"
                                 "callback")
-    with pytest.raises(RuntimeError, match=r"networks\.discord\.bot_token: Discord refused"):
-        await start_bridge(connectors=[], extra={"networks": {"discord": {
-            **settings, "bot_token": "not-the-token"}}})
+    bridge = await start_bridge(connectors=[], extra={"networks": {"discord": {
+        **settings, "bot_token": "not-the-token"}}})
+    # Only Discord is down, and the log names the key to fix.
+    assert bridge.network_status()["discord"] == "failed"
+    assert "Discord refused the bridge's bot token (networks.discord.bot_token)" in caplog.text
+
+
+async def test_a_bot_token_refused_later_is_one_notice_to_every_admin(
+        start_bridge, discord_fake, homeserver):
+    from .support.discord import build_world, discord_settings
+    from .support.matrix import MatrixUser
+
+    build_world(discord_fake)
+    settings = discord_settings(discord_fake, f"{homeserver.appservice_url}/link/discord/"
+                                "callback")
+    admin = await MatrixUser.register(homeserver.synapse, "root")
+    person = await MatrixUser.register(homeserver.synapse, "someone")
+    try:
+        bridge = await start_bridge(connectors=[], extra={"networks": {"discord": settings}},
+                                    permissions={"*": "user", admin.mxid: "admin"})
+        bot = homeserver.bot_mxid
+        admin_room = await admin.open_management_room(bot)
+        person_room = await person.open_management_room(bot)
+        # The token is reset in the Developer Portal: the next IDENTIFY is refused (4004).
+        discord_fake.app.bot_token = "reset-in-the-portal"
+        await discord_fake.gateway.invalidate()
+        told = await admin.wait_for_notice(admin_room, bot, "networks.discord.bot_token",
+                                           after=None)
+        assert "Developer Portal" in told and "restart the bridge" in told
+        assert bridge.network_status()["discord"] == "failed"
+        # The bridge still answers; the admin was told once, the other person not at all.
+        await admin.send_text(admin_room, "help")
+        await admin.wait_for_notice(admin_room, bot, "account")
+        notices = await admin.notices_from(admin_room, bot)
+        assert sum("networks.discord.bot_token" in n for n in notices) == 1
+        assert not any("bot_token" in n for n in await person.notices_from(person_room, bot))
+    finally:
+        await admin.close()
+        await person.close()
 
 
 async def test_start_up_names_the_privileged_intents_the_application_lacks(

@@ -23,6 +23,11 @@ class ManagementRoomStore:
         )
 
 
+    async def users(self) -> list[UserID]:
+        """Everyone who has a management room (to find the admins among them)."""
+        rows = await self.db.fetch("SELECT user_mxid FROM management_room ORDER BY user_mxid")
+        return [UserID(row["user_mxid"]) for row in rows]
+
     async def is_management_room(self, room_id: RoomID) -> bool:
         return bool(await self.db.fetchval(
             "SELECT COUNT(*) FROM management_room WHERE room_id=$1", room_id))

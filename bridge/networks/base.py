@@ -294,6 +294,9 @@ class Connector(ABC):
         # Set by the core: called with (persona id, reason) when the network refuses a
         # person's stored credentials, so repeated refusals can stop the persona.
         self.on_auth_failure: Callable[[str, str], Awaitable[None]] | None = None
+        # Set by the core: called with a sentence when the network refuses the bridge's own
+        # credentials (a bot token), which only an admin can fix: every admin is told.
+        self.on_bridge_problem: Callable[[str], Awaitable[None]] | None = None
         # Set by the core from `media.*`: the one fetcher for files remote events point at.
         self.media = MediaFetcher()
 
@@ -314,6 +317,12 @@ class Connector(ABC):
         """The network refused a linked person's credentials (signing in again, say)."""
         if self.on_auth_failure is not None:
             await self.on_auth_failure(persona_id, reason)
+
+    async def report_bridge_problem(self, text: str) -> None:
+        """Tell the bridge's admins about a problem with the network that concerns the whole
+        bridge (its own credentials refused); the connector says it once, not per send."""
+        if self.on_bridge_problem is not None:
+            await self.on_bridge_problem(text)
 
     async def credentials_rejected(self, persona_id: str, reason: str) -> CredentialsRejected:
         """Report a refusal now and return the error to raise (counted once)."""

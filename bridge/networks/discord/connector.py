@@ -53,6 +53,12 @@ from .settings import (
 from .webhooks import Webhooks
 
 log = logging.getLogger("relayforge.discord")
+
+BOT_TOKEN_REFUSED = (
+    "Discord refused the bridge's bot token (networks.discord.bot_token): nothing is bridged "
+    "to or from Discord until it is replaced. Reset the token on the Bot page of the "
+    "application in Discord's Developer Portal, put the new one in networks.discord.bot_token "
+    "(or RELAYFORGE_NETWORKS__DISCORD__BOT_TOKEN) and restart the bridge.")
 T = TypeVar("T")
 # Application flags saying the privileged intents are on (GATEWAY_* and *_LIMITED).
 _MEMBERS_FLAGS = (1 << 14) | (1 << 15)
@@ -152,6 +158,7 @@ class DiscordConnector(Connector):
         # bot need the thread's id), and how many Matrix reactions stand behind the bot's.
         self.thread_of: OrderedDict[str, str] = OrderedDict()
         self._reacted: dict[tuple[str, str], int] = {}
+        self._told_token_refused = False
 
     # ---- lifecycle --------------------------------------------------------------------------
 
@@ -172,10 +179,10 @@ class DiscordConnector(Connector):
                                                                     roles=False))
         try:
             await self.client.login(self.settings["bot_token"])
-        except discord.LoginFailure as e:
-            self.state = ConnectorState.FAILED
-            raise RuntimeError("networks.discord.bot_token: Discord refused the bot token "
-                               "(reset it in the Developer Portal's Bot page)") from e
+        except discord.LoginFailure:
+            # The rest of the bridge is fine: it keeps running and the admins are told.
+            await self._bot_token_refused()
+            return
         self._check_intents(self.client.application_flags.value)
         self._running = asyncio.create_task(self._connect())
         ready = asyncio.create_task(self.events.first_ready.wait())
@@ -184,17 +191,32 @@ class DiscordConnector(Connector):
         if self._running in done:
             ready.cancel()
             self.state = ConnectorState.FAILED
-            self._running.result()  # raises why
+            self._running.result()  # raises why, unless the bot token was refused (told)
+            return
         self.state = ConnectorState.CONNECTED
 
     async def _connect(self) -> None:
         assert self.client is not None
         try:
             await self.client.connect(reconnect=True)
+        except discord.ConnectionClosed as e:
+            if e.code != 4004:  # 4004: "Authentication failed", the bot token was refused
+                raise
+            await self._bot_token_refused()
         except discord.PrivilegedIntentsRequired as e:
             raise RuntimeError("The Discord application lacks a privileged intent: turn on "
                                "Server Members Intent and Message Content Intent in the "
                                "Developer Portal's Bot page") from e
+
+    async def _bot_token_refused(self) -> None:
+        """Discord no longer takes the bot token (reset or revoked): Discord stops here
+        until an admin sets a new one; said to every admin once."""
+        self.state = ConnectorState.FAILED
+        if self._told_token_refused:
+            return
+        self._told_token_refused = True
+        log.error(BOT_TOKEN_REFUSED)
+        await self.report_bridge_problem(BOT_TOKEN_REFUSED)
 
     @staticmethod
     def _check_intents(flags: int) -> None:
@@ -298,6 +320,10 @@ class DiscordConnector(Connector):
                               "permissions on the server") from e
         except discord.NotFound as e:
             raise Unsupported(f"Discord does not know it any more ({e.text})") from e
+        except discord.HTTPException as e:
+            if e.status == 401:
+                await self._bot_token_refused()
+            raise
 
     async def channel(self, channel_id: str | int) -> Any:
         assert self.client is not None
