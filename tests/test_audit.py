@@ -57,7 +57,10 @@ async def test_untouched_log_verifies(security, config):
     assert await security.audit.verify() == []
     result = await verify_cli(config)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith("OK: 8 records, chain unbroken, and reaches checkpoint")
+    # Progress lines first (how many of how many), then the verdict.
+    lines = result.stdout.splitlines()
+    assert lines[0] == "Checking 8 audit records..."
+    assert lines[-1].startswith("OK: 8 records, chain unbroken, and reaches checkpoint")
 
 
 TAMPERING = {
