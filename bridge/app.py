@@ -226,7 +226,7 @@ class Bridge:
             is_bridge_user=lambda mxid: mxid == bot_intent.mxid or ghosts.is_ghost(mxid),
         )
         # The web routes exist before the bot does; give them the Matrix side now.
-        spaces = MatrixSpaces(bot_intent)
+        spaces = MatrixSpaces(bot_intent, self.storage)
         self.accounts.spaces = spaces
         portals.on_created.append(PortalSpaces(self.storage, spaces).portal_created)
         self.web.signin.notify = self.bot.tell

@@ -11,6 +11,7 @@ from mautrix.types import (
     Format,
     MediaMessageEventContent,
     MessageType,
+    RoomType,
     TextMessageEventContent,
 )
 
@@ -105,6 +106,33 @@ async def test_messages_both_ways_through_the_webhook(env: Env):
     bodies = [e.content.body for e in await alice.room_events(portal)
               if e.type == EventType.ROOM_MESSAGE and e.sender != alice.mxid]
     assert "hi **Bob**" not in bodies and "hi Bob" not in bodies
+
+
+async def test_a_servers_channels_share_a_sub_space_of_the_profiles_space(env: Env):
+    alice, client = env.alice, env.alice.client
+    general, random = await env.portal("general"), await env.portal("random")
+    account = await env.bridge.accounts.for_matrix_user(alice.mxid)
+    profile = await env.bridge.storage.profiles.by_name(account.id, "Jobb")
+    assert profile.space_mxid
+    # As Synapse has it: each portal names one parent, the same space for both channels.
+    parents = [{e.state_key for e in await client.get_state(portal)
+                if e.type == EventType.SPACE_PARENT} for portal in (general, random)]
+    assert parents[0] == parents[1] and len(parents[0]) == 1
+    (server_space,) = parents[0]
+    assert server_space != profile.space_mxid
+    await client.join_room_by_id(server_space)  # alice was invited to it
+    await client.join_room_by_id(profile.space_mxid)
+    state = await client.get_state(server_space)
+    created = next(e for e in state if e.type == EventType.ROOM_CREATE)
+    assert created.content.type == RoomType.SPACE
+    assert next(e for e in state if e.type == EventType.ROOM_NAME).content.name == "Acme"
+    assert {e.state_key for e in state if e.type == EventType.SPACE_CHILD} >= {general, random}
+    # ... and it is itself a child of the profile's space, which it names as its parent.
+    assert [e.state_key for e in state if e.type == EventType.SPACE_PARENT] == [
+        profile.space_mxid]
+    children = {e.state_key for e in await client.get_state(profile.space_mxid)
+                if e.type == EventType.SPACE_CHILD and e.content.get("via")}
+    assert server_space in children and general not in children
 
 
 async def test_replies_edits_deletes_and_reactions_both_ways(env: Env):

@@ -13,7 +13,7 @@ from ..db import Storage
 from ..db.mapping_rule import MappingRule
 from ..db.persona import Persona, PersonaStatus
 from ..identity.accounts import new_id
-from ..networks.base import Connector, RemoteInvite, RemoteRoom
+from ..networks.base import Connector, RemoteInvite, RemoteRoom, Workspace
 from ..networks.login import LoginFailed
 from .matrix_side import PortalDirectory
 from .room_rights import RoomNotYours, check_room_rights
@@ -32,6 +32,9 @@ class TargetRoomRefused(RuleRefused):
 
 class SpaceLinker(Protocol):
     async def add_to_space(self, space: str, room: str) -> None: ...
+
+    async def workspace_space(self, profile_id: str, profile_space: str, network: str,
+                              workspace: Workspace, invite: list[str]) -> str: ...
 
 
 class MappingRules:
@@ -103,7 +106,13 @@ class MappingRules:
         profile = next(p for p in await self.storage.profiles.for_account(rule.account_id)
                        if p.id == rule.profile_id)
         if profile.space_mxid and portal.mxid:
-            await self.spaces.add_to_space(profile.space_mxid, portal.mxid)
+            space = profile.space_mxid
+            if room.workspace is not None:
+                # A Discord server's channels go in its own sub-space of the profile's space.
+                owners = await self.storage.accounts.matrix_users(rule.account_id)
+                space = await self.spaces.workspace_space(profile.id, space, rule.network,
+                                                          room.workspace, owners or [owner])
+            await self.spaces.add_to_space(space, portal.mxid)
         return room
 
     async def handle_invite(self, network: str, invite: RemoteInvite) -> None:

@@ -46,6 +46,7 @@ from .transaction import TransactionStore
 from .upgrade import upgrade_table
 from .vault_key import VaultKeyStore
 from .vault_secret import VaultSecretStore
+from .workspace_space import WorkspaceSpaceStore
 
 T = TypeVar("T", PowerLevelStateEventContent, StateEvent)
 _PARSED_MAX = 4096
@@ -226,6 +227,7 @@ class Storage:
     outbound: OutboundStore
     encryption_notices: EncryptionNoticeStore
     agents: AgentStore
+    workspace_spaces: WorkspaceSpaceStore
     # Matrix room state (members, power levels) lives in the same database, not a JSON file.
     state_store: CachedASStateStore
 
@@ -283,5 +285,6 @@ async def open_database(uri: str, *, min_size: int = 1, max_size: int = 10) -> S
         outbound=OutboundStore(db),
         encryption_notices=EncryptionNoticeStore(db),
         agents=AgentStore(db),
+        workspace_spaces=WorkspaceSpaceStore(db),
         state_store=state_store,
     )

@@ -454,3 +454,18 @@ async def upgrade_v13(conn: Connection) -> None:
     """)
     # A capability rule may name one agent: it narrows what that agent does, never widens.
     await conn.execute("ALTER TABLE capability ADD COLUMN agent TEXT")
+
+
+@upgrade_table.register(description="A sub-space per profile and network workspace")
+async def upgrade_v14(conn: Connection) -> None:
+    # A Discord server or Slack team a profile has rooms from gets one space of its own,
+    # a child of the profile's space; made once and reused.
+    await conn.execute("""
+        CREATE TABLE workspace_space (
+            profile_id TEXT NOT NULL,
+            network    TEXT NOT NULL,
+            workspace  TEXT NOT NULL,
+            space_mxid TEXT NOT NULL,
+            PRIMARY KEY (profile_id, network, workspace)
+        )
+    """)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from mautrix.appservice import IntentAPI
@@ -9,13 +10,17 @@ from mautrix.errors import IntentError, MatrixError, MatrixRequestError
 from mautrix.types import EventType, RoomCreatePreset, RoomID, UserID
 
 from ..db import Portal, Storage
+from ..networks.base import Workspace
 
 log = logging.getLogger("relayforge.spaces")
 
 
 class MatrixSpaces:
-    def __init__(self, bot_intent: IntentAPI) -> None:
+    def __init__(self, bot_intent: IntentAPI, storage: Storage | None = None) -> None:
         self.intent = bot_intent
+        self.storage = storage
+        # One sub-space per workspace even when two of its rooms are mapped at once.
+        self._making: dict[tuple[str, str, str], asyncio.Lock] = {}
 
     async def create_space(self, name: str, invite: list[str]) -> str:
         return await self.intent.create_room(
@@ -25,6 +30,25 @@ class MatrixSpaces:
             creation_content={"type": "m.space"},
             invitees=[UserID(mxid) for mxid in invite],
         )
+
+    async def workspace_space(self, profile_id: str, profile_space: str, network: str,
+                              workspace: Workspace, invite: list[str]) -> str:
+        """The profile's sub-space for a workspace (a Discord server), made on first use as
+        a child of the profile's space and recorded, so every later room reuses it."""
+        assert self.storage is not None
+        store = self.storage.workspace_spaces
+        key = (profile_id, network, workspace.remote_id)
+        async with self._making.setdefault(key, asyncio.Lock()):
+            space = await store.get(*key)
+            if space is not None:
+                return space
+            space = await self.intent.create_room(
+                name=workspace.name,
+                topic=f"RelayForge: the rooms of {workspace.name} on {network} in this profile.",
+                preset=RoomCreatePreset.PRIVATE, creation_content={"type": "m.space"},
+                invitees=[UserID(mxid) for mxid in invite])
+            await self.add_to_space(profile_space, space)
+            return await store.add(*key, space)
 
     async def rename_space(self, space_mxid: str, name: str) -> None:
         await self.intent.set_room_name(space_mxid, name)

@@ -56,6 +56,15 @@ class RemoteUser:
 
 
 @attrs.frozen
+class Workspace:
+    """What a network groups rooms in (a Discord server, a Slack team): its rooms go in a
+    sub-space of their profile's space named after it."""
+
+    remote_id: str
+    name: str
+
+
+@attrs.frozen
 class RemoteRoom:
     """A room, channel or chat on the remote network."""
 
@@ -67,6 +76,8 @@ class RemoteRoom:
     # it. Its remote id must differ per receiving account (XMPP "own jid|contact", Slack
     # "team/D..."), as two of a person's accounts talking to one contact are two chats.
     direct: bool = False
+    # The workspace it is in, for networks that have them (see `Connector.workspace_of`).
+    workspace: Workspace | None = None
 
 
 # ---- remote -> Matrix ---------------------------------------------------------------------------
@@ -474,6 +485,11 @@ class Connector(ABC):
         before the credentials are destroyed; False where the network has no such thing
         (an XMPP password can only be changed by its owner)."""
         return False
+
+    async def discard_login(self, credentials: dict[str, str]) -> None:  # noqa: B027
+        """A verified login the person did not consent to (answered no, or never answered):
+        its credentials are about to be destroyed. A network whose login created something
+        that lives on there (a new device session) ends it here; the default does nothing."""
 
     async def join(self, persona_id: str, remote_room_id: str,
                    since_ms: int | None = None) -> RemoteRoom:

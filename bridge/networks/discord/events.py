@@ -29,6 +29,7 @@ from ..base import (
     RemoteRoom,
     RemoteTyping,
     RemoteUser,
+    Workspace,
 )
 from .formatting import Formatted, discord_to_matrix
 
@@ -116,8 +117,10 @@ class DiscordEvents:
     # ---- where and who ----------------------------------------------------------------------
 
     def room(self, channel: Any) -> RemoteRoom:
+        # Its server is the workspace: a profile's channels of one server share a sub-space.
         return RemoteRoom(f"{channel.guild.id}/{channel.id}", name=f"#{channel.name}",
-                          topic=getattr(channel, "topic", None) or None)
+                          topic=getattr(channel, "topic", None) or None,
+                          workspace=Workspace(str(channel.guild.id), channel.guild.name))
 
     def _bridged(self, channel: Any) -> tuple[Any, str | None] | None:
         """(the mapped channel, the thread) a message there belongs to, or None."""
