@@ -124,7 +124,16 @@ async def test_qr_login_and_private_chat_both_ways(telegram_bridge, server, fake
     assert qr_token(prompt) != first
     await alice.send_text(room, "done")
     await alice.wait_for_notice(room, bot, "not scanned yet")
-    done = await link_by_qr(alice, bot, room, server, person, command=None, prompt=prompt)
+    # Consent refused: the session the scan created is logged out at Telegram too.
+    await server.run(fake.accept_qr(qr_token(prompt), person))
+    await alice.send_text(room, "done")
+    await alice.wait_for_notice(room, bot, "Reply yes to link")
+    await alice.send_text(room, "no")
+    await alice.wait_for_notice(room, bot, "did not agree")
+    [logout] = await _wait(server, lambda: fake.calls_of("auth.LogOut", mark), "auth.logOut")
+    assert logout.user_id == person.id and logout.error is None
+    assert person.id not in fake.authorized.values()
+    done = await link_by_qr(alice, bot, room, server, person)
     assert "signed in as Alice" in done
 
     # Telegram -> Matrix: a private chat gets its room on the first message.

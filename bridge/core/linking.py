@@ -359,12 +359,24 @@ class Linking:
                        for field in payload["fields"]}
         await self.vault.destroy(profile_row.id, payload["pending"])
         if answers.get("consent", "").strip().lower() not in ("yes", "y"):
+            await self._discard(payload["network"], credentials)
             raise LinkRefused("Not linked: you did not agree. The credential was destroyed.")
         linked = LinkedAccount(payload["external_user_id"], payload["display_name"],
                                payload["scopes"], credentials, payload["verified"],
                                avatar_hash=payload.get("avatar_hash"))
         return await self._finish(account_id, payload["network"], payload["profile"], linked,
                                   actor)
+
+    async def _discard(self, network: str, credentials: dict[str, str]) -> None:
+        """Consent refused: the network forgets the login too (a session it created there
+        must not stay signed in). Best effort: the credential is destroyed either way."""
+        connector = self.connectors.get(network)
+        if connector is None:
+            return
+        try:
+            await connector.discard_login(credentials)
+        except Exception as e:  # never keeps the refusal from being said
+            log.warning("%s could not discard a refused login: %s", network, type(e).__name__)
 
     async def _finish(self, account_id: str, network: str, profile: str,
                       linked: LinkedAccount, actor: str) -> LinkDone:

@@ -174,6 +174,10 @@ class TelegramConnector(Connector):
         finally:
             await client.disconnect()
 
+    async def discard_login(self, credentials: dict[str, str]) -> None:
+        """Consent refused: the new session must not stay among the person's devices."""
+        await self.revoke_access("(not linked)", credentials)
+
     # ---- sessions ----------------------------------------------------------------------------
 
     async def open_session(self, persona_id: str, external_user_id: str,
