@@ -9,23 +9,21 @@ bridge finds the server exactly as it would a real one.
 from __future__ import annotations
 
 import asyncio
-import datetime
 import os
 import secrets
 import shutil
-import signal
-import socket
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
-
 from ..util.files import write_private
+from .local_servers import (
+    ServerFailed,
+    start_dnsmasq,
+    stop_process,
+    wait_for_port,
+    write_ca_and_cert,
+)
 
 DOMAIN = "sandbox.test"
 MUC = f"conference.{DOMAIN}"
@@ -35,52 +33,7 @@ TOOLS = ("prosody", "prosodyctl", "dnsmasq")
 
 
 class XmppUnavailable(RuntimeError):
-    """Prosody or dnsmasq is missing: the sandbox runs without XMPP and says so."""
-
-
-def _name(common: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common)])
-
-
-def _write_ca_and_cert(directory: Path) -> tuple[Path, Path, Path]:
-    now = datetime.datetime.now(datetime.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca = (x509.CertificateBuilder().subject_name(_name("RelayForge sandbox CA"))
-          .issuer_name(_name("RelayForge sandbox CA")).public_key(ca_key.public_key())
-          .serial_number(x509.random_serial_number())
-          .not_valid_before(now - datetime.timedelta(days=1))
-          .not_valid_after(now + datetime.timedelta(days=3650))
-          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-          .sign(ca_key, hashes.SHA256()))
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (x509.CertificateBuilder().subject_name(_name(DOMAIN)).issuer_name(ca.subject)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(days=1))
-            .not_valid_after(now + datetime.timedelta(days=3650))
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName(DOMAIN),
-                                                        x509.DNSName(MUC)]), critical=False)
-            .sign(ca_key, hashes.SHA256()))
-    ca_path, cert_path, key_path = (directory / "ca.pem", directory / f"{DOMAIN}.crt",
-                                    directory / f"{DOMAIN}.key")
-    ca_path.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    write_private(key_path, key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
-        serialization.NoEncryption()).decode())
-    return ca_path, cert_path, key_path
-
-
-def _wait_for_port(port: int, process: subprocess.Popen, what: str, log: Path) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise XmppUnavailable(f"{what} exited at start-up (see {log})")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise XmppUnavailable(f"{what} did not listen on port {port} (see {log})")
+    """Prosody or dnsmasq is missing or would not start: the sandbox says so."""
 
 
 class LocalProsody:
@@ -111,7 +64,8 @@ class LocalProsody:
                                   "prosody and dnsmasq-base)")
         self.directory.mkdir(parents=True, exist_ok=True)
         if not self.ca.exists():
-            _write_ca_and_cert(self.directory)
+            write_ca_and_cert(self.directory, DOMAIN, [DOMAIN, MUC], "RelayForge sandbox CA",
+                              days=3650)
         (self.directory / "data").mkdir(exist_ok=True)
         cert, key = self.directory / f"{DOMAIN}.crt", self.directory / f"{DOMAIN}.key"
         root = "run_as_root = true\n" if os.geteuid() == 0 else ""
@@ -143,24 +97,18 @@ Component "{MUC}" "muc"
 """)
 
     def start(self) -> None:
-        dns_log = self.directory / "dnsmasq.log"
-        dnsmasq = subprocess.Popen(
-            ["dnsmasq", "--keep-in-foreground", "--no-resolv", "--no-hosts", "--no-poll",
-             f"--port={self.dns_port}", "--listen-address=127.0.0.1", "--bind-interfaces",
-             "--pid-file=", "--user=root" if os.geteuid() == 0 else "--user=nobody",
-             f"--srv-host=_xmpp-client._tcp.{DOMAIN},{DOMAIN},{self.c2s_port},0,5",
-             f"--host-record={DOMAIN},127.0.0.1", f"--host-record={MUC},127.0.0.1",
-             f"--log-facility={dns_log}"],
-            stdout=dns_log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True)
-        self._processes.append(dnsmasq)
-        log = self.directory / "prosody-stdout.log"
-        prosody = subprocess.Popen(["prosody", "-F", "--config", str(self.config)],
-                                   stdout=log.open("ab"), stderr=subprocess.STDOUT,
-                                   start_new_session=True)
-        self._processes.append(prosody)
-        _wait_for_port(self.c2s_port, prosody, "Prosody", self.directory / "prosody.log")
-        if dnsmasq.poll() is not None:
-            raise XmppUnavailable(f"dnsmasq exited at start-up (see {dns_log})")
+        try:
+            self._processes.append(start_dnsmasq(self.directory, self.dns_port, [
+                f"--srv-host=_xmpp-client._tcp.{DOMAIN},{DOMAIN},{self.c2s_port},0,5",
+                f"--host-record={DOMAIN},127.0.0.1", f"--host-record={MUC},127.0.0.1"]))
+            log = self.directory / "prosody-stdout.log"
+            prosody = subprocess.Popen(["prosody", "-F", "--config", str(self.config)],
+                                       stdout=log.open("ab"), stderr=subprocess.STDOUT,
+                                       start_new_session=True)
+            self._processes.append(prosody)
+            wait_for_port(self.c2s_port, prosody, "Prosody", self.directory / "prosody.log")
+        except ServerFailed as e:
+            raise XmppUnavailable(str(e).split("\n", 1)[0]) from e
 
     def accounts(self) -> dict[str, str]:
         """The demo accounts' JIDs and passwords, registered on the first run."""
@@ -179,13 +127,7 @@ Component "{MUC}" "muc"
 
     def stop(self) -> None:
         for process in reversed(self._processes):
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-                try:
-                    process.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
+            stop_process(process)
         self._processes.clear()
 
 

@@ -6,21 +6,19 @@ on the local dnsmasq, so every test exercises SRV discovery and certificate chec
 
 from __future__ import annotations
 
-import datetime
 import os
 import shutil
-import signal
-import socket
 import subprocess
-import time
 from pathlib import Path
 
 import attrs
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
+from bridge.sandbox.local_servers import (
+    start_dnsmasq,
+    stop_process,
+    wait_for_port,
+    write_ca_and_cert,
+)
 from bridge.sandbox.synapse import free_port
 
 from .servers import unavailable
@@ -30,53 +28,12 @@ MUC = f"conference.{DOMAIN}"
 HOST = f"xmpp.{DOMAIN}"
 
 
-def _name(common: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common)])
-
-
 def make_ca_and_cert(directory: Path, names: list[str] | None = None
                      ) -> tuple[Path, Path, Path]:
     """A CA, and a server certificate it signed for the domain, the MUC and upload hosts
     (or for `names`)."""
-    now = datetime.datetime.now(datetime.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca = (x509.CertificateBuilder().subject_name(_name("RelayForge test CA"))
-          .issuer_name(_name("RelayForge test CA")).public_key(ca_key.public_key())
-          .serial_number(x509.random_serial_number())
-          .not_valid_before(now - datetime.timedelta(days=1))
-          .not_valid_after(now + datetime.timedelta(days=30))
-          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-          .sign(ca_key, hashes.SHA256()))
-    key = ec.generate_private_key(ec.SECP256R1())
-    names = names or [DOMAIN, MUC, HOST, f"upload.{DOMAIN}"]
-    cert = (x509.CertificateBuilder().subject_name(_name(DOMAIN)).issuer_name(ca.subject)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(days=1))
-            .not_valid_after(now + datetime.timedelta(days=30))
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]),
-                           critical=False)
-            .sign(ca_key, hashes.SHA256()))
-    ca_path, cert_path, key_path = (directory / "ca.pem", directory / f"{DOMAIN}.crt",
-                                    directory / f"{DOMAIN}.key")
-    ca_path.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                           serialization.PrivateFormat.TraditionalOpenSSL,
-                                           serialization.NoEncryption()))
-    return ca_path, cert_path, key_path
-
-
-def _wait_port(port: int, process: subprocess.Popen, what: str, log: Path) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{what} exited at start-up:\n{log.read_text()[-2000:]}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"{what} did not listen on {port}")
+    return write_ca_and_cert(directory, DOMAIN, names or [DOMAIN, MUC, HOST, f"upload.{DOMAIN}"],
+                             "RelayForge test CA", days=30)
 
 
 @attrs.define
@@ -140,35 +97,20 @@ Component "upload.{DOMAIN}" "http_file_share"
         self.prosody = subprocess.Popen(["prosody", "-F", "--config", str(self.config)],
                                         stdout=log.open("ab"), stderr=subprocess.STDOUT,
                                         start_new_session=True)
-        _wait_port(self.c2s_port, self.prosody, "Prosody", self.directory / "prosody.log")
+        wait_for_port(self.c2s_port, self.prosody, "Prosody", self.directory / "prosody.log")
 
     def restart(self) -> None:
         self.stop()
         self.start()
 
     def stop(self) -> None:
-        if self.prosody and self.prosody.poll() is None:
-            self.prosody.send_signal(signal.SIGTERM)
-            try:
-                self.prosody.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.prosody.kill()
-                self.prosody.wait()
+        stop_process(self.prosody)
 
     def start_dns(self) -> None:
-        log = self.directory / "dnsmasq.log"
-        self.dnsmasq = subprocess.Popen(
-            ["dnsmasq", "--keep-in-foreground", "--no-resolv", "--no-hosts", "--no-poll",
-             f"--port={self.dns_port}", "--listen-address=127.0.0.1", "--bind-interfaces",
-             "--pid-file=", "--user=root" if os.geteuid() == 0 else "--user=nobody",
-             f"--srv-host=_xmpp-client._tcp.{DOMAIN},{HOST},{self.c2s_port},0,5",
-             f"--host-record={HOST},127.0.0.1", f"--host-record={DOMAIN},127.0.0.1",
-             f"--host-record={MUC},127.0.0.1", f"--host-record=upload.{DOMAIN},127.0.0.1",
-             f"--log-facility={log}"],
-            stdout=log.open("ab"), stderr=subprocess.STDOUT)
-        time.sleep(0.3)
-        if self.dnsmasq.poll() is not None:
-            raise RuntimeError(f"dnsmasq exited: {log.read_text()[-1000:]}")
+        self.dnsmasq = start_dnsmasq(self.directory, self.dns_port, [
+            f"--srv-host=_xmpp-client._tcp.{DOMAIN},{HOST},{self.c2s_port},0,5",
+            f"--host-record={HOST},127.0.0.1", f"--host-record={DOMAIN},127.0.0.1",
+            f"--host-record={MUC},127.0.0.1", f"--host-record=upload.{DOMAIN},127.0.0.1"])
 
     def register(self, user: str, password: str) -> str:
         subprocess.run(["prosodyctl", "--config", str(self.config), "register", user, DOMAIN,
@@ -177,9 +119,7 @@ Component "upload.{DOMAIN}" "http_file_share"
 
     def shutdown(self) -> None:
         self.stop()
-        if self.dnsmasq and self.dnsmasq.poll() is None:
-            self.dnsmasq.terminate()
-            self.dnsmasq.wait(timeout=10)
+        stop_process(self.dnsmasq, timeout=10)
 
 
 def start_prosody(directory: Path) -> ProsodyServer:

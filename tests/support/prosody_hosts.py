@@ -13,16 +13,15 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
-import time
 from pathlib import Path
 
 import attrs
 
+from bridge.sandbox.local_servers import start_dnsmasq, stop_process, wait_for_port
 from bridge.sandbox.synapse import free_port
 
-from .prosody import _wait_port, make_ca_and_cert
+from .prosody import make_ca_and_cert
 from .servers import unavailable
 
 GOOD = "tls.test"
@@ -82,10 +81,9 @@ certificates = "{self.directory}"
         self.prosody = subprocess.Popen(["prosody", "-F", "--config", str(self.config)],
                                         stdout=out.open("ab"), stderr=subprocess.STDOUT,
                                         start_new_session=True)
-        _wait_port(self.c2s_port, self.prosody, "Prosody", self.log)
+        wait_for_port(self.c2s_port, self.prosody, "Prosody", self.log)
 
     def start_dns(self) -> None:
-        out = self.directory / "dnsmasq.log"
         live = self.c2s_port
         records = [
             f"--srv-host=_xmpp-client._tcp.{GOOD},xmpp.{GOOD},{live},0,5",
@@ -98,15 +96,7 @@ certificates = "{self.directory}"
             f"--host-record=live.{FALLBACK},127.0.0.1",
             f"--srv-host=_xmpp-client._tcp.{WRONG},xmpp.{GOOD},{live},0,5",
         ]
-        self.dnsmasq = subprocess.Popen(
-            ["dnsmasq", "--keep-in-foreground", "--no-resolv", "--no-hosts", "--no-poll",
-             f"--port={self.dns_port}", "--listen-address=127.0.0.1", "--bind-interfaces",
-             "--pid-file=", "--user=root" if os.geteuid() == 0 else "--user=nobody",
-             *records, f"--log-facility={out}"],
-            stdout=out.open("ab"), stderr=subprocess.STDOUT)
-        time.sleep(0.3)
-        if self.dnsmasq.poll() is not None:
-            raise RuntimeError(f"dnsmasq exited: {out.read_text()[-1000:]}")
+        self.dnsmasq = start_dnsmasq(self.directory, self.dns_port, records)
 
     def register(self, user: str, domain: str, password: str) -> str:
         subprocess.run(["prosodyctl", "--config", str(self.config), "register", user, domain,
@@ -114,16 +104,8 @@ certificates = "{self.directory}"
         return f"{user}@{domain}"
 
     def shutdown(self) -> None:
-        if self.prosody and self.prosody.poll() is None:
-            self.prosody.send_signal(signal.SIGTERM)
-            try:
-                self.prosody.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.prosody.kill()
-                self.prosody.wait()
-        if self.dnsmasq and self.dnsmasq.poll() is None:
-            self.dnsmasq.terminate()
-            self.dnsmasq.wait(timeout=10)
+        stop_process(self.prosody)
+        stop_process(self.dnsmasq, timeout=10)
 
 
 def start_hosts_server(directory: Path) -> HostsServer:
