@@ -118,10 +118,19 @@ async def test_qr_login_and_private_chat_both_ways(telegram_bridge, server, fake
     fake.qr_seconds = 1
     await alice.send_text(room, "link telegram")
     first = qr_token(await alice.wait_for_notice(room, bot, "Scan this QR code"))
+    # The QR code is an image too (its tg://login link in the body).
+    first_image = await alice.wait_for_event(room, _qr_image(bot), "the QR image")
+    assert qr_token(first_image.content.body) == first
+    assert (await alice.client.download_media(first_image.content.url)).startswith(b"\x89PNG")
     fake.qr_seconds = 30
     await alice.send_text(room, "done")
     prompt = await alice.wait_for_notice(room, bot, "The QR code expired; scan this new one")
     assert qr_token(prompt) != first
+    # The new code replaces the old image, which is redacted.
+    second_image = await alice.wait_for_event(room, _qr_image(bot), "the new QR image")
+    assert qr_token(second_image.content.body) == qr_token(prompt)
+    assert not (await alice.client.get_event(room, first_image.event_id)
+                ).content.serialize().get("url")
     await alice.send_text(room, "done")
     await alice.wait_for_notice(room, bot, "not scanned yet")
     # Consent refused: the session the scan created is logged out at Telegram too.
@@ -272,6 +281,12 @@ async def test_qr_login_and_private_chat_both_ways(telegram_bridge, server, fake
               if e.type == EventType.ROOM_MESSAGE and isinstance(e.content.body, str)]
     assert [b for b in bodies if b.startswith("while away")] == ["while away 1",
                                                                  "while away 2"]
+
+
+def _qr_image(bot: str):
+    return lambda e: (e.type == EventType.ROOM_MESSAGE and e.sender == bot
+                      and getattr(e.content, "msgtype", None) == MessageType.IMAGE
+                      and "tg://login" in (e.content.body or ""))
 
 
 async def _ephemeral(user, room: str, matches, what: str) -> dict:

@@ -19,9 +19,11 @@ from ..db.first_send import HeldSend
 from ..identity.accounts import Accounts
 from ..identity.errors import IdentityError
 from ..networks.login import LoginStep
+from ..security.mfa import qr_png
 from .bot import ManagementBot
 from .commands import Command, CommandContext, CommandError, Level
 from .permissions import ACTION_LEVELS
+from .security_commands import qr_image
 
 log = logging.getLogger("relayforge.bot.link")
 SECTION = "Networks"
@@ -65,6 +67,8 @@ class NetworkCommands:
         # Secrets the bot has asked for: the person's next message in their management room.
         # Kept in memory on purpose: after a restart the person simply runs `link` again.
         self._prompts: dict[str, tuple[str, str, bool, float]] = {}
+        # The login QR image posted last to each person: (room, event, what it encodes).
+        self._qr_shown: dict[str, tuple[RoomID, EventID, str]] = {}
 
     def register(self) -> None:
         add = self.bot.commands.add
@@ -164,7 +168,29 @@ class NetworkCommands:
             if field.secret:
                 text += (f"\nSend it as your next message here within {PROMPT_SECONDS // 60}"
                          " minutes. I redact it as soon as I have read it, and never log it.")
+        await self._show_qr(sender, room_id, step.qr)
         await self.bot.reply(room_id, None, text)
+
+    async def _show_qr(self, sender: str, room_id: RoomID, qr: str | None) -> None:
+        """A step's QR code as an image (its link in the body, for clients without images);
+        the one it replaces, or that a later step no longer needs, is redacted."""
+        shown = self._qr_shown.get(sender)
+        if shown is not None and shown[2] == qr:
+            return  # the same code, asked again ("not scanned yet")
+        if shown is not None:
+            del self._qr_shown[sender]
+            try:
+                await self.bot.intent.redact(shown[0], shown[1],
+                                             reason="This QR code was replaced or used")
+            except MatrixError as e:
+                log.warning("Could not remove a login QR code in %s: %s", shown[0], e.message)
+        if qr is None:
+            return
+        png, size = qr_png(qr)
+        image = await qr_image(self.bot.intent, png, size, "login-qr.png",
+                               body=f"QR code: {qr}")
+        event_id = await self.bot.intent.send_message(room_id, image)
+        self._qr_shown[sender] = (room_id, event_id, qr)
 
     async def answer_prompt(self, room_id: RoomID, event_id: EventID, sender: UserID,
                             text: str) -> bool:
@@ -181,12 +207,14 @@ class NetworkCommands:
             result = await self.linking.submit(account.id, flow_id, {field: text},
                                                actor=sender)
         except LinkRefused as e:
+            await self._show_qr(sender, room_id, None)  # the flow is over
             await self.bot.reply(room_id, None, f'{e} Send "link" again to retry.')
             return True
         if not redacted:
             await self.bot.reply(room_id, None, "I could not redact your message (I need "
                                  "permission to remove messages here): delete it yourself.")
         if isinstance(result, LinkDone):
+            await self._show_qr(sender, room_id, None)
             persona = result.persona
             checks = "\n".join(f"  - {c}" for c in result.verified)
             await self.bot.reply(room_id, None,

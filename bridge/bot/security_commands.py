@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from mautrix.api import HTTPAPI, Method, Path
+from mautrix.appservice import IntentAPI
 from mautrix.errors import MatrixError
 from mautrix.types import (
     EventID,
@@ -27,6 +28,18 @@ from .commands import Command, CommandContext, CommandError
 
 log = logging.getLogger("relayforge.bot.security")
 SECTION = "Security"
+
+
+async def qr_image(intent: IntentAPI, png: bytes, size: int, filename: str,
+                   body: str | None = None) -> MediaMessageEventContent:
+    """A QR code PNG uploaded to the homeserver, as the m.image the bot posts (MFA set-up,
+    a network's QR login). `body`: the words shown where the image is not (the link it
+    encodes); the file name by default."""
+    mxc = await intent.upload_media(png, mime_type="image/png", filename=filename)
+    return MediaMessageEventContent(
+        msgtype=MessageType.IMAGE, body=body or filename, url=mxc,
+        filename=filename if body else None,
+        info=ImageInfo(mimetype="image/png", size=len(png), width=size, height=size))
 
 
 class SecurityCommands:
@@ -141,12 +154,8 @@ class SecurityCommands:
             "Scan this QR code with your authenticator app, or open this link on the device "
             f"that has it:\n{enrolment.uri}\nThen send: mfa verify CODE (the 6 digits it "
             "shows). I remove these two messages once you have verified."))
-        mxc = await self.bot.intent.upload_media(enrolment.qr_png, mime_type="image/png",
-                                                 filename="relayforge-mfa.png")
-        image = MediaMessageEventContent(
-            msgtype=MessageType.IMAGE, body="relayforge-mfa.png", url=mxc,
-            info=ImageInfo(mimetype="image/png", size=len(enrolment.qr_png),
-                           width=enrolment.qr_size, height=enrolment.qr_size))
+        image = await qr_image(self.bot.intent, enrolment.qr_png, enrolment.qr_size,
+                               "relayforge-mfa.png")
         shown = [await self._send_secret(ctx.room_id, text),
                  await self._send_secret(ctx.room_id, image)]
         self._shown[ctx.sender] = (ctx.room_id, shown)

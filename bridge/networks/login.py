@@ -29,6 +29,8 @@ class LoginStep:
     state: dict[str, Any] = attrs.field(factory=dict)
     fields: list[Field] = attrs.field(factory=list)
     url: str | None = None
+    # What a QR code encodes (a tg://login link): the bot posts it as an image, with the
+    # text in its body, and redacts it once a new code replaces it or the flow moved on.
     qr: str | None = None
 
 
