@@ -433,6 +433,9 @@ async def test_a_restart_while_messages_arrive(start_bridge, server, fake, new_u
     await bridge.stop()
     for i in range(3):
         await server.run(fake.send_as(bob, group, f"meanwhile {i}"))
+    # Private chats are caught up too (getDifference from the recorded update state).
+    for text in ("while down 1", "while down 2"):
+        await server.run(fake.send_as(bob, person, text))
     # A flood wait at start-up is waited out, not a crash (mautrix-telegram#836).
     await server.call(fake.flood, "messages.GetDialogs", 30)
     await start_bridge(extra=settings)
@@ -443,6 +446,13 @@ async def test_a_restart_while_messages_arrive(start_bridge, server, fake, new_u
               if e.type == EventType.ROOM_MESSAGE and e.sender != bot]
     assert [b for b in bodies if b in ("before", "after") or b.startswith("meanwhile")] == [
         "before", "meanwhile 0", "meanwhile 1", "meanwhile 2", "after"]
+    private = await alice.wait_for_invite()
+    await alice.wait_for_event(private, body_is("while down 2"), "the private catch-up",
+                               after=None)
+    bodies = [e.content.body for e in await alice.room_events(private)
+              if e.type == EventType.ROOM_MESSAGE]
+    assert [b for b in bodies if b.startswith("while down")] == ["while down 1",
+                                                                 "while down 2"]
     await alice.send_text(portal, "still here")
     await _wait(server, lambda: [m for m in bob.messages.values()
                                  if m.message == "still here"], "a send after the restart")

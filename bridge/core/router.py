@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from enum import StrEnum
-from typing import TypeVar
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 from mautrix.appservice import IntentAPI
@@ -89,6 +89,12 @@ class ConnectorSink:
         if ghost is not None:
             return ghost
         return await self.router.storage.personas.external_id_of_matrix_user(mxid, self.network)
+
+    async def load_sync_state(self, persona_id: str) -> dict[str, Any] | None:
+        return await self.router.storage.sync_states.get(persona_id)
+
+    async def save_sync_state(self, persona_id: str, state: dict[str, Any]) -> None:
+        await self.router.storage.sync_states.put(persona_id, state)
 
 
 class Router:

@@ -42,6 +42,7 @@ from .profile import ProfileStore
 from .puppet import PuppetStore
 from .security_failure import SecurityFailureStore
 from .session_network import SessionNetworkStore
+from .sync_state import SyncStateStore
 from .transaction import TransactionStore
 from .upgrade import upgrade_table
 from .vault_key import VaultKeyStore
@@ -228,6 +229,7 @@ class Storage:
     encryption_notices: EncryptionNoticeStore
     agents: AgentStore
     workspace_spaces: WorkspaceSpaceStore
+    sync_states: SyncStateStore
     # Matrix room state (members, power levels) lives in the same database, not a JSON file.
     state_store: CachedASStateStore
 
@@ -286,5 +288,6 @@ async def open_database(uri: str, *, min_size: int = 1, max_size: int = 10) -> S
         encryption_notices=EncryptionNoticeStore(db),
         agents=AgentStore(db),
         workspace_spaces=WorkspaceSpaceStore(db),
+        sync_states=SyncStateStore(db),
         state_store=state_store,
     )

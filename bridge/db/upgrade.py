@@ -469,3 +469,16 @@ async def upgrade_v14(conn: Connection) -> None:
             PRIMARY KEY (profile_id, network, workspace)
         )
     """)
+
+
+@upgrade_table.register(description="Where each persona's session is in its update stream")
+async def upgrade_v15(conn: Connection) -> None:
+    # A network-neutral cursor (Telegram: pts, qts, date, seq and each channel's pts) as
+    # JSON, written as updates are handled and read when the session opens again.
+    await conn.execute("""
+        CREATE TABLE sync_state (
+            persona_id TEXT PRIMARY KEY,
+            state      TEXT NOT NULL,
+            updated_at BIGINT NOT NULL
+        )
+    """)

@@ -275,6 +275,15 @@ class BridgeSink(Protocol):
         a Matrix user's own linked account there (for mentions); None if neither."""
         ...
 
+    async def load_sync_state(self, persona_id: str) -> dict[str, Any] | None:
+        """Where the persona's session last was in the network's update stream (what
+        `save_sync_state` kept), to catch up from after a restart; None if never saved."""
+        ...
+
+    async def save_sync_state(self, persona_id: str, state: dict[str, Any]) -> None:
+        """Keep the persona's update-stream cursor (JSON-able, nothing secret)."""
+        ...
+
 
 _ACTIONS: dict[type[MatrixEvent], Action] = {
     MatrixMessage: Action.SEND,

@@ -35,7 +35,10 @@ def trust_server_key(settings: Mapping[str, Any]) -> None:
 
 
 def make_client(settings: Mapping[str, Any], session: str = "", *,
-                api_id: int | None = None, api_hash: str | None = None) -> TelegramClient:
+                api_id: int | None = None, api_hash: str | None = None,
+                catch_up: bool = False) -> TelegramClient:
+    """`catch_up`: on connect, getDifference from the update state put in the session
+    (a linked person's session after a restart) before any new update."""
     trust_server_key(settings)
     client = TelegramClient(
         StringSession(session), api_id or settings.get("api_id") or 0,
@@ -45,7 +48,7 @@ def make_client(settings: Mapping[str, Any], session: str = "", *,
         flood_sleep_threshold=0, connection_retries=5, retry_delay=1, auto_reconnect=True,
         request_retries=2, device_model="RelayForge", app_version="RelayForge bridge",
         # One update after another: messages reach Matrix in the order Telegram gave them.
-        sequential_updates=True,
+        sequential_updates=True, catch_up=catch_up,
         system_version="Matrix bridge", receive_updates=True)
     server = settings.get("server")
     if server and not session:

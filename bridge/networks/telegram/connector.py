@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from telethon import TelegramClient, errors, utils
+from telethon import TelegramClient, errors, events, utils
 from telethon.tl import functions, types
 
 from ..base import (
@@ -45,6 +45,7 @@ from .client import SESSION_GONE, error_name, make_client
 from .events import TelegramEvents, display_name, private_room_id
 from .formatting import from_matrix, to_input_entities
 from .login import TelegramLogin
+from .update_state import UpdateState
 
 log = logging.getLogger("relayforge.telegram")
 T = TypeVar("T")
@@ -124,6 +125,7 @@ class TelegramConnector(Connector):
         self.sink: BridgeSink | None = None
         self.login = TelegramLogin(self.settings)
         self.events = TelegramEvents(self)
+        self.update_state = UpdateState(self)
 
     # ---- lifecycle ---------------------------------------------------------------------------
 
@@ -157,10 +159,11 @@ class TelegramConnector(Connector):
                              ) -> LoginStep | LinkedAccount:
         return await self.login.next(state, answers)
 
-    def _client_for(self, credentials: Mapping[str, str]) -> TelegramClient:
+    def _client_for(self, credentials: Mapping[str, str], catch_up: bool = False
+                    ) -> TelegramClient:
         api_id = int(credentials["api_id"]) if credentials.get("api_id") else None
         return make_client(self.settings, credentials["session"], api_id=api_id,
-                           api_hash=credentials.get("api_hash"))
+                           api_hash=credentials.get("api_hash"), catch_up=catch_up)
 
     async def revoke_access(self, external_user_id: str, credentials: dict[str, str]) -> bool:
         """`revoke`/`unlink`: end the session at Telegram (auth.logOut) first."""
@@ -183,10 +186,13 @@ class TelegramConnector(Connector):
     async def open_session(self, persona_id: str, external_user_id: str,
                            credentials: dict[str, str], owner: str) -> None:
         await self.close_session(persona_id)
-        client = self._client_for(credentials)
+        client = self._client_for(credentials, catch_up=True)
         session = TgSession(persona_id, int(external_user_id), owner, client)
         self.sessions[persona_id] = session
+        await self.update_state.restore(session)
         self.events.register(session)
+        # Registered last: an update counts as handled once the handlers above ran.
+        client.add_event_handler(lambda _: self.update_state.record(session), events.Raw())
         try:
             await asyncio.wait_for(client.connect(), 30)
             if not await client.is_user_authorized():
@@ -210,6 +216,7 @@ class TelegramConnector(Connector):
     async def close_session(self, persona_id: str) -> None:
         session = self.sessions.pop(persona_id, None)
         if session is not None:
+            await self.update_state.record(session)
             with contextlib.suppress(Exception):
                 await session.client.disconnect()
 
