@@ -28,6 +28,7 @@ from .bot.permissions import Level, Permissions
 from .bot.security_commands import SecurityCommands
 from .config import Config, ConfigError
 from .core.authority import Authority
+from .core.avatars import public_media_base
 from .core.delivery import Delivery, DeliverySettings
 from .core.linking import Linking
 from .core.mapping import MappingRules
@@ -219,7 +220,9 @@ class Bridge:
                                          self._workspace_of, lambda: sorted(self.connectors))
         self.router = Router(self.storage, portals, ghosts, self.connectors, self.metrics,
                              authority=Authority(self.storage, self.security.minter,
-                                                 self.policy, self.capabilities))
+                                                 self.policy, self.capabilities),
+                             public_media=public_media_base(cfg["homeserver.address"],
+                                                            cfg.get("homeserver.public_url")))
         self.bot = ManagementBot(
             bot_intent, self.storage.management_rooms,
             Permissions(cfg["bridge.permissions"]), cfg["bridge.command_prefix"],

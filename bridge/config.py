@@ -144,6 +144,9 @@ SCHEMA: tuple[Key, ...] = (
     Key("homeserver.domain", lambda v: isinstance(v, str) and bool(_SERVER_NAME.match(v)),
         "the server name in user IDs, e.g. example.org", required=True),
     Key("homeserver.verify_ssl", _is_bool, "true or false", default=True),
+    Key("homeserver.public_url", _is_http_url,
+        "the homeserver's URL as the internet reaches it, for media links handed to other "
+        "networks (default: homeserver.address when it is https; else no such links)"),
     Key("homeserver.wait_seconds", lambda v: _is_number(v) and 0 <= v <= 3600,
         "seconds between 0 and 3600 to wait for the homeserver at start-up", default=120),
     Key("appservice.address", _is_http_url, "the URL the homeserver uses to reach the bridge, "

@@ -329,7 +329,7 @@ async def test_relay_mode_carries_people_without_a_discord_account(env: Env):
     assert relayed.webhook_id
     # With dave's Matrix picture, as the homeserver's download URL Discord can fetch.
     server, media_id = picture.removeprefix("mxc://").split("/")
-    homeserver = env.bridge.config["homeserver.address"].rstrip("/")
+    homeserver = env.bridge.config["homeserver.public_url"].rstrip("/")
     assert relayed.author.avatar == (f"{homeserver}/_matrix/media/v3/download/"
                                      f"{server}/{media_id}")
 

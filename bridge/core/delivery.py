@@ -46,13 +46,8 @@ from ..networks.base import CredentialsRejected, RateLimited, RemoteRoom, SendRe
 from ..security.impersonation import ImpersonationRefused
 from .authority import NeedsRelink, NotAllowedHere
 from .matrix_side import PortalDirectory
-from .router import (
-    DeliveryFailed,
-    HeldForConfirmation,
-    NetworkUnavailable,
-    Router,
-    send_kind,
-)
+from .router import DeliveryFailed, HeldForConfirmation, NetworkUnavailable, Router
+from .send_kind import send_kind
 
 log = logging.getLogger("relayforge.delivery")
 

@@ -11,14 +11,11 @@ import hashlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from enum import StrEnum
 from typing import Any, TypeVar
-from urllib.parse import quote
 
 from mautrix.appservice import IntentAPI
-from mautrix.errors import MatrixError, MatrixRequestError
+from mautrix.errors import MatrixRequestError
 from mautrix.types import (
-    Event,
     EventID,
     FileInfo,
     Format,
@@ -61,9 +58,11 @@ from ..networks.base import (
 )
 from ..security.impersonation import Action, ImpersonationRefused
 from .authority import AgentActor, Authority, NotAllowedHere
+from .avatars import public_avatar
 from .echoes import Expected
 from .inflight import SendsInFlight
 from .matrix_side import GhostDirectory, OwnMatrixUser, OwnMatrixUsers, PortalDirectory
+from .send_kind import SendKind, send_kind
 
 log = logging.getLogger("relayforge.router")
 
@@ -100,7 +99,8 @@ class ConnectorSink:
 class Router:
     def __init__(self, storage: Storage, portals: PortalDirectory, ghosts: GhostDirectory,
                  connectors: dict[str, Connector], metrics: Metrics,
-                 authority: Authority | None = None) -> None:
+                 authority: Authority | None = None, public_media: str | None = None
+                 ) -> None:
         self.storage = storage
         self.portals = portals
         self.ghosts = ghosts
@@ -108,6 +108,8 @@ class Router:
         self.metrics = metrics
         # Who may act as whom (networks that puppet); None only for bridges without people.
         self.authority = authority
+        # Where other networks may fetch Matrix media (relayed senders' pictures), if anywhere.
+        self.public_media = public_media
         # Set by the mapping rules (built after the router, which they need): what to do when
         # someone is invited to a remote room.
         self.on_invite: Callable[[str, RemoteInvite], Awaitable[None]] | None = None
@@ -397,7 +399,8 @@ class Router:
                 text=prefix + content.body, html=(prefix + formatted) if formatted else None,
                 reply_to=reply_to, authorization=token, attachment=attachment,
                 thread_root=thread_root,
-                sender_avatar=await self._public_avatar(evt.sender) if prefix else None,
+                sender_avatar=await public_avatar(self.ghosts.bot_intent, self.public_media,
+                                                   evt.sender) if prefix else None,
             )), persona_id)
             assert result is not None  # a sent message always gets a remote id
             await self._remember(portal.network, room, result.remote_id, MessageKind.MESSAGE,
@@ -481,19 +484,6 @@ class Router:
         name = await self.ghosts.bot_intent.get_displayname(UserID(sender)) or sender
         return acting.token, f"{name}: ", None
 
-    async def _public_avatar(self, sender: str) -> str | None:
-        """A relayed sender's Matrix picture as the homeserver's download URL (the network
-        fetches it without Matrix credentials); None without one."""
-        try:
-            mxc = await self.ghosts.bot_intent.get_avatar_url(UserID(sender)) or ""
-        except MatrixError:
-            return None
-        server, _, media_id = mxc.removeprefix("mxc://").partition("/")
-        if not mxc.startswith("mxc://") or not server or not media_id:
-            return None
-        return (f"{str(self.ghosts.bot_intent.api.base_url).rstrip('/')}/_matrix/media/v3/"
-                f"download/{quote(server, safe='')}/{quote(media_id, safe='')}")
-
     def _connector(self, portal: Portal) -> Connector:
         connector = self.connectors.get(portal.network)
         if connector is None:
@@ -531,33 +521,6 @@ class HeldForConfirmation(Exception):
         super().__init__(
             f"Held: this is {whose} first message into {where}. Send \"confirm\" in your "
             "management room to send it, or \"cancel\" to drop it.")
-
-
-class SendKind(StrEnum):
-    """What a Matrix event asks of the network, decided once (`send_kind`): the metrics name
-    it by its value, what people are told by its `words`."""
-
-    MESSAGE = "message"
-    EDIT = "edit"
-    REACTION = "reaction"
-    REDACTION = "redaction"
-
-    @property
-    def words(self) -> str:
-        return "deletion" if self is SendKind.REDACTION else self.value
-
-
-def send_kind(evt: Event) -> SendKind:
-    if isinstance(evt, ReactionEvent):
-        return SendKind.REACTION
-    if isinstance(evt, RedactionEvent):
-        return SendKind.REDACTION
-    content = getattr(evt, "content", None)
-    # A file that says it replaces a message goes out as a new one: networks edit text only.
-    if content is not None and content.get_edit() and not (
-            isinstance(content, MediaMessageEventContent) and content.url):
-        return SendKind.EDIT
-    return SendKind.MESSAGE
 
 
 class DeliveryFailed(Exception):

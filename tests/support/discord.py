@@ -143,6 +143,8 @@ async def env(db_kind, homeserver, postgres, tmp_path_factory) -> AsyncIterator[
     corporate = discord.add_guild("Corp", world.carol)
     callback = f"{homeserver.appservice_url}/link/discord/callback"
     config = homeserver.bridge_config(directory, uri, extra={
+        # The test homeserver is plain http on loopback: declared public for the avatars.
+        "homeserver": {"public_url": homeserver.synapse.url},
         "networks": {"discord": discord_settings(discord, callback)},
         "policy": {"high_risk": {"discord_corporate_servers": [corporate.id]}},
         "delivery": {"max_attempts": 3}})

@@ -125,7 +125,7 @@ class TelegramConnector(Connector):
         self.sink: BridgeSink | None = None
         self.login = TelegramLogin(self.settings)
         self.events = TelegramEvents(self)
-        self.update_state = UpdateState(self)
+        self.update_state = UpdateState(lambda: self.sink)
 
     # ---- lifecycle ---------------------------------------------------------------------------
 

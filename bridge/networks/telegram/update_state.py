@@ -10,27 +10,36 @@ changes with every message must not mean re-sealing a secret.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from telethon.tl import types
 
-if TYPE_CHECKING:
-    from .connector import TelegramConnector, TgSession
+from ..base import BridgeSink
+
+
+class Session(Protocol):
+    """What the update state needs of a person's Telegram session."""
+
+    persona_id: str
+    client: Any
 
 log = logging.getLogger("relayforge.telegram.updates")
 
 
 class UpdateState:
-    def __init__(self, connector: TelegramConnector) -> None:
-        self.c = connector
+    def __init__(self, sink: Callable[[], BridgeSink | None]) -> None:
+        # The connector's sink, once it has one (the state is kept through it).
+        self._sink = sink
         self._saved: dict[str, dict[str, Any]] = {}
 
-    async def restore(self, session: TgSession) -> None:
+    async def restore(self, session: Session) -> None:
         """Put the recorded state into the (in-memory) session before it connects."""
-        if self.c.sink is None:
+        sink = self._sink()
+        if sink is None:
             return
-        saved = await self.c.sink.load_sync_state(session.persona_id)
+        saved = await sink.load_sync_state(session.persona_id)
         if not saved or not saved.get("pts"):
             return  # never recorded: Telethon starts from the current state (GetState)
         self._saved[session.persona_id] = saved
@@ -44,9 +53,10 @@ class UpdateState:
             store.set_update_state(int(channel_id), types.updates.State(
                 pts=int(pts), qts=0, date=now, seq=0, unread_count=0))
 
-    async def record(self, session: TgSession) -> None:
+    async def record(self, session: Session) -> None:
         """Keep the state the session has reached (after its handlers ran), if it moved."""
-        if self.c.sink is None:
+        sink = self._sink()
+        if sink is None:
             return
         # Telethon's message box is the one place that knows the state it has applied.
         box = getattr(session.client, "_message_box", None)
@@ -61,7 +71,7 @@ class UpdateState:
         if self._saved.get(session.persona_id) == state:
             return
         try:
-            await self.c.sink.save_sync_state(session.persona_id, state)
+            await sink.save_sync_state(session.persona_id, state)
         except Exception as e:  # a full disk must not stop messages reaching Matrix
             log.warning("Could not record the Telegram update state of %s: %s",
                         session.persona_id, e)
