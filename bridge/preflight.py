@@ -112,11 +112,30 @@ async def _database_problem(config: Config) -> str | None:
     return None
 
 
+def _vault_problem(config: Config) -> str | None:
+    """An HSM that refuses the PIN (or has no token of that label) is named before the wait
+    for the homeserver. The file provider is checked when it opens: opening may create it."""
+    if config["vault.provider"] != "pkcs11":
+        return None
+    from .security.vault import VaultError, build_provider
+
+    try:
+        provider = build_provider(config)
+        provider.open()
+        provider.close()
+    except VaultError as e:
+        return f"vault: {e}"
+    return None
+
+
 async def preflight(config: Config) -> list[str]:
     """Every reason the bridge cannot start, found without writing anything."""
     problems = connector_problems(config) + _listen_problems(config) + _path_problems(config)
     if problems:
         return problems
+    vault = _vault_problem(config)
+    if vault:
+        return [vault]
     database = await _database_problem(config)
     if database:
         return [database]
