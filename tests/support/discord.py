@@ -17,6 +17,7 @@ from bridge.app import Bridge
 from tests.fakes.discord import FORUM, Channel, FakeDiscord, Guild, User
 
 from .matrix import MatrixUser
+from .servers import unavailable
 from .slack import browser_session, open_in_browser, open_start_link, start_link
 
 # A tiny PNG, as people's profile pictures.
@@ -135,7 +136,7 @@ async def env(db_kind, homeserver, postgres, tmp_path_factory) -> AsyncIterator[
         uri = f"sqlite:{directory / 'relayforge.db'}"
     else:
         if postgres.admin_dsn is None:
-            pytest.skip("no PostgreSQL server answers and none could be started")
+            unavailable("no PostgreSQL server answers and none could be started")
         database = f"relayforge_discord_{secrets.token_hex(6)}"
         uri = await postgres.create_database(database)
     discord = await FakeDiscord().start()
