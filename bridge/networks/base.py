@@ -560,3 +560,35 @@ class Connector(ABC):
     async def send_read(self, event: MatrixRead) -> None:  # noqa: B027
         """Tell the network the person read up to a message; optional, best effort like
         typing."""
+
+
+class OAuthFlow(Protocol):
+    """A network's OAuth 2.0 authorisation-code protocol (its own module does the calls)."""
+
+    def begin(self, state: str, code_challenge: str, redirect_uri: str) -> LoginStep: ...
+
+    async def finish(self, answers: dict[str, str]) -> LinkedAccount: ...
+
+
+class OAuthConnector(Connector):
+    """A network whose accounts are linked only through its own OAuth page: the bridge's
+    callback brings the code back to `continue_login`."""
+
+    uses_oauth = True
+    #: The network's name as people know it, for messages.
+    label: str
+    oauth: OAuthFlow
+
+    def login_flows(self) -> list[str]:
+        return ["oauth"]
+
+    async def begin_oauth(self, state: str, code_challenge: str, redirect_uri: str
+                          ) -> LoginStep:
+        return self.oauth.begin(state, code_challenge, redirect_uri)
+
+    async def continue_login(self, state: dict[str, Any], answers: dict[str, str]
+                             ) -> LoginStep | LinkedAccount:
+        if "code" not in answers:
+            raise LoginFailed(f"{self.label} accounts are linked through {self.label}'s own "
+                              f'page: start with "link {self.network}".')
+        return await self.oauth.finish(answers)

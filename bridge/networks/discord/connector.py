@@ -25,7 +25,6 @@ from discord.http import Route
 from ...core.media import MediaScope, origin_of
 from ..base import (
     BridgeSink,
-    Connector,
     ConnectorState,
     CredentialsRejected,
     MatrixEdit,
@@ -33,12 +32,13 @@ from ..base import (
     MatrixReaction,
     MatrixRedaction,
     MatrixTyping,
+    OAuthConnector,
     RateLimited,
     RemoteRoom,
     SendResult,
     Unsupported,
 )
-from ..login import LinkedAccount, LoginFailed, LoginStep
+from ..login import LoginFailed
 from .events import DiscordEvents
 from .formatting import matrix_to_discord, pills
 from .oauth import DiscordOAuth, GrantGone, describe
@@ -129,9 +129,9 @@ class _Bot(discord.Client):
         self.bridge_events.c.webhooks.forget(str(channel.id))
 
 
-class DiscordConnector(Connector):
+class DiscordConnector(OAuthConnector):
     network = "discord"
-    uses_oauth = True
+    label = "Discord"
 
     def __init__(self, settings: dict[str, Any] | None = None) -> None:
         super().__init__(settings)
@@ -255,22 +255,8 @@ class DiscordConnector(Connector):
 
     # ---- linking ----------------------------------------------------------------------------
 
-    def login_flows(self) -> list[str]:
-        return ["oauth"]
-
     def describe_scopes(self, scopes: list[str]) -> list[str]:
         return describe(scopes)
-
-    async def begin_oauth(self, state: str, code_challenge: str, redirect_uri: str
-                          ) -> LoginStep:
-        return self.oauth.begin(state, code_challenge, redirect_uri)
-
-    async def continue_login(self, state: dict[str, Any], answers: dict[str, str]
-                             ) -> LoginStep | LinkedAccount:
-        if "code" not in answers:
-            raise LoginFailed("Discord accounts are linked through Discord's own page: "
-                              "start with \"link discord\".")
-        return await self.oauth.finish(answers)
 
     async def open_session(self, persona_id: str, external_user_id: str,
                            credentials: dict[str, str], owner: str) -> None:

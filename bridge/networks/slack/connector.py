@@ -26,17 +26,17 @@ from slack_sdk.web.async_client import AsyncWebClient
 from ...core.media import FetchedMedia, MediaScope, origin_of
 from ...web.requests import JSON, BadRequest, content_type, decode_utf8, parse_json
 from ..base import (
-    Connector,
     MatrixEdit,
     MatrixMessage,
     MatrixReaction,
     MatrixRedaction,
+    OAuthConnector,
     RateLimited,
     RemoteRoom,
     SendResult,
     Unsupported,
 )
-from ..login import LinkedAccount, LoginFailed, LoginStep
+from ..login import LoginFailed
 from ..seen import SeenIds
 from .emoji import unicode_to_shortcode
 from .events import SlackEvents
@@ -54,9 +54,9 @@ TOKEN_GONE = {"invalid_auth", "token_revoked", "account_inactive", "token_expire
 REFRESH_GONE = TOKEN_GONE | {"invalid_refresh_token", "invalid_grant"}
 
 
-class SlackConnector(Connector):
+class SlackConnector(OAuthConnector):
     network = "slack"
-    uses_oauth = True
+    label = "Slack"
 
     def __init__(self, settings: dict[str, Any] | None = None) -> None:
         super().__init__(settings)
@@ -105,22 +105,8 @@ class SlackConnector(Connector):
 
     # ---- linking ----------------------------------------------------------------------------
 
-    def login_flows(self) -> list[str]:
-        return ["oauth"]
-
     def describe_scopes(self, scopes: list[str]) -> list[str]:
         return describe(scopes)
-
-    async def begin_oauth(self, state: str, code_challenge: str, redirect_uri: str
-                          ) -> LoginStep:
-        return self.oauth.begin(state, code_challenge, redirect_uri)
-
-    async def continue_login(self, state: dict[str, Any], answers: dict[str, str]
-                             ) -> LoginStep | LinkedAccount:
-        if "code" not in answers:
-            raise LoginFailed("Slack accounts are linked through Slack's own page: "
-                              "start with \"link slack\".")
-        return await self.oauth.finish(answers)
 
     async def open_session(self, persona_id: str, external_user_id: str,
                            credentials: dict[str, str], owner: str) -> None:
