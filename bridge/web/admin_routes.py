@@ -1,7 +1,8 @@
-"""The support dashboard: find an account, see its relationships, merge and reverse merges.
+"""The support dashboard: find an account, see its relationships and audit trail, merge and
+reverse merges (each after a confirmation page naming both accounts).
 
-Only for people whose Matrix user has the admin level in `bridge.permissions`. Every action is
-audited with the admin as the actor.
+Only for people whose Matrix user has the admin level in `bridge.permissions` (the same rule as
+the bot's `admin` command). Every view and action is audited with the admin as the actor.
 """
 
 from __future__ import annotations
@@ -13,16 +14,27 @@ from yarl import URL
 
 from ..audit import AuditEvent, AuditLog
 from ..db import Storage
+from ..db.account import AccountStatus
+from ..db.account_search import MAX_QUERY, AccountSearchStore
 from ..identity.accounts import Accounts
 from ..identity.errors import IdentityError
 from ..identity.merge import Merges
 from ..identity.signin import SignIn
 from ..security.anomaly import SessionNetworks
 from ..security.permissions import Permissions
-from . import pages
+from . import admin_pages, pages
 from .browser import BrowserBinding
 from .requests import form_fields
-from .signin_routes import cookie_account, html
+from .signin_routes import account_summary, cookie_account, html
+
+SEARCH_LIMIT = 20
+AUDIT_LIMIT = 50
+DASHBOARD = "/admin/dashboard"
+
+
+def account_url(account_id: str, done: str | None = None) -> URL:
+    url = URL("/admin/accounts") / account_id
+    return url.with_query(done=done) if done else url
 
 
 class AdminRoutes:
@@ -34,17 +46,21 @@ class AdminRoutes:
         self.accounts = accounts
         self.merges = merges
         self.storage = storage
+        self.search_store = AccountSearchStore(storage.db)
         self.audit = audit
         self.binding = binding
         self.permissions = permissions
 
     def register(self, app: web.Application) -> None:
-        app.router.add_get("/admin/dashboard", self.dashboard)
+        app.router.add_get(DASHBOARD, self.dashboard)
+        app.router.add_get("/admin/accounts/{account_id}", self.account)
+        app.router.add_get("/admin/merge", self.confirm_merge)
         app.router.add_post("/admin/merge", self.merge)
+        app.router.add_get("/admin/unmerge", self.confirm_unmerge)
         app.router.add_post("/admin/unmerge", self.unmerge)
 
     async def _admin(self, request: web.Request) -> str:
-        """The admin's MXID, or a refusal."""
+        """The admin's MXID, or a refusal (the same for every route here)."""
         account = await cookie_account(self.signin, self.session_networks, request)
         if account is None:
             raise web.HTTPSeeOther("/auth/sign-in")
@@ -53,89 +69,144 @@ class AdminRoutes:
         refusal = self.permissions.refusal("admin", mxid, level)
         if refusal is None and mxid is not None:
             return mxid
-        raise web.HTTPForbidden(text=f"The support dashboard is for bridge admins. "
-                                f"{refusal or ''}".strip())
+        raise web.HTTPForbidden(
+            text=pages.error_page(f"The support dashboard is for bridge admins. "
+                                  f"{refusal or ''}".strip(), "Not allowed"),
+            content_type="text/html")
+
+    def _page(self, title: str, body: str, csrf: str, status: int = 200) -> web.Response:
+        return html(pages.page(title, pages.sign_out_form(csrf) + body), status=status)
+
+    def _refused(self, message: str, csrf: str, back: str = DASHBOARD) -> web.Response:
+        return self._page("That did not work", f'<h1 class="error" id="error">That did not '
+                          f"work</h1><p>{escape(message)}</p><p>"
+                          f'<a class="button" href="{escape(back)}">Back</a></p>',
+                          csrf, status=400)
+
+    async def _names(self, mxids: list[str]) -> admin_pages.Names:
+        providers = {p.id: p.config.name for p in self.signin.providers.values()}
+        people = await self.search_store.display_names([m for m in mxids if m.startswith("@")])
+        return admin_pages.Names(providers, people)
+
+    # ---- search ----------------------------------------------------------------------------
 
     async def dashboard(self, request: web.Request) -> web.Response:
         admin = await self._admin(request)
-        query = request.query.get("q", "")
         csrf = self.binding.csrf_token(request)
-        sections = []
-        for account_id in await self.accounts.find(query):
-            await self.audit.append(AuditEvent.ADMIN_ACTION, actor=admin, account=account_id,
-                                    details={"what": "viewed_account"})
-            sections.append(await self._account_card(account_id, csrf))
-        if query and not sections:
-            sections.append('<p id="no-match">No account matches.</p>')
-        notice = request.query.get("done", "")
-        body = f"""
-<h1>Support dashboard</h1>
-{f'<p class="ok" id="notice">{escape(notice)}</p>' if notice else ""}
-<form method="get" action="/admin/dashboard">
-  <input name="q" id="q" value="{escape(query)}" placeholder="MXID, email or account id"
-   size="40"> <button type="submit" id="find">Find</button>
-</form>
-{"".join(sections)}
-<div class="card"><h2>Merge two accounts</h2>
-<form method="post" action="/admin/merge">{pages.hidden(csrf=csrf)}
-  <input name="into" placeholder="keep this account id" required>
-  <input name="from" placeholder="merge this account id into it" required>
-  <button type="submit" id="admin-merge">Merge</button>
-</form></div>"""
-        return html(pages.page("Support dashboard", body))
+        query = request.query.get("q", "").strip()
+        if len(query) > MAX_QUERY:
+            return self._refused(f"Search for at most {MAX_QUERY} characters.", csrf)
+        found: list[admin_pages.Match] = []
+        more = False
+        if query:
+            ids, more = await self.search_store.search(query, SEARCH_LIMIT)
+            for account_id in ids:
+                view = await self.accounts.view(account_id)
+                found.append(admin_pages.Match(
+                    account_id, view.account.status.value, view.matrix_users,
+                    sorted({i.email for i in view.identities if i.email}),
+                    view.account.created_at))
+            await self.audit.append(AuditEvent.ADMIN_ACTION, actor=admin, details={
+                "what": "searched_accounts", "query": query, "matches": len(found)})
+        body = (f"<h1>Support dashboard</h1>{admin_pages.search_form(query)}"
+                f"{admin_pages.results(query, found, more, SEARCH_LIMIT)}")
+        return self._page("Support dashboard", body, csrf)
 
-    async def _account_card(self, account_id: str, csrf: str) -> str:
-        view = await self.accounts.view(account_id)
-        rows = [f"<tr><th>Status</th><td>{escape(view.account.status.value)}"
-                + (f" (merged into {escape(view.account.merged_into)})"
-                   if view.account.merged_into else "") + "</td></tr>",
-                f"<tr><th>Credits</th><td>{view.account.credits}</td></tr>",
-                f"<tr><th>Matrix users</th><td>{escape(', '.join(view.matrix_users))}</td></tr>"]
-        for identity in view.identities:
-            rows.append(f"<tr><th>Sign-in</th><td>{escape(identity.provider_id)}: "
-                        f"{escape(identity.email or '-')} ({escape(identity.added_how)})</td></tr>")
-        for profile in view.profiles:
-            personas = ", ".join(f"{p.platform}:{p.external_user_id} ({p.status.value})"
-                                 for p in profile.personas) or "no personas"
-            rows.append(f"<tr><th>Profile {escape(profile.profile.name)}</th>"
-                        f"<td>{escape(personas)}</td></tr>")
-        merges = []
-        for record in await self.storage.merges.involving(account_id):
-            state = "reversed" if record.reversed_at else "in effect"
-            action = "" if record.reversed_at else (
-                f'<form method="post" action="/admin/unmerge" style="display:inline">'
-                f'{pages.hidden(merge_id=record.id, csrf=csrf)}'
-                f'<button type="submit" class="secondary" id="unmerge-{escape(record.id)}">'
-                "Reverse</button></form>")
-            merges.append(f"<li>{escape(record.from_account)} &rarr; "
-                          f"{escape(record.into_account)} by {escape(record.actor)} "
-                          f"({state}) {action}</li>")
-        return (f'<div class="card account" id="account-{escape(account_id)}">'
-                f"<h2>Account {escape(account_id)}</h2><table>{''.join(rows)}</table>"
-                f"<h3>Merges</h3><ul>{''.join(merges) or '<li>none</li>'}</ul></div>")
+    # ---- one account -----------------------------------------------------------------------
+
+    async def account(self, request: web.Request) -> web.Response:
+        admin = await self._admin(request)
+        csrf = self.binding.csrf_token(request)
+        account_id = request.match_info["account_id"]
+        try:
+            view = await self.accounts.view(account_id)
+        except IdentityError as e:
+            return self._refused(str(e), csrf)
+        await self.audit.append(AuditEvent.ADMIN_ACTION, actor=admin, account=account_id,
+                                details={"what": "viewed_account"})
+        merges = await self.storage.merges.involving(account_id)
+        audit = await self.audit.latest(AUDIT_LIMIT, who=account_id)
+        names = await self._names([*view.matrix_users, *(r.actor for r in audit),
+                                   *(m.actor for m in merges),
+                                   *(m.reversed_by for m in merges if m.reversed_by)])
+        body = admin_pages.account_page(view, names, merges, audit, AUDIT_LIMIT,
+                                        request.query.get("done"))
+        return self._page(f"Account {account_id}", body, csrf)
+
+    # ---- merge and reverse: a confirmation page (GET, changes nothing), then a POST --------
+
+    async def _mergeable(self, into_id: str, from_id: str) -> str | None:
+        """Why these two cannot be merged, in the words of the merge itself, or None."""
+        if not into_id or not from_id:
+            return "Name both accounts: the one to keep and the one to merge into it."
+        if into_id == from_id:
+            return "That is the same account twice: nothing to merge."
+        for account_id in (into_id, from_id):
+            account = await self.storage.accounts.get(account_id)
+            if account is None:
+                return f"There is no account {account_id}."
+            if account.status != AccountStatus.ACTIVE:
+                return (f"Account {account_id} was merged already, into "
+                        f"{account.merged_into}.")
+        return None
+
+    async def confirm_merge(self, request: web.Request) -> web.Response:
+        await self._admin(request)
+        csrf = self.binding.csrf_token(request)
+        into_id = request.query.get("into", "").strip()
+        from_id = request.query.get("from", "").strip()
+        problem = await self._mergeable(into_id, from_id)
+        if problem:
+            return self._refused(problem, csrf, str(account_url(into_id)) if into_id
+                                 else DASHBOARD)
+        into = await account_summary(self.accounts, self.signin, into_id)
+        source = await account_summary(self.accounts, self.signin, from_id)
+        return self._page("Merge accounts", admin_pages.confirm_merge(into, source, csrf), csrf)
 
     async def merge(self, request: web.Request) -> web.Response:
         admin = await self._admin(request)
         form = await form_fields(request)
         self.binding.check_form(request, form)
+        csrf = self.binding.csrf_token(request)
+        into_id, from_id = str(form.get("into", "")).strip(), str(form.get("from", "")).strip()
+        problem = await self._mergeable(into_id, from_id)
+        if problem:
+            return self._refused(problem, csrf)
         try:
-            result = await self.merges.merge(str(form.get("into", "")),
-                                             str(form.get("from", "")), actor=admin)
+            result = await self.merges.merge(into_id, from_id, actor=admin)
         except IdentityError as e:
-            return html(pages.error_page(str(e)), status=400)
-        raise web.HTTPSeeOther(URL("/admin/dashboard").with_query(
-            q=str(form["into"]), done=f"Merged ({result.merge_id})"))
+            return self._refused(str(e), csrf)
+        raise web.HTTPSeeOther(account_url(
+            into_id, f"Merged {from_id} into {into_id} (merge {result.merge_id})."))
+
+    async def confirm_unmerge(self, request: web.Request) -> web.Response:
+        await self._admin(request)
+        csrf = self.binding.csrf_token(request)
+        merge_id = request.query.get("merge_id", "")
+        record = await self.storage.merges.get(merge_id)
+        if record is None:
+            return self._refused(f"There is no merge {merge_id}.", csrf)
+        if record.reversed_at is not None:
+            return self._refused(f"Merge {merge_id} was already reversed.", csrf,
+                                 str(account_url(record.into_account)))
+        source = await account_summary(self.accounts, self.signin, record.from_account)
+        into = await account_summary(self.accounts, self.signin, record.into_account)
+        names = await self._names([record.actor])
+        return self._page("Reverse merge",
+                          admin_pages.confirm_reverse(record, names, source, into, csrf), csrf)
 
     async def unmerge(self, request: web.Request) -> web.Response:
         admin = await self._admin(request)
         form = await form_fields(request)
         self.binding.check_form(request, form)
+        csrf = self.binding.csrf_token(request)
         merge_id = str(form.get("merge_id", ""))
         record = await self.storage.merges.get(merge_id)
         try:
             await self.merges.reverse(merge_id, actor=admin)
         except IdentityError as e:
-            return html(pages.error_page(str(e)), status=400)
+            return self._refused(str(e), csrf)
         assert record is not None
-        raise web.HTTPSeeOther(URL("/admin/dashboard").with_query(
-            q=record.from_account, done=f"Reversed {merge_id}"))
+        raise web.HTTPSeeOther(account_url(
+            record.from_account, f"Reversed merge {merge_id}: account {record.from_account} "
+            f"is active again."))
