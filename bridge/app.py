@@ -29,6 +29,7 @@ from .bot.security_commands import SecurityCommands
 from .config import Config, ConfigError
 from .core.authority import Authority
 from .core.avatars import public_media_base
+from .core.backfill import Backfill, BackfillSettings
 from .core.delivery import Delivery, DeliverySettings
 from .core.linking import Linking
 from .core.mapping import MappingRules
@@ -111,6 +112,7 @@ class Bridge:
         self.mcp: Any = None  # the MCP endpoint (bridge.mcp), when mcp.enabled
         self._mcp_class: Any = None
         self.encryption: Any = None  # the bot's device (bridge.matrix.crypto), when on
+        self.backfill: Backfill | None = None
         self.policy: Policy | None = None
         self.capabilities: Capabilities | None = None
 
@@ -262,6 +264,12 @@ class Bridge:
         self.router.on_invite = self.rules.handle_invite
         self.provisioning.linking, self.provisioning.rules = self.linking, self.rules
         self.provisioning.is_bridge_user = self.bot.is_bridge_user
+        self.backfill = Backfill(self.storage, self.connectors, self.router.gate,
+                                 self.router.handle_remote_event, audit,
+                                 BackfillSettings.from_config(cfg.get, cfg.network_names),
+                                 tell=self.bot.tell)
+        self.rules.backfill = self.backfill
+        self.router.on_history_gap = self.backfill.history_gap
         self.provisioning.user_exists = lambda mxid: homeserver_has_user(bot_intent, mxid)
         self.accounts.on_unlink.append(self.sessions.close)
         self.accounts.on_state_change.append(self._persona_changed)
@@ -435,6 +443,8 @@ class Bridge:
     @property
     def web_url(self) -> str:
         return (self.config.get("web.public_url") or self.config["appservice.address"]).rstrip("/")
+        if self.backfill is not None:
+            await self.backfill.resume()  # what a crash interrupted and no rule rejoined
 
     async def _ensure_account(self, mxid: UserID) -> None:
         assert self.accounts is not None
@@ -484,6 +494,8 @@ class Bridge:
             await self.mcp.stop()
             self.mcp = None
         if self.delivery:
+        if self.backfill is not None:
+            await self.backfill.stop()  # running backfills resume at the next start
             await self.delivery.stop()  # unsent events stay queued for the next start
         for connector in self.connectors.values():
             try:

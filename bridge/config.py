@@ -197,6 +197,18 @@ SCHEMA: tuple[Key, ...] = (
         "a room ID such as !abc:example.org"),
     Key("audit.notice_interval_minutes", _is_positive_int, "a positive number of minutes",
         default=60),
+    # History brought into portals (core/backfill.py); per network also
+    # networks.<name>.backfill.initial_messages.
+    Key("backfill.initial_messages", lambda v: isinstance(v, int) and not isinstance(v, bool)
+        and 0 <= v <= 10_000, "a number of messages between 0 (off) and 10000", default=50),
+    Key("backfill.max_age_days", _is_positive_int, "a positive number of days", default=30),
+    Key("backfill.catch_up_limit", _is_positive_int,
+        "the most messages one catch-up after downtime brings into a room", default=1000),
+    Key("backfill.rate", lambda v: _is_number(v) and 0 < v <= 1000,
+        "history messages per second per network, between 0 and 1000", default=20.0),
+    Key("backfill.burst", _is_positive_int, "a positive number of messages", default=10),
+    Key("backfill.notice_threshold", _is_positive_int,
+        "from how many messages a backfill is announced in the management room", default=20),
     Key("delivery.max_attempts", _is_positive_int, "a positive number of attempts",
         default=8),
     Key("delivery.max_age_seconds", _is_positive_int, "a positive number of seconds",
@@ -298,6 +310,9 @@ def _check_enabled_networks(effective: Any, networks: Mapping[str, NetworkInfo])
         if (info.check_enabled is not None and isinstance(section, Mapping)
                 and section.get("enabled") is True):
             problems += info.check_enabled(section)
+        Key(f"{prefix}.backfill.initial_messages", lambda v: isinstance(v, int)
+            and not isinstance(v, bool) and 0 <= v <= 10_000,
+            "a number of messages between 0 (off) and 10000 (default: backfill.initial_messages)"),
     return problems
 
 

@@ -22,6 +22,7 @@ NETWORK_MAY_IMPORT = (
     "bridge.networks.base",
     "bridge.networks.login",
     "bridge.networks.seen",
+    "bridge.networks.history",
     "bridge.schema",
     "bridge.config",
     "bridge.core.media",
@@ -33,7 +34,7 @@ INTERFACE_MAY_IMPORT = ("bridge.core.media", "bridge.security.access_tokens",
                         "bridge.security.impersonation")
 #: The shared network-level modules `core/` may use.
 CORE_MAY_IMPORT_FROM_NETWORKS = ("bridge.networks.base", "bridge.networks.login",
-                                 "bridge.networks.seen")
+                                 "bridge.networks.seen", "bridge.networks.history")
 #: Files outside db/ still holding SQL. It may only shrink: a file leaves it when its SQL
 #: moves into a named store method, and nothing joins it.
 SQL_OUTSIDE_DB: tuple[str, ...] = ()

@@ -46,6 +46,8 @@ class AuditEvent(StrEnum):
     MFA = "mfa"
     EXPORT = "export"
     KEY_ROTATION = "key_rotation"
+    # A portal's history brought into Matrix (a new portal, or catching up): counts only.
+    BACKFILL = "backfill"
     ADMIN_ACTION = "admin_action"
     CONFIRM = "first_send_confirmation"
     CAPABILITY = "capability"

@@ -16,6 +16,7 @@ from ..identity.accounts import new_id
 from ..networks.base import Connector, RemoteInvite, RemoteRoom, Workspace
 from ..networks.login import LoginFailed
 from .matrix_side import PortalDirectory
+from .backfill import Backfill
 from .room_rights import RoomNotYours, check_room_rights
 
 log = logging.getLogger("relayforge.mapping")
@@ -52,6 +53,8 @@ class MappingRules:
                 return persona
         return None
 
+        # Set by the app when history is read (core/backfill.py).
+        self.backfill: Backfill | None = None
     async def add(self, account_id: str, owner: str, profile_name: str, network: str,
                   remote: str, *, target_room: str | None = None, inbound_only: bool = False,
                   relay: bool = False) -> MappingRule:
@@ -95,13 +98,16 @@ class MappingRules:
         since = await self.storage.messages.latest_timestamp(rule.network, rule.remote)
         try:
             room = await connector.join(persona.id, rule.remote,
-                                        since_ms=since - 5000 if since else None)
+                                        since_ms=since - 5000 if since and not history
+                                        else None)
         except (LoginFailed, TimeoutError, NotImplementedError) as e:
             raise RuleRefused(f"Could not join {rule.remote} on {rule.network}: {e}") from e
         if rule.target_room:
             portal = await self.portals.adopt(rule.network, room, rule.target_room,
                                               rule_id=rule.id)
         else:
+        # A network that reads history is caught up by the core's backfill, not by `join`.
+        history = self.backfill is not None and self.backfill.reads_history(rule.network)
             portal = await self.portals.ensure(rule.network, room, owner, rule_id=rule.id)
         profile = next(p for p in await self.storage.profiles.for_account(rule.account_id)
                        if p.id == rule.profile_id)
@@ -113,6 +119,8 @@ class MappingRules:
                 space = await self.spaces.workspace_space(profile.id, space, rule.network,
                                                           room.workspace, owners or [owner])
             await self.spaces.add_to_space(space, portal.mxid)
+        if history and self.backfill is not None and portal.mxid:
+            await self.backfill.portal_ready(rule.network, room, persona.id)
         return room
 
     async def handle_invite(self, network: str, invite: RemoteInvite) -> None:

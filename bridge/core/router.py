@@ -56,6 +56,7 @@ from ..networks.base import (
     RemoteUser,
     SendRefused,
 )
+from .backfill_gate import PortalGate
 from ..security.impersonation import Action, ImpersonationRefused
 from .authority import AgentActor, Authority, NotAllowedHere
 from .avatars import public_avatar
@@ -78,7 +79,13 @@ class ConnectorSink:
         self.network = network
 
     async def handle_remote_event(self, event: RemoteEvent) -> None:
-        await self.router.handle_remote_event(self.network, event)
+        # While the room's history comes in (core/backfill.py), live events wait after it.
+        await self.router.gate.live(self.network, event, self.router.handle_remote_event)
+
+    async def history_gap(self, persona_id: str, remote_room_ids: list[str] | None = None
+                          ) -> None:
+        if self.router.on_history_gap is not None:
+            await self.router.on_history_gap(self.network, persona_id, remote_room_ids)
 
     def ghost_mxid(self, remote_user_id: str) -> str:
         return self.router.ghosts.ghost_mxid(self.network, remote_user_id)
@@ -112,6 +119,9 @@ class Router:
         self.public_media = public_media
         # Set by the mapping rules (built after the router, which they need): what to do when
         # someone is invited to a remote room.
+        self.gate = PortalGate()
+        # Set by the backfill: a connector may have missed events (core/backfill.py).
+        self.on_history_gap: Callable[[str, str, list[str] | None], Awaitable[None]] | None = None
         self.on_invite: Callable[[str, RemoteInvite], Awaitable[None]] | None = None
         self.in_flight = SendsInFlight()
         # Set when double puppeting is on: a person's own Matrix user speaks for them.

@@ -25,6 +25,7 @@ from .account import AccountStore
 from .account_merge import MergeStore
 from .agent import AgentStore
 from .audit_log import AuditLogStore
+from .backfill import BackfillStore
 from .capability import CapabilityStore
 from .encryption_notice import EncryptionNoticeStore
 from .first_send import FirstSendStore
@@ -230,6 +231,7 @@ class Storage:
     agents: AgentStore
     workspace_spaces: WorkspaceSpaceStore
     sync_states: SyncStateStore
+    backfills: BackfillStore
     # Matrix room state (members, power levels) lives in the same database, not a JSON file.
     state_store: CachedASStateStore
 
@@ -289,5 +291,6 @@ async def open_database(uri: str, *, min_size: int = 1, max_size: int = 10) -> S
         agents=AgentStore(db),
         workspace_spaces=WorkspaceSpaceStore(db),
         sync_states=SyncStateStore(db),
+        backfills=BackfillStore(db),
         state_store=state_store,
     )

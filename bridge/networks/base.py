@@ -284,6 +284,12 @@ class BridgeSink(Protocol):
         """Keep the persona's update-stream cursor (JSON-able, nothing secret)."""
         ...
 
+    async def history_gap(self, persona_id: str, remote_room_ids: list[str] | None = None
+                          ) -> None:
+        """The persona's session may have missed events (it reconnected): the core catches
+        up its mapped rooms (or those named) through `fetch_history` (networks/history.py)."""
+        ...
+
 
 _ACTIONS: dict[type[MatrixEvent], Action] = {
     MatrixMessage: Action.SEND,
