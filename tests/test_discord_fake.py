@@ -18,6 +18,7 @@ from discord.gateway import DiscordWebSocket
 from discord.http import Route
 
 from tests.fakes.discord import FORUM, FakeDiscord
+from tests.fakes.discord.models import snowflake
 
 
 @pytest.fixture
@@ -167,3 +168,66 @@ async def test_webhooks_post_into_channels_and_forum_posts(fake):
         assert sent.webhook_id == hook.id
         assert [m.content for m in fake.messages(post)] == ["how?", "answer"]
         assert fake.messages(post)[-1].author.username == "Alice"
+
+
+async def test_history_pages_newest_first_as_discord_does(fake):
+    alice = fake.add_user("alice")
+    bob = fake.add_user("bob")
+    guild = fake.add_guild("Acme", alice, [bob])
+    general = fake.add_channel(guild, "general")
+    hidden = fake.add_channel(guild, "hidden")
+    start = 1_700_000_000_000
+    posted = [await fake.post(general, alice if i % 2 else bob, f"old {i}",
+                              message_id=snowflake(start + i * 60_000)) for i in range(130)]
+    await fake.edit(posted[3], "old 3, edited")
+    await fake.react(bob, posted[5], "👍")
+    await fake.react(alice, posted[5], "👍")
+    await fake.react(alice, posted[5], "party:123")
+    fake.unreadable.add(hidden.id)
+    secret = fake.add_channel(guild, "secret")
+    secret.hidden_from.add(bob.id)
+    async with bot(fake) as (client, _seen):
+        channel = client.get_channel(int(general.id))
+        # What a person may read: @everyone's permissions, less a channel's overwrites.
+        members = client.get_guild(int(guild.id))
+        readable = {name: [client.get_channel(int(c.id)).permissions_for(members.get_member(
+            int(u.id))).read_message_history for u in (alice, bob)]
+            for name, c in (("general", general), ("secret", secret))}
+        assert readable == {"general": [True, True], "secret": [True, False]}
+        # The last 120, oldest first: discord.py pages back with `before` (100 at most a
+        # page) and turns Discord's newest-first pages around.
+        last = [m async for m in channel.history(limit=120, oldest_first=False)]
+        assert [m.content for m in last] == [f"old {i}" for i in range(129, 9, -1)]
+        reads = [q for c, q in fake.history_reads if c == general.id]
+        assert reads[0] == {"limit": "100"} and reads[1]["before"] == str(posted[30].id)
+        # Forwards from a message with `after`, each page oldest-first after turning.
+        after = [m async for m in channel.history(after=discord.Object(int(posted[1].id)),
+                                                  limit=105, oldest_first=True)]
+        assert [m.content for m in after][:3] == ["old 2", "old 3, edited", "old 4"]
+        assert len(after) == 105 and after[-1].content == "old 106"
+        assert after[0].created_at.timestamp() * 1000 == start + 2 * 60_000
+        assert after[1].edited_at is not None and after[1].author.id == int(alice.id)
+        # Around a message: half before (itself included), half after.
+        around = [m async for m in channel.history(around=discord.Object(int(posted[50].id)),
+                                                   limit=5)]
+        assert sorted(m.content for m in around) == [f"old {i}" for i in range(48, 53)]
+        # Reactions: counts in the message, who reacted page by page.
+        reacted = next(m for m in after if m.content == "old 5")
+        counts = {str(r.emoji): r.count for r in reacted.reactions}
+        assert counts == {"👍": 2, "<:party:123>": 1}
+        thumbs = next(r for r in reacted.reactions if str(r.emoji) == "👍")
+        assert sorted(u.id for u in [u async for u in thumbs.users(limit=1)]
+                      + [u async for u in thumbs.users(after=discord.Object(
+                          min(int(alice.id), int(bob.id))))]) == sorted(
+            [int(alice.id), int(bob.id)])
+        # A channel the bot may not read, and a limit Discord refuses.
+        with pytest.raises(discord.Forbidden):
+            [m async for m in client.get_channel(int(hidden.id)).history(limit=5)]
+        async with aiohttp.ClientSession() as http, http.get(
+                f"{fake.api_url}/channels/{general.id}/messages", params={"limit": "101"},
+                headers={"Authorization": f"Bot {fake.app.bot_token}"}) as r:
+            assert r.status == 400
+        # A 429 on history is waited out by discord.py (the answer has a Via header).
+        fake.rate_limit(f"/channels/{general.id}/messages", retry_after=0.2, method="GET")
+        assert [m.content async for m in channel.history(limit=1)] == ["old 129"]
+        assert fake.rest.early == []

@@ -21,6 +21,12 @@ DEADLINE = 15.0
 # Channel types (https://discord.com/developers/docs/resources/channel#channel-object).
 TEXT, PUBLIC_THREAD, PRIVATE_THREAD, FORUM = 0, 11, 12, 15
 THREAD_TYPES = (PUBLIC_THREAD, PRIVATE_THREAD)
+# Permission bits (https://discord.com/developers/docs/topics/permissions).
+VIEW_CHANNEL, READ_MESSAGE_HISTORY = 1 << 10, 1 << 16
+# What a new server's @everyone may do: add reactions, view channels, send messages, embed
+# links, attach files, read message history, create public threads, send in threads.
+EVERYONE = ((1 << 6) | VIEW_CHANNEL | (1 << 11) | (1 << 14) | (1 << 15)
+            | READ_MESSAGE_HISTORY | (1 << 35) | (1 << 38))
 
 _counter = itertools.count(1)
 
@@ -89,10 +95,11 @@ class Member:
 class Role:
     id: str
     name: str
+    permissions: int = 0
 
     def payload(self) -> dict[str, Any]:
         return {"id": self.id, "name": self.name, "color": 0, "hoist": False,
-                "position": 0, "permissions": "0", "managed": False, "mentionable": True,
+                "position": 0, "permissions": str(self.permissions), "managed": False, "mentionable": True,
                 "flags": 0}
 
 
@@ -106,6 +113,8 @@ class Channel:
     owner_id: str | None = None
     archived: bool = False
     messages: list[Message] = attrs.field(factory=list)
+    # Members a permission overwrite denies viewing the channel (and so its history).
+    hidden_from: set[str] = attrs.field(factory=set)
 
     @property
     def is_thread(self) -> bool:
@@ -114,7 +123,10 @@ class Channel:
     def payload(self) -> dict[str, Any]:
         data: dict[str, Any] = {"id": self.id, "guild_id": self.guild_id, "name": self.name,
                                 "type": self.type, "position": 0,
-                                "permission_overwrites": [], "nsfw": False,
+                                "permission_overwrites": [
+                                    {"id": uid, "type": 1, "allow": "0",
+                                     "deny": str(VIEW_CHANNEL | READ_MESSAGE_HISTORY)}
+                                    for uid in sorted(self.hidden_from)], "nsfw": False,
                                 "parent_id": self.parent_id, "flags": 0}
         if self.type == TEXT:
             data.update(topic=None, last_message_id=None, rate_limit_per_user=0)
@@ -223,7 +235,8 @@ class Guild:
             "vanity_url_code": None, "description": None, "banner": None, "premium_tier": 0,
             "preferred_locale": "en-US", "public_updates_channel_id": None,
             "nsfw_level": 0, "premium_progress_bar_enabled": False,
-            "roles": [Role(self.id, "@everyone").payload(), *(r.payload() for r in self.roles)],
+            "roles": [Role(self.id, "@everyone", EVERYONE).payload(),
+                      *(r.payload() for r in self.roles)],
             "emojis": [], "stickers": [],
         }
         if full:

@@ -215,16 +215,32 @@ def register(api: RestApi) -> None:
         return state.render(state.message(channel, request.match_info["mid"]))
 
     async def history(request: web.Request, call: Call) -> Any:
+        """GET /channels/{id}/messages as Discord answers it: newest first whichever way one
+        pages; `before`, `after` and `around` exclusive (the first given counts), `limit`
+        1-100 (50 unless given), 403 where the bot may not read the channel's history."""
         bot(call)
         channel = state.channel(request.match_info["cid"])
-        limit = int(call.query.get("limit", 50))
-        live = [m for m in channel.messages if not m.deleted]
-        if "after" in call.query:
-            after = int(call.query["after"])
-            live = [m for m in live if int(m.id) > after][:limit]
+        if channel.id in state.unreadable:
+            raise DiscordError(403, 50001, "Missing Access")
+        try:
+            limit = int(call.query.get("limit", 50))
+        except ValueError:
+            limit = 0
+        if not 1 <= limit <= 100:
+            raise DiscordError(400, 50035, "Invalid Form Body (limit: int between 1 and 100)")
+        state.history_reads.append((channel.id, dict(call.query)))
+        live = sorted((m for m in channel.messages if not m.deleted), key=lambda m: int(m.id))
+        if "around" in call.query:
+            around = int(call.query["around"])
+            older = [m for m in live if int(m.id) <= around]
+            newer = [m for m in live if int(m.id) > around]
+            live = (older[-((limit + 1) // 2):] if limit > 1 else older[-1:])
+            live += newer[:limit - len(live)]
+        elif "before" in call.query:
+            live = [m for m in live if int(m.id) < int(call.query["before"])][-limit:]
+        elif "after" in call.query:
+            live = [m for m in live if int(m.id) > int(call.query["after"])][:limit]
         else:
-            if "before" in call.query:
-                live = [m for m in live if int(m.id) < int(call.query["before"])]
             live = live[-limit:]
         return [state.render(m) for m in reversed(live)]
 
@@ -242,6 +258,22 @@ def register(api: RestApi) -> None:
             users.remove(state.app.bot.id)
             await state.dispatch_reaction(message, state.app.bot, key, added=False)
         return None
+
+    async def reaction_users(request: web.Request, call: Call) -> Any:
+        """Who reacted with an emoji, by user id ascending, `after` and `limit` (1-100,
+        25 unless given), as Discord pages them."""
+        bot(call)
+        channel = state.channel(request.match_info["cid"])
+        if channel.id in state.unreadable:
+            raise DiscordError(403, 50001, "Missing Access")
+        message = state.message(channel, request.match_info["mid"])
+        limit = int(call.query.get("limit", 25))
+        if not 1 <= limit <= 100:
+            raise DiscordError(400, 50035, "Invalid Form Body (limit: int between 1 and 100)")
+        key = request.match_info["emoji"]
+        users = sorted(message.reactions.get(key, []), key=int)
+        after = int(call.query.get("after", 0))
+        return [state.users[u].payload() for u in users if int(u) > after][:limit]
 
     async def list_webhooks(request: web.Request, call: Call) -> Any:
         bot(call)
@@ -352,6 +384,7 @@ def register(api: RestApi) -> None:
         ("GET", "/channels/{cid}", get_channel),
         ("GET", "/channels/{cid}/messages", history),
         ("GET", "/channels/{cid}/messages/{mid}", get_message),
+        ("GET", "/channels/{cid}/messages/{mid}/reactions/{emoji}", reaction_users),
         ("PUT", "/channels/{cid}/messages/{mid}/reactions/{emoji}/@me", react),
         ("DELETE", "/channels/{cid}/messages/{mid}/reactions/{emoji}/@me", react),
         ("GET", "/channels/{cid}/webhooks", list_webhooks),

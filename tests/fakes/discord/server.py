@@ -47,6 +47,10 @@ class FakeDiscord:
         self.typing: list[str] = []
         # Channels whose webhook executions are refused (the bot lost its permissions).
         self.refusing: set[str] = set()
+        # Channels whose history the bot may not read (no Read Message History), and each
+        # history read (channel, query) for assertions.
+        self.unreadable: set[str] = set()
+        self.history_reads: list[tuple[str, dict[str, str]]] = []
         self.files: dict[str, Attachment] = {}
         self.avatars: dict[str, bytes] = {}
         self.stickers: dict[str, bytes] = {}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from telethon.tl import types
@@ -70,20 +71,23 @@ class MessageApi:
 
     async def send_as(self: FakeTelegram, sender: Person, target: Target, text: str, *,
                       entities: list[Any] | None = None, reply_to: int | None = None,
-                      topic: int | None = None, media: Any = None) -> dict[int, int]:
-        """`sender` writes into a private chat (target: the other person) or a group. Returns
-        each member's id of the new message (private chats and basic groups number messages
-        per person)."""
+                      topic: int | None = None, media: Any = None,
+                      date: datetime | None = None) -> dict[int, int]:
+        """`sender` writes into a private chat (target: the other person) or a group, now or
+        at `date` (history written before a test's bridge was there). Returns each member's
+        id of the new message (private chats and basic groups number messages per
+        person)."""
         request_reply = (types.InputReplyToMessage(reply_to_msg_id=reply_to or topic,
                                                    top_msg_id=topic if reply_to else None)
                          if (reply_to or topic) else None)
-        ids, _ = await self._deliver(sender.id, target, text, entities, request_reply, media)
+        ids, _ = await self._deliver(sender.id, target, text, entities, request_reply, media,
+                                     date=date)
         return ids
 
     async def _deliver(self: FakeTelegram, sender: int, target: Target, text: str,
                        entities: list[Any] | None, reply_to: Any, media: Any,
-                       requester: Connection | None = None, random_id: int | None = None
-                       ) -> tuple[dict[int, int], Any]:
+                       requester: Connection | None = None, random_id: int | None = None,
+                       date: datetime | None = None) -> tuple[dict[int, int], Any]:
         ids: dict[int, int] = {}
         answer_updates: list[Any] = []
         forum = isinstance(target, Group) and target.forum
@@ -92,7 +96,7 @@ class MessageApi:
             msg_id = target.next_message_id
             target.next_message_id += 1
             message = types.Message(
-                id=msg_id, peer_id=target.peer(), date=now(), message=text,
+                id=msg_id, peer_id=target.peer(), date=date or now(), message=text,
                 from_id=None if target.broadcast else types.PeerUser(sender),
                 post=target.broadcast or None, entities=entities, reply_to=header,
                 media=media)
@@ -117,7 +121,8 @@ class MessageApi:
                     own = self.copy_id(sender, header.reply_to_msg_id, member)
                     member_header = types.MessageReplyHeader(reply_to_msg_id=own)
                 message = types.Message(
-                    id=msg_id, peer_id=self._peer_for(target, member, sender), date=now(),
+                    id=msg_id, peer_id=self._peer_for(target, member, sender),
+                    date=date or now(),
                     message=text, out=member == sender or None,
                     from_id=types.PeerUser(sender), entities=entities,
                     reply_to=member_header, media=media)
@@ -221,12 +226,30 @@ class MessageApi:
                   else self._copies_of(user, msg_id))
         last = None
         for member, own_id in copies.items():
-            reaction = types.ReactionEmoji(emoji) if emoji else types.ReactionEmpty()
-            recent = [types.MessagePeerReaction(peer_id=types.PeerUser(user), date=now(),
-                                                reaction=reaction, my=member == user or None)]
+            message = (target.messages if isinstance(target, Group) and target.channel
+                       else self.people[member].messages).get(own_id)
+            # As Telegram does: the message keeps everyone's reactions (one each), and the
+            # update carries them all, as each member sees them.
+            kept = [r for r in (message.reactions.recent_reactions
+                                if message is not None and message.reactions else [])
+                    if r.peer_id != types.PeerUser(user)]
+            if emoji:
+                kept.append(types.MessagePeerReaction(
+                    peer_id=types.PeerUser(user), date=now(),
+                    reaction=types.ReactionEmoji(emoji)))
+            counts: dict[str, int] = {}
+            for r in kept:
+                counts[r.reaction.emoticon] = counts.get(r.reaction.emoticon, 0) + 1
+            recent = [types.MessagePeerReaction(peer_id=r.peer_id, date=r.date,
+                                                reaction=r.reaction,
+                                                my=r.peer_id == types.PeerUser(member) or None)
+                      for r in kept]
             reactions = types.MessageReactions(
-                results=[types.ReactionCount(reaction, 1)] if emoji else [],
-                recent_reactions=recent if emoji else [])
+                results=[types.ReactionCount(types.ReactionEmoji(e), n)
+                         for e, n in counts.items()], recent_reactions=recent)
+            if message is not None:
+                message.reactions = types.MessageReactions(
+                    results=reactions.results, recent_reactions=list(kept))
             peer = self._peer_for(target, member, user)
             last = types.UpdateMessageReactions(peer=peer, msg_id=own_id, reactions=reactions)
             await self._push(member, last)
@@ -409,21 +432,67 @@ class MessageApi:
 
     # ---- catching up -------------------------------------------------------------------------
 
+    def _box_of(self: FakeTelegram, target: Target, user: int) -> dict[int, Any]:
+        """The messages of a chat as `user` sees them (their own copies in private chats
+        and basic groups)."""
+        if isinstance(target, Group) and target.channel:
+            return target.messages
+        me = self.people[user]
+        wanted = types.PeerUser(target.id) if isinstance(target, Person) else target.peer()
+        return {i: m for i, m in me.messages.items() if m.peer_id == wanted}
+
     async def rpc_messages_GetHistory(self: FakeTelegram, connection: Connection,
                                       request: Any, user: int) -> Any:
+        """messages.getHistory as Telegram pages it: the chat's messages newest first; the
+        page starts at the first one older than `offset_id` (else older than
+        `offset_date`), moved by `add_offset` (negative: towards newer ones), `limit` long
+        (100 at most), within `min_id` < id < `max_id`. A slice (or a channel's messages)
+        says how many there are in all, so the client knows to ask again."""
         target = self._target(request.peer, user)
-        if isinstance(target, Group) and target.channel:
-            box = target.messages
+        box = self._box_of(target, user)
+        newest_first = sorted(box, reverse=True)
+        if request.offset_id:
+            start = sum(1 for i in newest_first if i >= request.offset_id)
+        elif request.offset_date and request.offset_date.timestamp() > 0:
+            start = sum(1 for i in newest_first if box[i].date >= request.offset_date)
         else:
-            me = self.people[user]
-            wanted = (types.PeerUser(target.id) if isinstance(target, Person)
-                      else target.peer())
-            box = {i: m for i, m in me.messages.items() if m.peer_id == wanted}
-        ids = sorted((i for i in box if not request.offset_id or i < request.offset_id),
-                     reverse=True)[:request.limit]
+            start = 0
+        begin = max(start + request.add_offset, 0)
+        end = max(start + request.add_offset + min(request.limit, 100), 0)
+        ids = [i for i in newest_first[begin:end]
+               if (not request.max_id or i < request.max_id) and i > request.min_id]
         users, chats = self._entities_of(self.people[user], user)
-        return types.messages.Messages(messages=[box[i] for i in ids], topics=[],
-                                       chats=chats, users=users)
+        messages = [box[i] for i in ids]
+        if isinstance(target, Group) and target.channel:
+            return types.messages.ChannelMessages(pts=target.pts, count=len(box),
+                                                  messages=messages, topics=[],
+                                                  chats=chats, users=users)
+        if len(messages) < len(box):
+            return types.messages.MessagesSlice(count=len(box), messages=messages,
+                                                topics=[], chats=chats, users=users)
+        return types.messages.Messages(messages=messages, topics=[], chats=chats,
+                                       users=users)
+
+    async def rpc_messages_GetMessages(self: FakeTelegram, connection: Connection,
+                                       request: Any, user: int) -> Any:
+        """Messages of private chats and basic groups by id (the person's own ids)."""
+        me = self.people[user]
+        found = [me.messages.get(getattr(i, "id", 0)) for i in request.id]
+        users, chats = self._entities_of(me, user)
+        return types.messages.Messages(
+            messages=[m or types.MessageEmpty(id=getattr(i, "id", 0))
+                      for m, i in zip(found, request.id, strict=True)],
+            topics=[], chats=chats, users=users)
+
+    async def rpc_channels_GetMessages(self: FakeTelegram, connection: Connection,
+                                       request: Any, user: int) -> Any:
+        group = self._target(request.channel, user)
+        assert isinstance(group, Group)
+        users, chats = self._entities_of(self.people[user], user)
+        ids = [getattr(i, "id", 0) for i in request.id]
+        return types.messages.ChannelMessages(
+            pts=group.pts, count=len(ids), topics=[], chats=chats, users=users,
+            messages=[group.messages.get(i) or types.MessageEmpty(id=i) for i in ids])
 
     async def rpc_updates_GetDifference(self: FakeTelegram, connection: Connection,
                                         request: Any, user: int) -> Any:
