@@ -69,6 +69,8 @@ class AuditProblem:
 
 def record_mac(key: bytes, seq: int, ts: str, actor: str, account: str | None,
                profile: str | None, persona: str | None, event_type: str, details: str,
+    # A legal hold created, listed, released or exported, or what one kept could not be.
+    LEGAL_HOLD = "legal_hold"
                prev_hash: str) -> str:
     material = json.dumps([seq, ts, actor, account, profile, persona, event_type, details,
                            prev_hash], separators=(",", ":"), ensure_ascii=False)

@@ -7,7 +7,6 @@ becomes a neutral `Matrix*` event whose targets are already remote ids.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -17,11 +16,8 @@ from mautrix.appservice import IntentAPI
 from mautrix.errors import MatrixRequestError
 from mautrix.types import (
     EventID,
-    FileInfo,
-    Format,
     MediaMessageEventContent,
     MessageEvent,
-    MessageEventContent,
     MessageType,
     ReactionEvent,
     RedactionEvent,
@@ -30,6 +26,7 @@ from mautrix.types import (
     UserID,
 )
 
+from ..compliance.archive import Captured, CaptureKind, Tap
 from ..db import MessageKind, MessageRow, Portal, Storage
 from ..db.first_send import HeldSend
 from ..metrics import Metrics
@@ -62,6 +59,7 @@ from .authority import AgentActor, Authority, NotAllowedHere
 from .avatars import public_avatar
 from .echoes import Expected
 from .inflight import SendsInFlight
+from .matrix_content import is_thread_fallback, media_content, text_content, txn_id
 from .matrix_side import GhostDirectory, OwnMatrixUser, OwnMatrixUsers, PortalDirectory
 from .send_kind import SendKind, send_kind
 
@@ -129,6 +127,8 @@ class Router:
         # Typing and read markers the bridge set as a person's own Matrix user, whose echo
         # must not go back out to the network (a loop with networks that echo them).
         self._own_signals = Expected()
+        # Legal holds keep what they cover from here (both directions; set by the app).
+        self.archive = Tap()
 
     def sink_for(self, network: str) -> ConnectorSink:
         return ConnectorSink(self, network)
@@ -179,8 +179,8 @@ class Router:
             persona_id=event.persona_id if event.room.direct else None)
         own = await self._own_user(network, event.sender, portal.mxid)
         intent = own.intent if own else await self.ghosts.ensure(network, event.sender)
-        content = (await _media_content(intent, event.attachment) if event.attachment
-                   else _text_content(event.text, event.html))
+        content = (await media_content(intent, event.attachment) if event.attachment
+                   else text_content(event.text, event.html))
         if event.thread_root:
             root = await self._target(network, event.room, event.thread_root)
             if root:
@@ -195,15 +195,17 @@ class Router:
         event_id, intent = await self._send_as(
             network, event.sender, own, intent, "send", portal.mxid,
             lambda i: i.send_message(portal.mxid, content, timestamp=event.timestamp_ms,
-                                     txn_id=_txn_id(network, event.room, event.message_id)))
+                                     txn_id=txn_id(network, event.room, event.message_id)))
         await self._remember(network, event.room, event.message_id, MessageKind.MESSAGE,
                              event_id, portal, intent.mxid, event.room_ref)
+        await self.archive.capture(Captured.of_remote(network, event, portal.mxid, event_id,
+                                                      intent.mxid))
         if event.file_refused:
             # Said by the bridge, not the sender's ghost: the sender never wrote it.
             await self.portals.bot_intent.send_message(
                 portal.mxid, TextMessageEventContent(msgtype=MessageType.NOTICE,
                                                      body=event.file_refused),
-                txn_id=_txn_id(network, event.room, f"{event.message_id}\0file refused"))
+                txn_id=txn_id(network, event.room, f"{event.message_id}\0file refused"))
 
     async def _remote_edit(self, network: str, event: RemoteEdit) -> None:
         target = await self._target(network, event.room, event.target_id)
@@ -213,11 +215,13 @@ class Router:
         if not self._remote_author(network, event, target, "correction", own):
             return
         intent = own.intent if own else await self.ghosts.ensure(network, event.sender)
-        content = _text_content(event.text, event.html)
+        content = text_content(event.text, event.html)
         content.set_edit(target.mxid)
-        await self._send_as(network, event.sender, own, intent, "edit", target.room_mxid,
-                            lambda i: i.send_message(target.room_mxid, content,
-                                                     timestamp=event.timestamp_ms))
+        edit_id, intent = await self._send_as(
+            network, event.sender, own, intent, "edit", target.room_mxid,
+            lambda i: i.send_message(target.room_mxid, content, timestamp=event.timestamp_ms))
+        await self.archive.capture(Captured.of_remote(network, event, target.room_mxid, edit_id,
+                                                      intent.mxid, target_event_id=target.mxid))
 
     async def _remote_redaction(self, network: str, event: RemoteRedaction) -> None:
         target = await self._target(network, event.room, event.target_id)
@@ -227,9 +231,12 @@ class Router:
         if not self._remote_author(network, event, target, "deletion", own):
             return
         intent = own.intent if own else await self.ghosts.ensure(network, event.sender)
-        await self._send_as(network, event.sender, own, intent, "delete", target.room_mxid,
-                            lambda i: i.redact(target.room_mxid, target.mxid,
-                                               timestamp=event.timestamp_ms))
+        redaction_id, intent = await self._send_as(
+            network, event.sender, own, intent, "delete", target.room_mxid,
+            lambda i: i.redact(target.room_mxid, target.mxid, timestamp=event.timestamp_ms))
+        await self.archive.capture(Captured.of_remote(
+            network, event, target.room_mxid, redaction_id, intent.mxid,
+            target_event_id=target.mxid))
         await self.storage.messages.delete(target.mxid)
 
     def _remote_author(self, network: str, event: RemoteEdit | RemoteRedaction,
@@ -260,11 +267,13 @@ class Router:
             network, event.sender, own, intent, "react", target.room_mxid,
             lambda i: i.react(target.room_mxid, target.mxid, event.key,
                               timestamp=event.timestamp_ms,
-                              txn_id=_txn_id(network, event.room, event.reaction_id)))
+                              txn_id=txn_id(network, event.room, event.reaction_id)))
         portal = await self.portals.get(network, event.room.remote_id)
         assert portal is not None  # the target message lives in it
         await self._remember(network, event.room, event.reaction_id, MessageKind.REACTION,
                              event_id, portal, intent.mxid)
+        await self.archive.capture(Captured.of_remote(network, event, portal.mxid, event_id,
+                                                      intent.mxid, target_event_id=target.mxid))
 
     async def _remote_signal(self, network: str, event: RemoteTyping | RemoteRead) -> None:
         portal = await self.portals.get(network, event.room.remote_id)
@@ -373,18 +382,22 @@ class Router:
                 return
             token, prefix, persona_id = await self._acting_as(
                 connector, evt.sender, portal, Action.EDIT, await self.agent_of(evt.event_id))
-            await self._deliver(portal, SendKind.EDIT, connector.deliver(MatrixEdit(
+            sent = await self._deliver(portal, SendKind.EDIT, connector.deliver(MatrixEdit(
                 room=room, sender_mxid=evt.sender, event_id=evt.event_id,
                 target_id=target.remote_id, text=prefix + content.body,
                 html=(prefix + content.formatted_body) if content.formatted_body else None,
                 authorization=token,
             )), persona_id)
+            await self.archive.capture(Captured.of_matrix(
+                CaptureKind.EDIT, portal.network, portal.remote_id, evt,
+                sent.remote_id if sent else None, target, text=content.body,
+                html=content.formatted_body))
             return
         reply_to = thread_root = None
         if content.get_thread_parent():
             root = await self.storage.messages.get_by_mxid(content.get_thread_parent())
             thread_root = root.remote_id if root else None
-        if content.get_reply_to() and (not thread_root or not _is_thread_fallback(content)):
+        if content.get_reply_to() and (not thread_root or not is_thread_fallback(content)):
             target = await self.storage.messages.get_by_mxid(content.get_reply_to())
             reply_to = _referenced(target) if target else None
         if attachment is None:
@@ -415,6 +428,10 @@ class Router:
             assert result is not None  # a sent message always gets a remote id
             await self._remember(portal.network, room, result.remote_id, MessageKind.MESSAGE,
                                  evt.event_id, portal, evt.sender, result.room_ref)
+            await self.archive.capture(Captured.of_matrix(
+                CaptureKind.MESSAGE, portal.network, portal.remote_id, evt, result.remote_id,
+                room_ref=result.room_ref, text=content.body, html=formatted,
+                attachment=attachment, reply_to=reply_to, thread_root=thread_root))
         if persona_id:
             await first_sends.mark_sent(persona_id, portal.remote_id)
 
@@ -438,6 +455,9 @@ class Router:
             assert result is not None
             await self._remember(portal.network, room, result.remote_id, MessageKind.REACTION,
                                  evt.event_id, portal, evt.sender)
+            await self.archive.capture(Captured.of_matrix(
+                CaptureKind.REACTION, portal.network, portal.remote_id, evt, result.remote_id,
+                target, key=relation.key))
 
     async def handle_matrix_redaction(self, portal: Portal, evt: RedactionEvent) -> None:
         target = await self.storage.messages.get_by_mxid(evt.redacts)
@@ -449,7 +469,7 @@ class Router:
             # delete there, and the bridge must not delete as the moderator's account.
             log.info("Redaction %s by %s of %s's %s stays in Matrix", evt.event_id,
                      evt.sender, target.sender_mxid, target.mxid)
-            await self.storage.messages.delete(target.mxid)
+            await self._deleted(portal, evt, target)
             return
         connector, room = self._connector(portal), RemoteRoom(portal.remote_id, portal.name)
         token, _, persona_id = await self._acting_as(connector, evt.sender, portal,
@@ -461,6 +481,11 @@ class Router:
             target_is_reaction=target.kind == MessageKind.REACTION,
             reason=evt.content.reason, authorization=token,
         )), persona_id)
+        await self._deleted(portal, evt, target)
+
+    async def _deleted(self, portal: Portal, evt: RedactionEvent, target: MessageRow) -> None:
+        await self.archive.capture(Captured.of_matrix(
+            CaptureKind.DELETION, portal.network, portal.remote_id, evt, None, target))
         await self.storage.messages.delete(target.mxid)
 
     async def _acting(self, connector: Connector, sender: str, portal: Portal,
@@ -555,37 +580,5 @@ def _referenced(target: MessageRow) -> str:
     return target.room_ref or target.remote_id
 
 
-async def _media_content(intent: IntentAPI, attachment: Attachment
-                         ) -> MediaMessageEventContent:
-    url = await intent.upload_media(attachment.data, mime_type=attachment.mimetype,
-                                    filename=attachment.name, size=len(attachment.data))
-    kind = MessageType.IMAGE if attachment.mimetype.startswith("image/") else MessageType.FILE
-    return MediaMessageEventContent(
-        msgtype=kind, body=attachment.name, url=url,
-        info=FileInfo(mimetype=attachment.mimetype, size=len(attachment.data)))
-
-
-def _text_content(text: str, html: str | None) -> TextMessageEventContent:
-    content = TextMessageEventContent(msgtype=MessageType.TEXT, body=text)
-    if html:
-        content.format = Format.HTML
-        content.formatted_body = html
-    return content
-
-
-def _txn_id(network: str, room: RemoteRoom, remote_id: str) -> str:
-    """A transaction id fixed by the remote id: if a crash makes us send again, the homeserver
-    recognises the retry and does not post the message twice."""
-    digest = hashlib.sha256(f"{network}\0{room.remote_id}\0{remote_id}".encode()).hexdigest()
-    return f"rf-{digest[:32]}"
-
-
 def _user(mxid: str | None) -> UserID | None:
     return UserID(mxid) if mxid else None
-
-
-def _is_thread_fallback(content: MessageEventContent) -> bool:
-    """In a thread, clients set a reply to the latest thread message only as a fallback for
-    clients without threads; it is not a real reply."""
-    relates = content.relates_to
-    return bool(relates and relates.in_reply_to and getattr(relates, "is_falling_back", False))

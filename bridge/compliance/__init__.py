@@ -1,0 +1,1 @@
+"""Compliance: legal holds, the sealed archive of held messages, and verifiable exports."""
