@@ -55,11 +55,12 @@ from .security.setup import Security, open_security
 from .web.link_routes import LinkCallbackRoutes, callback_path, start_path
 from .web.provisioning import ProvisioningApi
 from .web.requests import RequestGuard
-from .web.setup import WebServices, build_web, register_web_routes
+from .web.setup import WebServices, build_web, register_portal, register_web_routes
 
 log = logging.getLogger("relayforge")
 
 
+from .web.portal import Portal
 async def homeserver_has_user(intent: IntentAPI, mxid: str) -> bool | None:
     """Whether a user of our own homeserver exists (its profile is found); None when the
     homeserver did not say."""
@@ -105,6 +106,7 @@ class Bridge:
         self.linking: Linking | None = None
         self.rules: MappingRules | None = None
         self._activation: asyncio.Task | None = None
+        self.portal: Portal | None = None  # the account portal's pages
         self.delivery: Delivery | None = None
         self._link_callbacks = LinkCallbackRoutes()
         self._metrics_listener: MetricsListener | None = None
@@ -197,6 +199,7 @@ class Bridge:
         az.matrix_event_handler(self._on_matrix_event)
         await az.start(cfg["appservice.hostname"], cfg["appservice.port"])
         log.info("Listening for the homeserver on %s:%s", cfg["appservice.hostname"],
+        self.portal = register_portal(az.app, self.web, cfg)
                  cfg["appservice.port"])
         return az
 
@@ -289,6 +292,8 @@ class Bridge:
                                   self.web_url, self.web.signin.undo_provider_added,
                                   self.web.limits.merge_confirm)
         self._wire_security()
+        if self.portal is not None:
+            self.portal.attach(self.linking, self.rules, self.capabilities)
         NetworkCommands(self.bot, self.storage, self.accounts, self.linking, self.rules,
                         portals, audit, self.delivery).register()
 

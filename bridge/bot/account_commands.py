@@ -6,6 +6,7 @@ import secrets
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+from .. import words
 from ..audit import AuditEvent, AuditLog
 from ..db import Storage
 from ..identity.accounts import Accounts, AccountView
@@ -47,7 +48,7 @@ def describe(view: AccountView) -> str:
                        if persona.last_refresh else "")
             picture = f", picture {persona.avatar_hash}" if persona.avatar_hash else ""
             lines.append(f"    {persona.platform}:{persona.external_user_id} ({name}) - "
-                         f"{persona.status.value}{checked}{picture}")
+                         f"{words.status_words(persona.status.value)}{checked}{picture}")
     return "\n".join(lines)
 
 
@@ -81,14 +82,13 @@ def register_account_commands(registry: CommandRegistry, storage: Storage, accou
         verb, rest = ctx.args[0].lower(), ctx.args[1:]
         if verb == "create" and len(rest) == 1:
             created = await _refuse(accounts.create_profile(mine.id, rest[0], actor=ctx.sender))
-            await ctx.reply(f'Created the profile "{created.name}"; you are invited to its '
-                            "space.")
+            await ctx.reply(words.profile_created(created.name))
         elif verb == "rename" and len(rest) == 2:
             await _refuse(accounts.rename_profile(mine.id, rest[0], rest[1], actor=ctx.sender))
-            await ctx.reply(f'Renamed "{rest[0]}" to "{rest[1]}".')
+            await ctx.reply(words.profile_renamed(rest[0], rest[1]))
         elif verb == "delete" and len(rest) == 1:
             await _refuse(accounts.delete_profile(mine.id, rest[0], actor=ctx.sender))
-            await ctx.reply(f'Deleted the profile "{rest[0]}".')
+            await ctx.reply(words.profile_deleted(rest[0]))
         else:
             raise CommandError(usage)
 
@@ -97,8 +97,7 @@ def register_account_commands(registry: CommandRegistry, storage: Storage, accou
             raise CommandError("Usage: unlink PLATFORM:ID (see \"account\")")
         mine = await accounts.for_matrix_user(ctx.sender)
         persona = await _refuse(accounts.unlink_persona(mine.id, ctx.args[0], actor=ctx.sender))
-        await ctx.reply(f"Unlinked {persona.platform}:{persona.external_user_id}; its "
-                        "credentials were destroyed.")
+        await ctx.reply(words.unlinked(persona.platform, persona.external_user_id))
 
     async def login_link(ctx: CommandContext) -> None:
         mine = await accounts.for_matrix_user(ctx.sender)
@@ -157,7 +156,7 @@ def register_account_commands(registry: CommandRegistry, storage: Storage, accou
                          account))
     registry.add(Command("profile", SECTION, "Create, rename or delete a profile", profile,
                          usage="create|rename|delete NAME"))
-    registry.add(Command("unlink", SECTION, "Unlink an account and destroy its credentials",
+    registry.add(Command("unlink", SECTION, words.PERSONA_ACTIONS["unlink"],
                          unlink, usage="PLATFORM:ID"))
     registry.add(Command("login-link", SECTION, "Get a one-time link to sign in on the web",
                          login_link))

@@ -8,6 +8,7 @@ import time
 from mautrix.errors import MatrixError
 from mautrix.types import Event, EventID, MessageEvent, RoomID, UserID
 
+from .. import words
 from ..audit import AuditEvent, AuditLog
 from ..config import known_networks
 from ..core.delivery import Delivery
@@ -76,8 +77,7 @@ class NetworkCommands:
         add(Command("link", SECTION, "Link your account on a network (proof of ownership)",
                     self.link, usage="NETWORK [ADDRESS] [--profile NAME]",
                     level=ACTION_LEVELS["link"]))
-        add(Command("relink", SECTION, "Prove a linked account again (after its access was "
-                    "revoked); what waited for it is then sent", self.relink,
+        add(Command("relink", SECTION, words.PERSONA_ACTIONS["relink"], self.relink,
                     usage="PLATFORM:ID", level=ACTION_LEVELS["link"]))
         add(Command("retry", SECTION, "Send again what could not be delivered", self.retry))
         add(Command("personas", SECTION, "List your linked accounts and their status",
@@ -90,10 +90,9 @@ class NetworkCommands:
                     level=ACTION_LEVELS["rules"]))
         add(Command("unmap", SECTION, "Remove a mapping rule", self.unmap, usage="RULE",
                     level=ACTION_LEVELS["rules"]))
-        for action, summary in (("pause", "Stop a linked account at once (keeps it linked)"),
-                                ("resume", "Start a paused account again"),
-                                ("revoke", "Stop an account and destroy its credentials")):
-            add(Command(action, SECTION, summary, self._state_command(action),
+        for action in ("pause", "resume", "revoke"):
+            add(Command(action, SECTION, words.PERSONA_ACTIONS[action],
+                        self._state_command(action),
                         usage="PLATFORM:ID", level=ACTION_LEVELS["personas"]))
         add(Command("confirm-first", SECTION, "Ask before your first message into each "
                     "remote room", self.confirm_first, usage="on|off [--profile NAME]"))
@@ -243,8 +242,8 @@ class NetworkCommands:
                                                                 action, actor=ctx.sender)
             except IdentityError as e:
                 raise CommandError(str(e)) from e
-            await ctx.reply(f"{persona.platform}:{persona.external_user_id} is now "
-                            f"{persona.status.value}.")
+            await ctx.reply(words.persona_now(persona.platform, persona.external_user_id,
+                                              persona.status.value))
 
         return run
 
@@ -321,14 +320,10 @@ class NetworkCommands:
                 relay=bool(options.get("relay")))
         except RuleRefused as e:
             raise CommandError(str(e)) from e
-        if "*" in rule.remote:
-            await ctx.reply(f"Rooms matching {rule.remote} on {rule.network} will be mapped "
-                            f"into {profile} when you are invited to them. Rule {rule.id}.")
-            return
-        portal = await self.storage.portals.get(rule.network, rule.remote)
-        where = portal.mxid if portal else "its room"
-        await ctx.reply(f"Mapped {rule.network} {rule.remote} into {profile} ({where}). "
-                        f"Rule {rule.id}.")
+        portal = None if "*" in rule.remote else await self.storage.portals.get(
+            rule.network, rule.remote)
+        await ctx.reply(words.rule_mapped(rule.network, rule.remote, profile,
+                                          portal.mxid if portal else "its room", rule.id))
 
     async def list_rules(self, ctx: CommandContext) -> None:
         account = await self.accounts.for_matrix_user(ctx.sender)
@@ -347,7 +342,7 @@ class NetworkCommands:
             rule = await self.rules.remove(account.id, ctx.args[0], ctx.sender)
         except RuleRefused as e:
             raise CommandError(str(e)) from e
-        await ctx.reply(f"Removed the rule for {rule.network} {rule.remote}.")
+        await ctx.reply(words.rule_removed(rule.network, rule.remote))
 
 
 def _network_off(network: str, level: Level, running: list[str]) -> str:

@@ -41,6 +41,12 @@ class Purpose(StrEnum):
     SIGN_IN = "signin"  # who are you?
     LINK = "link"  # from the account choice page: sign in to the account to link to
     MERGE = "merge"  # from settings: sign in to the other account, to merge it into this one
+    ADD = "add"  # from the portal: another way to sign in to the account signed in here
+
+
+# Purposes whose state is signed for the account signed in when the flow started: the
+# answer must come back to that same account.
+_FOR_ACCOUNT = (Purpose.MERGE, Purpose.ADD)
 
 
 class Outcome(StrEnum):
@@ -137,7 +143,7 @@ class SignIn:
             expired = int(expires) < time.time()
         except ValueError:
             return None
-        signed_for = account_id if purpose == Purpose.MERGE else None
+        signed_for = account_id if purpose in _FOR_ACCOUNT else None
         expected = self._state_mac(provider_id, browser, signed_for, body)
         if expired or not hmac.compare_digest(mac.encode(), expected.encode()):
             return None
@@ -147,7 +153,7 @@ class SignIn:
                     account_id: str | None = None) -> str:
         provider = self.provider(provider_id)
         body = f"{purpose.value}.{int(time.time()) + STATE_TTL}.{secrets.token_urlsafe(16)}"
-        signed_for = account_id if purpose == Purpose.MERGE else None
+        signed_for = account_id if purpose in _FOR_ACCOUNT else None
         state = f"{body}.{self._state_mac(provider_id, browser, signed_for, body)}"
         verifier = self._derive("pkce", state) if await provider.uses_pkce() else None
         return await provider.authorization_url(state, verifier, self._derive("nonce", state))
@@ -195,7 +201,31 @@ class SignIn:
                 "merge_session", HANDOFF_TTL, account_id=known.account_id, browser=browser)
             return CallbackResult(Outcome.MERGE_SESSION, name, identity, handoff,
                                   known.account_id)
+        if purpose == Purpose.ADD:
+            return await self._add_method(provider, identity, known, browser, account_id)
         return await self._sign_in(provider, identity, known, browser)
+
+    async def _add_method(self, provider: SignInProvider, identity: VerifiedIdentity,
+                          known: LoginIdentity | None, browser: str, account_id: str | None
+                          ) -> CallbackResult:
+        """Another sign-in method for the signed-in account (proven just now at the
+        provider); one that belongs to another account is refused (merging is its own
+        flow, from settings)."""
+        name = provider.config.name
+        if account_id is None:
+            raise FlowRefused("your session ended: sign in again", 403)
+        if known is not None:
+            raise FlowRefused(f"this {name} sign-in is already a way to sign in to "
+                              + ("this account" if known.account_id == account_id else
+                                 "another RelayForge account; merge that account from the "
+                                 "settings instead"))
+        trusted = provider.config.trust_email and identity.email_verified and bool(
+            identity.email)
+        if not await self._add_identity(account_id, identity, trusted, "added",
+                                        actor=account_id):
+            raise FlowRefused("that sign-in was linked to an account meanwhile")
+        session = await self.new_session(account_id, browser)
+        return CallbackResult(Outcome.PROVIDER_ADDED, name, identity, session, account_id)
 
     async def _sign_in(self, provider: SignInProvider, identity: VerifiedIdentity,
                        known: LoginIdentity | None, browser: str) -> CallbackResult:

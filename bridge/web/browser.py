@@ -20,7 +20,7 @@ BROWSER_COOKIE = "rf_browser"
 SESSION_COOKIE = "rf_session"
 PENDING_COOKIE = "rf_pending"
 BROWSER = web.RequestKey("browser", str)
-_WEB_PREFIXES = ("/oauth/", "/auth/", "/account/", "/api/account/", "/admin/", "/link/")
+_WEB_PREFIXES = ("/oauth/", "/auth/", "/account", "/api/account/", "/admin/", "/link/")
 
 
 class BrowserBinding:
@@ -40,7 +40,7 @@ class BrowserBinding:
     async def middleware(self, request: web.Request,
                          handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
                          ) -> web.StreamResponse:
-        if not request.path.startswith(_WEB_PREFIXES):
+        if not request.path.startswith(_WEB_PREFIXES) and request.path != "/":
             return await handler(request)
         raw = request.cookies.get(BROWSER_COOKIE)
         fresh = raw is None or len(raw) < 32

@@ -6,28 +6,12 @@ from html import escape
 
 import attrs
 
-STYLE = """
-body{font-family:system-ui,sans-serif;max-width:40rem;margin:2rem auto;padding:0 1rem;
-color:#1d1d1f;line-height:1.5}
-h1{font-size:1.5rem}.card{border:1px solid #ddd;border-radius:.5rem;padding:1rem;margin:1rem 0}
-button,.button{font:inherit;padding:.5rem 1rem;margin:.25rem .25rem .25rem 0;border-radius:.4rem;
-border:1px solid #0b57d0;background:#0b57d0;color:#fff;cursor:pointer;text-decoration:none;
-display:inline-block}.secondary{background:#fff;color:#0b57d0}.ok{color:#137333}
-.error{color:#b3261e}table{border-collapse:collapse}td,th{padding:.2rem .6rem;text-align:left;
-border-bottom:1px solid #eee}.sign-out{float:right}
-"""
+from .portal_look import error_page as styled_error
+from .portal_look import hidden, layout
 
 
 def page(title: str, body: str) -> str:
-    return (f'<!doctype html><html lang="en"><head><meta charset="utf-8">'
-            f'<meta name="viewport" content="width=device-width, initial-scale=1">'
-            f"<title>{escape(title)} - RelayForge</title><style>{STYLE}</style></head>"
-            f"<body><main>{body}</main></body></html>")
-
-
-def hidden(**fields: str) -> str:
-    return "".join(f'<input type="hidden" name="{escape(k)}" value="{escape(v)}">'
-                   for k, v in fields.items())
+    return layout(title, body)
 
 
 def sign_out_form(csrf: str) -> str:
@@ -204,7 +188,5 @@ def merged_page(credits: int, providers: list[str], csrf: str) -> str:
 <p><a class="button" href="/account/settings">Account settings</a></p>""")
 
 
-def error_page(message: str, status_title: str = "That did not work") -> str:
-    return page(status_title, f'<h1 class="error">{escape(status_title)}</h1>'
-                f"<p>{escape(message)}</p>"
-                '<p><a class="button" href="/auth/sign-in">Start again</a></p>')
+def error_page(message: str, status_title: str | None = None, status: int = 400) -> str:
+    return styled_error(message, status, status_title)

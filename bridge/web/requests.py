@@ -37,7 +37,9 @@ MAX_DEPTH = 16
 # The forms are a handful of fields; a body of thousands is not a browser's.
 MAX_FORM_FIELDS = 50
 # Pages a browser shows: their refusals are the styled error page, unless JSON is asked for.
-PAGE_PREFIXES = ("/auth/", "/oauth/", "/link/", "/account/", "/admin/")
+PAGE_PREFIXES = ("/auth/", "/oauth/", "/link/", "/account", "/admin/")
+# Machine clients' paths: JSON refusals whatever the Accept header says.
+_API_PREFIXES = ("/_matrix/", "/api/", "/mcp", "/.well-known/", "/metrics")
 _UTF8_NAMES = ("utf-8", "utf8")
 _STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
 _BRACKET = re.compile(r"[\[\]{}]")
@@ -180,19 +182,21 @@ async def json_or_form(request: web.Request) -> tuple[dict[str, Any], bool]:
 
 
 def wants_page(request: web.Request) -> bool:
-    """Whether a refusal is shown as a page (a browser's request) rather than JSON."""
-    if not request.path.startswith(PAGE_PREFIXES):
+    """Whether a refusal is shown as a page (a browser's request) rather than JSON: on the
+    pages' paths, and anywhere but the APIs for a browser that asks for HTML."""
+    accept = request.headers.get("Accept", "")
+    if "application/json" in accept or request.content_type == JSON:
         return False
-    return "application/json" not in request.headers.get("Accept", "") and (
-        request.content_type != JSON)
+    if request.path.startswith(PAGE_PREFIXES) or request.path == "/":
+        return True
+    return "text/html" in accept and not request.path.startswith(_API_PREFIXES)
 
 
 def refusal(request: web.Request, status: int, errcode: str, message: str,
             headers: dict[str, str] | None = None) -> web.Response:
     """A refusal as this request's client reads it: the styled page, or Matrix-style JSON."""
     if wants_page(request):
-        title = "That did not work" if status < 500 else "Something went wrong"
-        return web.Response(text=pages.error_page(message, title), status=status,
+        return web.Response(text=pages.error_page(message, status=status), status=status,
                             content_type="text/html", charset="utf-8", headers=headers)
     body: dict[str, Any] = {"errcode": errcode, "error": message}
     if request.path.startswith("/api/"):

@@ -25,6 +25,7 @@ from .browser import BrowserBinding
 from .limits import WebLimits
 from .provisioning import ProvisioningApi
 from .signin_routes import SignInRoutes
+from .portal import Portal
 
 
 @attrs.define
@@ -92,3 +93,10 @@ def register_web_routes(app: web.Application, services: WebServices, config: Con
                           services.session_networks, Permissions(config["bridge.permissions"]))
     api.register(app)
     return api
+
+
+def register_portal(app: web.Application, services: WebServices, config: Config) -> Portal:
+    """The account portal's pages; linking, rules and capabilities are attached later."""
+    portal = Portal.build(services, Permissions(config["bridge.permissions"]))
+    portal.register(app)
+    return portal

@@ -99,7 +99,7 @@ class SignInRoutes:
         status = status or error.status
         if wants_json(request):
             return web.json_response({"success": False, "error": str(error)}, status=status)
-        return html(pages.error_page(str(error)), status=status)
+        return html(pages.error_page(str(error), status=status), status=status)
 
     def _signed_in(self, response: web.StreamResponse, session_id: str) -> None:
         response.set_cookie(SESSION_COOKIE, session_id, **self.binding.cookie_args(12 * 3600))
@@ -121,7 +121,7 @@ class SignInRoutes:
         except ValueError:
             return self._refused(request, FlowRefused("unknown purpose"))
         account = None
-        if purpose == Purpose.MERGE:
+        if purpose in (Purpose.MERGE, Purpose.ADD):
             account = await self._account(request)
             if account is None:
                 return self._refused(request, FlowRefused("sign in first"), 401)

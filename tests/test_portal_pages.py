@@ -1,0 +1,150 @@
+"""The account portal without a real browser (aiohttp with its own cookies): forms without
+this browser's token are refused, another person's ids are not found (the same answer as an
+id that never existed), the last sign-in method stays, adding one proves it at the provider,
+and every refusal a browser gets is the styled page with a way back."""
+
+from __future__ import annotations
+
+import re
+from html import unescape
+
+import aiohttp
+
+import pytest
+
+from .support.oidc import person, sign_in_at_provider
+from .support.web import Browser
+
+
+@pytest.fixture
+async def portal_bridge(start_bridge, oidc_providers):
+    """The two test providers; people signed in with them alone may use the bridge ("*")."""
+    idp, corp = oidc_providers["idp"], oidc_providers["corp"]
+    generous = {"burst": 100000, "per_minute": 100000}
+    return await start_bridge(permissions={"*": "user"}, identity={"providers": [
+        idp.provider_config(trust_email=True, name="Google"),
+        corp.provider_config(trust_email=True, name="GitHub"),
+    ]}, extra={"security": {"rate_limits": {"web": generous}}})
+
+
+async def web_account(web: Browser, provider: str, login: str) -> str:
+    """A new RelayForge account signed in in this browser; its account id."""
+    status, body = await web.sign_in(provider, login)
+    assert status == 200 and body["type"] == "pending_choice", body
+    status, page = await web.create_account(body["pendingSessionId"])
+    assert status == 200, page
+    status, home = await web.get("/account")
+    assert status == 200 and "Your account" in home
+    return re.search(r'account\s*<span class="mono">([^<]+)</span>', home).group(1)
+
+
+def message(page: str) -> str:
+    found = re.search(r'<p id="error-message">([^<]*)</p>', page)
+    assert found, page
+    return unescape(found.group(1))
+
+
+async def test_csrf_foreign_ids_and_styled_refusals(portal_bridge, browser):
+    bridge = portal_bridge
+    alice, bob = browser(), browser()
+    alice_id = await web_account(alice, "idp", person("pa"))
+    bob_id = await web_account(bob, "idp", person("pb"))
+    alice_profiles = await bridge.storage.profiles.for_account(alice_id)
+    bob_profiles = await bridge.storage.profiles.for_account(bob_id)
+    bob_persona = await bridge.accounts.add_persona(
+        bob_id, bob_profiles[0].name, platform="loopback", external_user_id="bob-remote",
+        display_name="Bob", scopes=[], actor=bob_id)
+
+    # `/` is the portal when signed in, the sign-in page otherwise.
+    async with alice.http.get(f"{alice.bridge_url}/", allow_redirects=False) as r:
+        assert r.status == 303 and r.headers["Location"] == "/account"
+    async with aiohttp.ClientSession() as anonymous, anonymous.get(
+            f"{alice.bridge_url}/", allow_redirects=False) as r:
+        assert r.status == 303 and r.headers["Location"] == "/auth/sign-in"
+
+    # A form without this browser's token, or with another browser's, changes nothing.
+    status, page = await alice.post_form("/account/profiles", {"name": "Hobby"})
+    assert status == 403 and "expired or was not sent from this browser" in message(page)
+    assert 'id="back" href="/"' in page and "<style>" in page
+    bobs_token = await bob.csrf("/account")
+    status, page = await alice.post_form("/account/profiles",
+                                         {"name": "Hobby", "csrf": bobs_token})
+    assert status == 403
+    assert [p.name for p in await bridge.storage.profiles.for_account(alice_id)] == [
+        p.name for p in alice_profiles]
+    # With its own token it works, and the next page says so in the bot's words.
+    token = await alice.csrf("/account")
+    status, page = await alice.post_form("/account/profiles", {"name": "Hobby",
+                                                               "csrf": token})
+    assert status == 200
+    assert 'Created the profile "Hobby"; you are invited to its space.' in unescape(page)
+    # Bad input: the identity layer's refusal, as the bot words it.
+    status, page = await alice.post_form("/account/profiles", {"name": "x" * 300,
+                                                               "csrf": token})
+    assert status == 400 and "A profile name must be" in message(page)
+
+    # Another person's profile and linked account: the same 404 as ids that never existed.
+    for path in (f"/account/profiles/{bob_profiles[0].id}/delete",
+                 f"/account/personas/{bob_persona.id}/pause",
+                 f"/account/personas/{bob_persona.id}/unlink"):
+        made_up = re.sub(r"(prof|per)_[A-Za-z0-9_-]+", r"\1_doesnotexist", path)
+        status, page = await alice.get(path)
+        status2, page2 = await alice.get(made_up)
+        assert status == status2 == 404 and message(page) == message(page2)
+        status, page = await alice.post_form(path, {"csrf": token})
+        assert status == 404 and message(page) == message(page2)
+    status, page = await alice.post_form(f"/account/profiles/{bob_profiles[0].id}/rename",
+                                         {"name": "Taken", "csrf": token})
+    assert status == 404
+    assert (await bridge.storage.personas.get(bob_persona.id)).status.value == "active"
+    assert {p.name for p in await bridge.storage.profiles.for_account(bob_id)} == {
+        p.name for p in bob_profiles}
+    # Bob's own page is unaffected and lists his account.
+    status, page = await bob.get("/account")
+    assert "bob-remote" in page and f'id="status-{bob_persona.id}">active' in page
+
+    # Unknown pages and methods are styled pages too; API clients still get JSON.
+    status, page = await alice.get("/account/nothing-here")
+    assert status == 404 and 'id="back"' in page
+    async with alice.http.put(f"{alice.bridge_url}/account") as r:
+        assert r.status == 405 and 'id="back"' in await r.text()
+    async with alice.http.get(f"{alice.bridge_url}/account/nothing-here",
+                              headers={"Accept": "application/json"}) as r:
+        assert r.status == 404 and (await r.json())["errcode"] == "M_UNRECOGNIZED"
+
+
+async def test_sign_in_methods_add_and_never_the_last(portal_bridge, browser):
+    bridge = portal_bridge
+    web = browser()
+    account = await web_account(web, "idp", person("pm"))
+    status, page = await web.get("/account/sign-in-methods")
+    assert status == 200 and "Google" in page and "Your only way to sign in" in page
+    (identity,) = await bridge.storage.identities.for_account(account)
+    from bridge.web.portal_account import method_id
+
+    mid = method_id(identity)
+    token = await web.csrf("/account/sign-in-methods")
+    status, page = await web.post_form(f"/account/sign-in-methods/{mid}/remove",
+                                       {"csrf": token})
+    assert status == 400 and "last way to sign in" in message(page)
+    assert len(await bridge.storage.identities.for_account(account)) == 1
+
+    # Add GitHub: proven at the provider, back on the methods page, now removable.
+    async with web.http.get(f"{web.bridge_url}/account/sign-in-methods/add/corp",
+                            allow_redirects=False) as r:
+        assert r.status == 303 and r.headers["Location"] == "/oauth/corp/start?purpose=add"
+    start = await web.provider_redirect("corp", "add")
+    callback = await sign_in_at_provider(web.http, start, person("pm-gh"), web.bridge_url)
+    async with web.http.get(callback) as r:
+        page = await r.text()
+        assert r.status == 200 and r.url.path == "/account/sign-in-methods", page
+    assert "GitHub" in page and "Your only way to sign in" not in page
+    status, page = await web.post_form(f"/account/sign-in-methods/{mid}/remove",
+                                       {"csrf": token})
+    assert status == 200 and "Removed Google as a way to sign in" in page
+    remaining = await bridge.storage.identities.for_account(account)
+    assert [i.provider_id for i in remaining] == ["corp"]
+    # GitHub is now the last one.
+    status, page = await web.post_form(
+        f"/account/sign-in-methods/{method_id(remaining[0])}/remove", {"csrf": token})
+    assert status == 400 and "last way to sign in" in message(page)
