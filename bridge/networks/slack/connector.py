@@ -36,11 +36,13 @@ from ..base import (
     SendResult,
     Unsupported,
 )
+from ..history import HistoryCursor, HistoryNotReadable, HistoryPage
 from ..login import LoginFailed
 from ..seen import SeenIds
 from .emoji import unicode_to_shortcode
 from .events import SlackEvents
 from .formatting import matrix_to_mrkdwn
+from .history import SlackHistory
 from .oauth import SlackOAuth, describe
 from .session import SlackSession
 
@@ -67,6 +69,7 @@ class SlackConnector(OAuthConnector):
         self.interval = float(settings.get("min_send_interval_seconds", 1.0))
         self.sessions: dict[str, SlackSession] = {}
         self.events = SlackEvents(self)
+        self.history = SlackHistory(self, self.events)
         self._socket: SocketModeClient | None = None
         self._signatures = (SignatureVerifier(settings["signing_secret"])
                             if settings.get("signing_secret") else None)
@@ -193,7 +196,7 @@ class SlackConnector(OAuthConnector):
     async def join(self, persona_id: str, remote_room_id: str,
                    since_ms: int | None = None) -> RemoteRoom:
         """`TEAM/#name` or `TEAM/CHANNEL`: the channel is joined if public and not yet a
-        member, and what was said since `since_ms` is caught up."""
+        member (`since_ms` is not used: the core catches up through `fetch_history`)."""
         session = self.session_for(persona_id)
         team, _, wanted = remote_room_id.partition("/")
         if team != session.team:
@@ -206,10 +209,19 @@ class SlackConnector(OAuthConnector):
                 "is_mpim"):
             await self.call(session, "conversations.join", channel=channel["id"])
         session.mapped.add(channel["id"])
-        room = await self.events.room(session, channel["id"])
-        if since_ms:
-            await self.events.catch_up(session, channel["id"], since_ms)
-        return room
+        # What was said while the bridge was away comes through the core's backfill
+        # (`fetch_history`), like a new portal's history.
+        return await self.events.room(session, channel["id"])
+
+    async def fetch_history(self, persona_id: str, room: RemoteRoom, *,
+                            after: HistoryCursor | None, not_before_ms: int | None,
+                            limit: int) -> HistoryPage:
+        """The channel's past as the person (networks/history.py)."""
+        session = self.sessions.get(persona_id)
+        if session is None or not room.remote_id.startswith(f"{session.team}/"):
+            raise HistoryNotReadable(f"no open Slack session of {persona_id} in that workspace")
+        return await self.history.page(session, room, after=after,
+                                       not_before_ms=not_before_ms, limit=limit)
 
     async def _find_channel(self, session: SlackSession, wanted: str) -> dict | None:
         name = wanted.removeprefix("#")

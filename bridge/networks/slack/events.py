@@ -28,7 +28,7 @@ from .session import SlackSession
 log = logging.getLogger("relayforge.slack.events")
 _MENTION = re.compile(r"<@([UW][A-Z0-9]+)(?:\|[^>]*)?>")
 # Plain messages and the kinds that are messages too; joins, topic changes etc. are not.
-_MESSAGE_SUBTYPES = (None, "thread_broadcast", "file_share", "me_message")
+MESSAGE_SUBTYPES = (None, "thread_broadcast", "file_share", "me_message")
 
 
 class SlackLink(Protocol):
@@ -200,7 +200,7 @@ class SlackEvents:
                 room=await self.room(session, channel),
                 sender=await self.user(session, team, previous.get("user") or session.user),
                 receiver=session.owner, persona_id=session.persona_id, target_id=ts))
-        elif subtype in _MESSAGE_SUBTYPES and event.get("user"):
+        elif subtype in MESSAGE_SUBTYPES and event.get("user"):
             await self.new_message(session, team, channel, event)
 
     async def _edited(self, session: SlackSession, team: str, channel: str,
@@ -221,11 +221,20 @@ class SlackEvents:
 
     async def new_message(self, session: SlackSession, team: str, channel: str,
                           event: dict[str, Any]) -> None:
+        files = event.get("files") or []
+        if await self._is_echo(session, team, event["user"], channel, event["ts"],
+                               *(f.get("id", "") for f in files)):
+            return
+        for remote in await self.message_events(session, team, channel, event):
+            await self._emit(remote)
+
+    async def message_events(self, session: SlackSession, team: str, channel: str,
+                             event: dict[str, Any]) -> list[RemoteEvent]:
+        """A Slack message as the neutral events it is (its text, then each file), for the
+        live path and for history alike."""
         ts, user = event["ts"], event["user"]
         files = event.get("files") or []
-        if await self._is_echo(session, team, user, channel, ts, *(f.get("id", "")
-                                                                    for f in files)):
-            return
+        out: list[RemoteEvent] = []
         room = await self.room(session, channel)
         sender = await self.user(session, team, user)
         thread = event.get("thread_ts")
@@ -236,7 +245,7 @@ class SlackEvents:
         text = event.get("text") or ""
         if text:
             formatted = await self._format(session, team, text)
-            await self._emit(RemoteMessage(
+            out.append(RemoteMessage(
                 **common, message_id=ts, text=formatted.body, html=formatted.html,
                 mentions=tuple(formatted.mentioned_user_ids),
                 mentions_room=formatted.mentions_room))
@@ -251,13 +260,14 @@ class SlackEvents:
             except MediaRefused as e:
                 # The file's name still arrives, and the room is told why the file did not.
                 log.warning("Slack file %s in %s not bridged: %s", file.get("id"), channel, e)
-                await self._emit(RemoteMessage(**common, message_id=message_id, text=name,
-                                               file_refused=e.notice(name)))
+                out.append(RemoteMessage(**common, message_id=message_id, text=name,
+                                         file_refused=e.notice(name)))
                 continue
-            await self._emit(RemoteMessage(
+            out.append(RemoteMessage(
                 **common, message_id=message_id, text=name,
                 attachment=Attachment(name, file.get("mimetype") or fetched.mimetype,
                                       fetched.data)))
+        return out
 
     async def _reaction(self, session: SlackSession, team: str, event: dict[str, Any]) -> None:
         item = event.get("item") or {}
@@ -280,12 +290,3 @@ class SlackEvents:
             await self._emit(RemoteRedaction(room=room, sender=sender, receiver=session.owner,
                                              persona_id=session.persona_id,
                                              target_id=reaction_id))
-
-    async def catch_up(self, session: SlackSession, channel: str, since_ms: int) -> None:
-        """What the channel said since the bridge last heard from it (after a restart)."""
-        history = await self.slack.call(session, "conversations.history", channel=channel,
-                                    oldest=f"{since_ms / 1000:.6f}", limit=200)
-        for message in reversed(history.get("messages") or []):
-            if message.get("subtype") in _MESSAGE_SUBTYPES and message.get("user"):
-                await self.new_message(session, session.team, channel,
-                                       {**message, "channel": channel})

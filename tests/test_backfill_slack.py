@@ -1,0 +1,120 @@
+"""Slack history in Matrix, end to end (the unmodified slack-sdk against the wire-level fake,
+real Synapse): a mapped channel's portal starts with its newest messages, in order, with
+their original times and senders, threads, edits and reactions; live messages wait until the
+history is in; what was said while the bridge was stopped arrives after a restart, once."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from mautrix.types import EventType, PaginationDirection, RelationType
+
+from tests.fakes.slack import FakeSlack
+from tests.fakes.slack.scenario import World, build_world
+
+from .support.matrix import DEADLINE, MatrixUser
+from .support.slack import link_slack, slack_settings
+
+
+@pytest.fixture
+async def slack():
+    async with FakeSlack() as fake:
+        yield fake
+
+
+@pytest.fixture
+def world(slack) -> World:
+    return build_world(slack)
+
+
+def _settings(slack: FakeSlack, homeserver) -> dict:
+    callback = f"{homeserver.appservice_url}/link/slack/callback"
+    return {"networks": {"slack": {**slack_settings(slack, callback),
+                                   "backfill": {"initial_messages": 5}}},
+            "backfill": {"notice_threshold": 3}}
+
+
+async def timeline(user: MatrixUser, room: str) -> list:
+    """Every message and reaction in the room, oldest first."""
+    events, token = [], None
+    while True:
+        page = await user.client.get_messages(room, PaginationDirection.FORWARD,
+                                              from_token=token, limit=500)
+        events += [e for e in page.events
+                   if e.type in (EventType.ROOM_MESSAGE, EventType.REACTION)]
+        if not page.events or page.end is None or page.end == token:
+            return events
+        token = page.end
+
+
+def bodies(events: list) -> list[str]:
+    return [e.content.body for e in events if e.type == EventType.ROOM_MESSAGE
+            and e.content.relates_to.rel_type != RelationType.REPLACE]
+
+
+async def until_bodies(user: MatrixUser, room: str, last: str) -> list:
+    async with asyncio.timeout(DEADLINE):
+        while True:
+            events = await timeline(user, room)
+            if last in bodies(events):
+                return events
+            await asyncio.sleep(0.2)
+
+
+async def test_history_then_live_then_catch_up_after_a_restart(start_bridge, slack, world,
+                                                               new_user, homeserver):
+    general = world.general
+    # An hour ago: six messages (one too many), a thread reply, an edit and a reaction.
+    slack.state.time_offset = -3600
+    await slack.post_message(world.bob, general, "too old for five")
+    h1 = await slack.post_message(world.bob, general, "h1")
+    await slack.post_message(world.carol, general, "h2")
+    h3 = await slack.post_message(world.bob, general, "h3")
+    await slack.post_message(world.carol, general, "t1", thread_ts=h1.ts)
+    await slack.post_message(world.bob, general, "h4")
+    await slack.edit_message(world.bob, general, h3.ts, "h3 edited")
+    await slack.add_reaction(world.carol, general, h1.ts, "thumbsup")
+    slack.state.time_offset = 0
+
+    bridge = await start_bridge(extra=_settings(slack, homeserver))
+    alice = await new_user("alice")
+    bot = homeserver.bot_mxid
+    room = await link_slack(alice, bot, slack, world.alice)
+    # The history's answer waits until a live message was posted meanwhile.
+    hold = slack.hold_after("conversations.history", 1)
+    await alice.send_text(room, f"map slack {world.team.id}/#general --profile Jobb")
+    portal = await alice.wait_for_invite()
+    async with asyncio.timeout(DEADLINE):
+        await hold.reached.wait()
+    await slack.post_message(world.bob, general, "live during backfill")
+    hold.release()
+
+    events = await until_bodies(alice, portal, "live during backfill")
+    assert bodies(events) == ["h1", "h2", "h3 edited", "t1", "h4", "live during backfill"]
+    by_body = {e.content.body: e for e in events if e.type == EventType.ROOM_MESSAGE}
+    sent = {m.text: m for m in slack.messages(general)}
+    for body in ("h1", "h2", "t1", "h4"):
+        # The original time, to the millisecond, and the author's ghost.
+        assert by_body[body].timestamp == int(float(sent[body].ts) * 1000)
+        author = slack.state.users[sent[body].user]
+        assert by_body[body].sender == bridge.router.ghosts.ghost_mxid(
+            "slack", f"{world.team.id}/{author.id}")
+    assert by_body["t1"].content.get_thread_parent() == by_body["h1"].event_id
+    reaction = next(e for e in events if e.type == EventType.REACTION)
+    assert reaction.content.relates_to.event_id == by_body["h1"].event_id
+    assert reaction.content.relates_to.key == "👍"
+    assert reaction.sender == by_body["h2"].sender  # carol
+    await alice.wait_for_notice(room, bot, "The history of #general is in: 5 messages",
+                                after=None)
+
+    # Stopped: what is said meanwhile comes after the restart, once and in order.
+    await bridge.stop()
+    await slack.post_message(world.carol, general, "while away 1")
+    await slack.post_message(world.bob, general, "while away 2")
+    await start_bridge(extra=_settings(slack, homeserver))
+    events = await until_bodies(alice, portal, "while away 2")
+    await slack.post_message(world.bob, general, "live again")
+    events = await until_bodies(alice, portal, "live again")
+    assert bodies(events) == ["h1", "h2", "h3 edited", "t1", "h4", "live during backfill",
+                              "while away 1", "while away 2", "live again"]
