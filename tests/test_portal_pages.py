@@ -9,7 +9,6 @@ import re
 from html import unescape
 
 import aiohttp
-
 import pytest
 
 from .support.oidc import person, sign_in_at_provider

@@ -37,9 +37,10 @@ h3{font-size:1.25rem;line-height:1.3;margin:var(--s4) 0 var(--s2)}
 p{margin:0 0 var(--s3)}small,.hint{font-size:.8rem;color:var(--muted)}
 .card{background:var(--card);border:1px solid var(--line);border-radius:var(--radius);
 padding:var(--s4) var(--s5);margin:0 0 var(--s4)}
-.card>:last-child{margin-bottom:0}
+.card>:last-child{margin-bottom:0}.card>:first-child{margin-top:0}
 .notice{border-radius:var(--radius);padding:var(--s3) var(--s4);margin:0 0 var(--s4);
-white-space:pre-line}
+white-space:pre-line;overflow-wrap:anywhere}
+main p,main li,main td,summary{overflow-wrap:anywhere}
 .notice.ok{background:var(--ok-bg);color:var(--ok)}.notice.bad{background:var(--bad-bg);
 color:var(--bad)}.notice.warn{background:var(--warn-bg);color:var(--warn)}
 .ok{color:var(--ok)}.error{color:var(--bad)}
@@ -77,7 +78,7 @@ overflow-wrap:anywhere}
 .pager{display:flex;gap:var(--s3);margin-top:var(--s4)}
 .sign-out{float:right}
 @media (max-width:40rem){main{padding:var(--s4) var(--s3) var(--s6)}h1{font-size:1.563rem}
-h2{font-size:1.25rem}.card{padding:var(--s3) var(--s4)}
+h2{font-size:1.25rem}h3{font-size:1rem}.card{padding:var(--s3) var(--s4)}
 table.stack thead{display:none}table.stack tr{display:block;border-bottom:1px solid var(--line);
 padding:var(--s2) 0}table.stack td{display:block;border:0;padding:var(--s1) 0}
 table.stack td[data-label]::before{content:attr(data-label) ": ";font-weight:600}}
