@@ -24,6 +24,7 @@ from mautrix.types import (
 from ..core.delivery import Delivery
 from ..core.matrix_side import PortalDirectory
 from ..core.router import Router
+from ..db import Portal
 from ..db.encryption_notice import EncryptionNoticeStore
 from ..matrix.double_puppet import sent_as_double_puppet
 from ..metrics import Metrics
@@ -52,6 +53,10 @@ ENCRYPTION_ON_WITH_BOT = (
     "not see your commands here: start a new direct chat with me with encryption off.")
 
 
+class NotQueued(Exception):
+    """An event for a portal could not be kept in the outbound queue (the database failed)."""
+
+
 class MatrixDispatcher:
     def __init__(self, bot: ManagementBot, router: Router, portals: PortalDirectory,
                  delivery: Delivery, encryption_notices: EncryptionNoticeStore,
@@ -71,12 +76,20 @@ class MatrixDispatcher:
     async def handle(self, evt: Event) -> None:
         """Handle one event; a failure is logged and counted but never blocks the transaction,
         so one bad event cannot stall every event behind it. What people send in portals goes
-        to the durable outbound queue, which reports its own outcomes."""
+        to the durable outbound queue, which reports its own outcomes; an event that could not
+        be put there fails the transaction, so the homeserver sends it again (acknowledging
+        the transaction would lose the event)."""
         kind = str(evt.type)
         self.metrics.events.labels(type=kind).inc()
         try:
             with self.metrics.event_seconds.labels(type=kind).time():
                 await self._handle(evt)
+        except NotQueued:
+            self.metrics.errors.labels(where="matrix_event").inc()
+            log.exception("Could not queue %s %s in %s; the transaction fails and the "
+                          "homeserver will send it again", kind, evt.event_id,
+                          getattr(evt, "room_id", "?"))
+            raise
         except Exception:
             self.metrics.errors.labels(where="matrix_event").inc()
             log.exception("Failed to handle %s %s in %s", kind, evt.event_id,
@@ -108,18 +121,46 @@ class MatrixDispatcher:
         if sent_as_double_puppet(evt.content, self.bot.intent.api.bridge_name):
             return  # the bridge said it as the person, from the network: never back out
         if isinstance(evt, MessageEvent):
-            portal = await self.portals.get_by_mxid(evt.room_id)
+            portal = await self._portal_of(evt)
             if _is_command_candidate(evt) and (
                 portal is None or self.bot.addresses_bot(evt.content.body)
             ):
                 await self.bot.handle_message(evt.room_id, evt.event_id, evt.sender,
                                               evt.content.body)
             elif portal is not None:
-                await self.delivery.enqueue(portal, evt)
+                await self._enqueue(portal, evt)
+            else:
+                await self._not_bridged(evt)
             return
-        portal = await self.portals.get_by_mxid(evt.room_id)
-        if portal is not None and isinstance(evt, ReactionEvent | RedactionEvent):
+        if not isinstance(evt, ReactionEvent | RedactionEvent):
+            return
+        portal = await self._portal_of(evt)
+        if portal is not None:
+            await self._enqueue(portal, evt)
+        else:
+            await self._not_bridged(evt)
+
+    async def _portal_of(self, evt: Event) -> Portal | None:
+        """The portal of the event's room; a lookup that fails must not pass for "not a
+        portal", which would drop what the person wrote."""
+        try:
+            return await self.portals.get_by_mxid(evt.room_id)
+        except Exception as e:
+            raise NotQueued(f"could not look up the portal of {evt.room_id}") from e
+
+    async def _enqueue(self, portal: Portal, evt: Event) -> None:
+        try:
             await self.delivery.enqueue(portal, evt)
+        except Exception as e:
+            raise NotQueued(f"could not queue {evt.event_id}") from e
+
+    async def _not_bridged(self, evt: Event) -> None:
+        """Nothing is sent anywhere for it: say so, so a missing message can be traced."""
+        if await self.bot.management_rooms.is_management_room(evt.room_id):
+            log.debug("%s %s in a management room is not a command", evt.type, evt.event_id)
+            return
+        log.warning("Not bridging %s %s from %s: %s is not a portal of this bridge", evt.type,
+                    evt.event_id, evt.sender, evt.room_id)
 
     async def _decrypt(self, evt: EncryptedEvent) -> None:
         """Decrypt with the bot's device and handle what was inside like any event. A key

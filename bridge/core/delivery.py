@@ -192,7 +192,9 @@ class Delivery:
         evt = Event.deserialize(row.event)
         portal = await self.portals.get_by_mxid(RoomID(row.room_mxid))
         if portal is None:
-            await self.store.done(row.seq)  # the portal is gone: nowhere to send it
+            log.warning("Dropping %s from the outbound queue of %s: the room is no longer a "
+                        "portal, so there is nowhere to send it", evt.event_id, row.room_mxid)
+            await self.store.done(row.seq)
             return
         if row.in_flight and isinstance(evt, MessageEvent):
             try:
@@ -208,11 +210,14 @@ class Delivery:
         try:
             await self._send(portal, evt)
         except HeldForConfirmation as e:
+            log.info("%s waits for its sender's confirmation (first message into %s)",
+                     evt.event_id, portal.remote_id)
             await self.store.done(row.seq)  # it waits in held_send for "confirm"
             await self.notifier.reply(evt.room_id, evt.event_id, str(e))
         except NeedsRelink as e:
             await self._park(row, evt, e.persona_id, str(e), announce=False)
         except NotAllowedHere as e:
+            log.warning("Not sending %s to %s: %s", evt.event_id, portal.network, e)
             await self.store.done(row.seq)
             await self._status(evt, portal, MessageStatus.FAIL, str(e),
                                MessageStatusReason.NO_PERMISSION)
@@ -237,6 +242,8 @@ class Delivery:
         instead of sending a duplicate."""
         if await self.storage.messages.get_by_mxid(evt.event_id):
             found = True  # recorded, but the crash came before the row was deleted
+            log.info("%s was sent and recorded before the bridge stopped: not sending it "
+                     "again", evt.event_id)
         else:
             connector = self.router.connectors.get(portal.network)
             if connector is None:

@@ -373,6 +373,7 @@ class Router:
         if edit_of:
             target = await self.storage.messages.get_by_mxid(edit_of)
             if target is None:
+                log.warning("Not bridging edit %s: %s was never bridged", evt.event_id, edit_of)
                 return
             if target.sender_mxid != evt.sender or target.kind != MessageKind.MESSAGE:
                 # Matrix shows an edit only from the original's sender; one that names
@@ -441,6 +442,8 @@ class Router:
             return
         target = await self.storage.messages.get_by_mxid(relation.event_id)
         if target is None:
+            log.warning("Not bridging reaction %s: %s was never bridged", evt.event_id,
+                        relation.event_id)
             return
         connector, room = self._connector(portal), RemoteRoom(portal.remote_id, portal.name)
         token, _, persona_id = await self._acting_as(connector, evt.sender, portal,

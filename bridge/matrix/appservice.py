@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -123,6 +124,10 @@ class BridgeAppService(AppService):
         # Set by the encryption module: then to-device messages, device-list changes and
         # one-time-key counts in transactions (MSC2409, MSC3202) are handed on.
         self.encryption_events = False
+        # Synapse sends one transaction at a time, except when a forced retry (after the
+        # bridge's ping) runs beside a scheduled one: then the two would be handled side by
+        # side and a room's events queued out of order. One at a time, in arrival order.
+        self._one_at_a_time = asyncio.Lock()
 
     async def start(self, host: str = "127.0.0.1", port: int = 8080) -> None:
         await super().start(host, port)
@@ -182,6 +187,13 @@ class BridgeAppService(AppService):
         ephemeral = body.get("ephemeral", body.get("de.sorunome.msc2409.ephemeral"))
         to_device = body.get("to_device", body.get("de.sorunome.msc2409.to_device")) or None
         key = transaction_key(txn_id, body["events"], ephemeral, to_device)
+        async with self._one_at_a_time:
+            return await self._handle_once(txn_id, key, body, ephemeral, to_device)
+
+    async def _handle_once(self, txn_id: str, key: str, body: dict[str, Any],
+                           ephemeral: list | None, to_device: list | None) -> web.Response:
+        """Handle a transaction unless it was handled before. It is marked handled only
+        after every event in it was handled (portal events durably queued)."""
         try:
             if await self.storage.transactions.is_handled(key):
                 log.debug("Transaction %s was already handled; acknowledging only", txn_id)
