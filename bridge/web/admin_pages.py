@@ -15,6 +15,7 @@ from ..db.account_merge import MergeRecord
 from ..db.audit_log import AuditRow
 from ..identity.accounts import AccountView
 from . import pages
+from .portal_look import field
 
 
 @attrs.frozen
@@ -49,12 +50,10 @@ def account_link(account_id: str) -> str:
 
 def search_form(query: str) -> str:
     return f"""<form method="get" action="/admin/dashboard" class="card" role="search">
-  <label for="q">Find an account</label>
-  <p class="hint" id="q-hint">Part of a Matrix user (its localpart will do), of a sign-in
-  email address, or of an account id; upper or lower case.</p>
-  <input type="search" name="q" id="q" value="{escape(query)}" maxlength="255"
-   aria-describedby="q-hint" autocomplete="off">
-  <button type="submit" id="find">Find</button>
+{field("Find an account", "q", kind="search", value=query, required=False, element_id="q",
+       hint="Part of a Matrix user (its localpart will do), of a sign-in email address, or of "
+            "an account id; upper or lower case.")}
+<button type="submit" id="find">Find</button>
 </form>"""
 
 
@@ -73,17 +72,19 @@ def results(query: str, matches: list[Match], more: bool, limit: int) -> str:
     if not matches:
         return f'<p id="no-match">No account matches &ldquo;{escape(query)}&rdquo;.</p>'
     rows = "".join(
-        f"<tr><td>{account_link(m.account_id)}</td><td>{escape(m.status)}</td>"
-        f"<td>{escape(', '.join(m.matrix_users) or 'none')}</td>"
-        f"<td>{escape(', '.join(m.emails) or 'none')}</td><td>{when(m.created_at)}</td></tr>"
+        f'<tr><td data-label="Account">{account_link(m.account_id)}</td>'
+        f'<td data-label="Status">{escape(m.status)}</td>'
+        f'<td data-label="Matrix users">{escape(", ".join(m.matrix_users) or "none")}</td>'
+        f'<td data-label="Sign-in emails">{escape(", ".join(m.emails) or "none")}</td>'
+        f'<td data-label="Created">{when(m.created_at)}</td></tr>'
         for m in matches)
     note = (f'<p id="more-matches">Only the newest {limit} matches are shown: type more of '
             "the name, address or id to narrow the search.</p>" if more else "")
     return f"""<h2 id="results-heading">Accounts matching &ldquo;{escape(query)}&rdquo;</h2>
-{note}<div class="table-wrap"><table id="results" aria-labelledby="results-heading">
+{note}<table class="stack" id="results" aria-labelledby="results-heading">
 <thead><tr><th scope="col">Account</th><th scope="col">Status</th>
 <th scope="col">Matrix users</th><th scope="col">Sign-in emails</th>
-<th scope="col">Created</th></tr></thead><tbody>{rows}</tbody></table></div>"""
+<th scope="col">Created</th></tr></thead><tbody>{rows}</tbody></table>"""
 
 
 def _status(view: AccountView) -> str:
@@ -107,15 +108,16 @@ def _identities(view: AccountView, names: Names) -> str:
     if not view.identities:
         return "<p>No sign-in methods but the Matrix account (login-link).</p>"
     rows = "".join(
-        f"<tr><td>{escape(names.provider(i.provider_id))}</td>"
-        f"<td>{escape(i.email or 'no email')} "
+        f'<tr><td data-label="Provider">{escape(names.provider(i.provider_id))}</td>'
+        f'<td data-label="Email">{escape(i.email or "no email")} '
         f"({'verified' if i.email_verified else 'unverified'})</td>"
-        f"<td>{escape(i.added_how)}</td><td>{when(i.added_at)}</td></tr>"
+        f'<td data-label="Added how">{escape(i.added_how)}</td>'
+        f'<td data-label="Added">{when(i.added_at)}</td></tr>'
         for i in view.identities)
-    return ('<div class="table-wrap"><table id="sign-in-methods"><thead><tr>'
+    return ('<table class="stack" id="sign-in-methods"><thead><tr>'
             '<th scope="col">Provider</th><th scope="col">Email</th>'
             '<th scope="col">Added how</th><th scope="col">Added</th></tr></thead>'
-            f"<tbody>{rows}</tbody></table></div>")
+            f"<tbody>{rows}</tbody></table>")
 
 
 def _profiles(view: AccountView) -> str:
@@ -127,7 +129,8 @@ def _profiles(view: AccountView) -> str:
         personas = "".join(
             f"<li>{escape(p.platform)}:{escape(p.external_user_id)} "
             f"({escape(p.display_name or p.external_user_id)}) - "
-            f'<span class="status">{escape(p.status.value)}</span>, linked '
+            f'<span class="status status-{escape(p.status.value)}">'
+            f"{escape(p.status.value)}</span>, linked "
             f"{when(p.created_at)}</li>"
             for p in profile_view.personas) or "<li>no linked accounts</li>"
         parts.append(f"<h3>{escape(profile.name)}{space}</h3><ul>{personas}</ul>")
@@ -144,16 +147,18 @@ def _merges(records: list[MergeRecord], names: Names) -> str:
                      f"{escape(names.person(r.reversed_by or 'unknown'))}")
         else:
             state = (f'in effect <a class="button secondary" id="unmerge-{escape(r.id)}" '
-                     f'href="/admin/unmerge?merge_id={quote(r.id, safe="")}">'
-                     f'Reverse<span class="visually-hidden"> merge {escape(r.id)}</span></a>')
-        rows.append(f"<tr><td>{when(r.merged_at)}</td><td>{account_link(r.from_account)} "
+                     f'aria-label="Reverse merge {escape(r.id)}" '
+                     f'href="/admin/unmerge?merge_id={quote(r.id, safe="")}">Reverse</a>')
+        rows.append(f'<tr><td data-label="Merged">{when(r.merged_at)}</td>'
+                    f'<td data-label="Accounts">{account_link(r.from_account)} '
                     f"into {account_link(r.into_account)}</td>"
-                    f"<td>{escape(names.person(r.actor))}</td><td>{state}</td>"
-                    f"<td><small>{escape(r.id)}</small></td></tr>")
-    return ('<div class="table-wrap"><table id="merges"><thead><tr>'
+                    f'<td data-label="By">{escape(names.person(r.actor))}</td>'
+                    f'<td data-label="State">{state}</td>'
+                    f'<td data-label="Merge"><small>{escape(r.id)}</small></td></tr>')
+    return ('<table class="stack" id="merges"><thead><tr>'
             '<th scope="col">Merged</th><th scope="col">Accounts</th><th scope="col">By</th>'
             '<th scope="col">State</th><th scope="col">Merge</th></tr></thead>'
-            f"<tbody>{''.join(rows)}</tbody></table></div>")
+            f"<tbody>{''.join(rows)}</tbody></table>")
 
 
 def audit_words(row: AuditRow) -> str:
@@ -175,32 +180,31 @@ def _audit(rows: list[AuditRow], names: Names, limit: int) -> str:
     if not rows:
         return "<p>No audit records.</p>"
     body = "".join(
-        f"<tr><td>{row.seq}</td><td>{escape(row.ts[:19].replace('T', ' '))}</td>"
-        f"<td>{escape(names.person(row.actor))}</td><td>{escape(audit_words(row))}</td></tr>"
+        f'<tr><td data-label="#">{row.seq}</td>'
+        f'<td data-label="When (UTC)">{escape(row.ts[:19].replace("T", " "))}</td>'
+        f'<td data-label="By">{escape(names.person(row.actor))}</td>'
+        f'<td data-label="What">{escape(audit_words(row))}</td></tr>'
         for row in reversed(rows))
     return (f"<p>The newest {limit} records, newest first (the bot's "
             "<code>audit @user</code> and the audit CLI read the whole trail).</p>"
-            '<div class="table-wrap"><table id="audit"><thead><tr><th scope="col">#</th>'
+            '<table class="stack" id="audit"><thead><tr><th scope="col">#</th>'
             '<th scope="col">When (UTC)</th><th scope="col">By</th>'
-            f'<th scope="col">What</th></tr></thead><tbody>{body}</tbody></table></div>')
+            f'<th scope="col">What</th></tr></thead><tbody>{body}</tbody></table>')
 
 
 def merge_form(account_id: str) -> str:
     return f"""<form method="get" action="/admin/merge" id="merge-form">
-  {pages.hidden(into=account_id)}
-  <label for="merge-from">Account id to merge into this one</label>
-  <p class="hint" id="merge-from-hint">You will see both accounts and confirm before anything
-  changes.</p>
-  <input name="from" id="merge-from" required maxlength="255" autocomplete="off"
-   aria-describedby="merge-from-hint">
-  <button type="submit" id="merge-review">Review merge</button>
+{pages.hidden(into=account_id)}
+{field("Account id to merge into this one", "from", element_id="merge-from",
+       hint="You will see both accounts and confirm before anything changes.")}
+<button type="submit" id="merge-review">Review merge</button>
 </form>"""
 
 
 def account_page(view: AccountView, names: Names, merges: list[MergeRecord],
                  audit: list[AuditRow], audit_limit: int, notice: str | None) -> str:
     account_id = view.account.id
-    flash = (f'<p class="ok" id="notice" role="status">{escape(notice)}</p>'
+    flash = (f'<p class="notice ok" id="notice" role="status">{escape(notice)}</p>'
              if notice else "")
     merge = (merge_form(account_id) if view.account.status.value == "active"
              else "<p>A merged account cannot take in another.</p>")
@@ -226,11 +230,9 @@ def confirm_merge(into: pages.AccountSummary, source: pages.AccountSummary,
 profiles (profiles of the same name become one), linked accounts and credits. The first
 account stays behind as a tombstone, and the merge can be reversed from either account's
 page.</p>
-<div class="pair">
 {pages.account_card("merge-from", "Merged (goes away)", source)}
 {pages.account_card("merge-into", "Into (kept)", into)}
-</div>
-<form method="post" action="/admin/merge">
+<form method="post" action="/admin/merge" class="actions">
   {pages.hidden(into=into.account_id, csrf=csrf, **{"from": source.account_id})}
   <button type="submit" id="admin-merge">Merge {escape(source.account_id)} into
   {escape(into.account_id)}</button>
@@ -247,11 +249,9 @@ def confirm_reverse(record: MergeRecord, names: Names, source: pages.AccountSumm
 what the merge moved and still sits where the merge put it (Matrix users, sign-in methods,
 profiles, linked accounts, credits); account {escape(record.from_account)} is active
 again.</p>
-<div class="pair">
 {pages.account_card("merge-from", "Comes back", source)}
 {pages.account_card("merge-into", "Gives it back", into)}
-</div>
-<form method="post" action="/admin/unmerge">
+<form method="post" action="/admin/unmerge" class="actions">
   {pages.hidden(merge_id=record.id, csrf=csrf)}
   <button type="submit" id="admin-unmerge">Reverse the merge</button>
   <a class="button secondary" id="cancel"

@@ -7,8 +7,7 @@ the bot's `admin` command). Every view and action is audited with the admin as t
 
 from __future__ import annotations
 
-from html import escape
-
+import attrs
 from aiohttp import web
 from yarl import URL
 
@@ -22,14 +21,21 @@ from ..identity.merge import Merges
 from ..identity.signin import SignIn
 from ..security.anomaly import SessionNetworks
 from ..security.permissions import Permissions
-from . import admin_pages, pages
+from . import admin_pages
 from .browser import BrowserBinding
+from .portal_look import Viewer, error_page, layout
 from .requests import form_fields
 from .signin_routes import account_summary, cookie_account, html
 
 SEARCH_LIMIT = 20
 AUDIT_LIMIT = 50
 DASHBOARD = "/admin/dashboard"
+
+
+@attrs.frozen
+class Admin:
+    mxid: str
+    viewer: Viewer
 
 
 def account_url(account_id: str, done: str | None = None) -> URL:
@@ -59,29 +65,29 @@ class AdminRoutes:
         app.router.add_get("/admin/unmerge", self.confirm_unmerge)
         app.router.add_post("/admin/unmerge", self.unmerge)
 
-    async def _admin(self, request: web.Request) -> str:
-        """The admin's MXID, or a refusal (the same for every route here)."""
+    async def _admin(self, request: web.Request) -> Admin:
+        """The admin asking, or a refusal (the same for every route here)."""
         account = await cookie_account(self.signin, self.session_networks, request)
         if account is None:
             raise web.HTTPSeeOther("/auth/sign-in")
-        # The same table and rule as the bot's `admin` command and the provisioning API.
+        # The same table and rule as the bot's `admin` command, the API and the portal.
         mxid, level = self.permissions.best_of(await self.storage.accounts.matrix_users(account))
+        viewer = Viewer(account, mxid, self.binding.csrf_token(request))
         refusal = self.permissions.refusal("admin", mxid, level)
         if refusal is None and mxid is not None:
-            return mxid
+            return Admin(mxid, viewer)
         raise web.HTTPForbidden(
-            text=pages.error_page(f"The support dashboard is for bridge admins. "
-                                  f"{refusal or ''}".strip(), "Not allowed"),
+            text=error_page(f"The support dashboard is for bridge admins. {refusal or ''}"
+                            .strip(), 403, viewer=viewer),
             content_type="text/html")
 
-    def _page(self, title: str, body: str, csrf: str, status: int = 200) -> web.Response:
-        return html(pages.page(title, pages.sign_out_form(csrf) + body), status=status)
+    @staticmethod
+    def _page(title: str, body: str, admin: Admin, status: int = 200) -> web.Response:
+        return html(layout(title, body, admin.viewer, DASHBOARD), status=status)
 
-    def _refused(self, message: str, csrf: str, back: str = DASHBOARD) -> web.Response:
-        return self._page("That did not work", f'<h1 class="error" id="error">That did not '
-                          f"work</h1><p>{escape(message)}</p><p>"
-                          f'<a class="button" href="{escape(back)}">Back</a></p>',
-                          csrf, status=400)
+    @staticmethod
+    def _refused(message: str, admin: Admin, status: int = 400) -> web.Response:
+        return html(error_page(message, status, viewer=admin.viewer), status=status)
 
     async def _names(self, mxids: list[str]) -> admin_pages.Names:
         providers = {p.id: p.config.name for p in self.signin.providers.values()}
@@ -92,10 +98,9 @@ class AdminRoutes:
 
     async def dashboard(self, request: web.Request) -> web.Response:
         admin = await self._admin(request)
-        csrf = self.binding.csrf_token(request)
         query = request.query.get("q", "").strip()
         if len(query) > MAX_QUERY:
-            return self._refused(f"Search for at most {MAX_QUERY} characters.", csrf)
+            return self._refused(f"Search for at most {MAX_QUERY} characters.", admin)
         found: list[admin_pages.Match] = []
         more = False
         if query:
@@ -106,23 +111,24 @@ class AdminRoutes:
                     account_id, view.account.status.value, view.matrix_users,
                     sorted({i.email for i in view.identities if i.email}),
                     view.account.created_at))
-            await self.audit.append(AuditEvent.ADMIN_ACTION, actor=admin, details={
+            await self.audit.append(AuditEvent.ADMIN_ACTION, actor=admin.mxid, details={
                 "what": "searched_accounts", "query": query, "matches": len(found)})
-        body = (f"<h1>Support dashboard</h1>{admin_pages.search_form(query)}"
+        body = (f"<h1>Support dashboard</h1>"
+                '<p><a href="/admin/holds" id="holds-link">Legal holds</a></p>'
+                f"{admin_pages.search_form(query)}"
                 f"{admin_pages.results(query, found, more, SEARCH_LIMIT)}")
-        return self._page("Support dashboard", body, csrf)
+        return self._page("Support dashboard", body, admin)
 
     # ---- one account -----------------------------------------------------------------------
 
     async def account(self, request: web.Request) -> web.Response:
         admin = await self._admin(request)
-        csrf = self.binding.csrf_token(request)
         account_id = request.match_info["account_id"]
         try:
             view = await self.accounts.view(account_id)
         except IdentityError as e:
-            return self._refused(str(e), csrf)
-        await self.audit.append(AuditEvent.ADMIN_ACTION, actor=admin, account=account_id,
+            return self._refused(str(e), admin, 404)
+        await self.audit.append(AuditEvent.ADMIN_ACTION, actor=admin.mxid, account=account_id,
                                 details={"what": "viewed_account"})
         merges = await self.storage.merges.involving(account_id)
         audit = await self.audit.latest(AUDIT_LIMIT, who=account_id)
@@ -131,7 +137,7 @@ class AdminRoutes:
                                    *(m.reversed_by for m in merges if m.reversed_by)])
         body = admin_pages.account_page(view, names, merges, audit, AUDIT_LIMIT,
                                         request.query.get("done"))
-        return self._page(f"Account {account_id}", body, csrf)
+        return self._page(f"Account {account_id}", body, admin)
 
     # ---- merge and reverse: a confirmation page (GET, changes nothing), then a POST --------
 
@@ -151,61 +157,56 @@ class AdminRoutes:
         return None
 
     async def confirm_merge(self, request: web.Request) -> web.Response:
-        await self._admin(request)
-        csrf = self.binding.csrf_token(request)
+        admin = await self._admin(request)
         into_id = request.query.get("into", "").strip()
         from_id = request.query.get("from", "").strip()
         problem = await self._mergeable(into_id, from_id)
         if problem:
-            return self._refused(problem, csrf, str(account_url(into_id)) if into_id
-                                 else DASHBOARD)
+            return self._refused(problem, admin)
         into = await account_summary(self.accounts, self.signin, into_id)
         source = await account_summary(self.accounts, self.signin, from_id)
-        return self._page("Merge accounts", admin_pages.confirm_merge(into, source, csrf), csrf)
+        return self._page("Merge accounts", admin_pages.confirm_merge(
+            into, source, admin.viewer.csrf), admin)
 
     async def merge(self, request: web.Request) -> web.Response:
         admin = await self._admin(request)
         form = await form_fields(request)
         self.binding.check_form(request, form)
-        csrf = self.binding.csrf_token(request)
         into_id, from_id = str(form.get("into", "")).strip(), str(form.get("from", "")).strip()
         problem = await self._mergeable(into_id, from_id)
         if problem:
-            return self._refused(problem, csrf)
+            return self._refused(problem, admin)
         try:
-            result = await self.merges.merge(into_id, from_id, actor=admin)
+            result = await self.merges.merge(into_id, from_id, actor=admin.mxid)
         except IdentityError as e:
-            return self._refused(str(e), csrf)
+            return self._refused(str(e), admin)
         raise web.HTTPSeeOther(account_url(
             into_id, f"Merged {from_id} into {into_id} (merge {result.merge_id})."))
 
     async def confirm_unmerge(self, request: web.Request) -> web.Response:
-        await self._admin(request)
-        csrf = self.binding.csrf_token(request)
+        admin = await self._admin(request)
         merge_id = request.query.get("merge_id", "")
         record = await self.storage.merges.get(merge_id)
         if record is None:
-            return self._refused(f"There is no merge {merge_id}.", csrf)
+            return self._refused(f"There is no merge {merge_id}.", admin, 404)
         if record.reversed_at is not None:
-            return self._refused(f"Merge {merge_id} was already reversed.", csrf,
-                                 str(account_url(record.into_account)))
+            return self._refused(f"Merge {merge_id} was already reversed.", admin)
         source = await account_summary(self.accounts, self.signin, record.from_account)
         into = await account_summary(self.accounts, self.signin, record.into_account)
         names = await self._names([record.actor])
-        return self._page("Reverse merge",
-                          admin_pages.confirm_reverse(record, names, source, into, csrf), csrf)
+        return self._page("Reverse merge", admin_pages.confirm_reverse(
+            record, names, source, into, admin.viewer.csrf), admin)
 
     async def unmerge(self, request: web.Request) -> web.Response:
         admin = await self._admin(request)
         form = await form_fields(request)
         self.binding.check_form(request, form)
-        csrf = self.binding.csrf_token(request)
         merge_id = str(form.get("merge_id", ""))
         record = await self.storage.merges.get(merge_id)
         try:
-            await self.merges.reverse(merge_id, actor=admin)
+            await self.merges.reverse(merge_id, actor=admin.mxid)
         except IdentityError as e:
-            return self._refused(str(e), csrf)
+            return self._refused(str(e), admin)
         assert record is not None
         raise web.HTTPSeeOther(account_url(
             record.from_account, f"Reversed merge {merge_id}: account {record.from_account} "

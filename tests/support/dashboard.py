@@ -74,11 +74,14 @@ async def dashboard_env(db_kind, homeserver, postgres, oidc_providers, tmp_path_
                                 corp.provider_config(trust_email=True, name="GitHub")]},
         extra={"security": {"rate_limits": {"web": generous}}})
     bridge = Bridge(config, [])
-    await bridge.start()
     env = DashboardEnv(bridge, homeserver, admin, [admin])
-    yield env
-    await bridge.stop()
-    for user in env.users:
-        await user.close()
-    if database:
-        await postgres.drop_database(database)
+    try:
+        await bridge.start()
+        yield env
+    finally:
+        # Also after a failed start: the port is free for the next module.
+        await bridge.stop()
+        for user in env.users:
+            await user.close()
+        if database:
+            await postgres.drop_database(database)
