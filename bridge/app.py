@@ -293,7 +293,8 @@ class Bridge:
                                   self.web.limits.merge_confirm)
         self._wire_security()
         if self.portal is not None:
-            self.portal.attach(self.linking, self.rules, self.capabilities)
+            self.portal.attach(self.linking, self.rules, self.capabilities,
+                               self._link_callbacks)
         NetworkCommands(self.bot, self.storage, self.accounts, self.linking, self.rules,
                         portals, audit, self.delivery).register()
 

@@ -147,3 +147,54 @@ async def test_sign_in_methods_add_and_never_the_last(portal_bridge, browser):
     status, page = await web.post_form(
         f"/account/sign-in-methods/{method_id(remaining[0])}/remove", {"csrf": token})
     assert status == 400 and "last way to sign in" in message(page)
+
+
+async def matrix_session(user, homeserver, web: Browser) -> None:
+    """Sign the browser in as a Matrix user with the bot's login link."""
+    room = await user.open_management_room(homeserver.bot_mxid)
+    await user.send_text(room, "login-link")
+    text = await user.wait_for_notice(room, homeserver.bot_mxid, "/auth/matrix?token=")
+    status, _ = await web.matrix_sign_in(text.rsplit("token=", 1)[1].strip())
+    assert status == 200
+
+
+async def test_oauth_network_goes_to_its_page_and_back_to_the_portal_for_consent(
+        start_bridge, new_user, homeserver, browser):
+    from tests.fakes.slack import FakeSlack
+    from tests.fakes.slack.scenario import build_world
+
+    from .support.slack import open_in_browser, open_start_link, slack_settings
+
+    async with FakeSlack() as slack:
+        world = build_world(slack)
+        callback = f"{homeserver.appservice_url}/link/slack/callback"
+        bridge = await start_bridge(extra={"networks": {"slack": slack_settings(slack,
+                                                                                callback)}})
+        alice, web = await new_user("alice"), browser()
+        await matrix_session(alice, homeserver, web)
+        account = await bridge.storage.accounts.by_mxid(alice.mxid)
+        jobb = await bridge.storage.profiles.by_name(account.id, "Jobb")
+        token = await web.csrf("/account/link")
+        async with web.http.post(f"{web.bridge_url}/account/link", data={
+                "csrf": token, "network": "slack", "profile": jobb.id, "address": ""},
+                allow_redirects=False) as r:
+            assert r.status == 303
+            start = r.headers["Location"]
+        assert start.startswith(f"{web.bridge_url}/link/slack/start?flow=")
+        slack.sign_in(world.alice)
+        _, authorize = await open_start_link(web.http, start)
+        _, _, back = await open_in_browser(authorize)
+        async with web.http.get(back) as r:
+            page = await r.text()
+        # Back in the portal, the bridge's consent text before anything is linked.
+        assert r.status == 200 and 'id="consent-yes"' in page, page
+        assert "Reply yes to link" in unescape(page)
+        assert await bridge.storage.personas.for_profile(jobb.id) == []
+        flow = unescape(re.search(r'name="flow" value="([^"]+)"', page).group(1))
+        status, page = await web.post_form("/account/link/step", {
+            "csrf": token, "flow": flow, "field": "consent", "answer": "yes",
+            "network": "slack", "profile": ""})
+        assert status == 200 and f"Linked slack:{world.team.id}/{world.alice.id}." in (
+            unescape(page))
+        (persona,) = await bridge.storage.personas.for_profile(jobb.id)
+        assert persona.platform == "slack" and persona.status.value == "active"

@@ -10,12 +10,15 @@ the person answers the next step (MFA, consent) in their management room.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from html import escape
 
 from aiohttp import web
 
 from ..core.linking import Linking, LinkRefused
 from ..identity.signin import SignIn
+from ..networks.login import LoginStep
 from .browser import BROWSER, BrowserBinding
 from .pages import link_start_page, page
 from .requests import form_fields
@@ -23,6 +26,18 @@ from .signin_routes import account_summary
 
 log = logging.getLogger("relayforge.web.link")
 CALLBACK_PATH = "/link/{network}/callback"
+# The step that followed a callback, as Linking's on_oauth_step hooks see it (with its flow
+# id), for the page this request answers with (bridge/web/portal_link.py).
+OAUTH_STEP: ContextVar[list[tuple[str, str, LoginStep]] | None] = ContextVar(
+    "oauth_step", default=None)
+ShowStep = Callable[[web.Request, str, str, LoginStep], Awaitable[web.Response | None]]
+
+
+async def remember_oauth_step(account_id: str, flow_id: str, step: LoginStep) -> None:
+    """An on_oauth_step hook: keeps the step for the callback request that caused it."""
+    seen = OAUTH_STEP.get()
+    if seen is not None:
+        seen.append((account_id, flow_id, step))
 START_PATH = "/link/{network}/start"
 
 
@@ -40,6 +55,9 @@ class LinkCallbackRoutes:
         self.linking: Linking | None = None
         self.binding: BrowserBinding | None = None
         self.signin: SignIn | None = None
+        # The portal's page for the next step, when this browser is signed in to the account
+        # that started the link (else the person answers in their management room).
+        self.show_step: ShowStep | None = None
 
     def register(self, app: web.Application, binding: BrowserBinding, signin: SignIn) -> None:
         self.binding, self.signin = binding, signin
@@ -79,12 +97,20 @@ class LinkCallbackRoutes:
         if self.linking is None:
             return _not_ready()
         query = request.query
+        seen: list[tuple[str, str, LoginStep]] = []
+        token = OAUTH_STEP.set(seen)
         try:
             await self.linking.oauth_callback(request.match_info["network"],
                                               query.get("state", ""), query.get("code"),
                                               query.get("error"), request[BROWSER])
         except LinkRefused as e:
             return _answer(400, "Not linked", str(e))
+        finally:
+            OAUTH_STEP.reset(token)
+        if self.show_step is not None and seen:
+            shown = await self.show_step(request, *seen[0])
+            if shown is not None:
+                return shown
         return _answer(200, "Almost done", "The account is verified. Go back to your "
                        "management room in Matrix and answer the bridge there to finish.")
 

@@ -23,6 +23,7 @@ from ..networks.login import LoginStep
 from ..security.mfa import qr_png
 from .portal_look import field, hidden, link_button, select
 from .portal_routes import HOME, Me, PortalCore, Refused
+from .signin_routes import cookie_account
 
 LINK = "/account/link"
 STEP = "/account/link/step"
@@ -40,8 +41,9 @@ def _step_body(flow_id: str, step: LoginStep, csrf: str, network: str, profile: 
               f'height="{size}" alt="QR code to scan with the {escape(network)} app"></p>'
               f'<p class="hint">Not scanned yet? Press "Check" to see whether it was, or for '
               "a new code.</p>")
-    head = (f"<h1>Link {escape(network)}</h1><p class=\"hint\">Into the profile "
-            f"<strong>{escape(profile)}</strong>.</p>")
+    head = f"<h1>Link {escape(network)}</h1>" + (
+        f'<p class="hint">Into the profile <strong>{escape(profile)}</strong>.</p>'
+        if profile else "")
     if answer is None:
         return head + f'<div class="card"><p class="consent">{escape(step.message)}</p></div>'
     fields = hidden(csrf=csrf, flow=flow_id, field=answer.name, network=network,
@@ -158,6 +160,20 @@ will do with it, and nothing is linked unless you agree.</p>
                                  + (f" Verified:{checks}" if checks else ""))
         next_id, step = result
         return self._show(request, me, next_id, step, network, profile)
+
+    async def oauth_step(self, request: web.Request, account_id: str, flow_id: str,
+                         step: LoginStep) -> web.Response | None:
+        """Back from a network's OAuth page: the next step (MFA or consent) in this page, when
+        this browser is signed in to the account that started the link; None otherwise (the
+        person answers in their management room, where the bot asks too)."""
+        core = self.core
+        if await cookie_account(core.signin, core.session_networks, request) != account_id:
+            return None
+        try:
+            me = await core.me(request, "link")
+        except (Refused, web.HTTPException):
+            return None
+        return self._show(request, me, flow_id, step, request.match_info["network"], "")
 
     async def relink(self, request: web.Request, me: Me, persona: Persona, profile: Profile
                      ) -> web.StreamResponse:
