@@ -3,20 +3,11 @@ settings -> merge. Screenshots go to test-artifacts/."""
 
 from __future__ import annotations
 
-import os
-import shutil
-from pathlib import Path
-
 import pytest
 
+from .support.chromium import ARTIFACTS, launch
 from .support.oidc import person
 from .support.servers import unavailable
-
-ARTIFACTS = Path(os.environ.get("RELAYFORGE_ARTIFACTS",
-                                Path(__file__).resolve().parent.parent / "test-artifacts"))
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                  "--no-first-run", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync"]
 
 
 @pytest.fixture
@@ -25,13 +16,9 @@ async def chromium():
         from playwright.async_api import async_playwright
     except ImportError:
         unavailable("playwright is not installed (the project's test extra)")
-    executable = shutil.which("chromium") or shutil.which("chromium-browser")
-    if executable is None:
-        unavailable("Chromium is not installed (Debian package chromium)")
     ARTIFACTS.mkdir(exist_ok=True)
     async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path=executable,
-                                                   args=CHROMIUM_FLAGS)
+        browser = await launch(playwright)
         yield browser
         await browser.close()
 
