@@ -97,6 +97,7 @@ def register_web_routes(app: web.Application, services: WebServices, config: Con
 
 def register_portal(app: web.Application, services: WebServices, config: Config) -> Portal:
     """The account portal's pages; linking, rules and capabilities are attached later."""
-    portal = Portal.build(services, Permissions(config["bridge.permissions"]))
+    portal = Portal.build(services.signin, services.accounts, services.binding,
+                          Permissions(config["bridge.permissions"]), services.session_networks)
     portal.register(app)
     return portal
