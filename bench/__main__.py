@@ -25,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 RESULTS = Path(__file__).resolve().parent / "results"
+#: What `--parts` can choose; those after "relay" need no relaying set-up.
+PARTS = ("relay", "first_contact")
 TARGET_RATIO = 0.9
 METHOD = {
     "remote_to_matrix": "N messages over `lanes` rooms (one sender each, in order per room, "
@@ -59,9 +61,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="write a cProfile of the bridge's concurrent relay runs here")
     parser.add_argument("--no-save", action="store_true",
                         help="only print; do not write bench/results/latest.json")
+    parser.add_argument("--parts", default=",".join(PARTS),
+                        help=f"which measurements, comma-separated (default all: "
+                        f"{','.join(PARTS)})")
+    parser.add_argument("--first-contact", type=int, default=10,
+                        help="new people (samples) for the first-contact figure")
     args = parser.parse_args(argv)
     if args.n < 20 or args.concurrency < 1 or args.burst < 1 or args.repeats < 1:
         parser.error("--n must be at least 20; --concurrency, --burst, --repeats at least 1")
+    args.parts = [part.strip() for part in args.parts.split(",") if part.strip()]
+    if unknown := set(args.parts) - set(PARTS):
+        parser.error(f"--parts: unknown {', '.join(sorted(unknown))}; known: {', '.join(PARTS)}")
     return args
 
 
@@ -80,60 +90,19 @@ def outbound_queue_in_use() -> bool:
 
 async def run(args: argparse.Namespace, directory: Path) -> dict[str, Any]:
     # Imported here so `--help` works without Synapse or a configured bridge.
-    import mautrix
-    import synapse
-
-    import bridge
-
-    from . import measure
     from .harness import Harness
 
     h = Harness(directory, args.database)
     try:
         await h.start()
-        lanes = await measure.prepare(h, args.concurrency)
-        await measure.warm_up(h, lanes, max(20, args.n // 5), args.concurrency)
+        results: dict[str, Any] = {}
+        if "first_contact" in args.parts:
+            from .first_contact import first_contact
 
-        sequential = await measure.remote_to_matrix(h, lanes, args.n, 1, args.repeats)
-        profiler = cProfile.Profile() if args.profile else None
-        if profiler:
-            profiler.enable()
-        concurrent = await measure.remote_to_matrix(h, lanes, args.n, args.concurrency,
-                                                    args.repeats)
-        if profiler:
-            profiler.disable()
-            profiler.dump_stats(args.profile)
-
-        probe_room = await measure.make_probe_room(h)
-        latency = await measure.matrix_to_remote(h, lanes.portals[0], probe_room, args.n,
-                                                 warm=10)
-        queue = outbound_queue_in_use()
-        # The queue's per-message send-status event is part of what a burst costs: say
-        # whether it was on.
-        settings = getattr(getattr(h.bridge, "delivery", None), "settings", None)
-        loaded = await measure.matrix_to_remote_burst(h, lanes.portals[0], probe_room,
-                                                      args.burst, queue)
-        assert h.watcher is not None
-        return {
-            "setup": {
-                "relayforge": bridge.__version__, "mautrix": mautrix.__version__,
-                "synapse": synapse.__version__, "python": platform.python_version(),
-                "cpus": os.cpu_count(),
-                "database": "postgres" if args.database else "sqlite",
-                "n": args.n, "concurrency": args.concurrency,
-                "appservice_rate_limited": h.registration["rate_limited"],
-                "sync_gaps": h.watcher.limited,
-            },
-            "remote_to_matrix": {
-                "target_ratio": TARGET_RATIO,
-                "sequential": sequential,
-                "concurrent": concurrent,
-            },
-            "matrix_to_remote": latency,
-            "matrix_to_remote_burst": {
-                **loaded, "queue_status_events": getattr(settings, "status_events", None)},
-            "method": METHOD,
-        }
+            results["first_contact"] = await first_contact(h, args.first_contact)
+        if "relay" in args.parts:
+            results.update(await relay(h, args))
+        return {"setup": setup(h, args), **results, "method": METHOD}
     except Exception:
         print(h.synapse_log_tail(), file=sys.stderr)
         raise
@@ -141,11 +110,66 @@ async def run(args: argparse.Namespace, directory: Path) -> dict[str, Any]:
         await h.stop()
 
 
+def setup(h: Any, args: argparse.Namespace) -> dict[str, Any]:
+    import mautrix
+    import synapse
+
+    import bridge
+
+    assert h.watcher is not None
+    return {
+        "relayforge": bridge.__version__, "mautrix": mautrix.__version__,
+        "synapse": synapse.__version__, "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "database": "postgres" if args.database else "sqlite",
+        "n": args.n, "concurrency": args.concurrency,
+        "appservice_rate_limited": h.registration["rate_limited"],
+        "sync_gaps": h.watcher.limited,
+    }
+
+
+async def relay(h: Any, args: argparse.Namespace) -> dict[str, Any]:
+    from . import measure
+
+    lanes = await measure.prepare(h, args.concurrency)
+    await measure.warm_up(h, lanes, max(20, args.n // 5), args.concurrency)
+
+    sequential = await measure.remote_to_matrix(h, lanes, args.n, 1, args.repeats)
+    profiler = cProfile.Profile() if args.profile else None
+    if profiler:
+        profiler.enable()
+    concurrent = await measure.remote_to_matrix(h, lanes, args.n, args.concurrency,
+                                                args.repeats)
+    if profiler:
+        profiler.disable()
+        profiler.dump_stats(args.profile)
+
+    probe_room = await measure.make_probe_room(h)
+    latency = await measure.matrix_to_remote(h, lanes.portals[0], probe_room, args.n,
+                                             warm=10)
+    queue = outbound_queue_in_use()
+    # The queue's per-message send-status event is part of what a burst costs: say
+    # whether it was on.
+    settings = getattr(getattr(h.bridge, "delivery", None), "settings", None)
+    loaded = await measure.matrix_to_remote_burst(h, lanes.portals[0], probe_room,
+                                                  args.burst, queue)
+    return {
+        "remote_to_matrix": {
+            "target_ratio": TARGET_RATIO,
+            "sequential": sequential,
+            "concurrent": concurrent,
+        },
+        "matrix_to_remote": latency,
+        "matrix_to_remote_burst": {
+            **loaded, "queue_status_events": getattr(settings, "status_events", None)},
+    }
+
+
 def compact(summary: dict[str, Any]) -> dict[str, Any]:
     """The printed summary leaves out each throughput run, which the saved file keeps."""
     printed = json.loads(json.dumps(summary))
     for mode in ("sequential", "concurrent"):
-        printed["remote_to_matrix"][mode].pop("runs", None)
+        printed.get("remote_to_matrix", {}).get(mode, {}).pop("runs", None)
     return printed
 
 

@@ -124,6 +124,8 @@ class Bridge:
         if problems:
             raise ConfigError(problems, self.config.path)
         for network in self.config.network_names:
+        self.retention: Retention | None = None  # compliance.retention_days
+        self.spaces: MatrixSpaces | None = None
             if self.config[f"networks.{network}.enabled"] and network not in self.connectors:
                 connector: type[Connector] = available[network].load()
                 self.connectors[network] = connector(self.config[f"networks.{network}"])
@@ -234,7 +236,7 @@ class Bridge:
             is_bridge_user=lambda mxid: mxid == bot_intent.mxid or ghosts.is_ghost(mxid),
         )
         # The web routes exist before the bot does; give them the Matrix side now.
-        spaces = MatrixSpaces(bot_intent, self.storage)
+        spaces = self.spaces = MatrixSpaces(bot_intent, self.storage)
         self.accounts.spaces = spaces
         portals.on_created.append(PortalSpaces(self.storage, spaces).portal_created)
         self.web.signin.notify = self.bot.tell
@@ -248,6 +250,7 @@ class Bridge:
         assert self.storage and self.security and self.accounts and self.merges
         assert self.bot and self.router and self.web and self.provisioning
         audit = self.security.audit
+        self.bot.after_message.append(spaces.answered)  # a new person's spaces wait for it
         self.delivery = Delivery(self.storage, self.router, portals, self.bot, audit,
                                  self.metrics, DeliverySettings.from_config(
                                      lambda key: cfg[f"delivery.{key}"]))
@@ -373,6 +376,8 @@ class Bridge:
                                 ghosts)
         puppets.attach(self.connectors.get(MATRIX), self.config.get("double_puppet") or {},
                        self.config["homeserver.domain"], self.config["homeserver.address"])
+        if self.spaces is not None:
+            self.spaces.make_owed_in_background()  # spaces a stop left unmade
         puppets.on_read_only = self.delivery.read_only
         self.router.own_users = puppets
         portals.on_created.append(puppets.portal_created)
@@ -533,3 +538,5 @@ async def run_until_signalled(bridge: Bridge, on_ready: Callable[[], None] | Non
     finally:
         log.info("Stopping")
         await bridge.stop()
+        if self.spaces is not None:
+            await self.spaces.stop()  # unmade spaces stay owed in the database

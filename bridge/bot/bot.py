@@ -55,6 +55,9 @@ class ManagementBot:
         self.interceptors: list[Callable[[RoomID, EventID, UserID, str], Awaitable[bool]]] = []
         # Called with the person's MXID when they get a management room (account set-up).
         self.on_new_management_room: list[Callable[[UserID], Awaitable[None]]] = []
+        # Called with the sender once a message of theirs to the bot was handled (answered):
+        # work that must not delay a first answer waits for it (a new person's spaces).
+        self.after_message: list[Callable[[UserID], None]] = []
         # Ghosts and the bot itself never issue commands.
         self.is_bridge_user = is_bridge_user
 
@@ -129,6 +132,15 @@ class ManagementBot:
     ) -> None:
         if self.is_bridge_user(sender):
             return
+        try:
+            await self._handle_message(room_id, event_id, sender, text)
+        finally:
+            for hook in self.after_message:
+                hook(sender)
+
+    async def _handle_message(
+        self, room_id: RoomID, event_id: EventID, sender: UserID, text: str
+    ) -> None:
         managed = await self.management_rooms.get(sender) == room_id
         if managed:
             for intercept in self.interceptors:

@@ -35,6 +35,8 @@ class SpaceLinker(Protocol):
     async def add_to_space(self, space: str, room: str) -> None: ...
 
     async def workspace_space(self, profile_id: str, profile_space: str, network: str,
+    async def profile_space(self, profile_id: str) -> str | None: ...
+
                               workspace: Workspace, invite: list[str]) -> str: ...
 
 
@@ -111,8 +113,9 @@ class MappingRules:
             portal = await self.portals.ensure(rule.network, room, owner, rule_id=rule.id)
         profile = next(p for p in await self.storage.profiles.for_account(rule.account_id)
                        if p.id == rule.profile_id)
-        if profile.space_mxid and portal.mxid:
-            space = profile.space_mxid
+        # A new account's space is made after its first answer: if still owed, made now.
+        space = profile.space_mxid or await self.spaces.profile_space(profile.id)
+        if space and portal.mxid:
             if room.workspace is not None:
                 # A Discord server's channels go in its own sub-space of the profile's space.
                 owners = await self.storage.accounts.matrix_users(rule.account_id)

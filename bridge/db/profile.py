@@ -33,6 +33,20 @@ class ProfileStore:
         )
         return added is not None
 
+    async def get(self, profile_id: str) -> Profile | None:
+        row = await self.db.fetchrow(f"SELECT {_COLUMNS} FROM profile WHERE id=$1", profile_id)
+        return Profile(**row) if row else None
+
+    async def without_space(self, account_id: str | None = None) -> list[str]:
+        """Profiles whose Matrix space is still owed (it is made after the first answer)."""
+        if account_id is None:
+            rows = await self.db.fetch("SELECT id FROM profile WHERE space_mxid IS NULL "
+                                       "ORDER BY created_at")
+        else:
+            rows = await self.db.fetch("SELECT id FROM profile WHERE space_mxid IS NULL AND "
+                                       "account_id=$1 ORDER BY created_at", account_id)
+        return [row["id"] for row in rows]
+
     async def for_account(self, account_id: str) -> list[Profile]:
         rows = await self.db.fetch(
             f"SELECT {_COLUMNS} FROM profile WHERE account_id=$1 ORDER BY created_at, name",
@@ -66,6 +80,13 @@ class ProfileStore:
     async def set_space(self, profile_id: str, space_mxid: str) -> None:
         await self.db.execute("UPDATE profile SET space_mxid=$2 WHERE id=$1",
                               profile_id, space_mxid)
+
+    async def set_space_if_missing(self, profile_id: str, space_mxid: str) -> str | None:
+        """Records the space unless one already is; the profile's space either way (None if
+        the profile is gone)."""
+        await self.db.execute("UPDATE profile SET space_mxid=$2 WHERE id=$1 AND "
+                              "space_mxid IS NULL", profile_id, space_mxid)
+        return await self.space_of(profile_id)
 
     async def rename(self, profile_id: str, name: str) -> None:
         await self.db.execute("UPDATE profile SET name=$2 WHERE id=$1", profile_id, name)

@@ -39,6 +39,9 @@ class Spaces(Protocol):
 
     async def rename_space(self, space_mxid: str, name: str) -> None: ...
 
+    def make_later(self, account_id: str, person: str | None) -> None:
+        """A new account's profile spaces, after the first answer (owed in the database)."""
+
 
 @attrs.frozen
 class ProfileView:
@@ -104,10 +107,11 @@ class Accounts:
         """A new account with the default profiles. The Matrix user is attached last, so
         nobody finds the account before its profiles exist."""
         account = await self.storage.accounts.create(new_id("acct"))
-        members = [matrix_user] if matrix_user else []
         try:
+            # Only the rows: the spaces are made after the person's first answer (making
+            # them first cost the first command a homeserver round trip per profile).
             for name in self.default_profiles:
-                await self.create_profile(account.id, name, actor=actor, members=members)
+                await self._add_profile(account.id, check_profile_name(name))
             if matrix_user and not await self.storage.accounts.add_matrix_user(account.id,
                                                                                matrix_user):
                 raise IdentityError(f"{matrix_user} already belongs to another account.")
@@ -117,6 +121,8 @@ class Accounts:
             raise
         await self.audit.append(AuditEvent.ACCOUNT_CREATED, actor=actor, account=account.id,
                                 details={"matrix_user": matrix_user})
+        if self.spaces:
+            self.spaces.make_later(account.id, matrix_user)
         return account
 
     async def _forget_new_account(self, account_id: str) -> None:
