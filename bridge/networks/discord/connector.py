@@ -38,9 +38,11 @@ from ..base import (
     SendResult,
     Unsupported,
 )
+from ..history import HistoryCursor, HistoryPage
 from ..login import LoginFailed
 from .events import DiscordEvents
 from .formatting import matrix_to_discord, pills
+from .history import DiscordHistory
 from .oauth import DiscordOAuth, GrantGone, describe
 from .settings import (
     DISCORD_API,
@@ -152,6 +154,7 @@ class DiscordConnector(OAuthConnector):
         self.sink: BridgeSink | None = None
         self.webhooks = Webhooks(self)
         self.events = DiscordEvents(self)
+        self.history = DiscordHistory(self)
         self.client: _Bot | None = None
         self._running: asyncio.Task | None = None
         # The thread a message is in, for edits, deletes and reactions (webhooks and the
@@ -239,6 +242,7 @@ class DiscordConnector(OAuthConnector):
                 pass
             self._running = None
         await self.webhooks.close()
+        await self.history.close()
         self.state = ConnectorState.STOPPED
 
     def media_scope(self) -> MediaScope:
@@ -354,6 +358,13 @@ class DiscordConnector(OAuthConnector):
                 datetime.fromtimestamp(since_ms / 1000, UTC)))
             await self.events.catch_up(channel, after)
         return room
+
+    async def fetch_history(self, persona_id: str, room: RemoteRoom, *,
+                            after: HistoryCursor | None, not_before_ms: int | None,
+                            limit: int) -> HistoryPage:
+        """The channel's past (and its threads'), for backfill and catching up."""
+        return await self.history.fetch(persona_id, room, after=after,
+                                        not_before_ms=not_before_ms, limit=limit)
 
     # ---- Matrix -> Discord ------------------------------------------------------------------
 

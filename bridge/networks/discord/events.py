@@ -31,18 +31,13 @@ from ..base import (
     RemoteUser,
     Workspace,
 )
-from .formatting import Formatted, discord_to_matrix
+from .formatting import Formatted, discord_to_matrix, emoji_key
 
 if TYPE_CHECKING:
     from .connector import DiscordConnector
 
 log = logging.getLogger("relayforge.discord.events")
 
-
-
-def emoji_key(emoji: discord.PartialEmoji) -> str:
-    """A reaction's key in Matrix: the emoji itself, or a custom emoji's :name:."""
-    return str(emoji.name) if emoji.is_unicode_emoji() else f":{emoji.name}:"
 
 
 class DiscordEvents:
@@ -79,9 +74,22 @@ class DiscordEvents:
             for session in list(self.c.sessions.values()):
                 await self.offer_channels(session)
             return
-        # A fresh session after an invalid one: nothing was replayed, so read each mapped
-        # channel's history since the last message seen (the core drops what it has).
+        # A fresh session after an invalid one: nothing was replayed, so each mapped
+        # channel's history since the last message seen is read (the core drops what it
+        # has), by the core's backfill where it has one: as each mapping persona, paced,
+        # with live messages held until the channel has caught up.
         log.info("New Discord session: catching up %d mapped channel(s)", len(self.c.mapped))
+        gap = getattr(self.c.sink, "history_gap", None)
+        if gap is not None:
+            rooms: dict[str, list[str]] = {}
+            for channel_id, personas in list(self.c.mapped.items()):
+                channel = self.c.client.get_channel(int(channel_id)) if self.c.client else None
+                persona = next((p for p in personas if p in self.c.sessions), None)
+                if channel is not None and persona is not None:
+                    rooms.setdefault(persona, []).append(self.room(channel).remote_id)
+            for persona, remote_ids in rooms.items():
+                await self.guarded(gap(persona, remote_ids))
+            return
         for channel_id in list(self.c.mapped):
             last = self._lost_at.get(channel_id, self.last_seen.get(channel_id))
             channel = self.c.client.get_channel(int(channel_id)) if self.c.client else None
@@ -189,6 +197,15 @@ class DiscordEvents:
         return self.c.client is not None and message.author.id == self.c.client.user.id
 
     async def message(self, message: discord.Message, *, as_root: bool = False) -> None:
+        for event in await self.convert(message, as_root=as_root):
+            await self._emit(event)
+
+    async def convert(self, message: discord.Message, *, as_root: bool = False
+                      ) -> list[RemoteEvent]:
+        """A Discord message as the events it makes in Matrix (its text, then each file;
+        first its thread's root if the thread is new here), or none if it is not bridged.
+        The live path emits them; history returns them to the core."""
+        events: list[RemoteEvent] = []
         if isinstance(message.channel, discord.PartialMessageable) and message.guild:
             # A thread the Gateway never announced (it was archived, or opened before the
             # bot could see it): look it up, so its messages find their channel.
@@ -197,23 +214,23 @@ class DiscordEvents:
                 message.channel = channel
         where = self._bridged(message.channel)
         if where is None or message.guild is None:
-            return
+            return events
         channel, thread = where
         channel_id = str(channel.id)
         if not thread:
             self.last_seen[channel_id] = max(self.last_seen.get(channel_id, 0), message.id)
         if self._is_ours(message):
-            return
+            return events
         if message.type not in (discord.MessageType.default, discord.MessageType.reply,
                                 discord.MessageType.thread_starter_message):
-            return  # joins, pins, "started a thread": not messages people wrote
+            return events  # joins, pins, "started a thread": not messages people wrote
         message_id = str(message.id)
         if thread and not as_root:
             self.c._remember_thread(message_id, thread)
             if message_id == thread:
                 as_root = True  # a forum post's opening message
             else:
-                await self._ensure_root(message.channel)
+                events += await self._ensure_root(message.channel)
         self.remember_author(message_id, str(message.author.id))
         owner, persona_id = self._receiver(channel_id)
         text = message.content
@@ -234,7 +251,7 @@ class DiscordEvents:
                   for s in message.stickers]
         if text:
             formatted = self._format(message, text)
-            await self._emit(RemoteMessage(
+            events.append(RemoteMessage(
                 **common, message_id=message_id, text=formatted.body, html=formatted.html,
                 mentions=formatted.mentioned_user_ids,
                 mentions_room=formatted.mentions_room or message.mention_everyone))
@@ -244,19 +261,20 @@ class DiscordEvents:
                 fetched = await self.c.fetch_media(url)
             except MediaRefused as e:
                 log.warning("Discord file %s in %s not bridged: %s", file_id, channel_id, e)
-                await self._emit(RemoteMessage(**common, message_id=part_id, text=name,
-                                               file_refused=e.notice(name)))
+                events.append(RemoteMessage(**common, message_id=part_id, text=name,
+                                            file_refused=e.notice(name)))
                 continue
-            await self._emit(RemoteMessage(
+            events.append(RemoteMessage(
                 **common, message_id=part_id, text=name,
                 attachment=Attachment(name, mimetype or fetched.mimetype, fetched.data)))
+        return events
 
-    async def _ensure_root(self, thread: discord.Thread) -> None:
+    async def _ensure_root(self, thread: discord.Thread) -> list[RemoteEvent]:
         """The message a thread hangs from, in Matrix before the thread's messages: the
         message it was opened on, a forum post's first message, or (a thread opened on
         nothing) a message naming the thread."""
         if str(thread.id) in self._threads_seen:
-            return
+            return []
         self._threads_seen.add(str(thread.id))
         parent = thread.parent
         starter = None
@@ -266,15 +284,15 @@ class DiscordEvents:
             except (discord.NotFound, discord.Forbidden):
                 starter = None
         if starter is not None:
-            await self.message(starter, as_root=True)
-            return
+            return await self.convert(starter, as_root=True)
         owner, persona_id = self._receiver(str(parent.id)) if parent else (None, None)
         creator = thread.owner or (thread.guild.get_member(thread.owner_id)
                                    if thread.owner_id else None)
-        await self._emit(RemoteMessage(
+        return [RemoteMessage(
             room=self.room(parent), sender=await self.user(creator, thread.owner_id),
             receiver=owner, persona_id=persona_id, message_id=str(thread.id),
-            text=f"Thread: {thread.name}", html=f"Thread: <strong>{thread.name}</strong>"))
+            timestamp_ms=int(discord.utils.snowflake_time(thread.id).timestamp() * 1000),
+            text=f"Thread: {thread.name}", html=f"Thread: <strong>{thread.name}</strong>")]
 
     async def edited(self, payload: discord.RawMessageUpdateEvent) -> None:
         message = payload.message

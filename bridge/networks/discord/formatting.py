@@ -12,6 +12,7 @@ import html
 import re
 from collections.abc import Callable
 from html.parser import HTMLParser
+from typing import Any
 
 import attrs
 
@@ -341,3 +342,9 @@ def pills(formatted: str | None) -> list[str]:
     if not formatted:
         return []
     return re.findall(r'href="https://matrix\.to/#/(@[^"?/]+)', formatted)
+
+
+def emoji_key(emoji: Any) -> str:
+    """A reaction's key in Matrix (of a discord.py PartialEmoji): the emoji itself, or a
+    custom emoji's :name:."""
+    return str(emoji.name) if emoji.is_unicode_emoji() else f":{emoji.name}:"

@@ -40,10 +40,12 @@ from ..base import (
     SendResult,
     Unsupported,
 )
+from ..history import HistoryCursor, HistoryPage
 from ..login import LinkedAccount, LoginFailed, LoginStep
 from .client import SESSION_GONE, error_name, make_client
 from .events import TelegramEvents, display_name, private_room_id
 from .formatting import from_matrix, to_input_entities
+from .history import TelegramHistory
 from .login import TelegramLogin
 from .update_state import UpdateState
 
@@ -125,6 +127,7 @@ class TelegramConnector(Connector):
         self.sink: BridgeSink | None = None
         self.login = TelegramLogin(self.settings)
         self.events = TelegramEvents(self)
+        self.history = TelegramHistory(self)
         self.update_state = UpdateState(lambda: self.sink)
 
     # ---- lifecycle ---------------------------------------------------------------------------
@@ -314,25 +317,40 @@ class TelegramConnector(Connector):
             if isinstance(message, types.Message):
                 await self.events.on_history(session, message)
 
+    async def fetch_history(self, persona_id: str, room: RemoteRoom, *,
+                            after: HistoryCursor | None, not_before_ms: int | None,
+                            limit: int) -> HistoryPage:
+        """The chat's past as the person reads it, for backfill and catching up."""
+        return await self.history.fetch(persona_id, room, after=after,
+                                        not_before_ms=not_before_ms, limit=limit)
+
     async def topic_root(self, session: TgSession, room: RemoteRoom, peer: Any, topic: int,
                          title: str | None = None) -> None:
-        """A forum topic is a Matrix thread whose first event names the topic: sent before
-        the topic's first message that reaches Matrix. A topic just created only has its
-        name noted (the group may not be mapped yet)."""
+        """A forum topic just created only has its name noted (the group may not be mapped
+        yet); its root is sent before its first message that reaches Matrix."""
         if title is not None:
             session.topic_titles[(room.remote_id, topic)] = title
             return
+        assert self.sink is not None
+        for event in await self.topic_root_events(session, room, peer, topic):
+            await self.sink.handle_remote_event(event)
+
+    async def topic_root_events(self, session: TgSession, room: RemoteRoom, peer: Any,
+                                topic: int, timestamp_ms: int | None = None
+                                ) -> list[RemoteMessage]:
+        """A forum topic is a Matrix thread whose first event names the topic: the root,
+        once per topic and portal."""
         if (room.remote_id, topic) in session.topics_seen:
-            return
+            return []
         session.topics_seen.add((room.remote_id, topic))
         title = session.topic_titles.get((room.remote_id, topic)) or await self._topic_title(
             session, peer, topic)
-        assert self.sink is not None
         entity = await self.events.user(session, peer)
-        await self.sink.handle_remote_event(RemoteMessage(
+        return [RemoteMessage(
             room=room, sender=RemoteUser(entity.remote_id, display_name=entity.display_name),
             receiver=session.owner, persona_id=session.persona_id, message_id=str(topic),
-            text=f"Topic: {title}", html=f"<strong>Topic: {title}</strong>"))
+            timestamp_ms=timestamp_ms,
+            text=f"Topic: {title}", html=f"<strong>Topic: {title}</strong>")]
 
     async def _topic_title(self, session: TgSession, peer: Any, topic: int) -> str:
         try:

@@ -127,35 +127,46 @@ class TelegramEvents:
 
     async def on_history(self, session: TgSession, message: Any) -> None:
         """A message, new or caught up."""
+        for event in await self.convert(session, message):
+            await self._emit(event)
+
+    async def convert(self, session: TgSession, message: Any) -> list[RemoteEvent]:
+        """A message as the events it makes in Matrix (first its topic's root, when the
+        topic is new here), or none for the bridge's own. The live path emits them; history
+        returns them to the core."""
         room = await self.room(session, message.peer_id)
         if message.out and await session.sent_by_bridge(room.remote_id, message.id):
-            return
+            return []
         sender = await self._sender_of(session, message)
         session.remember(message.id, room.remote_id, sender.remote_id)
-        thread_root, reply_to = await self._thread(session, room, message)
+        events, thread_root, reply_to = await self._thread(session, room, message)
         html, mentions = to_matrix(message.message or "", message.entities, self.c.ghost_of)
         attachment, refused = await self._media(session, message)
-        await self._emit(RemoteMessage(
+        events.append(RemoteMessage(
             **self._base(session, room, sender, message), message_id=str(message.id),
             text=message.message or (attachment.name if attachment else ""), html=html,
             reply_to=reply_to, thread_root=thread_root, mentions=mentions,
             attachment=attachment, file_refused=refused))
+        return events
 
     async def _thread(self, session: TgSession, room: RemoteRoom, message: Any
-                      ) -> tuple[str | None, str | None]:
-        """(the topic's first message, for a forum topic other than General; the message
-        replied to, if any)."""
+                      ) -> tuple[list[RemoteEvent], str | None, str | None]:
+        """(the topic's root if it is new here; the topic's first message, for a forum
+        topic other than General; the message replied to, if any)."""
         header = message.reply_to
         if not isinstance(header, types.MessageReplyHeader):
-            return None, None
+            return [], None, None
         if header.forum_topic:
             topic = header.reply_to_top_id or header.reply_to_msg_id
             reply = str(header.reply_to_msg_id) if header.reply_to_top_id else None
             if topic == GENERAL_TOPIC:
-                return None, reply
-            await self.c.topic_root(session, room, message.peer_id, topic)
-            return str(topic), reply
-        return None, str(header.reply_to_msg_id) if header.reply_to_msg_id else None
+                return [], None, reply
+            date = getattr(message, "date", None)
+            root = await self.c.topic_root_events(
+                session, room, message.peer_id, topic,
+                timestamp_ms=int(date.timestamp() * 1000) if date else None)
+            return root, str(topic), reply
+        return [], None, str(header.reply_to_msg_id) if header.reply_to_msg_id else None
 
     async def _media(self, session: TgSession, message: Any
                      ) -> tuple[Attachment | None, str | None]:
@@ -239,24 +250,35 @@ class TelegramEvents:
     async def _reactions(self, session: TgSession, update: types.UpdateMessageReactions
                          ) -> None:
         room = await self.room(session, update.peer)
+        for event in await self.reaction_events(session, room, update.msg_id,
+                                                update.reactions):
+            await self._emit(event)
+
+    async def reaction_events(self, session: TgSession, room: RemoteRoom, msg_id: int,
+                              reactions: Any, timestamp_ms: int | None = None
+                              ) -> list[RemoteEvent]:
+        """The reactions a message has now (Telegram always tells them all), as what
+        changed since the session last saw them: new ones, and ones taken back."""
         now: dict[str, str] = {}
-        for reaction in update.reactions.recent_reactions or []:
+        for reaction in getattr(reactions, "recent_reactions", None) or []:
             if isinstance(reaction.reaction, types.ReactionEmoji) and isinstance(
                     reaction.peer_id, types.PeerUser):
                 user = reaction.peer_id.user_id
-                key = f"{update.msg_id}:{user}:{reaction.reaction.emoticon}"
+                key = f"{msg_id}:{user}:{reaction.reaction.emoticon}"
                 now[key] = str(user)
-        before = session.reactions.get((room.remote_id, update.msg_id), {})
-        session.reactions[(room.remote_id, update.msg_id)] = now
+        before = session.reactions.get((room.remote_id, msg_id), {})
+        session.reactions[(room.remote_id, msg_id)] = now
+        events: list[RemoteEvent] = []
         for key, user in now.items():
             if key in before or session.reacted_by_bridge(room.remote_id, key):
                 continue
-            await self._emit(RemoteReaction(
+            events.append(RemoteReaction(
                 room=room, sender=await self.user(session, types.PeerUser(int(user))),
                 receiver=session.owner, persona_id=session.persona_id, reaction_id=key,
-                target_id=str(update.msg_id), key=key.split(":", 2)[2]))
+                target_id=str(msg_id), key=key.split(":", 2)[2], timestamp_ms=timestamp_ms))
         for key, user in before.items():
             if key not in now and not session.reacted_by_bridge(room.remote_id, "-" + key):
-                await self._emit(RemoteRedaction(
+                events.append(RemoteRedaction(
                     room=room, sender=RemoteUser(user), receiver=session.owner,
                     persona_id=session.persona_id, target_id=key))
+        return events
