@@ -25,6 +25,11 @@ RelayForge, a Matrix bridge for Slack, Discord, Telegram and XMPP.
   python -m bridge -c config.yaml vault status          master key versions and counts
   python -m bridge -c config.yaml vault rotate          new master key; rewrap every data key
   python -m bridge -c config.yaml audit verify          check the audit chain and checkpoint
+  python -m bridge -c config.yaml export --hold NAME --out DIR
+        write a legal hold's export bundle (signed manifest, RSMF 2.0 manifest)
+  python -m bridge -c config.yaml export public-key     the key export bundles are signed with
+  python -m bridge export verify DIR [--public-key FILE]
+        check a bundle's signature and every file's hash (no vault with --public-key)
   python -m bridge sandbox                              run a throwaway homeserver + bridge
 """
 
@@ -41,14 +46,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-r", "--registration", default="registration.yaml",
                         help="where -g writes the registration (default: registration.yaml)")
     parser.add_argument("--version", action="version", version=f"RelayForge {__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="{vault,audit,sandbox}")
+    commands = parser.add_subparsers(dest="command", metavar="{vault,audit,export,sandbox}")
     vault = commands.add_parser("vault", help="the credential vault")
     vault.add_argument("action", choices=["status", "rotate"])
     audit = commands.add_parser("audit", help="the audit log")
     audit.add_argument("action", choices=["verify"])
     commands.add_parser("sandbox", help="a throwaway homeserver and bridge (see sandbox --help)",
                         add_help=False)
-    for sub in (vault, audit):
+    export = commands.add_parser("export", help="legal hold export bundles")
+    export.add_argument("action", nargs="?", choices=["public-key", "verify"],
+                        help="omit to write a bundle (--hold, --out)")
+    export.add_argument("directory", nargs="?", help="the bundle to verify")
+    export.add_argument("--hold", help="the hold to export")
+    export.add_argument("--out", help="a new (or empty) directory for the bundle")
+    export.add_argument("--public-key", dest="public_key",
+                        help="verify with this PEM public key instead of the vault's")
+    for sub in (vault, audit, export):
         sub.add_argument("-c", "--config", default=argparse.SUPPRESS,
                          help="the config file (default: config.yaml)")
     return parser
@@ -143,6 +156,36 @@ def admin(command: tuple[str, str], config_path: str) -> int:
     return _run_reporting(lambda: COMMANDS[command](config), " ".join(command))
 
 
+def export(args: argparse.Namespace) -> int:
+    from .compliance import export_cli
+
+    if args.action == "verify":
+        if not args.directory:
+            print("Usage: export verify DIR [--public-key FILE]", file=sys.stderr)
+            return 2
+        if args.public_key:  # the reviewer's way: no config, no vault
+            return export_cli.verify_with_file(args.directory, args.public_key)
+        directory = args.directory
+        return admin_run(args.config, lambda c: export_cli.verify_with_vault(c, directory))
+    if args.action == "public-key":
+        return admin_run(args.config, export_cli.print_public_key)
+    if not args.hold or not args.out:
+        print("Usage: export --hold NAME --out DIR | export public-key | export verify DIR",
+              file=sys.stderr)
+        return 2
+    hold, out = args.hold, args.out
+    return admin_run(args.config, lambda c: export_cli.write_export(c, hold, out))
+
+
+def admin_run(config_path: str, command: Callable[[Config], Coroutine[Any, Any, int]]) -> int:
+    try:
+        config = load_config(config_path)
+    except ConfigError as e:
+        return _fail(e)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    return _run_reporting(lambda: command(config), "export")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if "sandbox" in argv[:1]:
@@ -152,6 +195,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command in ("vault", "audit"):
         return admin((args.command, args.action), args.config)
+    if args.command == "export":
+        return export(args)
     if args.generate_registration:
         return generate(args.config, args.registration)
     return run(args.config)

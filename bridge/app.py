@@ -23,6 +23,7 @@ from .bot.bot import ManagementBot
 from .bot.builtin_commands import register_builtin_commands
 from .bot.dispatch import MatrixDispatcher
 from .bot.first_contact import LinkOnFirstContact
+from .bot.hold_commands import register_hold_commands
 from .bot.network_commands import NetworkCommands
 from .bot.permissions import Level, Permissions
 from .bot.security_commands import SecurityCommands
@@ -308,6 +309,7 @@ class Bridge:
         assert self.storage and self.security and self.router and self.delivery and self.bot
         await self._wait_for_homeserver()
         await az.intent.ensure_registered()
+        register_hold_commands(commands, self.web.holds)
         await az.intent.set_displayname(cfg["appservice.bot_displayname"])
         # The bot's encryption device (bridge.encryption), ready before any transaction.
         assert self._dispatcher is not None

@@ -179,7 +179,10 @@ def _register_admin(registry: CommandRegistry, storage: Storage, accounts: Accou
                     merges: Merges, audit: AuditLog) -> None:
     async def admin(ctx: CommandContext) -> None:
         usage = ("Usage: admin find MXID|EMAIL|ACCOUNT | admin merge INTO FROM | "
-                 "admin unmerge MERGE_ID")
+                 "admin unmerge MERGE_ID | admin hold create|list|release ...")
+        extra = ctx.bot.commands.admin_verbs.get(ctx.args[0]) if ctx.args else None
+        if extra is not None:
+            return await extra(ctx)
         if len(ctx.args) < 2:
             raise CommandError(usage)
         verb = ctx.args[0]

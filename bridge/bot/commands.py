@@ -57,6 +57,8 @@ class CommandRegistry:
     def __init__(self) -> None:
         self._commands: dict[str, Command] = {}
         self._names: dict[str, Command] = {}
+        # Verbs other modules add to the `admin` command (e.g. "hold"), at its level.
+        self.admin_verbs: dict[str, Handler] = {}
 
     def add(self, command: Command) -> None:
         for name in (command.name, *command.aliases):

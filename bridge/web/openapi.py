@@ -134,6 +134,48 @@ def _op(summary: str, responses: dict[str, Any], body: dict[str, Any] | None = N
     return operation
 
 
+_OPT_TEXT = {"type": ["string", "null"]}
+_HOLD = {"type": "object",
+         "required": ["name", "scope", "network", "target", "from", "until", "reason",
+                      "created_by", "created_at", "released_by", "released_at", "active"],
+         "properties": {"name": {"type": "string"},
+                        "scope": {"type": "string",
+                                  "enum": ["account", "user", "room", "workspace"]},
+                        "network": _OPT_TEXT, "target": {"type": "string"},
+                        "from": _OPT_TEXT, "until": _OPT_TEXT, "reason": _OPT_TEXT,
+                        "created_by": {"type": "string"}, "created_at": {"type": "string"},
+                        "released_by": _OPT_TEXT, "released_at": _OPT_TEXT,
+                        "active": {"type": "boolean"}, "messages": {"type": "integer"}}}
+
+
+def _hold_paths() -> dict[str, Any]:
+    """Legal holds (admins: the "holds" level of bridge.permissions)."""
+    v1 = "/_matrix/provision/v1"
+    bad = _json(_ERROR, "Refused; the error names the field that is wrong")
+    return {
+        f"{v1}/holds": {
+            "get": _op("Legal holds, with how many messages each keeps (audited)", {
+                "200": _json({"type": "object", "required": ["holds"], "properties": {
+                    "holds": {"type": "array", "items": _HOLD}}}, "Holds")}),
+            "post": _op(
+                "Put a legal hold on a custodian (account or Matrix user), a room or a "
+                "workspace, optionally for a date range (ISO dates, UTC)",
+                {"201": _json(_HOLD, "The hold"), "400": bad},
+                body={"type": "object", "required": ["name", "scope", "target"],
+                      "properties": {"name": {"type": "string"},
+                                     "scope": {"type": "string", "enum": [
+                                         "account", "user", "room", "workspace"]},
+                                     "target": {"type": "string"},
+                                     "network": {"type": "string"},
+                                     "from": {"type": "string"}, "until": {"type": "string"},
+                                     "reason": {"type": "string"}}})},
+        f"{v1}/holds/{{name}}/release": {"post": _op(
+            "Release a legal hold (what it kept stays until retention removes it)",
+            {"200": _json(_HOLD, "The released hold"), "400": bad,
+             "404": _json(_ERROR, "No such hold")}, path_params=("name",))},
+    }
+
+
 def _network_paths() -> dict[str, Any]:
     v1 = "/_matrix/provision/v1"
     bad = _json(_ERROR, "Refused; the error says why")
@@ -209,6 +251,44 @@ _LINKING_BODY = {"type": "object", "required": ["pendingSessionId", "existingSes
                  "properties": {"pendingSessionId": {"type": "string"},
                                 "existingSessionId": {"type": "string"}}}
 _SECURITY = [{"sharedSecret": []}, {"bridgeSession": []}, {"matrixOpenId": []}]
+
+
+_MY_DATA = {
+    "type": "object",
+    "required": ["generated_at", "account", "profiles", "rules", "capabilities", "agents",
+                 "audit"],
+    "properties": {
+        "generated_at": {"type": "string"},
+        "account": {"type": "object",
+                    "required": ["id", "status", "matrix_users", "sign_in_methods", "mfa"],
+                    "properties": {"id": {"type": "string"}, "status": {"type": "string"},
+                                   "matrix_users": {"type": "array",
+                                                    "items": {"type": "string"}},
+                                   "sign_in_methods": {"type": "array",
+                                                       "items": {"type": "object"}},
+                                   "mfa": {"type": "object"}}},
+        "profiles": {"type": "array", "items": {
+            "type": "object", "required": ["id", "name", "personas"],
+            "properties": {"id": {"type": "string"}, "name": {"type": "string"},
+                           "personas": {"type": "array", "items": _PERSONA}}}},
+        "rules": {"type": "array", "items": {"type": "object"}},
+        "capabilities": {"type": "array", "items": {"type": "object"}},
+        "agents": {"type": "array", "items": {"type": "object"}},
+        "audit": {"type": "array", "items": {
+            "type": "object", "required": ["seq", "ts", "event", "actor", "details"],
+            "properties": {"seq": {"type": "integer"}, "ts": {"type": "string"},
+                           "event": {"type": "string"}, "actor": {"type": "string"},
+                           "details": {"type": "object"}}}},
+    },
+}
+
+
+def _my_data_path() -> dict[str, Any]:
+    return {"/_matrix/provision/v1/my-data": {"get": _op(
+        "Everything the bridge holds about the person, as the bot's my-data: account, "
+        "sign-in methods, profiles, personas (descriptors, never credentials), rules, "
+        "capabilities, agents and their audit records",
+        {"200": _json(_MY_DATA, "The person's data")})}}
 
 
 def openapi_document() -> dict[str, Any]:
@@ -300,5 +380,7 @@ def openapi_document() -> dict[str, Any]:
                     "403": _json(_FLOW_ERROR, "The session is not valid (checked before the "
                                  "body is read)")}}},
             **_network_paths(),
+            **_hold_paths(),
+            **_my_data_path(),
         },
     }

@@ -115,6 +115,10 @@ class ProvisioningApi(NetworkEndpoints):
         return web.json_response(openapi_document())
 
     def _authed(self, handler: Handler, action: str) -> Handler:
+    def authed(self, handler: Handler, action: str) -> Handler:
+        """An endpoint of another module behind the same credentials and levels."""
+        return self._authed(handler, action)
+
         async def check(request: web.Request) -> web.StreamResponse:
             token = bearer(request)
             if token is None:

@@ -8,6 +8,7 @@ from collections.abc import Callable
 import attrs
 from aiohttp import web
 
+from ..compliance.holds import Holds
 from ..config import Config
 from ..db import Storage
 from ..identity.accounts import Accounts
@@ -20,12 +21,13 @@ from ..security.permissions import Permissions
 from ..security.ratelimit import Limits, RateLimitSettings
 from ..security.setup import Security
 from ..security.system_keys import web_keys
+from .admin_holds import AdminHoldsPage, HoldEndpoints
 from .admin_routes import AdminRoutes
 from .browser import BrowserBinding
 from .limits import WebLimits
+from .portal import Portal
 from .provisioning import ProvisioningApi
 from .signin_routes import SignInRoutes
-from .portal import Portal
 
 
 @attrs.define
@@ -37,6 +39,7 @@ class WebServices:
     session_networks: SessionNetworks
     limits: Limits
     web_limits: WebLimits
+    holds: Holds
 
 
 def forwarded_https(trusted_proxies: list[str]) -> Callable[[web.Request], bool]:
@@ -76,7 +79,8 @@ async def build_web(config: Config, storage: Storage, security: Security,
     limits = Limits(RateLimitSettings.from_config(
         lambda key: config[f"security.rate_limits.{key}"]))
     return WebServices(accounts, merges, signin, binding, security.session_networks, limits,
-                       WebLimits(limits, security.session_networks, metrics))
+                       WebLimits(limits, security.session_networks, metrics),
+                       Holds(storage, security.audit))
 
 
 def register_web_routes(app: web.Application, services: WebServices, config: Config
@@ -92,6 +96,10 @@ def register_web_routes(app: web.Application, services: WebServices, config: Con
                           config["homeserver.address"], config["homeserver.domain"],
                           services.session_networks, Permissions(config["bridge.permissions"]))
     api.register(app)
+    AdminHoldsPage(services.signin, services.signin.storage, services.holds, services.binding,
+                   Permissions(config["bridge.permissions"]),
+                   services.session_networks).register(app)
+    HoldEndpoints(services.holds).register(app, api.authed)
     return api
 
 
