@@ -58,6 +58,8 @@ async def test_history_and_catch_up_after_a_restart(start_bridge, discord, new_u
     alice = await new_user("alice")
     bot = homeserver.bot_mxid
     room = await link_discord(alice, bot, discord, world.alice)
+    # The first history read is refused with a 429: the backfill waits it out.
+    discord.rate_limit(f"/channels/{general.id}/messages", retry_after=0.5, method="GET")
     await alice.send_text(room, f"map discord {world.guild.id}/#general --profile Jobb")
     portal = await alice.wait_for_invite()
 
@@ -79,10 +81,22 @@ async def test_history_and_catch_up_after_a_restart(start_bridge, discord, new_u
         bridge.router.ghosts.ghost_mxid("discord", u.id) for u in (bob, carol))
     assert {(r.content.relates_to.event_id, r.content.relates_to.key) for r in reactions} == {
         (by_body["h1"].event_id, "👍")}
-    # History is read page by page with Discord's own paging, never past what was asked.
+    # History is read with Discord's own paging, and nothing came before a 429's wait was up.
     assert all(int(q.get("limit", 50)) <= 100 for _, q in discord.history_reads)
+    assert [c.status for c in discord.calls(f"/channels/{general.id}/messages", "GET")
+            ][:2] == [429, 200]
+    assert discord.rest.early == []
     await alice.wait_for_notice(room, bot, "The history of #general is in: 5 messages",
                                 after=None)
+
+    # A channel the person may not see (a permission overwrite) is not theirs to map.
+    secret = discord.add_channel(world.guild, "secret")
+    secret.hidden_from.add(world.alice.id)
+    await discord.gateway.dispatch("CHANNEL_CREATE", secret.payload())
+    await old(bob, "not for alice", 6, where=secret)
+    await alice.send_text(room, f"map discord {world.guild.id}/#secret --profile Jobb")
+    await alice.wait_for_notice(room, bot, "you may not see #secret")
+    assert not [q for c, q in discord.history_reads if c == secret.id]
 
     # Stopped: what is said meanwhile (in the channel and its thread) comes after the
     # restart, once and in order.

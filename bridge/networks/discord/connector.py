@@ -337,9 +337,10 @@ class DiscordConnector(OAuthConnector):
         if guild is None:
             raise LoginFailed(f"the RelayForge bot is not on a Discord server {wanted_guild}"
                               " (a server admin must add it first)")
-        if guild.get_member(int(session.user_id)) is None:
+        member = guild.get_member(int(session.user_id))
+        if member is None:
             try:
-                await guild.fetch_member(int(session.user_id))
+                member = await guild.fetch_member(int(session.user_id))
             except discord.NotFound:
                 raise LoginFailed(f"you are not a member of the Discord server {guild.name}"
                                   ) from None
@@ -349,6 +350,9 @@ class DiscordConnector(OAuthConnector):
                        None)
         if not isinstance(channel, discord.TextChannel | discord.ForumChannel):
             raise LoginFailed(f"there is no text or forum channel {wanted} on {guild.name}")
+        # The bot sees more than the person may: only channels their permissions show them.
+        if not channel.permissions_for(member).view_channel:
+            raise LoginFailed(f"you may not see #{channel.name} on {guild.name}")
         personas = self.mapped.setdefault(str(channel.id), [])
         if persona_id not in personas:
             personas.append(persona_id)

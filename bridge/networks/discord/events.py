@@ -103,11 +103,13 @@ class DiscordEvents:
         if self.c.client is None or not self.first_ready.is_set():
             return
         for server in [guild] if guild else list(self.c.client.guilds):
-            if server.get_member(int(session.user_id)) is None:
+            member = server.get_member(int(session.user_id))
+            if member is None:
                 continue
             for channel in server.channels:
                 if isinstance(channel, discord.TextChannel | discord.ForumChannel) and (
-                        session.persona_id not in self.c.mapped.get(str(channel.id), [])):
+                        session.persona_id not in self.c.mapped.get(str(channel.id), [])
+                        ) and channel.permissions_for(member).view_channel:
                     await self.guarded(self._emit(RemoteInvite(
                         room=self.room(channel), sender=RemoteUser(session.user_id),
                         receiver=session.owner, persona_id=session.persona_id)))
