@@ -23,6 +23,7 @@ import attrs
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from ..audit import AuditEvent, AuditLog
+from ..core.backfill_gate import FROM_HISTORY
 from ..db import Storage
 from ..db.held_message import HeldAttachment, HeldMessage, HeldReaction, HeldStore, HeldVersion
 from ..db.hold import Hold, HoldScope
@@ -175,6 +176,9 @@ class HoldArchive(Tap):
             active = await self.holds.active()
             if not active:
                 return
+            if FROM_HISTORY.get() and item.side == "remote":
+                # Brought in by the backfill, through the same router path as live events.
+                item = attrs.evolve(item, side="backfill")
             if item.kind == CaptureKind.MESSAGE:
                 await self._message(item, active)
             else:
