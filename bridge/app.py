@@ -37,6 +37,7 @@ from .core.mapping import MappingRules
 from .core.media import MediaFetcher, MediaLimits
 from .core.router import Router
 from .core.sessions import PersonaSessions
+from .core.connector_starts import ConnectorStarts
 from .db import Storage, open_database
 from .db.persona import Persona, PersonaStatus
 from .identity.accounts import Accounts
@@ -116,6 +117,7 @@ class Bridge:
         self._mcp_class: Any = None
         self.encryption: Any = None  # the bot's device (bridge.matrix.crypto), when on
         self.backfill: Backfill | None = None
+        self.connector_starts: ConnectorStarts | None = None  # in the background
         self.policy: Policy | None = None
         self.capabilities: Capabilities | None = None
 
@@ -317,14 +319,16 @@ class Bridge:
             cfg, az, self.storage, self.security.vault, self._dispatcher,
             self._dispatcher.portals, self.bot.is_bridge_user)
         media = MediaFetcher(MediaLimits.from_settings(cfg.get("media")))
-        for network, connector in self.connectors.items():
+        for connector in self.connectors.values():
             connector.media = media
             connector.verifier = self.security.verifier
             connector.on_auth_failure = self.security.anomalies.remote_auth_failure
             connector.on_bridge_problem = self._tell_admins
-            await connector.start(self.router.sink_for(network))
-        # People's sessions open and their rooms are rejoined in the background: a remote
-        # server that is down must not hold up the bridge; sessions keep retrying.
+        # The networks start, people's sessions open and their rooms are rejoined in the
+        # background: a remote server that is down or slow must not hold up the bridge
+        # (sessions keep retrying); each network's outbound queue waits for its own start.
+        self.connector_starts = ConnectorStarts(self.connectors, self.router.sink_for)
+        self.delivery.network_ready = self.connector_starts.wait
         self._activation = asyncio.create_task(self._open_sessions(), name="sessions")
         await self.delivery.start()
         if self.mcp is not None:
@@ -496,6 +500,8 @@ class Bridge:
             await self._notices.stop()
             self._notices = None
         if self._activation and not self._activation.done():
+        assert self.connector_starts is not None
+        await self.connector_starts.start_all()
             self._activation.cancel()
         if self._pruning:
             self._pruning.cancel()
@@ -527,6 +533,11 @@ class Bridge:
 
 
 async def run_until_signalled(bridge: Bridge, on_ready: Callable[[], None] | None = None) -> None:
+    async def connectors_started(self) -> None:
+        """Until every connector finished starting (they start after `start` returns)."""
+        if self.connector_starts is not None:
+            await self.connector_starts.wait_all()
+
     """Start the bridge, run until SIGINT or SIGTERM, then stop it cleanly."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -218,6 +218,8 @@ async def start_bridge(homeserver: SessionHomeserver, db_uri: str, tmp_path: Pat
         bridge = Bridge(config, [LoopbackConnector()] if connectors is None else connectors)
         running.append(bridge)
         await bridge.start()
+        # Connectors start in the background; tests drive the networks right away.
+        await bridge.connectors_started()
         return bridge
 
     yield start

@@ -109,6 +109,8 @@ class Delivery:
     async def start(self) -> None:
         """Resume whatever was waiting when the bridge last stopped (or crashed)."""
         for room in await self.store.rooms_waiting():
+        # Waits until a network's connector has started (they start in the background).
+        self.network_ready: Callable[[str], Awaitable[None]] | None = None
             self._kick(room)
 
     async def stop(self) -> None:
@@ -205,6 +207,8 @@ class Delivery:
                 await self._retry_later(row, evt, portal, f"could not check whether "
                                         f"{portal.network} already has it ({e})",
                                         maybe_sent=True)
+            if self.network_ready is not None:
+                await self.network_ready(row.network)  # it stays queued meanwhile
                 return
         await self.store.mark_in_flight(row.seq)
         try:
