@@ -12,7 +12,7 @@ import pytest
 from mautrix.types import EventType
 
 from tests.fakes.discord import FakeDiscord
-from tests.fakes.discord.models import snowflake
+from tests.fakes.discord.models import Attachment, snowflake
 
 from .support.discord import build_world, discord_settings, link_discord
 from .test_backfill_slack import bodies, until_bodies
@@ -45,7 +45,8 @@ async def test_history_and_catch_up_after_a_restart(start_bridge, discord, new_u
 
     await old(bob, "too old for five", 0)
     h1 = await old(bob, "h1", 1)
-    await old(carol, "h2", 2)
+    await old(carol, "h2", 2, attachments=[
+        Attachment(snowflake(), "notes.txt", "text/plain", b"minutes of the meeting")])
     h3 = await old(bob, "h3", 3, reply_to=h1)
     thread = await discord.open_thread(general, "about h1", carol, from_message=h1)
     await old(carol, "t1", 4, where=thread)
@@ -64,7 +65,7 @@ async def test_history_and_catch_up_after_a_restart(start_bridge, discord, new_u
     portal = await alice.wait_for_invite()
 
     events = await until_bodies(alice, portal, "h4")
-    assert bodies(events) == ["h1", "h2", "h3 edited", "t1", "h4"]
+    assert bodies(events) == ["h1", "h2", "notes.txt", "h3 edited", "t1", "h4"]
     by_body = {e.content.body: e for e in events if e.type == EventType.ROOM_MESSAGE}
     sent = {m.content: m for m in discord.messages(general) + discord.messages(thread)}
     sent["h3 edited"] = h3
@@ -73,6 +74,10 @@ async def test_history_and_catch_up_after_a_restart(start_bridge, discord, new_u
         # The original time, to the millisecond, and the author's ghost.
         assert by_body[body].timestamp == (int(sent[body].id) >> 22) + 1420070400000
         assert by_body[body].sender == bridge.router.ghosts.ghost_mxid("discord", author.id)
+    # Its file as in live bridging: the file itself in Matrix, from its author.
+    file = by_body["notes.txt"]
+    assert file.sender == by_body["h2"].sender and file.content.msgtype.value == "m.file"
+    assert await alice.client.download_media(file.content.url) == b"minutes of the meeting"
     assert by_body["h3 edited"].content.relates_to.in_reply_to.event_id == (
         by_body["h1"].event_id)
     assert by_body["t1"].content.get_thread_parent() == by_body["h1"].event_id
@@ -86,7 +91,7 @@ async def test_history_and_catch_up_after_a_restart(start_bridge, discord, new_u
     assert [c.status for c in discord.calls(f"/channels/{general.id}/messages", "GET")
             ][:2] == [429, 200]
     assert discord.rest.early == []
-    await alice.wait_for_notice(room, bot, "The history of #general is in: 5 messages",
+    await alice.wait_for_notice(room, bot, "The history of #general is in: 6 messages",
                                 after=None)
 
     # A channel the person may not see (a permission overwrite) is not theirs to map.
@@ -108,5 +113,5 @@ async def test_history_and_catch_up_after_a_restart(start_bridge, discord, new_u
     await until_bodies(alice, portal, "while away 2")
     await discord.post(general, bob, "live again")
     events = await until_bodies(alice, portal, "live again")
-    assert bodies(events) == ["h1", "h2", "h3 edited", "t1", "h4", "while away 1",
+    assert bodies(events) == ["h1", "h2", "notes.txt", "h3 edited", "t1", "h4", "while away 1",
                               "while away in the thread", "while away 2", "live again"]
