@@ -26,7 +26,7 @@ from typing import Any
 
 RESULTS = Path(__file__).resolve().parent / "results"
 #: What `--parts` can choose; those after "relay" need no relaying set-up.
-PARTS = ("relay", "first_contact")
+PARTS = ("relay", "first_contact", "message_map", "startup")
 TARGET_RATIO = 0.9
 METHOD = {
     "remote_to_matrix": "N messages over `lanes` rooms (one sender each, in order per room, "
@@ -66,6 +66,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         f"{','.join(PARTS)})")
     parser.add_argument("--first-contact", type=int, default=10,
                         help="new people (samples) for the first-contact figure")
+    parser.add_argument("--portals", type=int, default=100_000,
+                        help="portals in the start-up database (default 100000)")
+    parser.add_argument("--personas", type=int, default=10_000,
+                        help="active personas, each with one active rule, in it (10000)")
+    parser.add_argument("--map-rows", type=int, default=1_000_000,
+                        help="message map rows for the map figure (default 1000000)")
+    parser.add_argument("--postgres-server",
+                        help="also the message map on PostgreSQL: a server URI such as "
+                        "postgres://user@127.0.0.1:5432 (a throwaway database is made)")
     args = parser.parse_args(argv)
     if args.n < 20 or args.concurrency < 1 or args.burst < 1 or args.repeats < 1:
         parser.error("--n must be at least 20; --concurrency, --burst, --repeats at least 1")
@@ -102,6 +111,18 @@ async def run(args: argparse.Namespace, directory: Path) -> dict[str, Any]:
             results["first_contact"] = await first_contact(h, args.first_contact)
         if "relay" in args.parts:
             results.update(await relay(h, args))
+        from . import scale
+
+        if "message_map" in args.parts:
+            results["message_map"] = await scale.message_maps(directory, args.map_rows,
+                                                              args.postgres_server)
+        if "startup" in args.parts:
+            summary = setup(h, args)
+            assert h.bridge is not None
+            await h.bridge.stop()  # the start-up bridges take its place on the homeserver
+            results["startup"] = await scale.startup(directory / "config.yaml", directory,
+                                                     args.portals, args.personas)
+            return {"setup": summary, **results, "method": METHOD}
         return {"setup": setup(h, args), **results, "method": METHOD}
     except Exception:
         print(h.synapse_log_tail(), file=sys.stderr)

@@ -1,0 +1,215 @@
+"""Scale: start-up with many portals, personas and rules against an empty database, RSS per
+1,000 active portals, and the message map at a million rows against an empty map.
+
+Start-up: the same bridge config and homeserver, a database migrated and empty (baseline)
+against one holding `portals` portals, `personas` active personas with one rule each; timed
+from `Bridge.start()` until it returns (ready: transactions are taken; the networks and
+sessions open in the background). Message map: the lookups relaying makes per message
+(remote id -> event, event -> remote id, insert) timed at 0 and at `rows` rows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+from ruamel.yaml import YAML
+
+from bridge.app import Bridge
+from bridge.configure import load_config
+from bridge.db import open_database
+
+from .endpoints import NETWORK, BenchConnector
+
+BATCH = 5000
+
+
+def rss_mib() -> float:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def config_with_database(config_path: Path, db_uri: str, out: Path) -> Path:
+    yaml = YAML()
+    data = yaml.load(config_path.read_text())
+    data["database"]["uri"] = db_uri
+    with out.open("w") as stream:
+        yaml.dump(data, stream)
+    return out
+
+
+async def _many(db: Any, sql: str, rows: list[tuple]) -> None:
+    # One transaction per batch: SQLite commits (and syncs) each statement otherwise.
+    for start in range(0, len(rows), BATCH):
+        async with db.acquire() as conn, conn.transaction():
+            await conn.executemany(sql, rows[start:start + BATCH])
+
+
+async def seed(db_uri: str, portals: int, personas: int) -> None:
+    """`portals` portals; `personas` accounts, each with a profile (its space made), an
+    active persona and one mapping rule."""
+    storage = await open_database(db_uri)
+    db = storage.db
+    now = int(time.time() * 1000)
+    try:
+        await _many(db, "INSERT INTO account (id, status, credits, created_at) "
+                    "VALUES ($1, 'active', 0, $2)",
+                    [(f"acct_b{i}", now) for i in range(personas)])
+        await _many(db, "INSERT INTO profile (id, account_id, name, space_mxid, created_at) "
+                    "VALUES ($1, $2, 'Jobb', $3, $4)",
+                    [(f"prof_b{i}", f"acct_b{i}", f"!space{i}:localhost", now)
+                     for i in range(personas)])
+        await _many(db, "INSERT INTO persona (id, profile_id, vault_profile, platform, "
+                    "external_user_id, display_name, scopes, status, created_at) VALUES "
+                    "($1, $2, $2, $3, $4, NULL, '[]', 'active', $5)",
+                    [(f"per_b{i}", f"prof_b{i}", NETWORK, f"user{i}", now)
+                     for i in range(personas)])
+        await _many(db, "INSERT INTO mapping_rule (id, account_id, profile_id, network, "
+                    "remote, target_room, inbound_only, relay, created_at) VALUES "
+                    "($1, $2, $3, $4, $5, NULL, false, false, $6)",
+                    [(f"rule_b{i}", f"acct_b{i}", f"prof_b{i}", NETWORK, f"room{i}", now)
+                     for i in range(personas)])
+        await _many(db, "INSERT INTO portal (network, remote_id, mxid, name, created_at) "
+                    "VALUES ($1, $2, $3, $4, $5)",
+                    [(NETWORK, f"room{i}", f"!portal{i}:localhost", f"room {i}", now)
+                     for i in range(portals)])
+    finally:
+        await storage.close()
+
+
+async def timed_start(config: Path) -> tuple[float, Bridge]:
+    bridge = Bridge(load_config(str(config)), [BenchConnector(_Nowhere())])
+    started = time.perf_counter()
+    await bridge.start()
+    return time.perf_counter() - started, bridge
+
+
+class _Nowhere:
+    def record(self, tag: str, at: float | None = None) -> None:
+        pass
+
+
+async def startup(config_path: Path, directory: Path, portals: int, personas: int,
+                  repeats: int = 2) -> dict[str, Any]:
+    """Start-up against an empty database, and RSS per 1,000 portals read into the cache."""
+    # Thousands of rules that cannot join the bench network would each log a warning.
+    logging.getLogger("relayforge").setLevel(logging.ERROR)
+    empty_uri = f"sqlite:{directory / f'empty-{secrets.token_hex(3)}.db'}"
+    full_uri = f"sqlite:{directory / f'full-{secrets.token_hex(3)}.db'}"
+    await (await open_database(empty_uri)).close()  # migrated, so both start alike
+    await seed(full_uri, portals, personas)
+    empty_cfg = config_with_database(config_path, empty_uri, directory / "empty.yaml")
+    full_cfg = config_with_database(config_path, full_uri, directory / "full.yaml")
+    times: dict[str, list[float]] = {"empty": [], "full": []}
+    per_1000 = None
+    for repeat in range(repeats):
+        for name, cfg in (("empty", empty_cfg), ("full", full_cfg)):
+            took, bridge = await timed_start(cfg)
+            times[name].append(took)
+            if name == "full" and repeat == repeats - 1:
+                per_1000 = await _rss_per_1000_portals(bridge, min(portals, 10_000))
+            await bridge.stop()
+    empty, full = statistics.median(times["empty"]), statistics.median(times["full"])
+    return {"portals": portals, "active_personas": personas, "active_rules": personas,
+            "target_ratio": 1.5, "empty_s": round(empty, 3), "full_s": round(full, 3),
+            "ratio": round(full / empty, 2), "rss_mib_per_1000_active_portals": per_1000}
+
+
+async def _rss_per_1000_portals(bridge: Bridge, count: int) -> float | None:
+    router = bridge.router
+    if router is None or count < 1000:
+        return None
+    portals = router.portals
+    before = rss_mib()
+    for i in range(count):
+        await portals.get_by_mxid(f"!portal{i}:localhost")  # type: ignore[arg-type]
+    return round((rss_mib() - before) / (count / 1000), 3)
+
+
+async def message_map(db_uri: str, rows: int, samples: int = 500) -> dict[str, Any]:
+    """Per-lookup time of the message map at 0 rows and at `rows` rows."""
+    storage = await open_database(db_uri)
+    db = storage.db
+    try:
+        now = int(time.time() * 1000)
+        rooms = max(1, rows // 1000)
+        await _many(db, "INSERT INTO portal (network, remote_id, mxid, name, created_at) "
+                    "VALUES ($1, $2, $3, $4, $5)",
+                    [(NETWORK, f"maproom{r}", f"!maproom{r}:localhost", "m", now)
+                     for r in range(rooms)])
+        empty = await _lookups(storage, rooms, 0, samples)
+        await _many(db, "INSERT INTO message (network, remote_room, remote_id, kind, mxid, "
+                    "room_mxid, sender_mxid, timestamp) VALUES "
+                    "($1, $2, $3, 'message', $4, $5, '@s:localhost', $6)",
+                    [(NETWORK, f"maproom{i % rooms}", f"m{i}", f"$m{i}",
+                      f"!maproom{i % rooms}:localhost", now + i) for i in range(rows)])
+        full = await _lookups(storage, rooms, rows, samples)
+    finally:
+        await storage.close()
+    return {"rows": rows, "empty_us": empty, "full_us": full,
+            "ratio": {k: round(full[k] / empty[k], 2) for k in empty}}
+
+
+async def _lookups(storage: Any, rooms: int, rows: int, samples: int) -> dict[str, float]:
+    from bridge.db.message import MessageKind, MessageRow
+
+    tag = secrets.token_hex(3)
+    took: dict[str, float] = {}
+    started = time.perf_counter()
+    for i in range(samples):
+        await storage.messages.insert(MessageRow(
+            network=NETWORK, remote_room=f"maproom{i % rooms}", remote_id=f"new{tag}{i}",
+            kind=MessageKind.MESSAGE, mxid=f"$new{tag}{i}",  # type: ignore[arg-type]
+            room_mxid=f"!maproom{i % rooms}:localhost",  # type: ignore[arg-type]
+            sender_mxid="@s:localhost"))  # type: ignore[arg-type]
+    took["insert"] = time.perf_counter() - started
+    started = time.perf_counter()
+    for i in range(samples):
+        await storage.messages.get_by_remote(NETWORK, f"maproom{i % rooms}", f"new{tag}{i}")
+    took["by_remote_id"] = time.perf_counter() - started
+    started = time.perf_counter()
+    for i in range(samples):
+        await storage.messages.get_by_mxid(f"$new{tag}{i}")
+    took["by_event_id"] = time.perf_counter() - started
+    started = time.perf_counter()
+    for i in range(samples):
+        await storage.messages.latest_timestamp(NETWORK, f"maproom{i % rooms}")
+    took["newest_in_room"] = time.perf_counter() - started
+    return {k: round(v / samples * 1e6, 1) for k, v in took.items()}
+
+
+async def postgres_database(server: str) -> tuple[str, Any]:
+    """A throwaway database on the PostgreSQL server `server` (postgres://user@host:port);
+    returns its URI and a function that drops it."""
+    import asyncpg
+
+    name = f"rfbench_{secrets.token_hex(4)}"
+    admin = await asyncpg.connect(f"{server.rstrip('/')}/postgres")
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    await admin.close()
+
+    async def drop() -> None:
+        conn = await asyncpg.connect(f"{server.rstrip('/')}/postgres")
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        await conn.close()
+    return f"{server.rstrip('/')}/{name}", drop
+
+
+async def message_maps(directory: Path, rows: int, postgres: str | None) -> dict[str, Any]:
+    result = {"sqlite": await message_map(f"sqlite:{directory / 'map.db'}", rows)}
+    if postgres:
+        uri, drop = await postgres_database(postgres)
+        try:
+            result["postgres"] = await message_map(uri, rows)
+        finally:
+            await drop()
+    await asyncio.sleep(0)
+    return result
