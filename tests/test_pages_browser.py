@@ -73,7 +73,7 @@ async def test_account_choice_sign_in_and_success(chromium, signin_bridge, homes
     assert "Your GitHub" in await page.inner_text("main")
 
     await page.goto(f"{base}/account/settings")
-    assert "Connected providers: GitHub, Google" in await page.inner_text("#connected-providers")
+    assert "Sign-in methods: GitHub, Google" in await page.inner_text("#connected-providers")
     await context.close()
 
 
@@ -107,7 +107,7 @@ async def test_settings_merge(chromium, signin_bridge, homeserver, db_uri):
     await shot(page, "merged", db_uri)
     assert "Accounts merged!" in await page.inner_text("#success")
     await page.goto(f"{base}/account/settings")
-    assert "Connected providers: GitHub, Google" in await page.inner_text("#connected-providers")
+    assert "Sign-in methods: GitHub, Google" in await page.inner_text("#connected-providers")
 
     # Sign out: back at the sign-in page, and the settings need a sign-in again.
     await page.click("#sign-out")

@@ -6,12 +6,13 @@ from html import escape
 
 import attrs
 
+from .. import words
+from .portal_look import Viewer, hidden, layout
 from .portal_look import error_page as styled_error
-from .portal_look import hidden, layout
 
 
-def page(title: str, body: str) -> str:
-    return layout(title, body)
+def page(title: str, body: str, viewer: Viewer | None = None, current: str = "") -> str:
+    return layout(title, body, viewer, current)
 
 
 def sign_out_form(csrf: str) -> str:
@@ -144,16 +145,19 @@ account.</p>
 
 def settings_page(emails: list[str], providers: list[str], matrix_users: list[str],
                   credits: int, merge_providers: list[tuple[str, str]], csrf: str,
-                  notice: str | None = None, agents_url: str | None = None) -> str:
-    flash = f'<p class="ok" id="notice">{escape(notice)}</p>' if notice else ""
+                  notice: str | None = None, agents_url: str | None = None,
+                  viewer: Viewer | None = None) -> str:
+    """With `viewer`, the page has the portal's header (its sign-out button among it)."""
+    flash = f'<p class="notice ok" id="notice">{escape(notice)}</p>' if notice else ""
     agents = (f'<div class="card"><h2>AI agents</h2><p><a id="agents" href="{escape(agents_url)}">'
               "The agents you allowed to act as you</a>: what each may do; revoke.</p></div>"
               if agents_url else "")
-    return page("Account settings", f"""{sign_out_form(csrf)}
+    return page("Account settings", f"""{"" if viewer else sign_out_form(csrf)}
 <h1>Account Management</h1>{flash}
 <div class="card">
   <p id="linked-emails">Linked emails: {escape(", ".join(emails) or "none")}</p>
-  <p id="connected-providers">Connected providers: {escape(", ".join(providers) or "none")}</p>
+  <p id="connected-providers">{words.SIGN_IN_METHODS}: {escape(", ".join(providers) or "none")}
+  (<a href="/account/sign-in-methods">change</a>)</p>
   <p id="matrix-users">Matrix users: {escape(", ".join(matrix_users) or "none")}</p>
   <p id="credits">Credits: {credits}</p>
 </div>
@@ -162,7 +166,7 @@ def settings_page(emails: list[str], providers: list[str], matrix_users: list[st
   <p>Sign in to your other RelayForge account; it is merged into this one (credits,
   connections and profiles).</p>
   {provider_buttons(merge_providers, "merge", "Merge another account:")}
-</div>{agents}""")
+</div>{agents}""", viewer, "/account/settings")
 
 
 def confirm_merge_page(provider_name: str, merge_id: str, csrf: str, into: AccountSummary,

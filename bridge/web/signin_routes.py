@@ -12,6 +12,7 @@ from ..identity.signin import SESSION_TTL, CallbackResult, FlowRefused, Outcome,
 from ..security.anomaly import SessionNetworks
 from . import pages
 from .browser import BROWSER, PENDING_COOKIE, SESSION_COOKIE, BrowserBinding
+from .portal_look import Viewer
 from .requests import form_fields, json_object, json_or_form
 
 SETTINGS = "/account/settings"
@@ -326,9 +327,11 @@ class SignInRoutes:
         # The agents page exists when the MCP endpoint is on (bridge/mcp/agents_page.py).
         agents = next((r.canonical for r in request.app.router.resources()
                        if r.canonical == AGENTS_PAGE), None)
+        csrf = self.binding.csrf_token(request)
+        viewer = Viewer(account_id, view.matrix_users[0] if view.matrix_users else None, csrf)
         return html(pages.settings_page(emails, providers, view.matrix_users,
-                                        view.account.credits, self._buttons,
-                                        self.binding.csrf_token(request), notice, agents))
+                                        view.account.credits, self._buttons, csrf, notice,
+                                        agents, viewer))
 
     async def merge_form(self, request: web.Request) -> web.Response:
         form = await form_fields(request)
