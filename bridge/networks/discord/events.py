@@ -50,7 +50,8 @@ class DiscordEvents:
         self.last_seen: dict[str, int] = {}
         self._lost_at: dict[str, int] = {}
         self.deleting: set[str] = set()
-        self._threads_seen: set[str] = set()
+        # Threads whose root is in Matrix (or on its way there).
+        self.threads_seen: set[str] = set()
         self._avatars: dict[str, Attachment | None] = {}
 
     async def guarded(self, work: Awaitable[None]) -> None:
@@ -275,9 +276,9 @@ class DiscordEvents:
         """The message a thread hangs from, in Matrix before the thread's messages: the
         message it was opened on, a forum post's first message, or (a thread opened on
         nothing) a message naming the thread."""
-        if str(thread.id) in self._threads_seen:
+        if str(thread.id) in self.threads_seen:
             return []
-        self._threads_seen.add(str(thread.id))
+        self.threads_seen.add(str(thread.id))
         parent = thread.parent
         starter = None
         for source in ((thread,) if isinstance(parent, discord.ForumChannel) else (parent,)):

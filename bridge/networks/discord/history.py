@@ -43,6 +43,8 @@ MAX_THREADS = 25
 class Events(Protocol):
     """What history needs of the live path: the same conversion of messages and people."""
 
+    threads_seen: set[str]
+
     async def convert(self, message: discord.Message, *, as_root: bool = False
                       ) -> list[RemoteEvent]: ...
 
@@ -102,9 +104,26 @@ class DiscordHistory:
         else:
             more = len(found) > limit
             found = found[:limit]
+        session = self.c.sessions[persona_id]
+        # A page that fails half-way (a 429) is read again: the thread roots it would have
+        # brought must come with it then.
+        threads_seen = set(self.events.threads_seen)
+        try:
+            events = await self._convert(found, room, session.owner, persona_id)
+        except BaseException:
+            self.events.threads_seen.clear()
+            self.events.threads_seen.update(threads_seen)
+            raise
+        cursor = None
+        if found:
+            newest = int(found[-1][1]["id"])
+            cursor = HistoryCursor(_ms(newest), str(newest))
+        return HistoryPage(tuple(events), cursor, more)
+
+    async def _convert(self, found: list[tuple[Any, dict[str, Any]]], room: RemoteRoom,
+                       owner: str, persona_id: str) -> list[RemoteEvent]:
         events: list[RemoteEvent] = []
         seen: set[str] = set()
-        session = self.c.sessions[persona_id]
         for source, raw in found:
             # discord.py's own parsing (its connection state is the channel's).
             message = discord.Message(state=source._state, channel=source,
@@ -114,15 +133,11 @@ class DiscordHistory:
                 converted += await self._reactions(source, message, raw, room)
             # The person whose rule maps the room reads it: the events are theirs. A
             # thread's root already in the page is not brought again before its replies.
-            events += [attrs.evolve(e, receiver=session.owner, persona_id=persona_id)
+            events += [attrs.evolve(e, receiver=owner, persona_id=persona_id)
                        for e in converted if not (isinstance(e, RemoteMessage)
                                                   and e.message_id in seen)]
             seen.update(e.message_id for e in converted if isinstance(e, RemoteMessage))
-        cursor = None
-        if found:
-            newest = int(found[-1][1]["id"])
-            cursor = HistoryCursor(_ms(newest), str(newest))
-        return HistoryPage(tuple(events), cursor, more)
+        return events
 
     # ---- who may read what -----------------------------------------------------------------
 

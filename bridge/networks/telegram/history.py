@@ -69,22 +69,37 @@ class TelegramHistory:
             raise HistoryNotReadable(f"you may not read {room.remote_id} ({e})") from e
         more = after is not None and len(found) > limit
         found = found[:limit] if after is not None else found
+        # Files are downloaded as the person too: a FLOOD_WAIT there is the core's to wait.
+        events = await self.c.call(session, lambda: self._convert(session, found),
+                                   "reading history")
+        cursor = None
+        if found:
+            newest = found[-1]
+            cursor = HistoryCursor(int(newest.date.timestamp() * 1000), str(newest.id))
+        return HistoryPage(tuple(events), cursor, more)
+
+    async def _convert(self, session: Any, found: list[Any]) -> list[RemoteEvent]:
+        # A page that fails half-way (a FLOOD_WAIT) is read again: the topic roots and
+        # reactions it would have brought must come with it then.
+        topics_seen, reactions = set(session.topics_seen), dict(session.reactions)
+        try:
+            return await self._events(session, found)
+        except BaseException:
+            session.topics_seen, session.reactions = topics_seen, reactions
+            raise
+
+    async def _events(self, session: Any, found: list[Any]) -> list[RemoteEvent]:
         events: list[RemoteEvent] = []
         for message in found:
             if not isinstance(message, types.Message):
                 continue  # a topic opened, someone joined: not messages people wrote
             converted = await self.c.events.convert(session, message)
             if converted and message.reactions:
-                timestamp = converted[-1].timestamp_ms
-                target_room = converted[-1].room
+                last = converted[-1]
                 converted += await self.c.events.reaction_events(
-                    session, target_room, message.id, message.reactions, timestamp)
+                    session, last.room, message.id, message.reactions, last.timestamp_ms)
             events += converted
-        cursor = None
-        if found:
-            newest = found[-1]
-            cursor = HistoryCursor(int(newest.date.timestamp() * 1000), str(newest.id))
-        return HistoryPage(tuple(events), cursor, more)
+        return events
 
     async def _read(self, session: Any, peer: Any, after: HistoryCursor | None,
                     not_before_ms: int | None, limit: int) -> list[Any]:
