@@ -41,6 +41,9 @@ def config_with_database(config_path: Path, db_uri: str, out: Path) -> Path:
     yaml = YAML()
     data = yaml.load(config_path.read_text())
     data["database"]["uri"] = db_uri
+    # Each database has its own vault key file (a key file belongs to one database).
+    data["vault"]["file"]["key_path"] = str(out.with_suffix(".key"))
+    data["audit"]["checkpoint_file"] = str(out.with_suffix(".checkpoint"))
     with out.open("w") as stream:
         yaml.dump(data, stream)
     return out
