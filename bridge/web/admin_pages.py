@@ -37,6 +37,11 @@ class Names:
         return self.providers.get(provider_id, provider_id)
 
 
+def _id(value: str) -> str:
+    """An id in a heading: it may break anywhere, so a phone's screen holds it."""
+    return f'<span class="mono">{escape(value)}</span>'
+
+
 def when(ms: int | None) -> str:
     if not ms:
         return "-"
@@ -124,8 +129,8 @@ def _profiles(view: AccountView) -> str:
     parts = []
     for profile_view in view.profiles:
         profile = profile_view.profile
-        space = (f" <small>space {escape(profile.space_mxid)}</small>"
-                 if profile.space_mxid else "")
+        space = (f'<p class="hint">Space <span class="mono">{escape(profile.space_mxid)}'
+                 "</span></p>" if profile.space_mxid else "")
         personas = "".join(
             f"<li>{escape(p.platform)}:{escape(p.external_user_id)} "
             f"({escape(p.display_name or p.external_user_id)}) - "
@@ -133,7 +138,7 @@ def _profiles(view: AccountView) -> str:
             f"{escape(p.status.value)}</span>, linked "
             f"{when(p.created_at)}</li>"
             for p in profile_view.personas) or "<li>no linked accounts</li>"
-        parts.append(f"<h3>{escape(profile.name)}{space}</h3><ul>{personas}</ul>")
+        parts.append(f"<h3>{escape(profile.name)}</h3>{space}<ul>{personas}</ul>")
     return "".join(parts) or "<p>No profiles.</p>"
 
 
@@ -209,7 +214,7 @@ def account_page(view: AccountView, names: Names, merges: list[MergeRecord],
     merge = (merge_form(account_id) if view.account.status.value == "active"
              else "<p>A merged account cannot take in another.</p>")
     return f"""<p><a href="/admin/dashboard">&larr; Support dashboard</a></p>
-<h1 id="account-heading">Account {escape(account_id)}</h1>{flash}
+<h1 id="account-heading">Account {_id(account_id)}</h1>{flash}
 <section class="card" id="account-{escape(account_id)}" aria-labelledby="account-heading">
 {_summary(view, names)}</section>
 <section class="card" aria-labelledby="h-sign-in"><h2 id="h-sign-in">Sign-in methods</h2>
@@ -224,8 +229,8 @@ accounts</h2>{_profiles(view)}</section>
 
 def confirm_merge(into: pages.AccountSummary, source: pages.AccountSummary,
                   csrf: str) -> str:
-    return f"""<h1>Merge account {escape(source.account_id)} into
-{escape(into.account_id)}?</h1>
+    return f"""<h1>Merge account {_id(source.account_id)} into
+{_id(into.account_id)}?</h1>
 <p>Everything of the first account moves into the second: Matrix users, sign-in methods,
 profiles (profiles of the same name become one), linked accounts and credits. The first
 account stays behind as a tombstone, and the merge can be reversed from either account's
@@ -243,7 +248,7 @@ page.</p>
 
 def confirm_reverse(record: MergeRecord, names: Names, source: pages.AccountSummary,
                     into: pages.AccountSummary, csrf: str) -> str:
-    return f"""<h1>Reverse merge {escape(record.id)}?</h1>
+    return f"""<h1>Reverse merge {_id(record.id)}?</h1>
 <p>On {when(record.merged_at)} {escape(names.person(record.actor))} merged account
 {escape(record.from_account)} into {escape(record.into_account)}. Reversing moves back
 what the merge moved and still sits where the merge put it (Matrix users, sign-in methods,

@@ -1,5 +1,6 @@
 """One bridge per database for a whole module of page tests: the two test OpenID providers
-as sign-in methods, and an admin (a Matrix user with a display name) in bridge.permissions."""
+as sign-in methods, XMPP on the session's Prosody, and an admin (a Matrix user with a display
+name) in bridge.permissions."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ class DashboardEnv:
     homeserver: object
     admin: MatrixUser
     users: list[MatrixUser]
+    prosody: object
 
     @property
     def base(self) -> str:
@@ -53,8 +55,8 @@ def db_kind(request: pytest.FixtureRequest) -> str:
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def dashboard_env(db_kind, homeserver, postgres, oidc_providers, tmp_path_factory
-                        ) -> AsyncIterator[DashboardEnv]:
+async def dashboard_env(db_kind, homeserver, postgres, oidc_providers, prosody,
+                        tmp_path_factory) -> AsyncIterator[DashboardEnv]:
     directory = tmp_path_factory.mktemp("dashboard")
     database = None
     if db_kind == "sqlite":
@@ -72,9 +74,12 @@ async def dashboard_env(db_kind, homeserver, postgres, oidc_providers, tmp_path_
         directory, uri, permissions={"*": "relay", "localhost": "user", admin.mxid: "admin"},
         identity={"providers": [idp.provider_config(trust_email=True, name="Google"),
                                 corp.provider_config(trust_email=True, name="GitHub")]},
-        extra={"security": {"rate_limits": {"web": generous}}})
+        extra={"security": {"rate_limits": {"web": generous}},
+               # XMPP (the session's Prosody), to link a network from the portal's pages.
+               "networks": {"xmpp": {"enabled": True, "ca_file": str(prosody.ca),
+                                     "nameserver": prosody.nameserver}}})
     bridge = Bridge(config, [])
-    env = DashboardEnv(bridge, homeserver, admin, [admin])
+    env = DashboardEnv(bridge, homeserver, admin, [admin], prosody)
     try:
         await bridge.start()
         yield env
