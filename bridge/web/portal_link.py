@@ -39,8 +39,8 @@ def _step_body(flow_id: str, step: LoginStep, csrf: str, network: str, profile: 
         data = base64.b64encode(png).decode()
         qr = (f'<p><img id="login-qr" src="data:image/png;base64,{data}" width="{size}" '
               f'height="{size}" alt="QR code to scan with the {escape(network)} app"></p>'
-              f'<p class="hint">Not scanned yet? Press "Check" to see whether it was, or for '
-              "a new code.</p>")
+              '<p class="hint">Press "I scanned it" once your phone accepted it; an expired '
+              "code is replaced by a new one.</p>")
     head = f"<h1>Link {escape(network)}</h1>" + (
         f'<p class="hint">Into the profile <strong>{escape(profile)}</strong>.</p>'
         if profile else "")
@@ -59,6 +59,14 @@ def _step_body(flow_id: str, step: LoginStep, csrf: str, network: str, profile: 
 <input type="hidden" name="answer" value="no">
 <button type="submit" class="secondary" id="consent-no">No, cancel</button></form>
 </div></div>"""
+    if step.qr and answer.name == "done":
+        # Nothing to type: the button asks whether the phone accepted the code (and shows a
+        # new code when this one expired).
+        return head + f"""<div class="card" id="link-step"><p class="consent" id="step-text">
+{escape(step.message)}</p>{qr}<form method="post" action="{STEP}">{fields}
+<input type="hidden" name="answer" value="done">
+<button type="submit" id="answer-submit">I scanned it</button>
+{link_button(HOME, "Cancel", element_id="cancel")}</form></div>"""
     kind = "password" if answer.secret else "text"
     label = answer.label[:1].upper() + answer.label[1:]
     return head + f"""<div class="card" id="link-step"><p class="consent" id="step-text">
@@ -66,9 +74,8 @@ def _step_body(flow_id: str, step: LoginStep, csrf: str, network: str, profile: 
 <form method="post" action="{STEP}">{fields}
 {field(label, "answer", kind=kind, autocomplete="one-time-code" if answer.name == "mfa_code"
        else ("current-password" if answer.secret else "off"), element_id="answer",
-       required=not step.qr,
        hint="Sent to the bridge only; never shown again or logged." if answer.secret else "")}
-<button type="submit" id="answer-submit">{"Check" if step.qr else "Continue"}</button>
+<button type="submit" id="answer-submit">Continue</button>
 {link_button(HOME, "Cancel", element_id="cancel")}</form></div>"""
 
 
