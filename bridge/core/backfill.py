@@ -175,9 +175,13 @@ class Backfill:
                                   limit, 0, INITIAL)
         else:
             cursor_ts, token = (known.cursor_ts, known.cursor_token) if known else (None, None)
-            if last_bridged is not None and (cursor_ts is None
-                                             or cursor_ts < last_bridged - _OVERLAP_MS):
-                # Live messages came after the history path's last one: start from them.
+            live_after = last_bridged is not None and (
+                known is None or last_bridged > known.updated_at)
+            if live_after and last_bridged is not None and (
+                    cursor_ts is None or cursor_ts < last_bridged - _OVERLAP_MS):
+                # Live messages came after the history path's last one: start from the
+                # newest of them (a little before: clocks differ), never before the history
+                # cursor (what a new portal's limit left out stays out).
                 cursor_ts, token = last_bridged - _OVERLAP_MS, None
             if cursor_ts is None:
                 return None
@@ -201,6 +205,8 @@ class Backfill:
         outcome = "done"
         told = False
         started = state.sent
+        log.info("Backfill (%s) of %s %s: up to %d messages", state.kind, network,
+                 room.remote_id, state.remaining)
         try:
             not_before = int((time.time() - self.settings.max_age_days * 86400) * 1000)
             while state.remaining > 0:

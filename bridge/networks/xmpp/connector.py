@@ -40,11 +40,13 @@ from ..base import (
     RemoteUser,
     SendResult,
 )
+from ..history import HistoryCursor, HistoryNotReadable, HistoryPage
 from ..login import Field, LinkedAccount, LoginFailed, LoginStep
 from ..seen import SeenIds
 from .client import XmppClient, tls_refusal
 from .convert import DM_SEPARATOR, inbound_events, room_stanza_id
 from .formatting import to_xhtml_im
+from .history import archive_page
 
 log = logging.getLogger("relayforge.xmpp")
 LOGIN_TIMEOUT = 30
@@ -75,6 +77,10 @@ class Session:
         self.client = connector.make_client(jid, password)
         self.rooms: dict[str, str] = {}  # room jid -> our nick
         self.last_seen: dict[str, datetime] = {}  # room jid -> when we last heard from it
+        # Rooms whose archive the core reads (networks/history.py): a rejoin asks them for
+        # no MUC history, and the core catches up from the archive instead.
+        self.mam_rooms: set[str] = set()
+        self._was_ready = False
         self.avatars: dict[str, Attachment | None] = {}  # contact jid -> vCard photo
         self.ready = asyncio.Event()
         # Our groupchat sends waiting for the room's reflection: message id -> stanza-id.
@@ -117,6 +123,11 @@ class Session:
             await self._join(room, nick)
         self.auth_failed = False
         self.ready.set()
+        gap = [room for room in self.rooms if room in self.mam_rooms]
+        if self._was_ready and gap and self.connector.sink is not None:
+            # Reconnected: what the rooms said meanwhile comes from their archives.
+            await self.connector.sink.history_gap(self.persona_id, gap)
+        self._was_ready = True
 
     async def _auth_failed(self, _: Any) -> None:
         # The stored password no longer works (changed, or the account was reset): sends
@@ -144,7 +155,7 @@ class Session:
     async def _join(self, room: str, nick: str) -> None:
         # First join: no history (it predates the mapping). Rejoin after a gap: what was said
         # since we last heard from the room, so nothing is lost while we were away.
-        since = self.last_seen.get(room)
+        since = self.last_seen.get(room) if room not in self.mam_rooms else None
         await self.client.plugin["xep_0045"].join_muc_wait(
             JID(room), nick, timeout=20,
             **({"since": since} if since else {"maxstanzas": 0}))
@@ -379,6 +390,17 @@ class XmppConnector(Connector):
         since = datetime.fromtimestamp(since_ms / 1000, UTC) if since_ms else None
         await asyncio.wait_for(session.join(remote_room_id, since), timeout=60)
         return RemoteRoom(remote_room_id, name=JID(remote_room_id).user)
+
+    async def fetch_history(self, persona_id: str, room: RemoteRoom, *,
+                            after: HistoryCursor | None, not_before_ms: int | None,
+                            limit: int) -> HistoryPage:
+        """A MUC's archive, read as the person (networks/history.py)."""
+        session = self.sessions.get(persona_id)
+        if session is None:
+            raise HistoryNotReadable("that XMPP account has no open session")
+        return await archive_page(session, room.remote_id, after=after,
+                                  not_before_ms=not_before_ms, limit=limit,
+                                  with_file=self.with_file)
 
     def _session(self, persona_id: str | None) -> Session:
         session = self.sessions.get(persona_id or "")
