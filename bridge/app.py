@@ -38,6 +38,7 @@ from .core.media import MediaFetcher, MediaLimits
 from .core.router import Router
 from .core.sessions import PersonaSessions
 from .core.connector_starts import ConnectorStarts
+from .core.workers import SqliteLock, Workers, WorkerSettings, sqlite_path, wire_workers
 from .db import Storage, open_database
 from .db.persona import Persona, PersonaStatus
 from .identity.accounts import Accounts
@@ -126,6 +127,10 @@ class Bridge:
         problems = connector_problems(self.config, set(available) | set(self.connectors))
         if problems:
             raise ConfigError(problems, self.config.path)
+        self.retention: Retention | None = None  # compliance.retention_days
+        self.spaces: MatrixSpaces | None = None
+        self.workers: Workers | None = None  # this process among those on the database
+        self._sqlite_lock: SqliteLock | None = None
         for network in self.config.network_names:
         self.retention: Retention | None = None  # compliance.retention_days
         self.spaces: MatrixSpaces | None = None
@@ -146,6 +151,9 @@ class Bridge:
         self._build_people(az.intent, ghosts, portals, spaces)
         await self._go_live(az)
 
+        if path := sqlite_path(self.config["database.uri"]):
+            self._sqlite_lock = SqliteLock(path)
+            self._sqlite_lock.take()  # SQLite serves one process: refuse a second one
     async def _open_storage(self) -> None:
         cfg = self.config
         self.storage = await open_database(
@@ -158,6 +166,8 @@ class Bridge:
         await self.storage.jtis.prune()
         self.security = await open_security(cfg, self.storage)
         self.web = await build_web(cfg, self.storage, self.security, self.web_url,
+        self.workers = Workers(self.storage, WorkerSettings.from_config(cfg.get))
+        await self.workers.start()  # refuses a second process where it may not run
                                    self.metrics)
         self.accounts, self.merges = self.web.accounts, self.web.merges
 
@@ -270,6 +280,9 @@ class Bridge:
         self._link_callbacks.linking = self.linking
         self._wire_double_puppets(ghosts, portals)
         self.rules = MappingRules(self.storage, audit, portals, self.connectors, spaces)
+        if self.workers is not None:
+            wire_workers(self.workers, self.delivery, self.sessions, portals,
+                         self.storage.state_store, self.security.vault)
         self.router.on_invite = self.rules.handle_invite
         self.provisioning.linking, self.provisioning.rules = self.linking, self.rules
         self.provisioning.is_bridge_user = self.bot.is_bridge_user
@@ -553,3 +566,9 @@ async def run_until_signalled(bridge: Bridge, on_ready: Callable[[], None] | Non
         await bridge.stop()
         if self.spaces is not None:
             await self.spaces.stop()  # unmade spaces stay owed in the database
+        if self.workers is not None:
+            await self.workers.stop()  # the other workers take this one's rooms now
+            self.workers = None
+        if self._sqlite_lock is not None:
+            self._sqlite_lock.release()
+            self._sqlite_lock = None

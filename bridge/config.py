@@ -186,6 +186,14 @@ SCHEMA: tuple[Key, ...] = (
         "seconds between 1 and 600 to wait for a message's late room key", default=30),
     Key("vault.provider", lambda v: v in ("file", "pkcs11"), "file or pkcs11",
         default="file"),
+    # Several bridge processes on one PostgreSQL (core/workers.py); off: one process.
+    Key("bridge.workers.enabled", _is_bool, "true or false", default=False),
+    Key("bridge.workers.id", lambda v: v is None or (isinstance(v, str) and 0 < len(v) <= 64
+                                                    and v.isprintable()),
+        "a name of at most 64 characters, different for each worker"),
+    Key("bridge.workers.lease_seconds", lambda v: _is_number(v) and 1 <= v <= 600,
+        "seconds between 1 and 600 after which a silent worker's rooms and sessions are "
+        "taken over", default=15),
     Key("vault.cache_seconds", lambda v: isinstance(v, int | float) and not isinstance(v, bool)
         and 0 <= v <= 3600, "seconds between 0 and 3600", default=60),
     Key("vault.file.key_path", _is_nonempty_str, "a file path", default="relayforge-master.key"),

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 
 from .config import Config, ConfigCheck
 from .identity.providers import config_problems as identity_problems
+from .core.workers import config_problems as workers_problems
 from .security.config_checks import config_problems as security_problems
 
 CHECKS: tuple[ConfigCheck, ...] = (security_problems, identity_problems)
@@ -16,5 +17,5 @@ def load_config(path: str, *, for_run: bool = True,
                 environ: Mapping[str, str] | None = None) -> Config:
     config = Config(path, environ)
     config.load()
-    config.validate(for_run=for_run, checks=CHECKS)
+    config.validate(for_run=for_run, checks=(*CHECKS, workers_problems))
     return config

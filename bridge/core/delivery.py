@@ -53,6 +53,14 @@ log = logging.getLogger("relayforge.delivery")
 
 
 
+class RoomGate(Protocol):
+    """Which worker sends a room's queue when several share the database (core/workers.py)."""
+
+    async def may_send(self, room: str) -> bool: ...
+
+    async def sent_elsewhere(self, room: str) -> None: ...
+
+
 class Notifier(Protocol):
     async def reply(self, room_id: RoomID, event_id: EventID | None, text: str) -> None: ...
 
@@ -101,16 +109,18 @@ class Delivery:
         self._wake: dict[str, asyncio.Event] = {}
         self._stopping = False
         self._statuses: dict[str, asyncio.Task[None]] = {}  # the latest status sent per room
+        # Waits until a network's connector has started (they start in the background).
+        self.network_ready: Callable[[str], Awaitable[None]] | None = None
         # Called with (persona id, reason) when a persona turns read-only.
         self.on_read_only: list[Callable[[str, str], Awaitable[None]]] = []
+        # With several workers: only the room's owner sends its queue; None: this process.
+        self.gate: RoomGate | None = None
 
     # ---- entry points ------------------------------------------------------------------------
 
     async def start(self) -> None:
         """Resume whatever was waiting when the bridge last stopped (or crashed)."""
         for room in await self.store.rooms_waiting():
-        # Waits until a network's connector has started (they start in the background).
-        self.network_ready: Callable[[str], Awaitable[None]] | None = None
             self._kick(room)
 
     async def stop(self) -> None:
@@ -157,6 +167,10 @@ class Delivery:
 
     # ---- the per-room workers ----------------------------------------------------------------
 
+    def kick(self, room: str) -> None:
+        """Send what waits in the room's queue (another worker queued it, or left it)."""
+        self._kick(room)
+
     def _kick(self, room: str) -> None:
         if self._stopping:
             return
@@ -181,6 +195,11 @@ class Delivery:
                 # No await between the check and leaving: a later _kick starts a new worker.
                 self._workers.pop(room, None)
                 return
+            if self.gate is not None and not await self.gate.may_send(room):
+                # Another worker sends this room's queue: wake it, and leave the room to it.
+                self._workers.pop(room, None)
+                await self.gate.sent_elsewhere(room)
+                return
             delay = row.next_attempt / 1000 - time.time()
             if delay > 0:
                 try:
@@ -188,6 +207,8 @@ class Delivery:
                 except TimeoutError:
                     pass
                 continue
+            if self.network_ready is not None:
+                await self.network_ready(row.network)  # it stays queued meanwhile
             await self._attempt(row)
 
     async def _attempt(self, row: OutboundRow) -> None:
@@ -207,8 +228,6 @@ class Delivery:
                 await self._retry_later(row, evt, portal, f"could not check whether "
                                         f"{portal.network} already has it ({e})",
                                         maybe_sent=True)
-            if self.network_ready is not None:
-                await self.network_ready(row.network)  # it stays queued meanwhile
                 return
         await self.store.mark_in_flight(row.seq)
         try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Protocol
 
 from ..audit import AuditLog
 from ..db import Storage
@@ -17,6 +18,16 @@ log = logging.getLogger("relayforge.sessions")
 _RECEIVING = (PersonaStatus.ACTIVE, PersonaStatus.READ_ONLY)
 
 
+class SessionGate(Protocol):
+    """Which worker has a persona's session open when several share the database."""
+
+    async def may_open(self, persona_id: str) -> bool: ...
+
+    async def closed(self, persona_id: str) -> None: ...
+
+    async def persona_changed(self, persona_id: str) -> None: ...
+
+
 class PersonaSessions:
     def __init__(self, storage: Storage, vault: Vault, connectors: dict[str, Connector],
                  audit: AuditLog) -> None:
@@ -28,6 +39,8 @@ class PersonaSessions:
         self.tokens.on_refreshed.append(lambda persona: storage.personas.set_checked(persona))
         for connector in connectors.values():
             connector.access_token = self.access_token
+        # With several workers (core/workers.py): a session is open on one of them only.
+        self.gate: SessionGate | None = None
 
     async def access_token(self, persona_id: str, refresh: RefreshFn) -> str:
         """A persona's current access token (networks that rotate tokens): memory only,
@@ -51,6 +64,8 @@ class PersonaSessions:
         connector = self.connectors.get(persona.platform)
         if connector is None or persona.status not in _RECEIVING:
             return
+        if self.gate is not None and not await self.gate.may_open(persona.id):
+            return  # open on another worker
         owner = await self._owner(persona)
         try:
             credentials = await self.credentials(persona)
@@ -74,6 +89,8 @@ class PersonaSessions:
 
     async def follow(self, persona: Persona) -> None:
         """Open or close a persona's session to match its status (pause, resume, revoke)."""
+        if self.gate is not None:
+            await self.gate.persona_changed(persona.id)  # its owner follows it too
         if persona.status in _RECEIVING:
             await self.open(persona)
         else:
@@ -84,3 +101,32 @@ class PersonaSessions:
         connector = self.connectors.get(persona.platform)
         if connector is not None:
             await connector.close_session(persona.id)
+        if self.gate is not None:
+            await self.gate.closed(persona.id)
+
+    # ---- for the other workers (by id: they read the persona afresh) ------------------------
+
+    async def wanted(self) -> list[str]:
+        """The personas that should have a session open somewhere."""
+        personas = []
+        for network in self.connectors:
+            personas += await self.storage.personas.on_platform(network, _RECEIVING)
+        return [p.id for p in personas]
+
+    async def open_id(self, persona_id: str) -> None:
+        if persona := await self.storage.personas.get(persona_id):
+            await self.open(persona)
+
+    async def follow_id(self, persona_id: str) -> None:
+        if persona := await self.storage.personas.get(persona_id):
+            if persona.status in _RECEIVING:
+                await self.open(persona)
+            else:
+                await self.close(persona)
+
+    async def close_id(self, persona_id: str) -> None:
+        """This worker lost the persona's lease: close the session here only."""
+        persona = await self.storage.personas.get(persona_id)
+        connector = self.connectors.get(persona.platform) if persona else None
+        if connector is not None:
+            await connector.close_session(persona_id)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import attrs
@@ -63,9 +64,10 @@ class CachedASStateStore(PgASStateStore):
     `PgASStateStore`, so this adds one. Writes go to the database first and then to the copy
     (write-through); the state events the homeserver sends reach `update_state` (mautrix
     registers it as the first event handler), so membership and power-level changes made by
-    people update the copy before the bridge handles the event. Only this process writes
-    these tables. Members, power levels and create events are kept for every room seen, like
-    the database rows; that is a few hundred bytes a room.
+    people update the copy before the bridge handles the event. With several workers, a write
+    tells the others to drop the room's copy (core/workers.py). Members, power levels and
+    create events are kept for every room seen, like the database rows; that is a few hundred
+    bytes a room.
     """
 
     def __init__(self, db: Database) -> None:
@@ -82,9 +84,20 @@ class CachedASStateStore(PgASStateStore):
         # Bumped on every write to a room: a read that awaited the database while a write
         # happened may hold the old value and must not put it in the copy.
         self._writes: dict[RoomID, int] = {}
+        # With several workers, each writes what its transactions carry: they tell the others.
+        self.on_write: list[Callable[[RoomID], None]] = []
 
     def _wrote(self, room_id: RoomID) -> None:
         self._writes[room_id] = self._writes.get(room_id, 0) + 1
+        for hook in self.on_write:
+            hook(room_id)
+
+    def drop_room(self, room_id: RoomID) -> None:
+        """Another worker changed the room's state: read it from the database next time."""
+        self._writes[room_id] = self._writes.get(room_id, 0) + 1
+        self._members.pop(room_id, None)
+        self._power_levels.pop(room_id, None)
+        self._creates.pop(room_id, None)
 
     async def get_member(self, room_id: RoomID, user_id: UserID) -> Member | None:
         room = self._members.get(room_id)

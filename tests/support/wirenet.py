@@ -125,16 +125,20 @@ class WireConnector(Connector):
     network = "loopback"
     requires_authorization = False  # the bot relays: there are no personas on this network
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, receive: bool = True) -> None:
         super().__init__()
         self.url = url
+        # With several bridge workers, one of them receives: the wire network hands every
+        # unacknowledged event to each client that polls (it has no sessions to share out).
+        self.receive = receive
         self._session: aiohttp.ClientSession | None = None
         self._poller: asyncio.Task[None] | None = None
         self._workers: list[asyncio.Task[None]] = []
 
     async def start(self, sink: BridgeSink) -> None:
         self._session = aiohttp.ClientSession()
-        self._poller = asyncio.create_task(self._poll(sink))
+        if self.receive:
+            self._poller = asyncio.create_task(self._poll(sink))
         self.state = ConnectorState.CONNECTED
 
     async def stop(self) -> None:
