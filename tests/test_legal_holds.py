@@ -21,6 +21,7 @@ import subprocess
 import sys
 import time
 from datetime import datetime
+from html.parser import HTMLParser
 from pathlib import Path
 
 import jsonschema
@@ -37,6 +38,7 @@ from bridge.networks.base import Attachment, RemoteMessage, RemoteRoom, RemoteUs
 from .conftest import DEFAULT_PERMISSIONS
 from .support.api import PREFIX, Api
 from .support.loopback import LoopbackConnector
+from .support.web import Browser
 from .test_secrets_at_rest import database_bytes
 from .test_xmpp import MUC, body_is, correction, link_xmpp, retraction
 
@@ -61,7 +63,9 @@ async def held_when(store: HeldStore, hold_name: str, ready, what: str) -> list[
         if await ready(messages, store):
             return messages
         await asyncio.sleep(0.2)
-    raise AssertionError(f"the hold never kept {what}")
+    state = [(m.side, m.remote_id, len(await store.versions(m.id)),
+              len(await store.reactions(m.id)), m.deleted_side) for m in messages]
+    raise AssertionError(f"the hold never kept {what}: it has {state}")
 
 
 async def sent_through(bridge, event_id: str) -> None:
@@ -248,6 +252,55 @@ async def test_a_room_hold_keeps_versions_and_deletions_from_both_sides_and_veri
     assert trail[0]["hold"] == "matter-7" and trail[1]["messages"] == 2
 
 
+class Labels(HTMLParser):
+    """The page's form fields and the ids its labels point at."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fields: list[str] = []
+        self.labelled: set[str] = set()
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        found = dict(attrs)
+        if tag in ("input", "select", "textarea") and found.get("type") != "hidden":
+            self.fields.append(found.get("id") or f"<{tag} name={found.get('name')}>")
+        if tag == "label" and found.get("for"):
+            self.labelled.add(found["for"] or "")
+
+
+async def dashboard_page(admin, alice, homeserver) -> None:
+    """/admin/holds: admins only; every field labelled; a hold made by its form."""
+    web, outsider = Browser(homeserver.appservice_url), Browser(homeserver.appservice_url)
+    try:
+        for browser, user in ((web, admin), (outsider, alice)):
+            room = await user.open_management_room(homeserver.bot_mxid)
+            await user.send_text(room, "login-link")
+            link = await user.wait_for_notice(room, homeserver.bot_mxid, "/auth/matrix?token=")
+            status, _ = await browser.matrix_sign_in(link.rsplit("token=", 1)[1].strip())
+            assert status == 200
+        status, page = await outsider.get("/admin/holds")
+        assert status == 403
+        status, dashboard = await web.get("/admin/dashboard")
+        assert status == 200 and 'href="/admin/holds"' in dashboard
+        status, page = await web.get("/admin/holds")
+        assert status == 200 and "alice-2026" in page and "lb-files" in page
+        labels = Labels()
+        labels.feed(page)
+        assert labels.fields and set(labels.fields) <= labels.labelled, labels.fields
+        status, done = await web.post_form("/admin/holds", {
+            "csrf": await web.csrf("/admin/holds"), "name": "acme-team", "scope": "workspace",
+            "network": "loopback", "target": "acme", "from": "2026-01-01", "until": "",
+            "reason": "Acme dispute"})
+        assert status == 200 and "Hold acme-team created" in done, done
+        status, refused = await web.post_form("/admin/holds", {
+            "csrf": await web.csrf("/admin/holds"), "name": "bad", "scope": "room",
+            "target": "x"})
+        assert status == 400 and "network:" in refused
+    finally:
+        await web.close()
+        await outsider.close()
+
+
 async def test_a_custodian_hold_through_the_api_keeps_only_the_custodians_messages(
         start_bridge, new_user, homeserver, tmp_path):
     admin, alice = await new_user("admin"), await new_user("alice")
@@ -308,6 +361,8 @@ async def test_a_custodian_hold_through_the_api_keeps_only_the_custodians_messag
         assert status == 200
         assert {h["name"]: h["messages"] for h in listed["holds"]} == {"alice-2026": 1,
                                                                        "lb-files": 1}
+        await dashboard_page(admin, alice, homeserver)
+
         bundle = tmp_path / "files"
         writer = BundleWriter(bridge.storage, bridge.web.holds, bridge.router.archive,
                               bridge.security.vault, bridge.security.audit)
@@ -349,8 +404,10 @@ async def test_a_custodian_hold_through_the_api_keeps_only_the_custodians_messag
         await api.http.close()
     trail = [json.loads(r.details) for r in await bridge.security.audit.latest(200)
              if r.event_type == "legal_hold"]
-    assert [(t["what"], t.get("hold")) for t in trail] == [
-        ("created", "alice-2026"), ("created", "lb-files"), ("listed", None),
+    assert [(t["what"], t.get("hold")) for t in trail if t["what"] != "listed"] == [
+        ("created", "alice-2026"), ("created", "lb-files"), ("created", "acme-team"),
         ("exported", "lb-files"), ("released", "alice-2026")]
+    # The API once; the page at each of its four loads (two after a form, two for a token).
+    assert sum(t["what"] == "listed" for t in trail) == 5
     assert all(r.actor == admin.mxid for r in await bridge.security.audit.latest(200)
                if r.event_type == "legal_hold")

@@ -9,6 +9,7 @@ Capturing never stops bridging: a failure is logged and audited (without content
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -170,8 +171,38 @@ class HoldArchive(Tap):
         # (network, remote room) -> its workspace, as the connector says.
         self.workspace_of = workspace_of
         self.captured = 0
+        # Messages being kept right now: an edit, deletion or reaction of one of them (which
+        # can be bridged before the message's own capture finished) waits for it.
+        self._pending: dict[tuple[str, ...], asyncio.Event] = {}
+
+    def _keys(self, network: str, remote_room: str, refs: tuple[str | None, ...],
+              event_id: str | None) -> list[tuple[str, ...]]:
+        keys = [("remote", network, remote_room, ref) for ref in refs if ref]
+        return keys + ([("matrix", event_id)] if event_id else [])
 
     async def capture(self, item: Captured) -> None:
+        if item.kind == CaptureKind.MESSAGE:
+            # Registered before the first await, so a change bridged after it finds it.
+            done = asyncio.Event()
+            keys = self._keys(item.network, item.remote_room, (item.remote_id, item.room_ref),
+                              item.event_id)
+            for key in keys:
+                self._pending[key] = done
+            try:
+                await self._capture(item)
+            finally:
+                done.set()
+                for key in keys:
+                    if self._pending.get(key) is done:
+                        del self._pending[key]
+            return
+        for key in self._keys(item.network, item.remote_room, (item.target_remote_id,),
+                              item.target_event_id):
+            if (pending := self._pending.get(key)) is not None:
+                await pending.wait()
+        await self._capture(item)
+
+    async def _capture(self, item: Captured) -> None:
         try:
             active = await self.holds.active()
             if not active:
