@@ -121,16 +121,14 @@ class Bridge:
         self.connector_starts: ConnectorStarts | None = None  # in the background
         self.policy: Policy | None = None
         self.capabilities: Capabilities | None = None
+        self.workers: Workers | None = None  # this process among those on the database
+        self._sqlite_lock: SqliteLock | None = None
 
     def _load_enabled_connectors(self) -> None:
         available = installed_connectors()
         problems = connector_problems(self.config, set(available) | set(self.connectors))
         if problems:
             raise ConfigError(problems, self.config.path)
-        self.retention: Retention | None = None  # compliance.retention_days
-        self.spaces: MatrixSpaces | None = None
-        self.workers: Workers | None = None  # this process among those on the database
-        self._sqlite_lock: SqliteLock | None = None
         for network in self.config.network_names:
         self.retention: Retention | None = None  # compliance.retention_days
         self.spaces: MatrixSpaces | None = None
@@ -145,29 +143,29 @@ class Bridge:
         self._load_enabled_connectors()
         # Before anything starts: enabled without the `mcp` extra is a config problem.
         self._mcp_class = self._mcp_endpoint_class() if self.config["mcp.enabled"] else None
+        if path := sqlite_path(self.config["database.uri"]):
+            self._sqlite_lock = SqliteLock(path)
+            self._sqlite_lock.take()  # SQLite serves one process: refuse a second one
         await self._open_storage()
         az = await self._start_listener()
         ghosts, portals, spaces = self._build_matrix_side(az.intent)
         self._build_people(az.intent, ghosts, portals, spaces)
         await self._go_live(az)
 
-        if path := sqlite_path(self.config["database.uri"]):
-            self._sqlite_lock = SqliteLock(path)
-            self._sqlite_lock.take()  # SQLite serves one process: refuse a second one
     async def _open_storage(self) -> None:
         cfg = self.config
         self.storage = await open_database(
             cfg["database.uri"], min_size=cfg["database.min_size"],
             max_size=cfg["database.max_size"],
         )
+        self.workers = Workers(self.storage, WorkerSettings.from_config(cfg.get))
+        await self.workers.start()  # refuses a second process where it may not run
         pruned = await self.storage.transactions.prune()
         if pruned:
             log.debug("Forgot %d old appservice transaction ids", pruned)
         await self.storage.jtis.prune()
         self.security = await open_security(cfg, self.storage)
         self.web = await build_web(cfg, self.storage, self.security, self.web_url,
-        self.workers = Workers(self.storage, WorkerSettings.from_config(cfg.get))
-        await self.workers.start()  # refuses a second process where it may not run
                                    self.metrics)
         self.accounts, self.merges = self.web.accounts, self.web.merges
 
@@ -271,6 +269,9 @@ class Bridge:
                                             self.storage.encryption_notices, self.metrics)
         self.sessions = PersonaSessions(self.storage, self.security.vault, self.connectors,
                                         audit)
+        if self.workers is not None:
+            wire_workers(self.workers, self.delivery, self.sessions, portals,
+                         self.storage.state_store, self.security.vault)
         self.linking = Linking(
             self.storage, self.accounts, self.security.vault, audit, self.connectors,
             self.sessions, mfa=self.security.mfa, policy=self.policy,
@@ -280,9 +281,6 @@ class Bridge:
         self._link_callbacks.linking = self.linking
         self._wire_double_puppets(ghosts, portals)
         self.rules = MappingRules(self.storage, audit, portals, self.connectors, spaces)
-        if self.workers is not None:
-            wire_workers(self.workers, self.delivery, self.sessions, portals,
-                         self.storage.state_store, self.security.vault)
         self.router.on_invite = self.rules.handle_invite
         self.provisioning.linking, self.provisioning.rules = self.linking, self.rules
         self.provisioning.is_bridge_user = self.bot.is_bridge_user
@@ -534,6 +532,9 @@ class Bridge:
                 await connector.stop()
             except Exception:
                 log.exception("Stopping the %s connector failed", connector.network)
+        if self.workers is not None:
+            await self.workers.stop()  # the other workers take this one's rooms now
+            self.workers = None
         if az:
             await az.stop()
         if self.encryption is not None:
@@ -543,6 +544,9 @@ class Bridge:
             await security.close()
         if storage:
             await storage.close()
+        if self._sqlite_lock is not None:
+            self._sqlite_lock.release()
+            self._sqlite_lock = None
 
 
 async def run_until_signalled(bridge: Bridge, on_ready: Callable[[], None] | None = None) -> None:
@@ -566,9 +570,3 @@ async def run_until_signalled(bridge: Bridge, on_ready: Callable[[], None] | Non
         await bridge.stop()
         if self.spaces is not None:
             await self.spaces.stop()  # unmade spaces stay owed in the database
-        if self.workers is not None:
-            await self.workers.stop()  # the other workers take this one's rooms now
-            self.workers = None
-        if self._sqlite_lock is not None:
-            self._sqlite_lock.release()
-            self._sqlite_lock = None

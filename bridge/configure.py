@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from .config import Config, ConfigCheck
-from .identity.providers import config_problems as identity_problems
 from .core.workers import config_problems as workers_problems
+from .identity.providers import config_problems as identity_problems
 from .security.config_checks import config_problems as security_problems
 
 CHECKS: tuple[ConfigCheck, ...] = (security_problems, identity_problems)
