@@ -198,7 +198,8 @@ def _audit(rows: list[AuditRow], names: Names, limit: int) -> str:
 
 
 def merge_form(account_id: str) -> str:
-    return f"""<form method="get" action="/admin/merge" id="merge-form">
+    return f"""<h3>Merge another account into this one</h3>
+<form method="get" action="/admin/merge" id="merge-form">
 {pages.hidden(into=account_id)}
 {field("Account id to merge into this one", "from", element_id="merge-from",
        hint="You will see both accounts and confirm before anything changes.")}
