@@ -26,7 +26,13 @@ from .bot.first_contact import LinkOnFirstContact
 from .bot.hold_commands import register_hold_commands
 from .bot.network_commands import NetworkCommands
 from .bot.permissions import Level, Permissions
+from .bot.privacy_commands import PrivacyCommands
 from .bot.security_commands import SecurityCommands
+from .compliance.archive import HoldArchive
+from .compliance.forget import Forgetting
+from .compliance.my_data import PersonalData
+from .compliance.residency import Residency, store_problems
+from .compliance.retention import Retention
 from .config import Config, ConfigError
 from .core.authority import Authority
 from .core.avatars import public_media_base
@@ -121,6 +127,8 @@ class Bridge:
         self.connector_starts: ConnectorStarts | None = None  # in the background
         self.policy: Policy | None = None
         self.capabilities: Capabilities | None = None
+        self.retention: Retention | None = None  # compliance.retention_days
+        self.spaces: MatrixSpaces | None = None
         self.workers: Workers | None = None  # this process among those on the database
         self._sqlite_lock: SqliteLock | None = None
 
@@ -130,8 +138,6 @@ class Bridge:
         if problems:
             raise ConfigError(problems, self.config.path)
         for network in self.config.network_names:
-        self.retention: Retention | None = None  # compliance.retention_days
-        self.spaces: MatrixSpaces | None = None
             if self.config[f"networks.{network}.enabled"] and network not in self.connectors:
                 connector: type[Connector] = available[network].load()
                 self.connectors[network] = connector(self.config[f"networks.{network}"])
@@ -141,6 +147,8 @@ class Bridge:
         listener (so the homeserver can reach us), the Matrix side and the bot, then the
         networks and the background work."""
         self._load_enabled_connectors()
+        if problems := store_problems(self.config):  # data residency: before anything opens
+            raise ConfigError(problems, self.config.path)
         # Before anything starts: enabled without the `mcp` extra is a config problem.
         self._mcp_class = self._mcp_endpoint_class() if self.config["mcp.enabled"] else None
         if path := sqlite_path(self.config["database.uri"]):
@@ -320,6 +328,28 @@ class Bridge:
         transactions are accepted and the homeserver is asked for what it queued."""
         cfg = self.config
         assert self.storage and self.security and self.router and self.delivery and self.bot
+        self._wire_privacy(portals, spaces)
+
+    def _wire_privacy(self, portals: Portals, spaces: MatrixSpaces) -> None:
+        """Data residency, retention, my-data and forget-me (bridge/compliance/)."""
+        cfg = self.config
+        assert self.storage and self.security and self.accounts and self.bot
+        assert self.rules and self.linking and self.provisioning
+        residency = Residency.from_config(cfg)
+        if residency is not None:
+            portals.federation = spaces.federation = {"m.federate": False}
+            self.rules.refuse_network = residency.network_refusal
+            self.linking.refuse_network = residency.network_refusal
+            domain = cfg["homeserver.domain"]
+            self.rules.refuse_room = lambda state, room: residency.room_refusal(state, room,
+                                                                               domain)
+        audit = self.security.audit
+        personal = self.provisioning.personal_data = PersonalData(self.storage, audit)
+        PrivacyCommands(self.bot, self.accounts, personal, Forgetting(
+            self.storage, self.accounts, self.security.vault, audit)).register()
+        if days := cfg.get("compliance.retention_days"):
+            self.retention = Retention(self.storage, audit, days,
+                                       cfg["compliance.retention_interval_seconds"])
         await self._wait_for_homeserver()
         await az.intent.ensure_registered()
         register_hold_commands(commands, self.web.holds)
@@ -347,6 +377,8 @@ class Bridge:
         self._pruning = asyncio.create_task(
             self._prune_periodically(cfg["database.prune_interval_seconds"]), name="prune")
         notice_room = cfg["audit.notice_room"] if cfg.get("audit.notice_room") else None
+        if self.retention is not None:
+            self.retention.start()
         if notice_room:
             bot = self.bot
             self._notices = HeadNotices(
@@ -532,6 +564,10 @@ class Bridge:
                 await connector.stop()
             except Exception:
                 log.exception("Stopping the %s connector failed", connector.network)
+        if self.retention is not None:
+            await self.retention.stop()
+        if self.backfill is not None:
+            await self.backfill.stop()  # running backfills resume at the next start
         if self.workers is not None:
             await self.workers.stop()  # the other workers take this one's rooms now
             self.workers = None

@@ -285,6 +285,24 @@ SCHEMA: tuple[Key, ...] = (
         default=10),
     Key("logging", _is_mapping, "a Python logging dictConfig mapping", default={
         "version": 1,
+    # Retention and data residency (bridge/compliance/retention.py, residency.py).
+    Key("compliance.retention_days", lambda v: _is_positive_int(v) and v <= 36500,
+        "a number of days between 1 and 36500 after which message maps, queued-send history "
+        "and held content no hold covers are purged (or null: kept)"),
+    Key("compliance.retention_interval_seconds", lambda v: _is_number(v) and v > 0,
+        "a positive number of seconds between retention purges", default=86400),
+    Key("compliance.residency.regions",
+        lambda v: isinstance(v, list) and bool(v) and all(_is_nonempty_str(r) for r in v),
+        "a list of the regions data may live in, e.g. [EU] (or null: residency is off)"),
+    *(Key(f"compliance.residency.stores.{store}", _is_nonempty_str,
+          f"the region {what} lives in, e.g. EU")
+      for store, what in (("database", "the database"),
+                          ("vault", "the vault's key provider (key file or HSM)"),
+                          ("homeserver_media", "the homeserver's media store"),
+                          ("export_directory", "the directory legal-hold exports go to"))),
+    Key("compliance.residency.networks", _is_mapping,
+        "a mapping of network to a region (the whole network) or to workspaces and their "
+        "regions, e.g. {slack: {T123: EU}, telegram: EU}"),
         "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
         "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
         "root": {"level": "INFO", "handlers": ["console"]},

@@ -15,6 +15,7 @@ from pathlib import Path
 import aiohttp
 
 from . import __version__
+from .compliance.residency import store_problems
 from .config import Config
 from .schema import CONNECTOR_ENTRY_POINTS
 
@@ -130,6 +131,10 @@ def _vault_problem(config: Config) -> str | None:
 
 async def preflight(config: Config) -> list[str]:
     """Every reason the bridge cannot start, found without writing anything."""
+    # Data residency first: a store outside the allowed regions must not even be opened.
+    problems = store_problems(config)
+    if problems:
+        return problems
     problems = connector_problems(config) + _listen_problems(config) + _path_problems(config)
     if problems:
         return problems

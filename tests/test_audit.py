@@ -70,7 +70,7 @@ TAMPERING = {
                 "record 4 is missing: records 4-4 were deleted"),
     "inserted": ([*(f"UPDATE audit_log SET seq=seq+1 WHERE seq={s}" for s in range(8, 3, -1)),
                   "INSERT INTO audit_log SELECT 4, ts, actor, account, profile, persona, "
-                  "'link', details, mac, mac FROM audit_log WHERE seq=3"],
+                  "'link', details, mac, mac, NULL FROM audit_log WHERE seq=3"],
                  "record 4 was changed: its MAC does not match"),
     "reordered": (["UPDATE audit_log SET seq=-5 WHERE seq=5",
                    "UPDATE audit_log SET seq=5 WHERE seq=4",

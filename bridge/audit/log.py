@@ -4,6 +4,12 @@ Each record carries the MAC of the record before it (`prev_hash`) and its own HM
 all its fields, keyed by a key sealed in the vault. Changing, deleting, inserting or reordering
 records breaks the chain; removing records from the end is caught by checkpoints kept outside
 the database (see `checkpoint.py`).
+
+When a person is forgotten (`forget-me`), their records stay in the chain with their
+identifiers replaced by a pseudonym. Each such record keeps its original MAC, so the next
+record's `prev_hash` and any checkpoint still match; its own check is then the MAC of its
+pseudonymised form together with that original MAC (`pseudonymised_mac`), made with the same
+key. Whoever cannot forge one cannot change a pseudonymised record either.
 """
 
 from __future__ import annotations
@@ -57,6 +63,10 @@ class AuditEvent(StrEnum):
     ANOMALY = "anomaly"
     SESSION_NETWORK_CHANGED = "session_network_changed"
     READ_ONLY = "read_only"
+    # A person was forgotten (their identifiers in the log replaced by a pseudonym).
+    FORGET = "forget"
+    # Retention removed what was past compliance.retention_days (counts only).
+    RETENTION_PURGE = "retention_purge"
     # A person's agent (MCP): authorised, revoked, or an act it asked for.
     AGENT = "agent"
 
@@ -80,6 +90,23 @@ def record_mac(key: bytes, seq: int, ts: str, actor: str, account: str | None,
 def _row_mac(key: bytes, row: AuditRow) -> str:
     return record_mac(key, row.seq, row.ts, row.actor, row.account, row.profile, row.persona,
                       row.event_type, row.details, row.prev_hash)
+
+
+_PSEUDONYMISED_LABEL = "relayforge-audit-pseudonymised-v1"
+
+
+def pseudonymised_mac(key: bytes, row: AuditRow) -> str:
+    """The MAC of a pseudonymised record: its new fields and the MAC it was chained with."""
+    material = json.dumps([_PSEUDONYMISED_LABEL, row.seq, row.ts, row.actor, row.account,
+                           row.profile, row.persona, row.event_type, row.details,
+                           row.prev_hash, row.mac], separators=(",", ":"), ensure_ascii=False)
+    return hmac.new(key, material.encode(), hashlib.sha256).hexdigest()
+
+
+def _row_checks(key: bytes, row: AuditRow) -> bool:
+    if row.pseudonymised is not None:
+        return hmac.compare_digest(pseudonymised_mac(key, row), row.pseudonymised)
+    return hmac.compare_digest(_row_mac(key, row), row.mac)
 
 
 def _check_details(details: Mapping[str, Any]) -> str:
@@ -149,7 +176,7 @@ class AuditLog:
                 problems.append(AuditProblem(
                     expected_seq, f"record {expected_seq} is missing: records "
                     f"{expected_seq}-{row.seq - 1} were deleted"))
-            if not hmac.compare_digest(_row_mac(self._key, row), row.mac):
+            if not _row_checks(self._key, row):
                 problems.append(AuditProblem(
                     row.seq, f"record {row.seq} was changed: its MAC does not match"))
             elif row.prev_hash != prev:
@@ -172,6 +199,24 @@ class AuditLog:
                 problems.append(AuditProblem(
                     seq, f"record {seq} differs from the checkpoint taken of it"))
         return problems
+
+    async def pseudonymise(self, rewrite: Callable[[AuditRow], AuditRow | None]) -> int:
+        """Rewrite every record `rewrite` returns a new form for (identifiers replaced), each
+        sealed with `pseudonymised_mac`; returns how many were rewritten. A record already
+        pseudonymised must still check before it is rewritten again."""
+        changed = []
+        async for row in self.store.scan():
+            new = rewrite(row)
+            if new is None or new == row:
+                continue
+            if not _row_checks(self._key, row):
+                raise ValueError(f"audit record {row.seq} does not check; not rewriting it")
+            new = attrs.evolve(new, seq=row.seq, ts=row.ts, event_type=row.event_type,
+                               prev_hash=row.prev_hash, mac=row.mac, pseudonymised=None)
+            changed.append(attrs.evolve(new, pseudonymised=pseudonymised_mac(self._key, new)))
+        for row in changed:
+            await self.store.pseudonymise(row)
+        return len(changed)
 
     async def latest(self, limit: int, who: str | None = None) -> list[AuditRow]:
         return await self.store.latest(limit, who=who)

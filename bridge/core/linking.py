@@ -78,6 +78,9 @@ class Linking:
         # flow to that browser before sending it on to the network).
         self.start_url = start_url
         self.on_oauth_step: list[Callable[[str, str, LoginStep], Awaitable[None]]] = []
+        # Data residency (bridge.compliance.residency), when on: why an account of a
+        # (network, workspace) may not be linked, or None.
+        self.refuse_network: Callable[[str, str, str], str | None] | None = None
         self._flow_key: bytes | None = None
 
     def networks(self) -> dict[str, list[str]]:
@@ -99,6 +102,9 @@ class Linking:
         profile_row = await self.storage.profiles.by_name(account_id, profile)
         if profile_row is None:
             raise LinkRefused(f'You have no profile called "{profile}".')
+        if self.refuse_network is not None and (refusal := self.refuse_network(
+                network, "", f"an account on {network}")):
+            raise LinkRefused(refusal)  # the whole network is declared elsewhere
         await self._refuse_without_mfa(account_id, network, identifier)
         # Credentials of consents never given are not kept longer than the flow lived.
         await self.vault.destroy_older(f"{_PENDING}%", int(time.time() * 1000) - FLOW_TTL * 1000)
@@ -268,6 +274,12 @@ class Linking:
                   if self.policy else None)
         missing = await self.mfa.missing_check(account_id) if reason and self.mfa else None
         who = f"{linked.external_user_id} on {network}"
+        connector = self.connectors.get(network)
+        if self.refuse_network is not None and connector is not None and (
+                refusal := self.refuse_network(
+                    network, connector.workspace_of(linked.external_user_id), who)):
+            await self._discard(network, dict(linked.credentials))
+            raise LinkRefused(refusal)
         if missing == SETUP_HINT:
             raise LinkRefused(f"Linking {who} needs multi-factor authentication ({reason}): "
                               f"{SETUP_HINT}, then link again. Nothing was stored.")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fnmatch
 import logging
+from collections.abc import Callable
 from typing import Protocol
 
 import attrs
@@ -17,7 +18,8 @@ from ..networks.base import Connector, RemoteInvite, RemoteRoom, Workspace
 from ..networks.login import LoginFailed
 from .matrix_side import PortalDirectory
 from .backfill import Backfill
-from .room_rights import RoomNotYours, check_room_rights
+from .matrix_side import PortalDirectory
+from .room_rights import RoomCheck, RoomNotYours, check_room_rights
 
 log = logging.getLogger("relayforge.mapping")
 
@@ -46,6 +48,10 @@ class MappingRules:
         self.storage = storage
         self.audit = audit
         self.portals = portals
+        # Data residency (bridge.compliance.residency), when on: a refusal of a network
+        # workspace (network, workspace, what) and of an existing room's state.
+        self.refuse_network: Callable[[str, str, str], str | None] | None = None
+        self.refuse_room: RoomCheck | None = None
         self.connectors = connectors
         self.spaces = spaces
 
@@ -62,6 +68,9 @@ class MappingRules:
                   relay: bool = False) -> MappingRule:
         connector = self.connectors.get(network)
         if connector is None:
+        if self.refuse_network is not None and (refusal := self.refuse_network(
+                network, connector.workspace_of(remote), remote)):
+            raise RuleRefused(refusal)
             raise RuleRefused(f'"{network}" is not a network this bridge runs.')
         profile = await self.storage.profiles.by_name(account_id, profile_name)
         if profile is None:
@@ -75,7 +84,7 @@ class MappingRules:
             # control would bridge other people's words (as the requester, with --relay).
             try:
                 target_room = await check_room_rights(self.portals.bot_intent, target_room,
-                                                      owner)
+                                                      owner, also=self.refuse_room)
             except RoomNotYours as e:
                 raise TargetRoomRefused(str(e)) from e
         rule = MappingRule(new_id("rule"), account_id, profile.id, network, remote,

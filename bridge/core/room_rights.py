@@ -10,6 +10,7 @@ every way a rule is made.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from mautrix.appservice import IntentAPI
 from mautrix.errors import MatrixError
@@ -30,9 +31,14 @@ class RoomNotYours(Exception):
     """The person may not hand this room to the bridge; the message says what is missing."""
 
 
-async def check_room_rights(bot: IntentAPI, room: str, requester: str) -> RoomID:
+RoomCheck = Callable[[list[StateEvent], str], str | None]
+
+
+async def check_room_rights(bot: IntentAPI, room: str, requester: str,
+                            also: RoomCheck | None = None) -> RoomID:
     """The room's ID when `requester` may adopt it as a portal; RoomNotYours otherwise. The
-    bot must be in the room to read its state: it joins, and leaves again when it refuses."""
+    bot must be in the room to read its state: it joins, and leaves again when it refuses.
+    `also` is a further check of the room's state (data residency), refusing with a text."""
     room_id = await _room_id(bot, room)
     was_joined = await _bot_joined(bot, room_id)
     if not was_joined:
@@ -44,6 +50,8 @@ async def check_room_rights(bot: IntentAPI, room: str, requester: str) -> RoomID
     try:
         state = await bot.get_state(room_id)
         problem = _missing_right(state, UserID(requester), room)
+        if problem is None and also is not None:
+            problem = also(state, room)
     except MatrixError as e:
         problem = f"I cannot read the state of {room} ({e.message})."
     if problem is None:

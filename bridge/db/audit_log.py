@@ -23,9 +23,12 @@ class AuditRow:
     details: str
     prev_hash: str
     mac: str
+    # Set when the record's person was forgotten: the MAC of its pseudonymised form.
+    pseudonymised: str | None = None
 
 
-_COLUMNS = "seq, ts, actor, account, profile, persona, event_type, details, prev_hash, mac"
+_COLUMNS = ("seq, ts, actor, account, profile, persona, event_type, details, prev_hash, mac, "
+            "pseudonymised")
 
 
 class AuditLogStore:
@@ -46,7 +49,7 @@ class AuditLogStore:
             row = build(head["seq"] + 1 if head else 1, head["mac"] if head else None)
             await conn.execute(
                 f"INSERT INTO audit_log ({_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, "
-                "$10)",
+                "$10, $11)",
                 *attrs.astuple(row),
             )
         return row
@@ -74,6 +77,15 @@ class AuditLogStore:
                 who, limit,
             )
         return [AuditRow(**row) for row in reversed(rows)]
+
+    async def pseudonymise(self, row: AuditRow) -> None:
+        """Replace a record's identifying fields with their pseudonymised form (its MAC and
+        place in the chain stay; `row.pseudonymised` is the MAC of the new form)."""
+        await self.db.execute(
+            "UPDATE audit_log SET actor=$1, account=$2, profile=$3, persona=$4, details=$5, "
+            "pseudonymised=$6 WHERE seq=$7",
+            row.actor, row.account, row.profile, row.persona, row.details, row.pseudonymised,
+            row.seq)
 
     async def scan(self, batch: int = 1000) -> AsyncIterator[AuditRow]:
         """Every record in sequence order, in batches (the log can be long)."""

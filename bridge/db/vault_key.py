@@ -76,6 +76,15 @@ class VaultKeyStore:
         )
         return created is not None
 
+    async def delete_data_key(self, profile: str) -> bool:
+        """Forget a profile's data key, with every secret sealed under it (in one
+        transaction): nothing it encrypted can be opened again."""
+        async with self.db.acquire() as conn, conn.transaction():
+            await conn.execute("DELETE FROM vault_secret WHERE profile=$1", profile)
+            deleted = await conn.fetchval(
+                "DELETE FROM vault_data_key WHERE profile=$1 RETURNING profile", profile)
+        return deleted is not None
+
     async def data_keys_not_on(self, master_version: int, limit: int = 100) -> list[DataKeyRow]:
         rows = await self.db.fetch(
             "SELECT profile, version, master_version, wrapped FROM vault_data_key "

@@ -28,9 +28,13 @@ class Portals:
     def __init__(self, bot_intent: IntentAPI, store: PortalStore) -> None:
         self.bot_intent = bot_intent
         self.store = store
-        # One lock per remote room, so two messages arriving together create one Matrix room.
-        self._locks: defaultdict[tuple[str, str], asyncio.Lock] = defaultdict(asyncio.Lock)
-        self._by_remote: dict[tuple[str, str], Portal] = {}
+        self.max_cached = max(1, max_cached)
+        # {"m.federate": False} with data residency on: portals stay on this homeserver.
+        self.federation: dict[str, bool] = {}
+        # One lock per remote room, so two messages arriving together create one Matrix room;
+        # with how many hold or wait for it, so it is dropped when nobody does.
+        self._locks: dict[tuple[str, str], tuple[asyncio.Lock, list[int]]] = {}
+        self._by_remote: OrderedDict[tuple[str, str], Portal] = OrderedDict()
         self._by_mxid: dict[RoomID, Portal] = {}
         # Counts changes: a read that awaited the database during one must not keep its row.
         self._changes = 0
@@ -162,3 +166,4 @@ class PortalOfAnotherPersona(Exception):
         super().__init__(f"{portal.network} room {portal.remote_id} is the direct chat of "
                          f"persona {portal.receiver}")
         self.portal = portal
+            creation_content=dict(self.federation) or None,

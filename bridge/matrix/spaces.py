@@ -27,6 +27,8 @@ class MatrixSpaces:
                  after_answer_seconds: float = AFTER_ANSWER_SECONDS) -> None:
         self.intent = bot_intent
         self.storage = storage
+        # {"m.federate": False} with data residency on: spaces stay on this homeserver.
+        self.federation: dict[str, bool] = {}
         # One sub-space per workspace even when two of its rooms are mapped at once.
         self._making: dict[tuple[str, str, str], asyncio.Lock] = {}
 
@@ -41,7 +43,7 @@ class MatrixSpaces:
             name=name,
             topic="RelayForge profile: the rooms bridged for this profile live here.",
             preset=RoomCreatePreset.PRIVATE,
-            creation_content={"type": "m.space"},
+            creation_content={"type": "m.space", **self.federation},
             invitees=[UserID(mxid) for mxid in invite],
         )
 
@@ -139,7 +141,8 @@ class MatrixSpaces:
             space = await self.intent.create_room(
                 name=workspace.name,
                 topic=f"RelayForge: the rooms of {workspace.name} on {network} in this profile.",
-                preset=RoomCreatePreset.PRIVATE, creation_content={"type": "m.space"},
+                preset=RoomCreatePreset.PRIVATE,
+                creation_content={"type": "m.space", **self.federation},
                 invitees=[UserID(mxid) for mxid in invite])
             await self.add_to_space(profile_space, space)
             return await store.add(*key, space)

@@ -35,6 +35,8 @@ ACTION_LEVELS: dict[str, Level] = {
     "personas": Level.USER,    # list, pause, resume, revoke, unlink linked accounts
     "map": Level.USER,         # add mapping rules (bridge a remote room)
     "rules": Level.USER,       # list and remove mapping rules
+    "my_data": Level.USER,     # export everything the bridge holds about oneself
+    "forget": Level.USER,      # forget-me: erase oneself (refused under a legal hold)
     "admin": Level.ADMIN,      # support tools: find, merge and unmerge any account
     "agents": Level.USER,      # authorise an AI agent (MCP), and every act of one
 }

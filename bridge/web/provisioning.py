@@ -23,6 +23,7 @@ from typing import Literal
 import aiohttp
 from aiohttp import web
 
+from ..compliance.my_data import PersonalData
 from ..core.linking import Linking
 from ..core.mapping import MappingRules
 from ..db.account import Account
@@ -89,6 +90,8 @@ class ProvisioningApi(NetworkEndpoints):
         # it did not say), and whether an ID is the bridge's own (bot or ghost).
         self.user_exists: Callable[[str], Awaitable[bool | None]] | None = None
         self.is_bridge_user: Callable[[str], bool] = lambda _: False
+        # `GET /my-data` (bridge.compliance.my_data), set with the Matrix side.
+        self.personal_data: PersonalData | None = None
 
     def register(self, app: web.Application) -> None:
         app.router.add_get(f"{PREFIX}/openapi.json", self.openapi)
@@ -97,6 +100,7 @@ class ProvisioningApi(NetworkEndpoints):
         app.router.add_get(f"{PREFIX}/whoami", authed(self.whoami, "account"))
         app.router.add_get(f"{PREFIX}/account", authed(self.account, "account"))
         app.router.add_post(f"{PREFIX}/profiles", authed(self.create_profile, "profiles"))
+        app.router.add_get(f"{PREFIX}/my-data", authed(self.my_data, "my_data"))
         app.router.add_get(f"{PREFIX}/networks", authed(self.networks, "link"))
         app.router.add_post(f"{PREFIX}/link/steps/{{flow_id}}", authed(self.link_step, "link"))
         app.router.add_get(f"{PREFIX}/link/steps/{{flow_id}}",
@@ -250,6 +254,13 @@ class ProvisioningApi(NetworkEndpoints):
 
     async def account(self, request: web.Request) -> web.Response:
         return web.json_response(account_json(await self.accounts.view(request[ACCOUNT])))
+
+    async def my_data(self, request: web.Request) -> web.Response:
+        """Everything the bridge holds about the person (as the bot's `my-data`)."""
+        if self.personal_data is None:
+            return _error(503, "M_UNKNOWN", "The bridge is starting; try again in a minute.")
+        return web.json_response(await self.personal_data.export(
+            request[ACCOUNT], actor=request[ACTING_USER] or request[ACCOUNT]))
 
     async def create_profile(self, request: web.Request) -> web.Response:
         name = (await json_object(request)).get("name")

@@ -201,6 +201,14 @@ class Vault:
         self.forget_cached_key(profile)
         return await self.destroy(profile, persona)
 
+    async def destroy_data_key(self, profile: str) -> bool:
+        """Crypto-shred a profile: its data key and every secret sealed under it are deleted,
+        so any copy of its ciphertexts (a backup, a dump) can never be opened again."""
+        self.forget_cached_key(profile)
+        destroyed = await self.keys.delete_data_key(profile)
+        self.forget_cached_key(profile)
+        return destroyed
+
     # ---- rotation --------------------------------------------------------------------------
 
     async def rotate(self, on_progress: Callable[[int], None] | None = None) -> RotationReport:
