@@ -75,6 +75,8 @@ async def dashboard_env(db_kind, homeserver, postgres, oidc_providers, prosody,
         identity={"providers": [idp.provider_config(trust_email=True, name="Google"),
                                 corp.provider_config(trust_email=True, name="GitHub")]},
         extra={"security": {"rate_limits": {"web": generous}},
+               # The agents' pages (the MCP endpoint's consent and the person's list).
+               "mcp": {"enabled": True},
                # XMPP (the session's Prosody), to link a network from the portal's pages.
                "networks": {"xmpp": {"enabled": True, "ca_file": str(prosody.ca),
                                      "nameserver": prosody.nameserver}}})
