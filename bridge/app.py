@@ -494,6 +494,8 @@ class Bridge:
                 continue
             if removed:
                 log.debug("Removed %d expired one-time values", removed)
+                if self.portal is not None:  # what the portal noted of ended sessions
+                    await self.portal.core.web_sessions.prune()
 
     async def _open_sessions(self) -> None:
         assert self.sessions is not None and self.rules is not None

@@ -78,6 +78,14 @@ def rule_removed(network: str, remote: str) -> str:
     return f"Removed the rule for {network} {remote}."
 
 
+def capability_changed(effect: str, actions: list[str] | tuple[str, ...], profile: str,
+                       scope: str, rule_id: str, agent: str | None = None) -> str:
+    verb = "may now" if effect == "allow" else "may no longer"
+    who = f"your agent {agent}" if agent else "RelayForge"
+    return (f"{who} {verb} {', '.join(actions)} as you ({profile}) on {scope}. "
+            f'Rule {rule_id}; see "capabilities".')
+
+
 def capability_removed(rule_id: str) -> str:
     return f"Removed {rule_id}."
 

@@ -138,6 +138,9 @@ async def test_sign_in_methods_add_and_never_the_last(portal_bridge, browser):
         page = await r.text()
         assert r.status == 200 and r.url.path == "/account/sign-in-methods", page
     assert "GitHub" in page and "Your only way to sign in" not in page
+    # Still one session: the one the new sign-in replaced in this browser ended.
+    status, page = await web.get("/account/sessions")
+    assert page.count('<tr id="session-') == 1
     status, page = await web.post_form(f"/account/sign-in-methods/{mid}/remove",
                                        {"csrf": token})
     assert status == 200 and "Removed Google as a way to sign in" in page

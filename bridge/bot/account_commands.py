@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TypeVar
 
 from .. import words
@@ -23,18 +23,21 @@ T = TypeVar("T")
 ADMIN = "Admin"
 
 
-def describe(view: AccountView) -> str:
+def describe(view: AccountView, provider_names: Mapping[str, str] | None = None) -> str:
+    """The account as the bot says it; sign-in providers by the names the pages show."""
+    names = provider_names or {}
     account = view.account
     lines = [f"Account {account.id} ({account.status.value}), credits: {account.credits}",
              "Matrix users: " + (", ".join(view.matrix_users) or "none")]
     if view.identities:
-        lines.append("Sign-in methods:")
+        lines.append(f"{words.SIGN_IN_METHODS}:")
         for identity in view.identities:
             email = identity.email or "no email"
             verified = "verified" if identity.email_verified else "unverified"
-            lines.append(f"  {identity.provider_id}: {email} ({verified})")
+            name = names.get(identity.provider_id, identity.provider_id)
+            lines.append(f"  {name}: {email} ({verified})")
     else:
-        lines.append("Sign-in methods: your Matrix account (send login-link for the web)")
+        lines.append(f"{words.SIGN_IN_METHODS}: {words.MATRIX_SIGN_IN}")
     lines.append("Profiles:")
     for profile_view in view.profiles:
         profile = profile_view.profile
@@ -65,14 +68,15 @@ UndoFn = Callable[[str, str], Awaitable[str | None]]
 def register_account_commands(registry: CommandRegistry, storage: Storage, accounts: Accounts,
                               merges: Merges, audit: AuditLog, web_url: str,
                               undo_provider_added: UndoFn,
-                              merge_limiter: RateLimiter | None = None) -> None:
+                              merge_limiter: RateLimiter | None = None,
+                              provider_names: Mapping[str, str] | None = None) -> None:
     # Wrong merge codes per account: without a limit, 40 bits are guessable by brute force.
     wrong_codes = (merge_limiter if merge_limiter is not None
                    else RateLimiter(RateLimitSettings().merge_confirm))
 
     async def account(ctx: CommandContext) -> None:
         mine = await accounts.for_matrix_user(ctx.sender)
-        await ctx.reply(describe(await accounts.view(mine.id)))
+        await ctx.reply(describe(await accounts.view(mine.id), provider_names))
 
     async def profile(ctx: CommandContext) -> None:
         usage = "Usage: profile create NAME | profile rename OLD NEW | profile delete NAME"

@@ -19,6 +19,7 @@ from mautrix.types import (
     UserID,
 )
 
+from .. import words
 from ..identity.accounts import Accounts
 from ..identity.errors import IdentityError
 from ..security.capabilities import USAGE, Capabilities, CapabilityRefused
@@ -96,10 +97,8 @@ class SecurityCommands:
                     args[on + 1], persona, agent)
             except (IdentityError, CapabilityRefused) as e:
                 raise CommandError(str(e)) from e
-            verb = "may now" if effect == "allow" else "may no longer"
-            who = f"your agent {agent}" if agent else "RelayForge"
-            await ctx.reply(f"{who} {verb} {', '.join(rule.actions)} as you ({args[0]}) "
-                            f"on {args[on + 1]}. Rule {rule.id}; see \"capabilities\".")
+            await ctx.reply(words.capability_changed(effect, rule.actions, args[0],
+                                                     args[on + 1], rule.id, agent))
 
         return run
 
@@ -110,7 +109,7 @@ class SecurityCommands:
                 rule = await self.capabilities.remove(account.id, ctx.sender, ctx.args[1])
             except CapabilityRefused as e:
                 raise CommandError(str(e)) from e
-            await ctx.reply(f"Removed {rule.id}.")
+            await ctx.reply(words.capability_removed(rule.id))
             return
         if ctx.args:
             raise CommandError("Usage: capabilities [remove ID]")

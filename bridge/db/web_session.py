@@ -55,10 +55,13 @@ class WebSessionStore:
             "WHERE web_session_seen.last_seen < $7",
             key, account_id, agent, network, now, expires_at, now - 60_000)
 
+    async def prune(self) -> None:
+        """Forget what was noted of sessions that expired."""
+        await self.db.execute("DELETE FROM web_session_seen WHERE expires_at <= $1", _now())
+
     async def for_account(self, account_id: str) -> list[WebSession]:
         """The account's sessions that still work, newest use first."""
         now = _now()
-        await self.db.execute("DELETE FROM web_session_seen WHERE expires_at <= $1", now)
         rows = await self.db.fetch(
             "SELECT s.hash, s.created_at, s.expires_at, w.user_agent, w.network, w.last_seen "
             "FROM one_time_secret s LEFT JOIN web_session_seen w ON w.hash = s.hash "

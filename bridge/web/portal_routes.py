@@ -10,6 +10,7 @@ portal_link.py, portal_rules.py and portal_account.py.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from html import escape
 from urllib.parse import quote, unquote
@@ -129,9 +130,10 @@ class PortalCore:
                 except ValueError:
                     network = None
         record = await self.storage.one_time.peek("web_session", session)
-        expires = record.expires_at if record else 0
+        expires = (record.expires_at if record is not None
+                   else int(time.time() * 1000) + SESSION_TTL * 1000)
         await self.web_sessions.touch(session, account, request.headers.get("User-Agent", ""),
-                                      network, expires or SESSION_TTL * 1000)
+                                      network, expires)
 
     def page(self, action: str, handler: Page) -> Callable[[web.Request],
                                                            Awaitable[web.StreamResponse]]:

@@ -184,9 +184,8 @@ class PortalRules:
                                              form.get("actions", ""), form.get("scope", ""))
         except CapabilityRefused as e:
             raise Refused(str(e), 400) from e
-        verb = "may now" if effect == "allow" else "may no longer"
-        raise self.core.done(RULES, f"RelayForge {verb} {', '.join(rule.actions)} as you "
-                                    f"({profile.name}) on {_scope(rule)}. Rule {rule.id}.")
+        raise self.core.done(RULES, words.capability_changed(
+            effect, rule.actions, profile.name, form.get("scope", ""), rule.id))
 
     def _capabilities(self):
         if self.core.capabilities is None:

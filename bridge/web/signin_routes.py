@@ -189,6 +189,11 @@ class SignInRoutes:
                 result.provider_name, result.session_id, self.binding.csrf_token(request),
                 await self._summary(into), await self._summary(result.account_id)))
         back = after_sign_in(request)
+        # The cookie is replaced: the session it held ends (it would linger in the list of
+        # sessions, unusable from here).
+        previous = request.cookies.get(SESSION_COOKIE)
+        if previous and previous != result.session_id:
+            await self.signin.end_session(previous)
         response = web.HTTPSeeOther(back if back != SETTINGS else SETTINGS + (
             "?added=" + result.identity.provider_id
             if result.outcome == Outcome.PROVIDER_ADDED else ""))
