@@ -240,7 +240,7 @@ class Bridge:
             for network in cfg.network_names if network != MATRIX
         }
         ghosts = Ghosts(bot_intent, self.storage.puppets, templates)
-        portals = Portals(bot_intent, self.storage.portals)
+        portals = Portals(bot_intent, self.storage.portals, cfg["bridge.portal_cache_size"])
         self.policy = Policy(cfg.get("policy"), cfg.networks)
         self.capabilities = Capabilities(self.storage, self.security.audit, self.policy,
                                          self._workspace_of, lambda: sorted(self.connectors))

@@ -174,6 +174,8 @@ SCHEMA: tuple[Key, ...] = (
         default=3600),
     Key("bridge.command_prefix", _is_nonempty_str, "a non-empty string such as !rf",
         default="!rf"),
+    Key("bridge.portal_cache_size", _is_positive_int,
+        "a positive number of portals kept in memory", default=10_000),
     Key("bridge.permissions", _is_mapping,
         'a mapping of "*", a server name or a user ID to relay, user or admin', required=True),
     # End-to-bridge encryption (mautrix's terms): allow - the bot's device reads and writes

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import defaultdict
-from collections.abc import Awaitable, Callable
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 
 from mautrix.appservice import IntentAPI
 from mautrix.types import Membership, RoomID, UserID
@@ -15,6 +16,9 @@ from ..networks.base import RemoteRoom
 
 log = logging.getLogger("relayforge.portals")
 
+#: Portal rows kept in memory by default (`bridge.portal_cache_size`).
+PORTAL_CACHE_SIZE = 10_000
+
 
 class Portals:
     """Portal rows, kept in memory once read: every relayed message looks its portal up.
@@ -22,17 +26,19 @@ class Portals:
     The rows change only through this class (created in `ensure`/`adopt`, renamed with
     `set_name`); code that changes the `portal` table another way must call `forget`. A row
     without a Matrix room yet is never kept, so a room set on it later is always seen.
-    Portals are few (one per bridged room), so the copy is not bounded.
+    At most `max_cached` rows are kept (`bridge.portal_cache_size`), the least recently
+    used dropped first: a bridge with many rooms reads the rarely used ones again.
     """
 
-    def __init__(self, bot_intent: IntentAPI, store: PortalStore) -> None:
+    def __init__(self, bot_intent: IntentAPI, store: PortalStore,
+                 max_cached: int = PORTAL_CACHE_SIZE) -> None:
+        self.max_cached = max(1, max_cached)
         self.bot_intent = bot_intent
         self.store = store
-        self.max_cached = max(1, max_cached)
         # {"m.federate": False} with data residency on: portals stay on this homeserver.
         self.federation: dict[str, bool] = {}
-        # One lock per remote room, so two messages arriving together create one Matrix room;
-        # with how many hold or wait for it, so it is dropped when nobody does.
+        # One lock per remote room, so two messages arriving together create one Matrix room.
+        # With how many hold or wait for it, so it is dropped when nobody does.
         self._locks: dict[tuple[str, str], tuple[asyncio.Lock, list[int]]] = {}
         self._by_remote: OrderedDict[tuple[str, str], Portal] = OrderedDict()
         self._by_mxid: dict[RoomID, Portal] = {}
@@ -45,9 +51,15 @@ class Portals:
         portal = self._by_remote.get((network, remote_id))
         if portal is not None:
             return portal
+    @property
+    def cached(self) -> int:
+        """How many portal rows are in memory now (never more than `max_cached`)."""
+        return len(self._by_remote)
+
         before = self._changes
         portal = await self.store.get(network, remote_id)
         if portal is not None and self._changes == before:
+            self._by_remote.move_to_end((network, remote_id))
             self._keep(portal)
         return portal
 
@@ -58,6 +70,7 @@ class Portals:
         # Not a portal (a management room, say) is not remembered: it is asked again.
         before = self._changes
         portal = await self.store.get_by_mxid(room_id)
+            self._by_remote.move_to_end((portal.network, portal.remote_id))
         if portal is not None and self._changes == before:
             self._keep(portal)
         return portal
@@ -66,7 +79,7 @@ class Portals:
                      persona_id: str | None = None, rule_id: str | None = None) -> Portal:
         """The portal of a remote room, created when missing. `persona_id` is the persona
         whose direct chat it is (the session that saw it); `rule_id` the rule mapping it."""
-        async with self._locks[(network, room.remote_id)]:
+        async with self._room_lock((network, room.remote_id)):
             portal = await self.get(network, room.remote_id)
             if portal is None:
                 portal = await self._create(network, room, receiver, persona_id, rule_id)
@@ -81,7 +94,7 @@ class Portals:
     async def adopt(self, network: str, room: RemoteRoom, room_id: RoomID, *,
                     rule_id: str | None = None) -> Portal:
         """Use an existing Matrix room (the bot must be in it) as the portal of a remote room."""
-        async with self._locks[(network, room.remote_id)]:
+        async with self._room_lock((network, room.remote_id)):
             portal = await self.get(network, room.remote_id)
             if portal is not None:
                 return await self._own(portal, None, rule_id)
@@ -113,7 +126,7 @@ class Portals:
         return fresh
 
     async def set_name(self, network: str, remote_id: str, name: str | None) -> None:
-        async with self._locks[(network, remote_id)]:
+        async with self._room_lock((network, remote_id)):
             await self.store.set_name(network, remote_id, name)
             self.forget(network, remote_id)
 
@@ -139,11 +152,28 @@ class Portals:
                       persona_id: str | None, rule_id: str | None) -> Portal:
         name = room.name or room.remote_id
         room_id = await self.bot_intent.create_room(
+    @asynccontextmanager
+    async def _room_lock(self, key: tuple[str, str]) -> AsyncIterator[None]:
+        lock, users = self._locks.setdefault(key, (asyncio.Lock(), [0]))
+        users[0] += 1
+        try:
+            async with lock:
+                yield
+        finally:
+            users[0] -= 1
+            if users[0] == 0:
+                del self._locks[key]
+
             name=name,
             topic=room.topic,
             invitees=[receiver] if receiver else [],
         )
+        self._by_remote.move_to_end((portal.network, portal.remote_id))
         log.info("Created portal %s for %s room %s", room_id, network, room.remote_id)
+        while len(self._by_remote) > self.max_cached:
+            _, oldest = self._by_remote.popitem(last=False)
+            if oldest.mxid is not None and self._by_mxid.get(oldest.mxid) is oldest:
+                del self._by_mxid[oldest.mxid]
         return self._changed(await self.store.insert(network, room.remote_id, room_id, name,
                                                      receiver=persona_id, rule_id=rule_id))
 

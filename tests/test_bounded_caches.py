@@ -1,0 +1,34 @@
+"""The portal cache holds at most `bridge.portal_cache_size` rows: rooms it dropped keep
+relaying both ways, into the same Matrix room (real Synapse, both databases)."""
+
+from __future__ import annotations
+
+from bridge.networks.base import MatrixMessage, RemoteMessage
+
+from .test_portal_cache import message_arrives, remote_names
+
+
+async def test_rooms_the_portal_cache_dropped_still_relay_into_their_room(
+        start_bridge, new_user):
+    bridge = await start_bridge(extra={"bridge": {"portal_cache_size": 2}})
+    loopback = bridge.connectors["loopback"]
+    alice = await new_user("alice")
+    rooms = []
+    for i in range(3):
+        room, rita = remote_names()
+        await loopback.emit(RemoteMessage(room=room, sender=rita, receiver=alice.mxid,
+                                          message_id=f"m-{i}", text=f"first {i}"))
+        rooms.append((room, rita, await alice.wait_for_invite()))
+    portals = bridge.router.portals
+    assert portals.cached <= 2
+
+    room, rita, portal = rooms[0]  # the least recently used: dropped from memory
+    await loopback.emit(RemoteMessage(room=room, sender=rita, receiver=alice.mxid,
+                                      message_id="m-again", text="again in room 0"))
+    await message_arrives(alice, portal, "again in room 0")
+    await alice.send_text(portal, "answer in room 0")
+    sent = await loopback.next_received()
+    assert isinstance(sent, MatrixMessage)
+    assert (sent.text, sent.room.remote_id) == ("answer in room 0", room.remote_id)
+    assert portals.cached <= 2
+    assert await bridge.storage.portals.get("loopback", room.remote_id) is not None
