@@ -42,35 +42,39 @@ class Portals:
         self._locks: dict[tuple[str, str], tuple[asyncio.Lock, list[int]]] = {}
         self._by_remote: OrderedDict[tuple[str, str], Portal] = OrderedDict()
         self._by_mxid: dict[RoomID, Portal] = {}
+        self.on_forget: list[Callable[[str, str], None]] = []
+        # Held while a portal is made, against other workers (bridge/db/lease.py).
+        self.exclusive: Callable[[str], AbstractAsyncContextManager[None]] = (
+            lambda _name: nullcontext())
         # Counts changes: a read that awaited the database during one must not keep its row.
         self._changes = 0
         # Called with each portal `ensure` creates (to place it in its profile's space).
         self.on_created: list[Callable[[Portal], Awaitable[None]]] = []
 
-    async def get(self, network: str, remote_id: str) -> Portal | None:
-        portal = self._by_remote.get((network, remote_id))
-        if portal is not None:
-            return portal
     @property
     def cached(self) -> int:
         """How many portal rows are in memory now (never more than `max_cached`)."""
         return len(self._by_remote)
 
+    async def get(self, network: str, remote_id: str) -> Portal | None:
+        portal = self._by_remote.get((network, remote_id))
+        if portal is not None:
+            self._by_remote.move_to_end((network, remote_id))
+            return portal
         before = self._changes
         portal = await self.store.get(network, remote_id)
         if portal is not None and self._changes == before:
-            self._by_remote.move_to_end((network, remote_id))
             self._keep(portal)
         return portal
 
     async def get_by_mxid(self, room_id: RoomID) -> Portal | None:
         portal = self._by_mxid.get(room_id)
         if portal is not None:
+            self._by_remote.move_to_end((portal.network, portal.remote_id))
             return portal
         # Not a portal (a management room, say) is not remembered: it is asked again.
         before = self._changes
         portal = await self.store.get_by_mxid(room_id)
-            self._by_remote.move_to_end((portal.network, portal.remote_id))
         if portal is not None and self._changes == before:
             self._keep(portal)
         return portal
@@ -82,10 +86,15 @@ class Portals:
         async with self._room_lock((network, room.remote_id)):
             portal = await self.get(network, room.remote_id)
             if portal is None:
-                portal = await self._create(network, room, receiver, persona_id, rule_id)
-                for hook in self.on_created:
-                    await hook(portal)
-                return portal
+                async with self.exclusive(f"portal:{network}:{room.remote_id}"):
+                    # Another worker may have made it while this one waited for the lock.
+                    portal = await self.store.get(network, room.remote_id)
+                    if portal is None:
+                        portal = await self._create(network, room, receiver, persona_id,
+                                                    rule_id)
+                        for hook in self.on_created:
+                            await hook(portal)
+                        return portal
             portal = await self._own(portal, persona_id, rule_id)
             if receiver:
                 await self._invite(portal.mxid, receiver)
@@ -131,27 +140,18 @@ class Portals:
             self.forget(network, remote_id)
 
     def forget(self, network: str, remote_id: str) -> None:
-        """Drop a portal's row from memory; the next lookup reads the database."""
+        """Drop a portal's row from memory; the next lookup reads the database. Other
+        workers sharing the database drop theirs too (`on_forget`)."""
+        self.drop_cached(network, remote_id)
+        for hook in self.on_forget:
+            hook(network, remote_id)
+
+    def drop_cached(self, network: str, remote_id: str) -> None:
         self._changes += 1
         portal = self._by_remote.pop((network, remote_id), None)
         if portal is not None and portal.mxid is not None:
             self._by_mxid.pop(portal.mxid, None)
 
-    def _keep(self, portal: Portal) -> None:
-        if portal.mxid is None:
-            return
-        self._by_remote[(portal.network, portal.remote_id)] = portal
-        self._by_mxid[portal.mxid] = portal
-
-    def _changed(self, portal: Portal) -> Portal:
-        self.forget(portal.network, portal.remote_id)
-        self._keep(portal)
-        return portal
-
-    async def _create(self, network: str, room: RemoteRoom, receiver: UserID | None,
-                      persona_id: str | None, rule_id: str | None) -> Portal:
-        name = room.name or room.remote_id
-        room_id = await self.bot_intent.create_room(
     @asynccontextmanager
     async def _room_lock(self, key: tuple[str, str]) -> AsyncIterator[None]:
         lock, users = self._locks.setdefault(key, (asyncio.Lock(), [0]))
@@ -164,16 +164,32 @@ class Portals:
             if users[0] == 0:
                 del self._locks[key]
 
-            name=name,
-            topic=room.topic,
-            invitees=[receiver] if receiver else [],
-        )
+    def _keep(self, portal: Portal) -> None:
+        if portal.mxid is None:
+            return
+        self._by_remote[(portal.network, portal.remote_id)] = portal
         self._by_remote.move_to_end((portal.network, portal.remote_id))
-        log.info("Created portal %s for %s room %s", room_id, network, room.remote_id)
+        self._by_mxid[portal.mxid] = portal
         while len(self._by_remote) > self.max_cached:
             _, oldest = self._by_remote.popitem(last=False)
             if oldest.mxid is not None and self._by_mxid.get(oldest.mxid) is oldest:
                 del self._by_mxid[oldest.mxid]
+
+    def _changed(self, portal: Portal) -> Portal:
+        self.forget(portal.network, portal.remote_id)
+        self._keep(portal)
+        return portal
+
+    async def _create(self, network: str, room: RemoteRoom, receiver: UserID | None,
+                      persona_id: str | None, rule_id: str | None) -> Portal:
+        name = room.name or room.remote_id
+        room_id = await self.bot_intent.create_room(
+            name=name,
+            topic=room.topic,
+            invitees=[receiver] if receiver else [],
+            creation_content=dict(self.federation) or None,
+        )
+        log.info("Created portal %s for %s room %s", room_id, network, room.remote_id)
         return self._changed(await self.store.insert(network, room.remote_id, room_id, name,
                                                      receiver=persona_id, rule_id=rule_id))
 
@@ -196,4 +212,3 @@ class PortalOfAnotherPersona(Exception):
         super().__init__(f"{portal.network} room {portal.remote_id} is the direct chat of "
                          f"persona {portal.receiver}")
         self.portal = portal
-            creation_content=dict(self.federation) or None,
