@@ -37,13 +37,13 @@ from .config import Config, ConfigError
 from .core.authority import Authority
 from .core.avatars import public_media_base
 from .core.backfill import Backfill, BackfillSettings
+from .core.connector_starts import ConnectorStarts
 from .core.delivery import Delivery, DeliverySettings
 from .core.linking import Linking
 from .core.mapping import MappingRules
 from .core.media import MediaFetcher, MediaLimits
 from .core.router import Router
 from .core.sessions import PersonaSessions
-from .core.connector_starts import ConnectorStarts
 from .core.workers import SqliteLock, Workers, WorkerSettings, sqlite_path, wire_workers
 from .db import Storage, open_database
 from .db.persona import Persona, PersonaStatus
@@ -62,6 +62,7 @@ from .security.capabilities import Capabilities
 from .security.policy import Policy
 from .security.setup import Security, open_security
 from .web.link_routes import LinkCallbackRoutes, callback_path, start_path
+from .web.portal import Portal
 from .web.provisioning import ProvisioningApi
 from .web.requests import RequestGuard
 from .web.setup import WebServices, build_web, register_portal, register_web_routes
@@ -69,7 +70,6 @@ from .web.setup import WebServices, build_web, register_portal, register_web_rou
 log = logging.getLogger("relayforge")
 
 
-from .web.portal import Portal
 async def homeserver_has_user(intent: IntentAPI, mxid: str) -> bool | None:
     """Whether a user of our own homeserver exists (its profile is found); None when the
     homeserver did not say."""
@@ -108,6 +108,7 @@ class Bridge:
         self._dispatcher: MatrixDispatcher | None = None
         self._notices: HeadNotices | None = None
         self.web: WebServices | None = None
+        self.portal: Portal | None = None  # the account portal's pages
         self.provisioning: ProvisioningApi | None = None
         self.accounts: Accounts | None = None
         self.merges: Merges | None = None
@@ -115,8 +116,8 @@ class Bridge:
         self.linking: Linking | None = None
         self.rules: MappingRules | None = None
         self._activation: asyncio.Task | None = None
-        self.portal: Portal | None = None  # the account portal's pages
         self.delivery: Delivery | None = None
+        self.connector_starts: ConnectorStarts | None = None  # in the background
         self._link_callbacks = LinkCallbackRoutes()
         self._metrics_listener: MetricsListener | None = None
         self._pruning: asyncio.Task | None = None
@@ -124,7 +125,6 @@ class Bridge:
         self._mcp_class: Any = None
         self.encryption: Any = None  # the bot's device (bridge.matrix.crypto), when on
         self.backfill: Backfill | None = None
-        self.connector_starts: ConnectorStarts | None = None  # in the background
         self.policy: Policy | None = None
         self.capabilities: Capabilities | None = None
         self.retention: Retention | None = None  # compliance.retention_days
@@ -209,6 +209,7 @@ class Bridge:
                 az.app.router.add_get("/metrics",
                                       self.metrics.scrape_handler(cfg.get("metrics.token")))
         self.provisioning = register_web_routes(az.app, self.web, cfg)
+        self.portal = register_portal(az.app, self.web, cfg)
         self._link_callbacks.register(az.app, self.web.binding, self.web.signin)
         if self._mcp_class is not None:  # people's AI agents (bridge/mcp/)
             self.mcp = self._mcp_class(cfg, self.web_url, self.storage,
@@ -220,7 +221,6 @@ class Bridge:
         az.matrix_event_handler(self._on_matrix_event)
         await az.start(cfg["appservice.hostname"], cfg["appservice.port"])
         log.info("Listening for the homeserver on %s:%s", cfg["appservice.hostname"],
-        self.portal = register_portal(az.app, self.web, cfg)
                  cfg["appservice.port"])
         return az
 
@@ -249,6 +249,9 @@ class Bridge:
                                                  self.policy, self.capabilities),
                              public_media=public_media_base(cfg["homeserver.address"],
                                                             cfg.get("homeserver.public_url")))
+        # Legal holds keep what they cover, at the router's one capture point.
+        self.router.archive = HoldArchive(self.storage, self.web.holds, self.security.vault,
+                                          self.security.audit, self._workspace_of)
         self.bot = ManagementBot(
             bot_intent, self.storage.management_rooms,
             Permissions(cfg["bridge.permissions"]), cfg["bridge.command_prefix"],
@@ -257,6 +260,7 @@ class Bridge:
         # The web routes exist before the bot does; give them the Matrix side now.
         spaces = self.spaces = MatrixSpaces(bot_intent, self.storage)
         self.accounts.spaces = spaces
+        self.bot.after_message.append(spaces.answered)  # a new person's spaces wait for it
         portals.on_created.append(PortalSpaces(self.storage, spaces).portal_created)
         self.web.signin.notify = self.bot.tell
         return ghosts, portals, spaces
@@ -269,7 +273,6 @@ class Bridge:
         assert self.storage and self.security and self.accounts and self.merges
         assert self.bot and self.router and self.web and self.provisioning
         audit = self.security.audit
-        self.bot.after_message.append(spaces.answered)  # a new person's spaces wait for it
         self.delivery = Delivery(self.storage, self.router, portals, self.bot, audit,
                                  self.metrics, DeliverySettings.from_config(
                                      lambda key: cfg[f"delivery.{key}"]))
@@ -290,18 +293,21 @@ class Bridge:
         self._wire_double_puppets(ghosts, portals)
         self.rules = MappingRules(self.storage, audit, portals, self.connectors, spaces)
         self.router.on_invite = self.rules.handle_invite
-        self.provisioning.linking, self.provisioning.rules = self.linking, self.rules
-        self.provisioning.is_bridge_user = self.bot.is_bridge_user
         self.backfill = Backfill(self.storage, self.connectors, self.router.gate,
                                  self.router.handle_remote_event, audit,
                                  BackfillSettings.from_config(cfg.get, cfg.network_names),
                                  tell=self.bot.tell)
         self.rules.backfill = self.backfill
         self.router.on_history_gap = self.backfill.history_gap
+        self.provisioning.linking, self.provisioning.rules = self.linking, self.rules
+        self.provisioning.is_bridge_user = self.bot.is_bridge_user
         self.provisioning.user_exists = lambda mxid: homeserver_has_user(bot_intent, mxid)
         self.accounts.on_unlink.append(self.sessions.close)
         self.accounts.on_state_change.append(self._persona_changed)
         self.accounts.before_destroy.append(self._revoke_at_network)
+        if self.portal is not None:
+            self.portal.attach(self.linking, self.rules, self.capabilities,
+                               self._link_callbacks)
         self.bot.on_new_management_room.append(self._ensure_account)
         matrix = self.connectors.get(MATRIX)
         if matrix is not None and cfg.get("double_puppet.auto"):
@@ -315,19 +321,13 @@ class Bridge:
                                 self.mcp and f"{self.web_url}/mcp")
         register_account_commands(commands, self.storage, self.accounts, self.merges, audit,
                                   self.web_url, self.web.signin.undo_provider_added,
-                                  self.web.limits.merge_confirm)
+                                  self.web.limits.merge_confirm, provider_names={
+                                      p.id: p.config.name
+                                      for p in self.web.signin.providers.values()})
+        register_hold_commands(commands, self.web.holds)
         self._wire_security()
-        if self.portal is not None:
-            self.portal.attach(self.linking, self.rules, self.capabilities,
-                               self._link_callbacks)
         NetworkCommands(self.bot, self.storage, self.accounts, self.linking, self.rules,
                         portals, audit, self.delivery).register()
-
-    async def _go_live(self, az: BridgeAppService) -> None:
-        """The bot's profile, the networks, people's sessions and the background work; then
-        transactions are accepted and the homeserver is asked for what it queued."""
-        cfg = self.config
-        assert self.storage and self.security and self.router and self.delivery and self.bot
         self._wire_privacy(portals, spaces)
 
     def _wire_privacy(self, portals: Portals, spaces: MatrixSpaces) -> None:
@@ -350,9 +350,14 @@ class Bridge:
         if days := cfg.get("compliance.retention_days"):
             self.retention = Retention(self.storage, audit, days,
                                        cfg["compliance.retention_interval_seconds"])
+
+    async def _go_live(self, az: BridgeAppService) -> None:
+        """The bot's profile, the networks, people's sessions and the background work; then
+        transactions are accepted and the homeserver is asked for what it queued."""
+        cfg = self.config
+        assert self.storage and self.security and self.router and self.delivery and self.bot
         await self._wait_for_homeserver()
         await az.intent.ensure_registered()
-        register_hold_commands(commands, self.web.holds)
         await az.intent.set_displayname(cfg["appservice.bot_displayname"])
         # The bot's encryption device (bridge.encryption), ready before any transaction.
         assert self._dispatcher is not None
@@ -372,13 +377,13 @@ class Bridge:
         self.delivery.network_ready = self.connector_starts.wait
         self._activation = asyncio.create_task(self._open_sessions(), name="sessions")
         await self.delivery.start()
+        if self.retention is not None:
+            self.retention.start()
         if self.mcp is not None:
             await self.mcp.start(self.router, self.delivery, az.intent)
         self._pruning = asyncio.create_task(
             self._prune_periodically(cfg["database.prune_interval_seconds"]), name="prune")
         notice_room = cfg["audit.notice_room"] if cfg.get("audit.notice_room") else None
-        if self.retention is not None:
-            self.retention.start()
         if notice_room:
             bot = self.bot
             self._notices = HeadNotices(
@@ -388,6 +393,8 @@ class Bridge:
             self._notices.start()
         az.accepting = True
         az.ready = True
+        if self.spaces is not None:
+            self.spaces.make_owed_in_background()  # spaces a stop left unmade
         try:
             # Makes the homeserver deliver anything queued while we were down right now,
             # instead of after its retry back-off.
@@ -425,8 +432,6 @@ class Bridge:
                                 ghosts)
         puppets.attach(self.connectors.get(MATRIX), self.config.get("double_puppet") or {},
                        self.config["homeserver.domain"], self.config["homeserver.address"])
-        if self.spaces is not None:
-            self.spaces.make_owed_in_background()  # spaces a stop left unmade
         puppets.on_read_only = self.delivery.read_only
         self.router.own_users = puppets
         portals.on_created.append(puppets.portal_created)
@@ -489,24 +494,26 @@ class Bridge:
                 removed = await storage.one_time.prune()
                 await storage.agents.prune()
                 await storage.jtis.prune()
+                if self.portal is not None:  # what the portal noted of ended sessions
+                    await self.portal.core.web_sessions.prune()
             except Exception:
                 log.warning("Removing expired one-time values failed", exc_info=True)
                 continue
             if removed:
                 log.debug("Removed %d expired one-time values", removed)
-                if self.portal is not None:  # what the portal noted of ended sessions
-                    await self.portal.core.web_sessions.prune()
 
     async def _open_sessions(self) -> None:
         assert self.sessions is not None and self.rules is not None
+        assert self.connector_starts is not None
+        await self.connector_starts.start_all()
         await self.sessions.open_all()
         await self.rules.activate_all()
+        if self.backfill is not None:
+            await self.backfill.resume()  # what a crash interrupted and no rule rejoined
 
     @property
     def web_url(self) -> str:
         return (self.config.get("web.public_url") or self.config["appservice.address"]).rstrip("/")
-        if self.backfill is not None:
-            await self.backfill.resume()  # what a crash interrupted and no rule rejoined
 
     async def _ensure_account(self, mxid: UserID) -> None:
         assert self.accounts is not None
@@ -530,6 +537,11 @@ class Bridge:
                 log.info("Waiting for the homeserver (%s)", e)
                 await asyncio.sleep(min(attempt, 5))
 
+    async def connectors_started(self) -> None:
+        """Until every connector finished starting (they start after `start` returns)."""
+        if self.connector_starts is not None:
+            await self.connector_starts.wait_all()
+
     def network_status(self) -> dict[str, str]:
         return {name: c.state.value for name, c in self.connectors.items()}
 
@@ -545,8 +557,6 @@ class Bridge:
             await self._notices.stop()
             self._notices = None
         if self._activation and not self._activation.done():
-        assert self.connector_starts is not None
-        await self.connector_starts.start_all()
             self._activation.cancel()
         if self._pruning:
             self._pruning.cancel()
@@ -554,22 +564,22 @@ class Bridge:
         if self._metrics_listener:
             await self._metrics_listener.stop()
             self._metrics_listener = None
+        if self.retention is not None:
+            await self.retention.stop()
+        if self.backfill is not None:
+            await self.backfill.stop()  # running backfills resume at the next start
         if self.mcp is not None:
             await self.mcp.stop()
             self.mcp = None
+        if self.spaces is not None:
+            await self.spaces.stop()  # unmade spaces stay owed in the database
         if self.delivery:
-        if self.backfill is not None:
-            await self.backfill.stop()  # running backfills resume at the next start
             await self.delivery.stop()  # unsent events stay queued for the next start
         for connector in self.connectors.values():
             try:
                 await connector.stop()
             except Exception:
                 log.exception("Stopping the %s connector failed", connector.network)
-        if self.retention is not None:
-            await self.retention.stop()
-        if self.backfill is not None:
-            await self.backfill.stop()  # running backfills resume at the next start
         if self.workers is not None:
             await self.workers.stop()  # the other workers take this one's rooms now
             self.workers = None
@@ -588,11 +598,6 @@ class Bridge:
 
 
 async def run_until_signalled(bridge: Bridge, on_ready: Callable[[], None] | None = None) -> None:
-    async def connectors_started(self) -> None:
-        """Until every connector finished starting (they start after `start` returns)."""
-        if self.connector_starts is not None:
-            await self.connector_starts.wait_all()
-
     """Start the bridge, run until SIGINT or SIGTERM, then stop it cleanly."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -606,5 +611,3 @@ async def run_until_signalled(bridge: Bridge, on_ready: Callable[[], None] | Non
     finally:
         log.info("Stopping")
         await bridge.stop()
-        if self.spaces is not None:
-            await self.spaces.stop()  # unmade spaces stay owed in the database

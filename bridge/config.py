@@ -186,8 +186,6 @@ SCHEMA: tuple[Key, ...] = (
     Key("bridge.encryption.require", _is_bool, "true or false", default=False),
     Key("bridge.encryption.key_wait_seconds", lambda v: _is_number(v) and 1 <= v <= 600,
         "seconds between 1 and 600 to wait for a message's late room key", default=30),
-    Key("vault.provider", lambda v: v in ("file", "pkcs11"), "file or pkcs11",
-        default="file"),
     # Several bridge processes on one PostgreSQL (core/workers.py); off: one process.
     Key("bridge.workers.enabled", _is_bool, "true or false", default=False),
     Key("bridge.workers.id", lambda v: v is None or (isinstance(v, str) and 0 < len(v) <= 64
@@ -196,6 +194,8 @@ SCHEMA: tuple[Key, ...] = (
     Key("bridge.workers.lease_seconds", lambda v: _is_number(v) and 1 <= v <= 600,
         "seconds between 1 and 600 after which a silent worker's rooms and sessions are "
         "taken over", default=15),
+    Key("vault.provider", lambda v: v in ("file", "pkcs11"), "file or pkcs11",
+        default="file"),
     Key("vault.cache_seconds", lambda v: isinstance(v, int | float) and not isinstance(v, bool)
         and 0 <= v <= 3600, "seconds between 0 and 3600", default=60),
     Key("vault.file.key_path", _is_nonempty_str, "a file path", default="relayforge-master.key"),
@@ -285,8 +285,6 @@ SCHEMA: tuple[Key, ...] = (
     Key("mcp.registrations_per_hour", _is_positive_int,
         "the most OAuth clients one client network registers (RFC 7591) per hour",
         default=10),
-    Key("logging", _is_mapping, "a Python logging dictConfig mapping", default={
-        "version": 1,
     # Retention and data residency (bridge/compliance/retention.py, residency.py).
     Key("compliance.retention_days", lambda v: _is_positive_int(v) and v <= 36500,
         "a number of days between 1 and 36500 after which message maps, queued-send history "
@@ -305,6 +303,8 @@ SCHEMA: tuple[Key, ...] = (
     Key("compliance.residency.networks", _is_mapping,
         "a mapping of network to a region (the whole network) or to workspaces and their "
         "regions, e.g. {slack: {T123: EU}, telegram: EU}"),
+    Key("logging", _is_mapping, "a Python logging dictConfig mapping", default={
+        "version": 1,
         "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
         "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
         "root": {"level": "INFO", "handlers": ["console"]},
@@ -320,6 +320,9 @@ def _network_keys(name: str, info: NetworkInfo | None) -> tuple[Key, ...]:
     return (
         *(info.settings if info else ()),
         Key(f"{prefix}.enabled", _is_bool, "true or false", default=False),
+        Key(f"{prefix}.backfill.initial_messages", lambda v: isinstance(v, int)
+            and not isinstance(v, bool) and 0 <= v <= 10_000,
+            "a number of messages between 0 (off) and 10000 (default: backfill.initial_messages)"),
         Key(f"{prefix}.username_template", _is_ghost_template,
             "a localpart template containing {id} once, e.g. " f"{name}_{{id}}",
             default=f"{name}_{{id}}"),
@@ -338,9 +341,6 @@ def _check_enabled_networks(effective: Any, networks: Mapping[str, NetworkInfo])
         if (info.check_enabled is not None and isinstance(section, Mapping)
                 and section.get("enabled") is True):
             problems += info.check_enabled(section)
-        Key(f"{prefix}.backfill.initial_messages", lambda v: isinstance(v, int)
-            and not isinstance(v, bool) and 0 <= v <= 10_000,
-            "a number of messages between 0 (off) and 10000 (default: backfill.initial_messages)"),
     return problems
 
 

@@ -16,7 +16,6 @@ from ..db.persona import Persona, PersonaStatus
 from ..identity.accounts import new_id
 from ..networks.base import Connector, RemoteInvite, RemoteRoom, Workspace
 from ..networks.login import LoginFailed
-from .matrix_side import PortalDirectory
 from .backfill import Backfill
 from .matrix_side import PortalDirectory
 from .room_rights import RoomCheck, RoomNotYours, check_room_rights
@@ -36,9 +35,9 @@ class TargetRoomRefused(RuleRefused):
 class SpaceLinker(Protocol):
     async def add_to_space(self, space: str, room: str) -> None: ...
 
-    async def workspace_space(self, profile_id: str, profile_space: str, network: str,
     async def profile_space(self, profile_id: str) -> str | None: ...
 
+    async def workspace_space(self, profile_id: str, profile_space: str, network: str,
                               workspace: Workspace, invite: list[str]) -> str: ...
 
 
@@ -48,12 +47,14 @@ class MappingRules:
         self.storage = storage
         self.audit = audit
         self.portals = portals
+        self.connectors = connectors
         # Data residency (bridge.compliance.residency), when on: a refusal of a network
         # workspace (network, workspace, what) and of an existing room's state.
         self.refuse_network: Callable[[str, str, str], str | None] | None = None
         self.refuse_room: RoomCheck | None = None
-        self.connectors = connectors
         self.spaces = spaces
+        # Set by the app when history is read (core/backfill.py).
+        self.backfill: Backfill | None = None
 
     async def persona_in(self, profile_id: str, network: str) -> Persona | None:
         for persona in await self.storage.personas.for_profile(profile_id):
@@ -61,17 +62,15 @@ class MappingRules:
                 return persona
         return None
 
-        # Set by the app when history is read (core/backfill.py).
-        self.backfill: Backfill | None = None
     async def add(self, account_id: str, owner: str, profile_name: str, network: str,
                   remote: str, *, target_room: str | None = None, inbound_only: bool = False,
                   relay: bool = False) -> MappingRule:
         connector = self.connectors.get(network)
         if connector is None:
+            raise RuleRefused(f'"{network}" is not a network this bridge runs.')
         if self.refuse_network is not None and (refusal := self.refuse_network(
                 network, connector.workspace_of(remote), remote)):
             raise RuleRefused(refusal)
-            raise RuleRefused(f'"{network}" is not a network this bridge runs.')
         profile = await self.storage.profiles.by_name(account_id, profile_name)
         if profile is None:
             raise RuleRefused(f'You have no profile called "{profile_name}".')
@@ -106,6 +105,8 @@ class MappingRules:
 
     async def _activate(self, rule: MappingRule, persona: Persona, owner: str) -> RemoteRoom:
         connector = self.connectors[rule.network]
+        # A network that reads history is caught up by the core's backfill, not by `join`.
+        history = self.backfill is not None and self.backfill.reads_history(rule.network)
         since = await self.storage.messages.latest_timestamp(rule.network, rule.remote)
         try:
             room = await connector.join(persona.id, rule.remote,
@@ -117,9 +118,9 @@ class MappingRules:
             portal = await self.portals.adopt(rule.network, room, rule.target_room,
                                               rule_id=rule.id)
         else:
-        # A network that reads history is caught up by the core's backfill, not by `join`.
-        history = self.backfill is not None and self.backfill.reads_history(rule.network)
             portal = await self.portals.ensure(rule.network, room, owner, rule_id=rule.id)
+        if history and self.backfill is not None and portal.mxid:
+            await self.backfill.portal_ready(rule.network, room, persona.id)
         profile = next(p for p in await self.storage.profiles.for_account(rule.account_id)
                        if p.id == rule.profile_id)
         # A new account's space is made after its first answer: if still owed, made now.
@@ -131,8 +132,6 @@ class MappingRules:
                 space = await self.spaces.workspace_space(profile.id, space, rule.network,
                                                           room.workspace, owners or [owner])
             await self.spaces.add_to_space(space, portal.mxid)
-        if history and self.backfill is not None and portal.mxid:
-            await self.backfill.portal_ready(rule.network, room, persona.id)
         return room
 
     async def handle_invite(self, network: str, invite: RemoteInvite) -> None:

@@ -31,14 +31,14 @@ class MatrixSpaces:
         self.federation: dict[str, bool] = {}
         # One sub-space per workspace even when two of its rooms are mapped at once.
         self._making: dict[tuple[str, str, str], asyncio.Lock] = {}
-
-    async def create_space(self, name: str, invite: list[str]) -> str:
         self.after_answer_seconds = after_answer_seconds
         # One space per profile, however many callers want it at once; emptied as they finish.
         self._profile_locks: dict[str, asyncio.Lock] = {}
         # New people whose spaces wait for the bot's first answer to them.
         self._awaiting_answer: dict[str, asyncio.Event] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+
+    async def create_space(self, name: str, invite: list[str]) -> str:
         return await self.intent.create_room(
             name=name,
             topic="RelayForge profile: the rooms bridged for this profile live here.",
@@ -47,8 +47,6 @@ class MatrixSpaces:
             invitees=[UserID(mxid) for mxid in invite],
         )
 
-    async def workspace_space(self, profile_id: str, profile_space: str, network: str,
-                              workspace: Workspace, invite: list[str]) -> str:
     # ---- each profile's own space, made after the first answer ------------------------------
 
     def make_later(self, account_id: str, person: str | None) -> None:
@@ -129,6 +127,8 @@ class MatrixSpaces:
 
     # ---- sub-spaces and children ------------------------------------------------------------
 
+    async def workspace_space(self, profile_id: str, profile_space: str, network: str,
+                              workspace: Workspace, invite: list[str]) -> str:
         """The profile's sub-space for a workspace (a Discord server), made on first use as
         a child of the profile's space and recorded, so every later room reuses it."""
         assert self.storage is not None
@@ -184,11 +184,11 @@ class PortalSpaces:
         if persona is None:
             return
         try:
-            await self.spaces.add_to_space(space, portal.mxid)
-        except MatrixError as e:
-            # The message that made the portal must still arrive; the room is only unfiled.
             # A space still owed (made after the first answer) is made now.
             space = await self.spaces.profile_space(persona.profile_id)
             if space is None:
                 return
+            await self.spaces.add_to_space(space, portal.mxid)
+        except MatrixError as e:
+            # The message that made the portal must still arrive; the room is only unfiled.
             log.warning("Could not add portal %s to space %s: %s", portal.mxid, space, e)
