@@ -30,11 +30,40 @@ pytestmark = pytest.mark.asyncio(loop_scope="module")
 __all__ = ["dashboard_env", "db_kind", "module_chromium"]
 
 
+# GET routes of the browser's paths that are not pages of their own (everything else must
+# have been checked by the module's tests: a new page cannot be forgotten).
+NOT_PAGES = {
+    "/": "a redirect to the portal or the sign-in page",
+    "/oauth/{provider}/start": "a redirect to the sign-in provider",
+    "/oauth/{provider}/callback": "the provider's answer: a redirect to a checked page",
+    "/account/sign-in-methods/add/{provider}": "a redirect to the sign-in provider",
+    "/link/{network}/start": "OAuth networks only (Slack, Discord: their tests' fakes)",
+    "/link/{network}/callback": "OAuth networks only (Slack, Discord: their tests' fakes)",
+}
+# Not the browser's: the appservice and provisioning APIs, health and metrics.
+NOT_BROWSER = ("/_matrix/", "/metrics")
+
+
+def unchecked_pages(app: Any, seen: list[str]) -> list[str]:
+    missing = []
+    for route in app.router.routes():
+        canonical = route.resource.canonical if route.resource is not None else ""
+        if route.method != "GET" or canonical in NOT_PAGES or canonical.startswith(NOT_BROWSER):
+            continue
+        pattern = re.compile(re.sub(r"\\\{[^}]+\\\}", "[^/]+", re.escape(canonical)) + "$")
+        if not any(pattern.match(path) for path in seen):
+            missing.append(canonical)
+    return sorted(missing)
+
+
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def checks(db_kind: str) -> AsyncIterator[PageChecks]:
+async def checks(db_kind: str, dashboard_env: DashboardEnv) -> AsyncIterator[PageChecks]:
     made = PageChecks(db_kind)
     yield made
     made.write_report()
+    if made.full:
+        missing = unchecked_pages(dashboard_env.bridge.appservice.app, made.paths)
+        assert not missing, f"pages no test here checks: {missing}"
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")

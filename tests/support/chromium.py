@@ -11,6 +11,7 @@ import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import pytest_asyncio
 
@@ -82,6 +83,7 @@ class PageChecks:
         self.kind = kind
         self.full = kind == "sqlite"
         self.seen: list[str] = []
+        self.paths: list[str] = []
         self.lesser: dict[str, list[dict]] = {}
 
     def write_report(self) -> None:
@@ -93,6 +95,7 @@ class PageChecks:
         """axe (no serious or critical violation; the lesser ones are kept in `lesser`),
         both screenshots, and nothing wider than a 390 px screen."""
         self.seen.append(name)
+        self.paths.append(urlparse(page.url).path)
         await page.wait_for_load_state("load")
         if self.full:
             await page.add_script_tag(path=str(AXE))
