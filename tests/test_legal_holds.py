@@ -215,6 +215,8 @@ async def test_a_room_hold_keeps_versions_and_deletions_from_both_sides_and_veri
     assert alices["text"] == "shred the draft contract"
     assert alices["matrix_event_id"] == mine and alices["sender"]["matrix_user"] == alice.mxid
     assert alices["network_ids"]["origin_id"] == sent["id"]
+    persona = alices["sender"]["persona"]  # the linked account it went out as
+    assert (persona["platform"], persona["external_user_id"]) == ("xmpp", alice_xmpp.jid)
     assert alices["deletion"]["side"] == "matrix" and alices["deletion"]["by"] == alice.mxid
     assert json.loads((bundle / "hold.json").read_text())["reason"] == "Matter 7 litigation"
     assert [r["remote_room"] for r in json.loads((bundle / "rooms.json").read_text())] == [muc]

@@ -144,7 +144,7 @@ class BundleWriter:
 
         sender = {"network": message.network, "remote_id": message.sender_remote,
                   "name": message.sender_name, "matrix_user": message.sender_mxid,
-                  "persona": message.persona_id}
+                  "persona": await self._persona(message.persona_id)}
         chain = [v.mxid or v.remote_id for v in versions]
         records, version_summaries = [], []
         for index, (version, content) in enumerate(zip(versions, opened, strict=True)):
@@ -195,6 +195,15 @@ class BundleWriter:
             assert hashlib.sha256(data).hexdigest() == meta["sha256"]
             (out / file).write_bytes(data)
         return {**meta, "file": file}
+
+    async def _persona(self, persona_id: str | None) -> dict[str, Any] | None:
+        """The linked account that sent or received it (its descriptor, never a secret)."""
+        if persona_id is None:
+            return None
+        persona = await self.storage.personas.get(persona_id)
+        if persona is None:  # unlinked since: its id is all that is left
+            return {"id": persona_id}
+        return {"id": persona_id, **persona.descriptor()}
 
     async def _custodians(self, hold: Hold) -> list[dict[str, Any]]:
         if hold.scope == HoldScope.USER:

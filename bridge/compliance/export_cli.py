@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import getpass
 import sys
 from pathlib import Path
 
@@ -20,7 +21,13 @@ from .export import BundleWriter, export_public_key_pem
 from .holds import HoldError, Holds
 from .verify import BundleInvalid, load_public_key, verify_bundle
 
-EXPORT_ACTOR = "export-cli"
+
+def _actor() -> str:
+    """Who exported, for the audit record: the command line and the system user running it."""
+    try:
+        return f"command-line:{getpass.getuser()}"
+    except (KeyError, OSError):  # no name for this uid (a container)
+        return "command-line"
 
 
 async def write_export(config: Config, hold: str, out: str) -> int:
@@ -42,7 +49,7 @@ async def write_export(config: Config, hold: str, out: str) -> int:
         print(f"Exporting hold {hold}: {total:,} messages...", flush=True)
         writer = BundleWriter(storage, holds, archive, security.vault, security.audit)
         try:
-            result = await writer.write(hold, Path(out), EXPORT_ACTOR,
+            result = await writer.write(hold, Path(out), _actor(),
                                         on_progress=Progress(total, "messages written"))
         except FileExistsError as e:
             print(f"Cannot export: {e}", file=sys.stderr)

@@ -432,7 +432,8 @@ class Router:
             await self.archive.capture(Captured.of_matrix(
                 CaptureKind.MESSAGE, portal.network, portal.remote_id, evt, result.remote_id,
                 room_ref=result.room_ref, text=content.body, html=formatted,
-                attachment=attachment, reply_to=reply_to, thread_root=thread_root))
+                attachment=attachment, reply_to=reply_to, thread_root=thread_root,
+                persona_id=persona_id))
         if persona_id:
             await first_sends.mark_sent(persona_id, portal.remote_id)
 
