@@ -115,6 +115,17 @@ async def test_link_map_pause_resume_revoke_audit_and_sessions(
     await page.click("nav >> text=Mapping rules")
     account = await bridge.storage.accounts.by_mxid(alice.mxid)
     jobb = await bridge.storage.profiles.by_name(account.id, "Jobb")
+    # The bot's checks and words: Privat has no XMPP account.
+    privat = await bridge.storage.profiles.by_name(account.id, "Privat")
+    await page.click(f"#add-rule-{privat.id} summary")
+    await page.select_option(f"#rule-network-{privat.id}", "xmpp")
+    await page.fill(f"#rule-remote-{privat.id}", muc)
+    await page.click(f"#add-rule-submit-{privat.id}")
+    await page.wait_for_selector("#error-message")
+    assert (await page.inner_text("#error-message")).startswith(
+        'Link a xmpp account in the profile "Privat" first')
+    await page.click("#back")
+    await page.click("nav >> text=Mapping rules")
     await page.click(f"#add-rule-{jobb.id} summary")
     await page.select_option(f"#rule-network-{jobb.id}", "xmpp")
     await page.fill(f"#rule-remote-{jobb.id}", muc)
@@ -124,6 +135,18 @@ async def test_link_map_pause_resume_revoke_audit_and_sessions(
     await alice.wait_for_invite()
     assert muc in await page.inner_text(f"#rules-{jobb.id}")
     await shot(page, "rules", db_uri)
+    # A second rule, removed again (confirmed first).
+    other_room = f"other{bob.nick}@{MUC}"
+    await page.click(f"#add-rule-{jobb.id} summary")
+    await page.select_option(f"#rule-network-{jobb.id}", "xmpp")
+    await page.fill(f"#rule-remote-{jobb.id}", f"other{bob.nick}@{MUC}")
+    await page.click(f"#add-rule-submit-{jobb.id}")
+    await page.wait_for_selector("#notice")
+    rule = next(r for r in await bridge.storage.rules.for_account(account.id)
+                if r.remote == other_room)
+    assert await confirm(page, f"#remove-{rule.id}") == (
+        f"Removed the rule for xmpp {other_room}.")
+    assert other_room not in await page.inner_text(f"#rules-{jobb.id}")
 
     # Pause, resume and revoke, each confirmed, each at once.
     await page.click("#home")

@@ -82,6 +82,33 @@ async def test_csrf_foreign_ids_and_styled_refusals(portal_bridge, browser):
                                                                "csrf": token})
     assert status == 400 and "A profile name must be" in message(page)
 
+    # Mapping rules and capabilities: the same checks and words as the bot's.
+    privat = next(p for p in alice_profiles if p.name == "Privat")
+    status, page = await alice.post_form("/account/rules", {
+        "csrf": token, "profile": privat.id, "network": "loopback", "remote": "room-1"})
+    # (A portal room is a Matrix user's: an account signed in with a provider alone has none.)
+    assert status == 400 and message(page).startswith("Mapping a room needs a Matrix user")
+    status, page = await alice.post_form("/account/capabilities", {
+        "csrf": token, "profile": privat.id, "effect": "allow", "actions": "send",
+        "scope": "nonet"})
+    assert status == 400 and message(page).startswith(
+        '"nonet" is not a network this bridge runs')
+    status, page = await alice.post_form("/account/capabilities", {
+        "csrf": token, "profile": privat.id, "effect": "allow", "actions": "send",
+        "scope": "loopback"})
+    assert status == 200 and "RelayForge may now send as you (Privat) on loopback." in (
+        unescape(page))
+    (cap,) = await bridge.storage.capabilities.for_account(alice_id)
+    status, page = await bob.post_form(f"/account/capabilities/{cap.id}/remove",
+                                       {"csrf": bobs_token})
+    assert status == 404 and len(await bridge.storage.capabilities.for_account(alice_id)) == 1
+    status, page = await alice.get(f"/account/capabilities/{cap.id}/remove")
+    assert status == 200 and 'id="confirm"' in page
+    status, page = await alice.post_form(f"/account/capabilities/{cap.id}/remove",
+                                         {"csrf": token})
+    assert status == 200 and f"Removed {cap.id}." in page
+    assert await bridge.storage.capabilities.for_account(alice_id) == []
+
     # Another person's profile and linked account: the same 404 as ids that never existed.
     for path in (f"/account/profiles/{bob_profiles[0].id}/delete",
                  f"/account/personas/{bob_persona.id}/pause",
