@@ -21,11 +21,13 @@ from bridge.compliance.archive import Captured, CaptureKind, HoldArchive
 from bridge.compliance.holds import Holds
 from bridge.compliance.residency import Residency
 from bridge.compliance.retention import DAY_MS, Retention
+from bridge.core.linking import LinkRefused
 from bridge.db import MessageKind, MessageRow, open_database
 from bridge.db.capability import CapabilityRule
 from bridge.db.mapping_rule import MappingRule
 from bridge.db.outbound import OutboundState
 from bridge.networks.base import RemoteMessage, RemoteRoom, RemoteUser
+from bridge.networks.login import Field, LinkedAccount, LoginStep
 from bridge.security.setup import open_security
 from bridge.security.vault import VaultError
 
@@ -41,7 +43,19 @@ EU_STORES = {"database": "EU", "vault": "eu", "homeserver_media": "EU",
 
 
 class WorkspaceLoopback(LoopbackConnector):
-    """The loopback network with workspaces ("team/room"), that can join rooms."""
+    """The loopback network with workspaces ("team/room"), that can join rooms and link an
+    account "team/user" with a password."""
+
+    def login_flows(self) -> list[str]:
+        return ["password"]
+
+    async def begin_login(self, identifier: str | None) -> LoginStep:
+        return LoginStep(message="Your password?", state={"who": identifier},
+                         fields=[Field("password", "password", secret=True)])
+
+    async def continue_login(self, state: dict, answers: dict[str, str]) -> LinkedAccount:
+        return LinkedAccount(state["who"], None, [], {"password": answers["password"]},
+                             ["signed in"])
 
     def workspace_of(self, channel: str) -> str:
         return channel.partition("/")[0] if "/" in channel else ""
@@ -91,6 +105,9 @@ def test_network_regions_by_workspace_and_whole_network():
     refusal = residency.network_refusal("slack", "T9", "T9/#general")
     assert refusal is not None and "slack workspace T9" in refusal and "in US" in refusal
     assert "in US" in residency.network_refusal("telegram", "", "an account on telegram")
+    # Before a login says which workspace an account is in, only a whole network counts.
+    assert residency.network_refusal("slack", None, "an account on slack") is None
+    assert "in US" in residency.network_refusal("telegram", None, "an account on telegram")
     assert residency.network_refusal("xmpp", "b.example", "x@b.example") is None  # undeclared
     assert residency.network_refusal("discord", "G1", "G1/C1") is None
 
@@ -143,6 +160,17 @@ async def test_residency_portals_do_not_federate_and_other_rooms_are_refused(
         assert (status, body["error"]) == (403, said)
     finally:
         await api.http.close()
+
+    # Linking an account of that workspace is refused too, before anything is sealed; one of
+    # an allowed workspace goes on to the consent question.
+    flow, _ = await bridge.linking.start(account.id, "loopback", "us-team/alice2", "Jobb")
+    with pytest.raises(LinkRefused, match="Refused by data residency: us-team/alice2 on "
+                       "loopback is on loopback workspace us-team"):
+        await bridge.linking.submit(account.id, flow, {"password": "pw"}, actor=alice.mxid)
+    flow, _ = await bridge.linking.start(account.id, "loopback", "eu-team/alice2", "Jobb")
+    _, consent = await bridge.linking.submit(account.id, flow, {"password": "pw"},
+                                             actor=alice.mxid)
+    assert "Reply yes to link the account" in consent.message
 
     # One created with federation off is a room of this homeserver that stays here.
     local = await alice.client.create_room(preset=RoomCreatePreset.PUBLIC,

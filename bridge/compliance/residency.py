@@ -55,16 +55,20 @@ class Residency:
     def allowed(self) -> str:
         return ", ".join(sorted(self.regions))
 
-    def network_region(self, network: str, workspace: str) -> str | None:
+    def network_region(self, network: str, workspace: str | None) -> str | None:
+        """The declared region; `workspace` None: not known yet (before a login), so only a
+        declaration for the whole network counts."""
         declared = self.networks.get(network)
         if isinstance(declared, Mapping):
+            if workspace is None:
+                return None
             value = declared.get(workspace) if workspace else None
             if value is None:
                 value = declared.get("*")
             return _region(value) if value is not None else None
         return _region(declared) if declared is not None else None
 
-    def network_refusal(self, network: str, workspace: str, what: str) -> str | None:
+    def network_refusal(self, network: str, workspace: str | None, what: str) -> str | None:
         """Why linking or mapping `what` (in `workspace` of `network`) is refused, or None."""
         region = self.network_region(network, workspace)
         if region is None or region in self.regions:

@@ -79,8 +79,8 @@ class Linking:
         self.start_url = start_url
         self.on_oauth_step: list[Callable[[str, str, LoginStep], Awaitable[None]]] = []
         # Data residency (bridge.compliance.residency), when on: why an account of a
-        # (network, workspace) may not be linked, or None.
-        self.refuse_network: Callable[[str, str, str], str | None] | None = None
+        # (network, workspace or None before the login says) may not be linked, or None.
+        self.refuse_network: Callable[[str, str | None, str], str | None] | None = None
         self._flow_key: bytes | None = None
 
     def networks(self) -> dict[str, list[str]]:
@@ -103,7 +103,7 @@ class Linking:
         if profile_row is None:
             raise LinkRefused(f'You have no profile called "{profile}".')
         if self.refuse_network is not None and (refusal := self.refuse_network(
-                network, "", f"an account on {network}")):
+                network, None, f"an account on {network}")):
             raise LinkRefused(refusal)  # the whole network is declared elsewhere
         await self._refuse_without_mfa(account_id, network, identifier)
         # Credentials of consents never given are not kept longer than the flow lived.

@@ -38,6 +38,7 @@ _BY_PROFILE = (("capability", "profile_id"), ("mapping_rule", "profile_id"),
 _BY_ACCOUNT = (("capability", "account_id"), ("mapping_rule", "account_id"),
                ("mfa_factor", "account_id"), ("security_failure", "account_id"),
                ("session_network", "account_id"), ("one_time_secret", "account_id"),
+               ("web_session_seen", "account_id"),
                ("login_identity", "account_id"), ("account_matrix_user", "account_id"),
                ("account_merge", "from_account"), ("account_merge", "into_account"))
 
