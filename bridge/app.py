@@ -29,6 +29,7 @@ from .bot.permissions import Level, Permissions
 from .bot.privacy_commands import PrivacyCommands
 from .bot.security_commands import SecurityCommands
 from .compliance.archive import HoldArchive
+from .compliance.export import BundleWriter
 from .compliance.forget import Forgetting
 from .compliance.my_data import PersonalData
 from .compliance.residency import Residency, store_problems
@@ -252,6 +253,8 @@ class Bridge:
         # Legal holds keep what they cover, at the router's one capture point.
         self.router.archive = HoldArchive(self.storage, self.web.holds, self.security.vault,
                                           self.security.audit, self._workspace_of)
+        self.web.holds.exporter = BundleWriter(self.storage, self.web.holds, self.router.archive,
+                                               self.security.vault, self.security.audit).write
         self.bot = ManagementBot(
             bot_intent, self.storage.management_rooms,
             Permissions(cfg["bridge.permissions"]), cfg["bridge.command_prefix"],

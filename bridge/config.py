@@ -291,6 +291,9 @@ SCHEMA: tuple[Key, ...] = (
         "and held content no hold covers are purged (or null: kept)"),
     Key("compliance.retention_interval_seconds", lambda v: _is_number(v) and v > 0,
         "a positive number of seconds between retention purges", default=86400),
+    Key("compliance.export_directory", _is_nonempty_str,
+        "a directory the support dashboard writes legal-hold exports into, a new directory "
+        "for each (or null: exports from the command line only)"),
     Key("compliance.residency.regions",
         lambda v: isinstance(v, list) and bool(v) and all(_is_nonempty_str(r) for r in v),
         "a list of the regions data may live in, e.g. [EU] (or null: residency is off)"),

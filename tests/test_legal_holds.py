@@ -270,8 +270,9 @@ class Labels(HTMLParser):
             self.labelled.add(found["for"] or "")
 
 
-async def dashboard_page(admin, alice, homeserver) -> None:
-    """/admin/holds: admins only; every field labelled; a hold made by its form."""
+async def dashboard_page(admin, alice, homeserver, exports: Path) -> None:
+    """/admin/holds: admins only; every field labelled; a hold made by its form; an export
+    started by its button, shown as done, that verifies."""
     web, outsider = Browser(homeserver.appservice_url), Browser(homeserver.appservice_url)
     try:
         for browser, user in ((web, admin), (outsider, alice)):
@@ -298,6 +299,18 @@ async def dashboard_page(admin, alice, homeserver) -> None:
             "csrf": await web.csrf("/admin/holds"), "name": "bad", "scope": "room",
             "target": "x"})
         assert status == 400 and "network:" in refused
+
+        status, started = await web.post_form("/admin/holds/export", {
+            "csrf": await web.csrf("/admin/holds"), "name": "lb-files"})
+        assert status == 200 and "Exporting hold lb-files" in started
+        for _ in range(100):
+            status, page = await web.get("/admin/holds")
+            if 'id="exported-lb-files"' in page:
+                break
+            await asyncio.sleep(0.1)
+        assert 'id="exported-lb-files"' in page and "Exported 1 messages" in page, page
+        [bundle] = list(exports.iterdir())
+        assert bundle.name.startswith("lb-files-") and (bundle / "rsmf_manifest.json").is_file()
     finally:
         await web.close()
         await outsider.close()
@@ -310,7 +323,8 @@ async def test_a_custodian_hold_through_the_api_keeps_only_the_custodians_messag
     loopback = LoopbackConnector()
     bridge = await start_bridge(
         [loopback], permissions={**DEFAULT_PERMISSIONS, admin.mxid: "admin"},
-        extra={"provisioning": {"shared_secret": secret}})
+        extra={"provisioning": {"shared_secret": secret},
+               "compliance": {"export_directory": str(tmp_path / "exports")}})
     api = Api(homeserver.appservice_url)
     try:
         as_alice = {"user_id": alice.mxid}
@@ -363,7 +377,9 @@ async def test_a_custodian_hold_through_the_api_keeps_only_the_custodians_messag
         assert status == 200
         assert {h["name"]: h["messages"] for h in listed["holds"]} == {"alice-2026": 1,
                                                                        "lb-files": 1}
-        await dashboard_page(admin, alice, homeserver)
+        exports = tmp_path / "exports"
+        await dashboard_page(admin, alice, homeserver, exports)
+        [dashboard_bundle] = list(exports.iterdir())
 
         bundle = tmp_path / "files"
         writer = BundleWriter(bridge.storage, bridge.web.holds, bridge.router.archive,
@@ -376,6 +392,7 @@ async def test_a_custodian_hold_through_the_api_keeps_only_the_custodians_messag
         assert check_rsmf(bundle)["events"][0]["attachments"][0]["id"] == f"attachments/{digest}"
         public_key = load_public_key(await export_public_key_pem(bridge.security.vault))
         verify_bundle(bundle, public_key)
+        verify_bundle(dashboard_bundle, public_key)
         (bundle / "attachments" / "extra.bin").write_bytes(b"slipped in")
         with pytest.raises(BundleInvalid, match=r"^attachments/extra\.bin: added"):
             verify_bundle(bundle, public_key)
@@ -408,8 +425,8 @@ async def test_a_custodian_hold_through_the_api_keeps_only_the_custodians_messag
              if r.event_type == "legal_hold"]
     assert [(t["what"], t.get("hold")) for t in trail if t["what"] != "listed"] == [
         ("created", "alice-2026"), ("created", "lb-files"), ("created", "acme-team"),
-        ("exported", "lb-files"), ("released", "alice-2026")]
-    # The API once; the page at each of its four loads (two after a form, two for a token).
-    assert sum(t["what"] == "listed" for t in trail) == 5
+        ("exported", "lb-files"), ("exported", "lb-files"), ("released", "alice-2026")]
+    # The API once, the page at each load (at least five).
+    assert sum(t["what"] == "listed" for t in trail) >= 6
     assert all(r.actor == admin.mxid for r in await bridge.security.audit.latest(200)
                if r.event_type == "legal_hold")

@@ -8,6 +8,7 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from typing import Any
 
 from ..audit import AuditEvent, AuditLog
 from ..db import Storage
@@ -60,6 +61,9 @@ class Holds:
         self._loaded_at = 0.0
         # Called after a hold is created or released (e.g. to refresh another cache).
         self.on_change: list[Callable[[], Awaitable[None]]] = []
+        # Writes a hold's bundle (export.BundleWriter.write), set once the vault and the
+        # archive exist; the dashboard's Export button uses it.
+        self.exporter: Callable[..., Awaitable[dict[str, Any]]] | None = None
 
     async def active(self) -> list[Hold]:
         if self._active is None or time.monotonic() - self._loaded_at > _CACHE_SECONDS:

@@ -5,10 +5,15 @@ is audited with the admin as the actor (in `bridge.compliance.holds`)."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
 from collections.abc import Awaitable, Callable
 from html import escape
+from pathlib import Path
 from typing import Any
 
+import attrs
 from aiohttp import web
 from yarl import URL
 
@@ -24,6 +29,7 @@ from .network_endpoints import ACTING_USER
 from .requests import form_fields, json_object
 from .signin_routes import cookie_account, html
 
+log = logging.getLogger("relayforge.web.holds")
 PREFIX = "/_matrix/provision/v1"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -93,22 +99,41 @@ class HoldEndpoints:
         return web.json_response(hold_json(hold))
 
 
+@attrs.define
+class ExportJob:
+    """A dashboard export running or done; kept in memory (a restart ends it: run it again)."""
+
+    hold: str
+    directory: str
+    total: int
+    done: int = 0
+    finished: bool = False
+    error: str | None = None
+    task: asyncio.Task | None = None
+
+
 class AdminHoldsPage:
-    """/admin/holds: list, create and release holds (plain forms, each field labelled)."""
+    """/admin/holds: list, create, release and export holds (plain forms, each field
+    labelled); an export shows its progress."""
 
     def __init__(self, signin: SignIn, storage: Storage, holds: Holds, binding: BrowserBinding,
-                 permissions: Permissions, session_networks: SessionNetworks | None) -> None:
+                 permissions: Permissions, session_networks: SessionNetworks | None,
+                 export_directory: str | None = None) -> None:
         self.signin = signin
         self.storage = storage
         self.holds = holds
         self.binding = binding
         self.permissions = permissions
         self.session_networks = session_networks
+        self.export_directory = export_directory
+        # The latest export of each hold (one at a time per hold).
+        self.jobs: dict[str, ExportJob] = {}
 
     def register(self, app: web.Application) -> None:
         app.router.add_get("/admin/holds", self.page)
         app.router.add_post("/admin/holds", self.create)
         app.router.add_post("/admin/holds/release", self.release)
+        app.router.add_post("/admin/holds/export", self.export)
 
     async def _admin(self, request: web.Request) -> str:
         account = await cookie_account(self.signin, self.session_networks, request)
@@ -134,7 +159,8 @@ class AdminHoldsPage:
                 f'aria-label="Release hold {escape(hold.name)}">Release</button></form>')
             rows.append(f"<tr><td>{escape(hold.name)}</td><td>{escape(hold.scope.value)}</td>"
                         f"<td>{escape(describe(hold).split(': ', 1)[1])}</td><td>{count}</td>"
-                        f"<td>{release}</td></tr>")
+                        f"<td>{release}{self._export_cell(hold.name, csrf)}</td></tr>")
+        running = any(not job.finished for job in self.jobs.values())
         scopes = "".join(f'<option value="{s.value}">{s.value}</option>' for s in HoldScope)
         body = f"""
 <h1>Legal holds</h1>
@@ -165,7 +191,70 @@ class AdminHoldsPage:
 </form></div>
 <p>Export a hold with
 <code>python -m bridge -c config.yaml export --hold NAME --out DIR</code>.</p>"""
+        if running:  # no automatic refresh (it would move the page under a screen reader)
+            body += ('<p id="export-running" role="status">An export is running: '
+                     '<a href="/admin/holds">refresh</a> to see its progress.</p>')
         return html(pages.page("Legal holds", body))
+
+    def _export_cell(self, name: str, csrf: str) -> str:
+        job = self.jobs.get(name)
+        status = ""
+        if job is not None and not job.finished:
+            status = (f'<p><label for="progress-{escape(name)}">Exporting {escape(name)}: '
+                      f"{job.done} of {job.total} messages</label> "
+                      f'<progress id="progress-{escape(name)}" max="{max(job.total, 1)}" '
+                      f'value="{job.done}">{job.done}</progress></p>')
+            return status
+        if job is not None and job.error:
+            status = f'<p class="error" role="alert">Export failed: {escape(job.error)}</p>'
+        elif job is not None:
+            status = (f'<p class="ok" id="exported-{escape(name)}">Exported {job.total} '
+                      f"messages to <code>{escape(job.directory)}</code></p>")
+        if self.export_directory is None:
+            return status
+        return (status + '<form method="post" action="/admin/holds/export">'
+                f'{pages.hidden(csrf=csrf, name=name)}'
+                f'<button type="submit" class="secondary" id="export-{escape(name)}" '
+                f'aria-label="Export hold {escape(name)}">Export</button></form>')
+
+    async def export(self, request: web.Request) -> web.Response:
+        admin = await self._admin(request)
+        form = await form_fields(request)
+        self.binding.check_form(request, form)
+        name = str(form.get("name", ""))
+        if self.export_directory is None or self.holds.exporter is None:
+            return html(pages.error_page("Exports from the dashboard need "
+                                         "compliance.export_directory in the config; use "
+                                         "`python -m bridge export --hold NAME --out DIR`."),
+                        status=400)
+        try:
+            hold = await self.holds.get(name)
+        except HoldError as e:
+            return html(pages.error_page(str(e)), status=400)
+        running = self.jobs.get(name)
+        if running is None or running.finished:
+            stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+            out = Path(self.export_directory) / f"{hold.name}-{stamp}"
+            job = ExportJob(hold.name, str(out),
+                            await self.holds.held.count_of_hold(hold.id))
+            job.task = asyncio.create_task(self._run(job, out, admin))
+            self.jobs[name] = job
+        raise web.HTTPSeeOther(URL("/admin/holds").with_query(
+            done=f"Exporting hold {hold.name}"))
+
+    async def _run(self, job: ExportJob, out: Path, admin: str) -> None:
+        def progress(done: int) -> None:
+            job.done = done
+
+        assert self.holds.exporter is not None
+        try:
+            result = await self.holds.exporter(job.hold, out, admin, on_progress=progress)
+            job.total = job.done = result["messages"]
+        except Exception as e:
+            log.exception("The dashboard's export of hold %s failed", job.hold)
+            job.error = str(e) or type(e).__name__
+        finally:
+            job.finished = True
 
     async def create(self, request: web.Request) -> web.Response:
         admin = await self._admin(request)

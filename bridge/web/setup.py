@@ -97,8 +97,8 @@ def register_web_routes(app: web.Application, services: WebServices, config: Con
                           services.session_networks, Permissions(config["bridge.permissions"]))
     api.register(app)
     AdminHoldsPage(services.signin, services.signin.storage, services.holds, services.binding,
-                   Permissions(config["bridge.permissions"]),
-                   services.session_networks).register(app)
+                   Permissions(config["bridge.permissions"]), services.session_networks,
+                   config.get("compliance.export_directory")).register(app)
     HoldEndpoints(services.holds).register(app, api.authed)
     return api
 
