@@ -109,6 +109,23 @@ async def test_csrf_foreign_ids_and_styled_refusals(portal_bridge, browser):
     assert status == 200 and f"Removed {cap.id}." in page
     assert await bridge.storage.capabilities.for_account(alice_id) == []
 
+    # The audit trail pages: 25 records a page, newest first, then older ones.
+    for _ in range(25):
+        await bridge.capabilities.change(alice_id, alice_id, "deny", "Jobb", "react",
+                                         "loopback")
+    status, first = await alice.get("/account/audit")
+    older = re.search(r'href="(/account/audit\?before=\d+)"', first)
+    assert status == 200 and older and first.count('<tr id="audit-') == 25
+    assert "<strong>Capabilities changed</strong>: actions react; change deny; rule cap_" in first
+    status, second = await alice.get(unescape(older.group(1)))
+    seqs = [re.findall(r'<tr id="audit-(\d+)"', page) for page in (first, second)]
+    assert seqs[1] and not set(seqs[0]) & set(seqs[1])
+    assert min(map(int, seqs[0])) > max(map(int, seqs[1]))
+    status, page = await alice.get(f"/account/audit?profile={privat.id}")
+    assert page.count('<tr id="audit-') == 2  # Privat's own: allowed, then removed
+    status, page = await alice.get(f"/account/audit?profile={bob_profiles[0].id}")
+    assert status == 400
+
     # Another person's profile and linked account: the same 404 as ids that never existed.
     for path in (f"/account/profiles/{bob_profiles[0].id}/delete",
                  f"/account/personas/{bob_persona.id}/pause",
