@@ -378,7 +378,6 @@ class Bridge:
         # (sessions keep retrying); each network's outbound queue waits for its own start.
         self.connector_starts = ConnectorStarts(self.connectors, self.router.sink_for)
         self.delivery.network_ready = self.connector_starts.wait
-        self._activation = asyncio.create_task(self._open_sessions(), name="sessions")
         await self.delivery.start()
         if self.retention is not None:
             self.retention.start()
@@ -396,6 +395,9 @@ class Bridge:
             self._notices.start()
         az.accepting = True
         az.ready = True
+        # Only now: with thousands of personas and rules, their work would otherwise share
+        # the event loop with the start-up it must not slow.
+        self._activation = asyncio.create_task(self._open_sessions(), name="sessions")
         if self.spaces is not None:
             self.spaces.make_owed_in_background()  # spaces a stop left unmade
         try:
