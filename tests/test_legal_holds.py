@@ -36,8 +36,11 @@ from bridge.db.hold import HoldStore
 from bridge.networks.base import Attachment, RemoteMessage, RemoteRoom, RemoteUser
 
 from .conftest import DEFAULT_PERMISSIONS
+from .fakes.slack import FakeSlack
+from .fakes.slack.scenario import build_world
 from .support.api import PREFIX, Api
 from .support.loopback import LoopbackConnector
+from .support.slack import link_slack, slack_settings
 from .support.web import Browser
 from .test_secrets_at_rest import database_bytes
 from .test_xmpp import MUC, body_is, correction, link_xmpp, retraction
@@ -430,3 +433,66 @@ async def test_a_custodian_hold_through_the_api_keeps_only_the_custodians_messag
     assert sum(t["what"] == "listed" for t in trail) >= 6
     assert all(r.actor == admin.mxid for r in await bridge.security.audit.latest(200)
                if r.event_type == "legal_hold")
+
+
+async def test_a_workspace_hold_on_slack_keeps_the_teams_ids_and_files(
+        start_bridge, new_user, homeserver, tmp_path):
+    """Through the Slack fake (unmodified slack-sdk): a hold on the team keeps a message, its
+    edit and deletion with Slack's own team/channel/ts, and a file as its bytes."""
+    async with FakeSlack() as slack:
+        world = build_world(slack)
+        alice = await new_user("alice")
+        bot = homeserver.bot_mxid
+        callback = f"{homeserver.appservice_url}/link/slack/callback"
+        bridge = await start_bridge(permissions={**DEFAULT_PERMISSIONS, alice.mxid: "admin"},
+                                    extra={"networks": {"slack": slack_settings(slack,
+                                                                                callback)}})
+        room = await link_slack(alice, bot, slack, world.alice)
+        await alice.send_text(room, f"admin hold create acme --workspace slack {world.team.id}")
+        await alice.wait_for_notice(room, bot, "Hold in place: acme")
+        await alice.send_text(room, f"map slack {world.team.id}/#general --profile Jobb")
+        portal = await alice.wait_for_invite()
+        general = world.general
+        bobs = await slack.post_message(world.bob, general, "frist draft of the deal")
+        first = await alice.wait_for_event(portal, body_is("frist draft of the deal"),
+                                           "bob's message", after=None)
+        await slack.edit_message(world.bob, general, bobs.ts, "first draft of the deal")
+        await alice.wait_for_event(portal, lambda e: e.type == EventType.ROOM_MESSAGE
+                                   and e.content.get_edit() == first.event_id, "the edit",
+                                   after=None)
+        await slack.upload_file(world.bob, general, "terms.txt", b"net 30, no refunds")
+        await alice.wait_for_event(portal, body_is("terms.txt"), "bob's file", after=None)
+        await slack.delete_message(general, bobs.ts, user=world.bob)
+        await alice.wait_for_event(portal, lambda e: e.type == EventType.ROOM_REDACTION
+                                   and e.redacts == first.event_id, "the deletion", after=None)
+
+        store = HeldStore(bridge.storage.db)
+
+        async def complete(messages, store) -> bool:
+            texts = [m for m in messages if m.mxid == first.event_id]
+            return (len(messages) == 2 and len(texts) == 1 and texts[0].deleted_at is not None
+                    and len(await store.versions(texts[0].id)) == 2)
+
+        await held_when(store, "acme", complete, "the message, its edit, deletion and file")
+        bundle = tmp_path / "acme"
+        await BundleWriter(bridge.storage, bridge.web.holds, bridge.router.archive,
+                           bridge.security.vault, bridge.security.audit).write(
+            "acme", bundle, alice.mxid)
+        lines = records(bundle)
+        texts = sorted((r for r in lines if r["original_matrix_event_id"] == first.event_id),
+                       key=lambda r: r["version"])
+        assert [r["text"] for r in texts] == ["frist draft of the deal",
+                                              "first draft of the deal"]
+        assert texts[0]["network_ids"] == {"team": world.team.id, "channel": general.id,
+                                           "ts": bobs.ts}
+        assert texts[0]["workspace"] == world.team.id
+        assert texts[1]["deletion"]["side"] == "remote"
+        [file] = [r for r in lines if r["attachment"]]
+        digest = hashlib.sha256(b"net 30, no refunds").hexdigest()
+        assert file["attachment"]["sha256"] == digest and file["attachment"]["name"] == "terms.txt"
+        assert (bundle / "attachments" / digest).read_bytes() == b"net 30, no refunds"
+        check_rsmf(bundle)
+        verify_bundle(bundle, load_public_key(await export_public_key_pem(bridge.security.vault)))
+        dump = await dumped(bridge.config["database.uri"])
+        for secret in (b"draft of the deal", b"net 30, no refunds"):
+            assert secret not in dump
