@@ -48,6 +48,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="messages per throughput run and latency samples (default 300)")
     parser.add_argument("--concurrency", type=int, default=10,
                         help="parallel rooms/senders in the concurrent runs (default 10)")
+    parser.add_argument("--lanes", default="1,10,100",
+                        help="remote -> Matrix with this many rooms at once, comma-separated "
+                        "(default 1,10,100)")
     parser.add_argument("--burst", type=int, default=200,
                         help="messages a person sends at once for the burst latency")
     parser.add_argument("--repeats", type=int, default=2,
@@ -79,6 +82,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.n < 20 or args.concurrency < 1 or args.burst < 1 or args.repeats < 1:
         parser.error("--n must be at least 20; --concurrency, --burst, --repeats at least 1")
     args.parts = [part.strip() for part in args.parts.split(",") if part.strip()]
+    try:
+        args.lanes = sorted({int(n) for n in args.lanes.split(",") if n.strip()})
+    except ValueError:
+        parser.error("--lanes: comma-separated numbers of rooms, such as 1,10,100")
+    if not args.lanes or args.lanes[0] < 1:
+        parser.error("--lanes: at least one room")
     if unknown := set(args.parts) - set(PARTS):
         parser.error(f"--parts: unknown {', '.join(sorted(unknown))}; known: {', '.join(PARTS)}")
     return args
@@ -152,18 +161,24 @@ def setup(h: Any, args: argparse.Namespace) -> dict[str, Any]:
 async def relay(h: Any, args: argparse.Namespace) -> dict[str, Any]:
     from . import measure
 
-    lanes = await measure.prepare(h, args.concurrency)
-    await measure.warm_up(h, lanes, max(20, args.n // 5), args.concurrency)
+    most = max(args.lanes[-1], args.concurrency)
+    lanes = await measure.prepare(h, most)
+    await measure.warm_up(h, lanes, max(20, args.n // 5), min(most, 10))
 
-    sequential = await measure.remote_to_matrix(h, lanes, args.n, 1, args.repeats)
     profiler = cProfile.Profile() if args.profile else None
+    by_lanes: dict[str, Any] = {}
+    for count in args.lanes:
+        if profiler and count > 1:
+            profiler.enable()
+        # At least two messages per room, so each room relays one after another too.
+        by_lanes[str(count)] = await measure.remote_to_matrix(
+            h, lanes, max(args.n, 2 * count), count, args.repeats)
+        if profiler:
+            profiler.disable()
     if profiler:
-        profiler.enable()
-    concurrent = await measure.remote_to_matrix(h, lanes, args.n, args.concurrency,
-                                                args.repeats)
-    if profiler:
-        profiler.disable()
         profiler.dump_stats(args.profile)
+    sequential = by_lanes.get("1")
+    concurrent = by_lanes.get(str(args.concurrency)) or by_lanes[str(args.lanes[-1])]
 
     probe_room = await measure.make_probe_room(h)
     latency = await measure.matrix_to_remote(h, lanes.portals[0], probe_room, args.n,
@@ -179,6 +194,8 @@ async def relay(h: Any, args: argparse.Namespace) -> dict[str, Any]:
             "target_ratio": TARGET_RATIO,
             "sequential": sequential,
             "concurrent": concurrent,
+            "by_lanes": {count: {k: v for k, v in result.items() if k != "runs"}
+                         for count, result in by_lanes.items()},
         },
         "matrix_to_remote": latency,
         "matrix_to_remote_burst": {
@@ -190,7 +207,7 @@ def compact(summary: dict[str, Any]) -> dict[str, Any]:
     """The printed summary leaves out each throughput run, which the saved file keeps."""
     printed = json.loads(json.dumps(summary))
     for mode in ("sequential", "concurrent"):
-        printed.get("remote_to_matrix", {}).get(mode, {}).pop("runs", None)
+        (printed.get("remote_to_matrix", {}).get(mode) or {}).pop("runs", None)
     return printed
 
 
