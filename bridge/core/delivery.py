@@ -56,9 +56,9 @@ log = logging.getLogger("relayforge.delivery")
 class RoomGate(Protocol):
     """Which worker sends a room's queue when several share the database (core/workers.py)."""
 
-    async def may_send(self, room: str) -> bool: ...
+    async def may_send(self, room: str, network: str) -> bool: ...
 
-    async def sent_elsewhere(self, room: str) -> None: ...
+    async def sent_elsewhere(self, room: str, network: str) -> None: ...
 
 
 class Notifier(Protocol):
@@ -195,10 +195,10 @@ class Delivery:
                 # No await between the check and leaving: a later _kick starts a new worker.
                 self._workers.pop(room, None)
                 return
-            if self.gate is not None and not await self.gate.may_send(room):
+            if self.gate is not None and not await self.gate.may_send(room, row.network):
                 # Another worker sends this room's queue: wake it, and leave the room to it.
                 self._workers.pop(room, None)
-                await self.gate.sent_elsewhere(room)
+                await self.gate.sent_elsewhere(room, row.network)
                 return
             delay = row.next_attempt / 1000 - time.time()
             if delay > 0:

@@ -21,7 +21,7 @@ _RECEIVING = (PersonaStatus.ACTIVE, PersonaStatus.READ_ONLY)
 class SessionGate(Protocol):
     """Which worker has a persona's session open when several share the database."""
 
-    async def may_open(self, persona_id: str) -> bool: ...
+    async def may_open(self, persona_id: str, network: str) -> bool: ...
 
     async def closed(self, persona_id: str) -> None: ...
 
@@ -64,7 +64,7 @@ class PersonaSessions:
         connector = self.connectors.get(persona.platform)
         if connector is None or persona.status not in _RECEIVING:
             return
-        if self.gate is not None and not await self.gate.may_open(persona.id):
+        if self.gate is not None and not await self.gate.may_open(persona.id, persona.platform):
             return  # open on another worker
         owner = await self._owner(persona)
         try:
@@ -106,16 +106,16 @@ class PersonaSessions:
 
     # ---- for the other workers (by id: they read the persona afresh) ------------------------
 
-    async def wanted(self) -> list[str]:
-        """The personas that should have a session open somewhere."""
-        personas = []
-        for network in self.connectors:
-            personas += await self.storage.personas.on_platform(network, _RECEIVING)
-        return [p.id for p in personas]
+    async def wanted(self, network: str) -> list[str]:
+        """The personas of a network that should have a session open somewhere."""
+        if network not in self.connectors:
+            return []
+        return [p.id for p in await self.storage.personas.on_platform(network, _RECEIVING)]
 
-    async def open_id(self, persona_id: str) -> None:
+    async def open_id(self, persona_id: str) -> Persona | None:
         if persona := await self.storage.personas.get(persona_id):
             await self.open(persona)
+        return persona
 
     async def follow_id(self, persona_id: str) -> None:
         if persona := await self.storage.personas.get(persona_id):

@@ -2,9 +2,12 @@
 
 Any worker accepts the homeserver's transactions (handled once: bridge/db/transaction.py,
 bridge/db/outbound.py). What must happen in one place at a time is leased to one worker
-(bridge/db/lease.py): each portal's outbound queue (`room:`), claimed by the first worker that
-has something to send there, and each persona's network session (`persona:`), claimed by the
-worker that opens it. A lease lives as long as its worker's heartbeat; a worker that dies
+(bridge/db/lease.py). A network whose people sign in (their personas' sessions send and
+receive) is served by one worker as a whole (`network:`): that worker opens every persona's
+session on it (`persona:` records which) and sends every portal's queue on it, since a
+message is sent through its sender's session. A network the bot relays (no personas) has its
+portals spread out: each portal's outbound queue (`room:`) is claimed by the first worker that
+has something to send there. A lease lives as long as its worker's heartbeat; a worker that dies
 (kill -9, a lost machine) stops beating, and after `bridge.workers.lease_seconds` the others
 claim its rooms and sessions. A worker whose own heartbeat could not be renewed in time stops
 sending on its own before anyone else may start ("self-fencing").
@@ -37,10 +40,11 @@ from mautrix.util.async_db import Scheme
 
 from ..config import get_path
 from ..db import Storage
-from ..db.lease import PERSONA, ROOM, LeaseStore
+from ..db.lease import NETWORK, PERSONA, ROOM, LeaseStore
 from ..db.lease_channel import WorkerLink
 
 if TYPE_CHECKING:  # the config check imports this module: keep it light
+    from ..db.persona import Persona
     from .delivery import Delivery
     from .sessions import PersonaSessions
 
@@ -135,6 +139,9 @@ class Workers:
         self._alive_until = 0.0  # monotonic time until which our leases are surely ours
         self._rooms: set[str] = set()
         self._personas: set[str] = set()
+        self._networks: set[str] = set()
+        # Networks whose sessions are people's (served whole by one worker); set by the app.
+        self.persona_networks: set[str] = set()
         self._tasks: list[asyncio.Task[None]] = []
         self._errands: set[asyncio.Future[None]] = set()  # announcements on their way
         self._wake = asyncio.Event()  # run the take-over scan now
@@ -144,7 +151,7 @@ class Workers:
         self.open_persona: Callable[[str], Awaitable[None]] | None = None
         self.follow_persona: Callable[[str], Awaitable[None]] | None = None
         self.close_persona: Callable[[str], Awaitable[None]] | None = None
-        self.personas_wanted: Callable[[], Awaitable[list[str]]] | None = None
+        self.personas_wanted: Callable[[str], Awaitable[list[str]]] | None = None
         self.caches: dict[str, Callable[[str], None]] = {}
 
     # ---- start and stop ----------------------------------------------------------------------
@@ -214,6 +221,9 @@ class Workers:
         for room in list(self._rooms):
             if await self.leases.owner(ROOM + room) != self.worker_id:
                 self._rooms.discard(room)
+        for network in list(self._networks):
+            if await self.leases.owner(NETWORK + network) != self.worker_id:
+                self._networks.discard(network)
         for persona_id in list(self._personas):
             if await self.leases.owner(PERSONA + persona_id) != self.worker_id:
                 self._personas.discard(persona_id)
@@ -240,35 +250,48 @@ class Workers:
                             self.worker_id, exc_info=True)
 
     async def take_over(self) -> None:
-        """Claim what no live worker serves: rooms with events waiting, and sessions."""
-        for room in await self.leases.unowned_rooms_waiting():
+        """Claim what no live worker serves: networks (their sessions and portals), and
+        rooms with events waiting."""
+        for network in sorted(self.persona_networks - self._networks):
+            if await self.leases.owner(NETWORK + network) is None and await self._claim_network(
+                    network):
+                log.info("Worker %s took over the %s network", self.worker_id, network)
+                if self.personas_wanted is not None and self.open_persona is not None:
+                    for persona_id in await self.personas_wanted(network):
+                        await self.open_persona(persona_id)
+        for room, network in await self.leases.unowned_rooms_waiting():
+            if network in self.persona_networks:
+                if network in self._networks:
+                    self.send_room(room)  # its sender's session is here now
+                continue
             if await self.leases.claim(ROOM + room, self.worker_id):
                 log.info("Worker %s took over sending in %s", self.worker_id, room)
                 self._rooms.add(room)
                 self.send_room(room)
-        if self.personas_wanted is None or self.open_persona is None:
-            return
-        for persona_id in await self.personas_wanted():
-            if persona_id in self._personas:
-                continue
-            if await self.leases.owner(PERSONA + persona_id) is None and await self.may_open(
-                    persona_id):
-                log.info("Worker %s took over the session of persona %s", self.worker_id,
-                         persona_id)
-                await self.open_persona(persona_id)
+
+    async def _claim_network(self, network: str) -> bool:
+        if network in self._networks:
+            return True
+        if await self.leases.claim(NETWORK + network, self.worker_id):
+            self._networks.add(network)
+            return True
+        return False
 
     def _fenced(self) -> bool:
         return time.monotonic() > self._alive_until
 
     # ---- what the rest of the bridge asks ----------------------------------------------------
 
-    async def may_send(self, room: str) -> bool:
-        """May this worker send the room's outbound queue now? Claims the room if nobody
-        serves it. Cheap when it is ours: no database round trip."""
+    async def may_send(self, room: str, network: str) -> bool:
+        """May this worker send the room's outbound queue now? Claims the room (or, for a
+        network of personas, the network) if nobody serves it. Cheap when it is ours: no
+        database round trip."""
         if not self.shared:
             return True
         if self._fenced():
             return False
+        if network in self.persona_networks:
+            return await self._claim_network(network)
         if room in self._rooms:
             return True
         if await self.leases.claim(ROOM + room, self.worker_id):
@@ -276,21 +299,24 @@ class Workers:
             return True
         return False
 
-    async def sent_elsewhere(self, room: str) -> None:
+    async def sent_elsewhere(self, room: str, network: str) -> None:
         """Events were queued for a room another worker sends: wake that worker."""
-        await self._publish("room", room)
+        await self._publish("room", f"{room}\n{network}")
 
-    async def may_open(self, persona_id: str) -> bool:
-        """May this worker open the persona's session? Claims it if nobody has it open."""
+    async def may_open(self, persona_id: str, network: str) -> bool:
+        """May this worker open the persona's session? Only the worker serving its network
+        does (claimed if nobody serves it)."""
         if not self.shared:
             return True
-        if self._fenced():
+        if self._fenced() or not await self._claim_network(network):
             return False
         if persona_id in self._personas:
             return True
         if await self.leases.claim(PERSONA + persona_id, self.worker_id):
+            log.info("Worker %s has the session of persona %s", self.worker_id, persona_id)
             self._personas.add(persona_id)
             return True
+        log.info("The session of persona %s is open on another worker", persona_id)
         return False
 
     async def closed(self, persona_id: str) -> None:
@@ -336,8 +362,9 @@ class Workers:
         if sender == self.worker_id:
             return
         if kind == "room":
-            if key in self._rooms:
-                self.send_room(key)
+            room, _, network = key.partition("\n")
+            if room in self._rooms or network in self._networks:
+                self.send_room(room)
         elif kind == "persona":
             if key in self._personas and self.follow_persona is not None:
                 self._errand(self.follow_persona(key))
@@ -366,19 +393,32 @@ class _Vault(Protocol):
     def forget_cached_key(self, profile: str) -> None: ...
 
 
+class _Rules(Protocol):
+    async def activate_all(self, persona: Persona | None = None) -> None: ...
+
+
 def wire_workers(workers: Workers, delivery: Delivery, sessions: PersonaSessions,
-                 portals: _Portals, room_state: _RoomState, vault: _Vault) -> None:
+                 rules: _Rules, portals: _Portals, room_state: _RoomState,
+                 vault: _Vault) -> None:
     """Hook this worker into the rest of the bridge, when it shares the database: who sends
     which room, who has which session, and the caches the workers keep in step."""
     if not workers.shared:
         return
     delivery.gate = workers
     sessions.gate = workers
+
+    async def open_here(persona_id: str) -> None:
+        """A session taken over: open it, and rejoin its mapped rooms with it."""
+        if persona := await sessions.open_id(persona_id):
+            await rules.activate_all(persona)
+
     workers.send_room = delivery.kick
-    workers.open_persona = sessions.open_id
+    workers.open_persona = open_here
     workers.follow_persona = sessions.follow_id
     workers.close_persona = sessions.close_id
     workers.personas_wanted = sessions.wanted
+    workers.persona_networks = {network for network, connector in sessions.connectors.items()
+                                if connector.requires_authorization}
     # The portal cache: a portal renamed, claimed or mapped here is read afresh there.
     portals.on_forget.append(
         lambda network, remote_id: workers.forget("portal", json.dumps([network, remote_id])))

@@ -31,6 +31,7 @@ from .capability import CapabilityStore
 from .encryption_notice import EncryptionNoticeStore
 from .first_send import FirstSendStore
 from .impersonation_jti import JtiStore
+from .lease_channel import one_migration_at_a_time
 from .login_identity import LoginIdentityStore
 from .management_room import ManagementRoomStore
 from .mapping_rule import MappingRuleStore
@@ -273,9 +274,10 @@ async def open_database(uri: str, *, min_size: int = 1, max_size: int = 10) -> S
         # which has no lock on SQLite) fail with SQLITE_BUSY_SNAPSHOT instead of waiting.
         db_args = {}
     db = Database.create(uri, upgrade_table=upgrade_table, db_args=db_args)
-    await db.start()
     state_store = CachedASStateStore(db)
-    await state_store.upgrade_table.upgrade(db)
+    async with one_migration_at_a_time(db):  # several workers may start at once
+        await db.start()
+        await state_store.upgrade_table.upgrade(db)
     return Storage(
         db=db,
         portals=PortalStore(db),

@@ -26,6 +26,7 @@ _SQLITE_NOW = "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)"
 
 ROOM = "room:"
 PERSONA = "persona:"
+NETWORK = "network:"
 
 
 @attrs.frozen
@@ -126,14 +127,14 @@ class LeaseStore:
             f"{self._owner_alive} GROUP BY owner", prefix + "%")
         return {r["owner"]: r["n"] for r in rows}
 
-    async def unowned_rooms_waiting(self) -> list[str]:
-        """Rooms with events waiting in the outbound queue and no live worker sending them:
-        a dead worker's rooms, or rooms nobody has claimed yet."""
+    async def unowned_rooms_waiting(self) -> list[tuple[str, str]]:
+        """(room, network) of rooms with events waiting in the outbound queue and no live
+        worker holding the room: a dead worker's rooms, or rooms nobody has claimed yet."""
         rows = await self.db.fetch(
-            f"SELECT DISTINCT room_mxid FROM outbound WHERE state='{QUEUED}' AND NOT EXISTS ("
-            f"SELECT 1 FROM lease WHERE lease.resource = '{ROOM}' || outbound.room_mxid "
-            f"AND {self._owner_alive})")
-        return [r["room_mxid"] for r in rows]
+            f"SELECT DISTINCT room_mxid, network FROM outbound WHERE state='{QUEUED}' AND "
+            f"NOT EXISTS (SELECT 1 FROM lease WHERE lease.resource = '{ROOM}' || "
+            f"outbound.room_mxid AND {self._owner_alive})")
+        return [(r["room_mxid"], r["network"]) for r in rows]
 
     # ---- one at a time across workers (PostgreSQL) --------------------------------------------
 

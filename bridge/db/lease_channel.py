@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
-from mautrix.util.async_db import Database
+from mautrix.util.async_db import Database, Scheme
 
 from .lease import advisory_key
 
@@ -79,3 +80,18 @@ class WorkerLink:
                 await asyncio.wait_for(conn.close(), 5)
             except (TimeoutError, OSError, asyncpg.PostgresError):
                 conn.terminate()
+
+
+@asynccontextmanager
+async def one_migration_at_a_time(db: Database) -> AsyncIterator[None]:
+    """Workers started together on one PostgreSQL database upgrade its schema one after the
+    other: the first migrates, the rest find it done (SQLite has one process: no-op)."""
+    if db.scheme == Scheme.SQLITE:
+        yield
+        return
+    conn = await asyncpg.connect(str(db.url))
+    try:
+        await conn.execute("SELECT pg_advisory_lock($1)", advisory_key("relayforge:migrate"))
+        yield
+    finally:
+        await conn.close()  # ends the session, and with it the lock

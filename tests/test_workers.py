@@ -1,0 +1,205 @@
+"""Several bridge workers on one PostgreSQL: any of them takes the homeserver's transactions,
+each portal's outbound queue and each persona's session is served by one of them at a time,
+and what a killed worker held is taken over by the others, losing and duplicating nothing.
+SQLite serves one bridge process; a second one on the same database is refused."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+from mautrix.types import EventType
+from mautrix.util.async_db import Database
+
+from bridge.config import ConfigError
+from bridge.configure import load_config
+
+from .support.matrix import DEADLINE
+from .support.wirenet import WireServer
+from .support.workers import LoadBalancer, free_port
+from .test_crash_recovery import ROOT, BridgeProcess, open_portal
+from .test_xmpp import body_is, mapped_muc
+
+LEASE_SECONDS = 2  # how long a killed worker's rooms and sessions wait to be taken over
+
+
+def test_several_workers_on_sqlite_are_a_config_problem(tmp_path):
+    config = tmp_path / "config.yaml"
+    config.write_text("homeserver: {address: 'http://localhost:8008', domain: example.org}\n"
+                      "appservice: {address: 'http://localhost:29340'}\n"
+                      "bridge: {permissions: {'*': user}, workers: {enabled: true}}\n"
+                      "database: {uri: 'sqlite:relayforge.db'}\n")
+    with pytest.raises(ConfigError) as refused:
+        load_config(str(config), for_run=False, environ={})
+    assert "several workers need PostgreSQL" in str(refused.value)
+
+
+async def test_a_second_process_on_one_database_is_refused(start_bridge, homeserver, db_uri,
+                                                          tmp_path):
+    await start_bridge()
+    # Another port, so only the database stands in its way.
+    second = homeserver.bridge_config(tmp_path, db_uri, extra={
+        "appservice": {"port": free_port()}})
+    result = await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-m", "bridge", "-c", second.path], cwd=ROOT,
+        capture_output=True, text=True, timeout=DEADLINE)
+    assert result.returncode == 2, result.stderr
+    expected = ("SQLite serves one bridge process" if db_uri.startswith("sqlite:")
+                else "another RelayForge process is running on this database")
+    assert expected in result.stderr, result.stderr
+
+
+class Workers:
+    """Two bridge workers behind the session's appservice address."""
+
+    def __init__(self, homeserver, db_uri: str, tmp_path: Path, wire_url: str | None,
+                 extra: dict | None = None) -> None:
+        self.homeserver, self.db_uri = homeserver, db_uri
+        self.ports = [free_port(), free_port()]
+        self.balancer = LoadBalancer(urlparse(homeserver.appservice_url).port, self.ports)
+        self.processes: dict[str, BridgeProcess] = {}
+        for n, port in enumerate(self.ports, start=1):
+            config = homeserver.bridge_config(tmp_path, db_uri, extra={
+                **(extra or {}), "appservice": {"port": port},
+                "bridge": {"workers": {"enabled": True, "id": f"w{n}",
+                                       "lease_seconds": LEASE_SECONDS}}})
+            process = BridgeProcess(Path(config.path), wire_url,
+                                    f"http://127.0.0.1:{port}/_matrix/mau/ready",
+                                    tmp_path / f"w{n}.log")
+            if wire_url and n > 1:  # the wire network's events go to the first one only
+                process.command.append("send-only")
+            self.processes[f"w{n}"] = process
+
+    async def start(self) -> None:
+        await self.balancer.start()
+        await asyncio.gather(*(process.start() for process in self.processes.values()))
+
+    async def stop(self) -> None:
+        for process in self.processes.values():
+            process.stop()
+        await self.balancer.stop()
+
+    def kill(self, worker: str) -> None:
+        process = self.processes[worker]
+        assert process.process is not None
+        os.kill(process.process.pid, signal.SIGKILL)
+        process.process.wait()
+
+    async def owners(self, prefix: str) -> dict[str, str]:
+        """Who holds each lease of a kind (what the workers wrote in the database)."""
+        db = Database.create(self.db_uri)
+        await db.start()
+        try:
+            rows = await db.fetch("SELECT resource, owner FROM lease WHERE resource LIKE $1",
+                                  prefix + "%")
+        finally:
+            await db.stop()
+        return {r["resource"].removeprefix(prefix): r["owner"] for r in rows}
+
+
+@pytest.fixture
+async def postgres_uri(postgres):
+    """Several workers need PostgreSQL: these tests have no SQLite variant (that one is
+    refused, above)."""
+    from .support.servers import unavailable
+
+    if postgres.admin_dsn is None:
+        unavailable("no PostgreSQL server answers and none could be started")
+    name = f"relayforge_workers_{os.urandom(6).hex()}"
+    uri = await postgres.create_database(name)
+    yield uri
+    await postgres.drop_database(name)
+
+
+ROOMS, PER_ROOM = 3, 30
+
+
+async def test_a_worker_killed_mid_burst_loses_and_duplicates_nothing(
+        homeserver, postgres_uri, tmp_path, new_user):
+    wire = WireServer()
+    await wire.start()
+    workers = Workers(homeserver, postgres_uri, tmp_path, wire.url)
+    try:
+        await workers.start()
+        alice = await new_user("alice")
+        portals = [await open_portal(wire, alice) for _ in range(ROOMS)]
+
+        async def burst(portal: str) -> None:
+            for i in range(PER_ROOM):
+                await alice.send_text(portal, f"m{i}")
+
+        senders = [asyncio.create_task(burst(portal)) for _, portal in portals]
+        await wire.wait(lambda: len(wire.received) >= ROOMS * PER_ROOM // 4,
+                        "a quarter of the burst")
+        owners = await workers.owners("room:")
+        # Kill the worker sending in the first room, with its sends in flight.
+        victim = owners[portals[0][1]]
+        workers.kill(victim)
+        assert len(wire.received) < ROOMS * PER_ROOM, "the burst was over before the kill"
+        await asyncio.gather(*senders)  # the homeserver reaches the other worker meanwhile
+        for _, portal in portals:
+            await alice.send_text(portal, "end")
+        await wire.wait(lambda: sum(r["text"] == "end" for r in wire.received) == ROOMS,
+                        "the whole burst and the last messages")
+        for room, _ in portals:
+            texts = [r["text"] for r in wire.received if r["room"] == room]
+            assert texts == [f"m{i}" for i in range(PER_ROOM)] + ["end"], room
+        # The survivor sends in every room now, the victim's too.
+        survivor = next(w for w in workers.processes if w != victim)
+        assert set((await workers.owners("room:")).values()) == {survivor}
+    finally:
+        await workers.stop()
+        await wire.stop()
+
+
+async def test_a_persona_session_is_taken_over_by_the_surviving_worker(
+        homeserver, postgres_uri, tmp_path, new_user, prosody, xmpp_peer):
+    workers = Workers(homeserver, postgres_uri, tmp_path, None, extra={"networks": {"xmpp": {
+        "enabled": True, "ca_file": str(prosody.ca), "nameserver": prosody.nameserver}}})
+    try:
+        await workers.start()
+        alice = await new_user("alice")
+        alice_xmpp, bob = await xmpp_peer("alice"), await xmpp_peer("bob")
+        await alice_xmpp.stop()  # only its credentials are needed
+        muc, portal = await mapped_muc(alice, alice_xmpp, bob, homeserver)
+        # One session for alice's account, on one worker: bob's message arrives once.
+        bob.send(muc, "before")
+        await alice.wait_for_event(portal, body_is("before"), "bob's first message")
+        sessions = await workers.owners("persona:")
+        assert len(sessions) == 1
+        owner = next(iter(sessions.values()))
+        workers.kill(owner)
+        survivor = next(w for w in workers.processes if w != owner)
+
+        async with asyncio.timeout(DEADLINE):
+            for _ in range(1_000_000):  # the lease runs out, and the survivor claims it
+                if set((await workers.owners("persona:")).values()) == {survivor}:
+                    break
+                await asyncio.sleep(0.2)
+        # The survivor signs in as alice and joins the room again: from then on what bob
+        # writes arrives (once), and what alice writes reaches bob (once).
+        async with asyncio.timeout(DEADLINE):
+            for n in range(1_000_000):
+                bob.send(muc, f"after {n}")
+                try:
+                    await asyncio.wait_for(alice.wait_for_event(
+                        portal, body_is(f"after {n}"), "bob's message", after=None), 2)
+                    break
+                except TimeoutError:
+                    continue  # not signed in yet: what is said meanwhile may not arrive
+        await alice.send_text(portal, "answer")
+        await bob.wait_for(lambda m: m["body"] == "answer", "alice's answer")
+        bob.send(muc, "last")
+        await alice.wait_for_event(portal, body_is("last"), "bob's last message")
+        events = await alice.client.get_messages(portal, limit=100)
+        bodies = [e.content.body for e in events.events if e.type == EventType.ROOM_MESSAGE]
+        assert bodies.count("before") == 1 and bodies.count("last") == 1, bodies
+        assert [m["body"] for m in bob.messages].count("answer") == 1
+    finally:
+        await workers.stop()
