@@ -82,50 +82,55 @@ class DiscordSession:
 
 
 class _Bot(discord.Client):
-    """The bridge's bot; every Gateway event it cares about goes to `DiscordEvents`."""
+    """The bridge's bot; every Gateway event it cares about goes to `DiscordEvents`, one
+    after another in the order the Gateway sent them (discord.py runs each handler as a
+    task of its own, so a burst would otherwise reach Matrix in any order)."""
 
     def __init__(self, events: DiscordEvents, **options: Any) -> None:
         super().__init__(**options)
         self.bridge_events = events
 
     async def on_ready(self) -> None:
-        await self.bridge_events.ready()
+        self.bridge_events.in_order(self.bridge_events.ready())
 
     async def on_disconnect(self) -> None:
-        self.bridge_events.disconnected()
+        self.bridge_events.in_order(self.bridge_events.disconnected())
+
+    async def on_resumed(self) -> None:
+        self.bridge_events.in_order(self.bridge_events.resumed())
 
     async def on_message(self, message: discord.Message) -> None:
-        await self.bridge_events.guarded(self.bridge_events.message(message))
+        self.bridge_events.in_order(self.bridge_events.message(message))
 
     async def on_raw_message_edit(self, payload: discord.RawMessageUpdateEvent) -> None:
-        await self.bridge_events.guarded(self.bridge_events.edited(payload))
+        self.bridge_events.in_order(self.bridge_events.edited(payload))
 
     async def on_raw_message_delete(self, payload: discord.RawMessageDeleteEvent) -> None:
-        await self.bridge_events.guarded(self.bridge_events.deleted(
+        self.bridge_events.in_order(self.bridge_events.deleted(
             payload.channel_id, [payload.message_id]))
 
     async def on_raw_bulk_message_delete(self, payload: discord.RawBulkMessageDeleteEvent
                                          ) -> None:
-        await self.bridge_events.guarded(self.bridge_events.deleted(
+        self.bridge_events.in_order(self.bridge_events.deleted(
             payload.channel_id, sorted(payload.message_ids)))
 
     async def on_raw_reaction_add(self, payload: discord.RawReactionActionEvent) -> None:
-        await self.bridge_events.guarded(self.bridge_events.reaction(payload, added=True))
+        self.bridge_events.in_order(self.bridge_events.reaction(payload, added=True))
 
     async def on_raw_reaction_remove(self, payload: discord.RawReactionActionEvent) -> None:
-        await self.bridge_events.guarded(self.bridge_events.reaction(payload, added=False))
+        self.bridge_events.in_order(self.bridge_events.reaction(payload, added=False))
 
     async def on_raw_typing(self, payload: discord.RawTypingEvent) -> None:
-        await self.bridge_events.guarded(self.bridge_events.typing(payload))
+        self.bridge_events.in_order(self.bridge_events.typing(payload))
 
     async def on_member_update(self, before: discord.Member, after: discord.Member) -> None:
-        await self.bridge_events.guarded(self.bridge_events.profile(before, after))
+        self.bridge_events.in_order(self.bridge_events.profile(before, after))
 
     async def on_user_update(self, before: discord.User, after: discord.User) -> None:
-        await self.bridge_events.guarded(self.bridge_events.profile(before, after))
+        self.bridge_events.in_order(self.bridge_events.profile(before, after))
 
     async def on_guild_channel_create(self, channel: discord.abc.GuildChannel) -> None:
-        await self.bridge_events.guarded(self.bridge_events.channel_created(channel))
+        self.bridge_events.in_order(self.bridge_events.channel_created(channel))
 
     async def on_webhooks_update(self, channel: discord.abc.GuildChannel) -> None:
         self.bridge_events.c.webhooks.forget(str(channel.id))
@@ -241,6 +246,7 @@ class DiscordConnector(OAuthConnector):
             except (asyncio.CancelledError, Exception):
                 pass
             self._running = None
+        await self.events.stop()
         await self.webhooks.close()
         await self.history.close()
         self.state = ConnectorState.STOPPED

@@ -9,9 +9,10 @@ webhooks and bot did is recognised and never bridged back."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import OrderedDict
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 import discord
@@ -53,6 +54,32 @@ class DiscordEvents:
         # Threads whose root is in Matrix (or on its way there).
         self.threads_seen: set[str] = set()
         self._avatars: dict[str, Attachment | None] = {}
+        # From a lost Gateway connection until it is resumed, or until a fresh session's
+        # catch-up has begun: what the Gateway brings waits here, so it lands after the
+        # history of the outage rather than before it.
+        self._held: list[RemoteEvent] | None = None
+        self._queue: asyncio.Queue[Coroutine[Any, Any, None]] = asyncio.Queue()
+        self._worker: asyncio.Task[None] | None = None
+
+    def in_order(self, work: Coroutine[Any, Any, None]) -> None:
+        """Handle a Gateway event after those before it (called in the order they came)."""
+        self._queue.put_nowait(work)
+        if self._worker is None or self._worker.done():
+            self._worker = asyncio.create_task(self._work(), name="discord events")
+
+    async def _work(self) -> None:
+        while True:
+            work = await self._queue.get()
+            await self.guarded(work)
+
+    async def stop(self) -> None:
+        if self._worker is not None:
+            self._worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._worker
+            self._worker = None
+        while not self._queue.empty():
+            self._queue.get_nowait().close()
 
     async def guarded(self, work: Awaitable[None]) -> None:
         try:
@@ -61,8 +88,26 @@ class DiscordEvents:
             log.exception("A Discord event was not bridged")
 
     async def _emit(self, event: RemoteEvent) -> None:
+        if self._held is not None:
+            self._held.append(event)
+            return
+        await self._send(event)
+
+    async def _send(self, event: RemoteEvent) -> None:
         assert self.c.sink is not None
         await self.c.sink.handle_remote_event(event)
+
+    async def _release(self) -> None:
+        """Send what waited, in order, and what arrives meanwhile after it."""
+        while self._held:
+            waiting, self._held = self._held, []
+            for event in waiting:
+                await self.guarded(self._send(event))
+        self._held = None
+
+    async def resumed(self) -> None:
+        """The session was resumed: Discord replayed what was missed; nothing to catch up."""
+        await self._release()
 
     def remember_author(self, message_id: str, author_id: str) -> None:
         self.authors[message_id] = author_id
@@ -90,12 +135,14 @@ class DiscordEvents:
                     rooms.setdefault(persona, []).append(self.room(channel).remote_id)
             for persona, remote_ids in rooms.items():
                 await self.guarded(gap(persona, remote_ids))
+            await self._release()  # behind the catch-up, at each portal's gate
             return
         for channel_id in list(self.c.mapped):
             last = self._lost_at.get(channel_id, self.last_seen.get(channel_id))
             channel = self.c.client.get_channel(int(channel_id)) if self.c.client else None
             if last and isinstance(channel, discord.TextChannel):
                 await self.guarded(self.catch_up(channel, discord.Object(last)))
+        await self._release()
 
     async def offer_channels(self, session: Any, guild: discord.Guild | None = None) -> None:
         """Pattern rules (`GUILD_ID/*`) map channels the way invites map rooms elsewhere:
@@ -115,15 +162,19 @@ class DiscordEvents:
                         room=self.room(channel), sender=RemoteUser(session.user_id),
                         receiver=session.owner, persona_id=session.persona_id)))
 
-    def disconnected(self) -> None:
+    async def disconnected(self) -> None:
         """The Gateway connection went away: remember where each channel was, since
-        messages of a fresh session may arrive before its ready (and move `last_seen`)."""
+        messages of a fresh session may arrive before its ready (and move `last_seen`), and
+        hold what comes until it is known whether anything was missed."""
         self._lost_at = dict(self.last_seen)
+        if self.first_ready.is_set() and self._held is None:
+            self._held = []
 
     async def catch_up(self, channel: discord.TextChannel, after: discord.abc.Snowflake
                        ) -> None:
         async for message in channel.history(after=after, oldest_first=True, limit=200):
-            await self.message(message)
+            for event in await self.convert(message):
+                await self.guarded(self._send(event))
 
     # ---- where and who ----------------------------------------------------------------------
 

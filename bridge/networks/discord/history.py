@@ -104,6 +104,8 @@ class DiscordHistory:
         else:
             more = len(found) > limit
             found = found[:limit]
+        log.debug("History of %s after %s (start %s): %d message(s), more %s",
+                  room.remote_id, after, start, len(found), more)
         session = self.c.sessions[persona_id]
         # A page that fails half-way (a 429) is read again: the thread roots it would have
         # brought must come with it then.
