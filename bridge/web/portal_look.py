@@ -40,7 +40,7 @@ padding:var(--s4) var(--s5);margin:0 0 var(--s4)}
 .card>:last-child{margin-bottom:0}.card>:first-child{margin-top:0}
 .notice{border-radius:var(--radius);padding:var(--s3) var(--s4);margin:0 0 var(--s4);
 white-space:pre-line;overflow-wrap:anywhere}
-main p,main li,main td,summary{overflow-wrap:anywhere}
+main h1,main h2,main h3,main p,main li,main td,summary{overflow-wrap:anywhere}
 .notice.ok{background:var(--ok-bg);color:var(--ok)}.notice.bad{background:var(--bad-bg);
 color:var(--bad)}.notice.warn{background:var(--warn-bg);color:var(--warn)}
 .ok{color:var(--ok)}.error{color:var(--bad)}

@@ -115,14 +115,14 @@ class ProvisioningApi(NetworkEndpoints):
         app.router.add_post(f"{PREFIX}/rules", authed(self.add_rule, "map"))
         app.router.add_delete(f"{PREFIX}/rules/{{rule_id}}", authed(self.remove_rule, "rules"))
 
-    async def openapi(self, _: web.Request) -> web.Response:
-        return web.json_response(openapi_document())
-
-    def _authed(self, handler: Handler, action: str) -> Handler:
     def authed(self, handler: Handler, action: str) -> Handler:
         """An endpoint of another module behind the same credentials and levels."""
         return self._authed(handler, action)
 
+    async def openapi(self, _: web.Request) -> web.Response:
+        return web.json_response(openapi_document())
+
+    def _authed(self, handler: Handler, action: str) -> Handler:
         async def check(request: web.Request) -> web.StreamResponse:
             token = bearer(request)
             if token is None:

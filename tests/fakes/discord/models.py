@@ -99,8 +99,8 @@ class Role:
 
     def payload(self) -> dict[str, Any]:
         return {"id": self.id, "name": self.name, "color": 0, "hoist": False,
-                "position": 0, "permissions": str(self.permissions), "managed": False, "mentionable": True,
-                "flags": 0}
+                "position": 0, "permissions": str(self.permissions), "managed": False,
+                "mentionable": True, "flags": 0}
 
 
 @attrs.define(eq=False)
