@@ -246,6 +246,17 @@ def test_unknown_keys_are_named_with_the_closest_known_key(tmp_path):
 
 # ---- networks bring their own config: one package, one entry point --------------------------
 
+def _flattened(section: dict, prefix: str = "") -> dict:
+    """A nested section as dotted keys (backfill: {initial_messages: ...} as one key)."""
+    flat: dict = {}
+    for key, value in section.items():
+        if isinstance(value, dict) and value:
+            flat.update(_flattened(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
 def test_each_network_section_of_the_example_is_its_package_schema():
     """config.example.yaml documents each installed network with exactly the keys its
     package declares, each with the package's default, so the two cannot drift apart."""
@@ -255,8 +266,9 @@ def test_each_network_section_of_the_example_is_its_package_schema():
     for name in config.networks:
         keys = {key.path.removeprefix(f"networks.{name}."): key.default
                 for key in config.schema() if key.path.startswith(f"networks.{name}.")}
-        assert sorted(example[name]) == sorted(keys), f"networks.{name} in the example"
-        different = {k: v for k, v in example[name].items() if k != "enabled" and v != keys[k]}
+        section = _flattened(example[name])
+        assert sorted(section) == sorted(keys), f"networks.{name} in the example"
+        different = {k: v for k, v in section.items() if k != "enabled" and v != keys[k]}
         assert different == {}, f"networks.{name}: example values that are not the defaults"
 
 
