@@ -318,7 +318,7 @@ class Bridge:
                 self.bot, self.storage, self.accounts, self.linking, matrix))
 
         commands = self.bot.commands
-        register_builtin_commands(commands, self.network_status)
+        register_builtin_commands(commands, self.network_status_detail)
         register_audit_commands(commands, audit)
         register_agent_commands(commands, self.storage, self.accounts, audit,
                                 self.mcp and f"{self.web_url}/mcp")
@@ -376,7 +376,8 @@ class Bridge:
         # The networks start, people's sessions open and their rooms are rejoined in the
         # background: a remote server that is down or slow must not hold up the bridge
         # (sessions keep retrying); each network's outbound queue waits for its own start.
-        self.connector_starts = ConnectorStarts(self.connectors, self.router.sink_for)
+        self.connector_starts = ConnectorStarts(self.connectors, self.router.sink_for,
+                                                self._tell_admins)
         self.delivery.network_ready = self.connector_starts.wait
         await self.delivery.start()
         if self.retention is not None:
@@ -549,6 +550,12 @@ class Bridge:
 
     def network_status(self) -> dict[str, str]:
         return {name: c.state.value for name, c in self.connectors.items()}
+
+    def network_status_detail(self) -> dict[str, str]:
+        """Each network's state, with the reason one did not start (for `ping`)."""
+        starts = self.connector_starts
+        return {name: starts.status(name, state) if starts else state
+                for name, state in self.network_status().items()}
 
     async def stop(self) -> None:
         """Stop taking transactions, then connectors, then the listener, then storage.

@@ -1,7 +1,8 @@
 """Setting Discord up: an enabled Discord without its bot token or OAuth2 client secret stops
 start-up naming the key (the bot token may come from the environment instead); the
 connector refuses such a section too, and the shapes of the other keys are checked. A bot
-token Discord refuses stops only Discord, and every admin is told once."""
+token Discord refuses, or an application lacking the privileged intents, stops only Discord,
+and every admin is told once."""
 
 from __future__ import annotations
 
@@ -141,18 +142,61 @@ async def test_a_bot_token_refused_later_is_one_notice_to_every_admin(
         await person.close()
 
 
-@pytest.mark.xfail(reason="open (issue 18): connectors now start in the background, so a "
-                   "missing privileged intent no longer stops start-up", strict=False)
-async def test_start_up_names_the_privileged_intents_the_application_lacks(
+async def test_an_application_lacking_privileged_intents_is_named_to_every_admin(
         start_bridge, discord_fake, homeserver, caplog):
-    from .support.discord import build_world, discord_settings
+    """The networks start after the bridge is ready, so a Discord application without its
+    privileged intents cannot stop start-up: Discord alone stays down, the log says why at
+    ERROR, every admin is told which intents to turn on and where, and `ping` shows it."""
+    from bridge.networks.base import RemoteMessage
 
-    build_world(discord_fake)
-    settings = discord_settings(discord_fake, f"{homeserver.appservice_url}/link/discord/"
-                                "callback")
-    # An application without the privileged intents: the Gateway closes with 4014.
-    discord_fake.app.flags = 0
-    discord_fake.gateway.refuse_identify = 4014
-    with pytest.raises(RuntimeError, match="Message Content Intent"):
-        await start_bridge(connectors=[], extra={"networks": {"discord": settings}})
-    assert "Server Members Intent, Message Content Intent" in caplog.text
+    from .support.discord import build_world, discord_settings
+    from .support.loopback import LoopbackConnector
+    from .support.matrix import MatrixUser
+    from .test_portal_routing import remote_names
+
+    admin = await MatrixUser.register(homeserver.synapse, "root")
+    person = await MatrixUser.register(homeserver.synapse, "someone")
+    permissions = {"*": "user", admin.mxid: "admin"}
+    try:
+        # Both have used the bridge before (their management rooms exist).
+        first = await start_bridge(permissions=permissions)
+        bot = homeserver.bot_mxid
+        admin_room = await admin.open_management_room(bot)
+        person_room = await person.open_management_room(bot)
+        await first.stop()
+
+        build_world(discord_fake)
+        settings = discord_settings(discord_fake, f"{homeserver.appservice_url}/link/discord/"
+                                    "callback")
+        # An application without the privileged intents: the Gateway closes with 4014.
+        discord_fake.app.flags = 0
+        discord_fake.gateway.refuse_identify = 4014
+        loopback = LoopbackConnector()
+        bridge = await start_bridge(connectors=[loopback], permissions=permissions,
+                                    extra={"networks": {"discord": settings}})
+        told = await admin.wait_for_notice(admin_room, bot, "did not start", after=None)
+        assert "discord" in told and "Developer Portal" in told
+        assert "Server Members Intent" in told and "Message Content Intent" in told
+        assert bridge.network_status()["discord"] == "failed"
+        assert any(r.levelname == "ERROR" and "Message Content Intent" in r.getMessage()
+                   for r in caplog.records)
+
+        # The status names the reason; the other network keeps working.
+        await admin.send_text(admin_room, "ping")
+        pong = await admin.wait_for_notice(admin_room, bot, "Pong")
+        assert "discord: failed (" in pong and "Message Content Intent" in pong
+        assert "loopback: connected" in pong
+        room, rita = remote_names()
+        await loopback.emit(RemoteMessage(room=room, sender=rita, receiver=admin.mxid,
+                                          message_id="r-1", text="still bridged"))
+        portal = await admin.wait_for_invite()
+        await admin.wait_for_event(portal, lambda e: getattr(e.content, "body", None)
+                                   == "still bridged", "the loopback message", after=None)
+        # Once, and only to the admin.
+        notices = await admin.notices_from(admin_room, bot)
+        assert sum("did not start" in n for n in notices) == 1
+        assert not any("did not start" in n for n in await person.notices_from(person_room,
+                                                                               bot))
+    finally:
+        await admin.close()
+        await person.close()
