@@ -118,3 +118,38 @@ async def test_history_then_live_then_catch_up_after_a_restart(start_bridge, sla
     events = await until_bodies(alice, portal, "live again")
     assert bodies(events) == ["h1", "h2", "h3 edited", "t1", "h4", "live during backfill",
                               "while away 1", "while away 2", "live again"]
+
+
+async def test_a_reply_in_an_old_thread_while_away_comes_in_after_a_restart(
+        start_bridge, slack, world, new_user, homeserver):
+    general = world.general
+    slack.state.time_offset = -3600
+    root = await slack.post_message(world.bob, general, "old root")
+    await slack.post_message(world.carol, general, "old reply", thread_ts=root.ts)
+    await slack.post_message(world.bob, general, "newer top")
+    slack.state.time_offset = 0
+    bridge = await start_bridge(extra=_settings(slack, homeserver))
+    alice = await new_user("alice")
+    room = await link_slack(alice, homeserver.bot_mxid, slack, world.alice)
+    await alice.send_text(room, f"map slack {world.team.id}/#general --profile Jobb")
+    portal = await alice.wait_for_invite()
+    await until_bodies(alice, portal, "newer top")
+
+    # While the bridge is stopped someone answers in the thread, whose root is older than
+    # anything since: Slack's channel history lists the root by its own time only.
+    await bridge.stop()
+    await slack.post_message(world.carol, general, "reply while away", thread_ts=root.ts)
+    await slack.post_message(world.bob, general, "top while away")
+    await start_bridge(extra=_settings(slack, homeserver))
+    await until_bodies(alice, portal, "top while away")
+    await slack.post_message(world.bob, general, "live again")
+    events = await until_bodies(alice, portal, "live again")
+    assert bodies(events) == ["old root", "old reply", "newer top", "reply while away",
+                              "top while away", "live again"]
+    by_body = {e.content.body: e for e in events if e.type == EventType.ROOM_MESSAGE}
+    away = by_body["reply while away"]
+    assert away.content.get_thread_parent() == by_body["old root"].event_id
+    sent = {m.text: m for m in slack.messages(general)}
+    assert away.timestamp == int(float(sent["reply while away"].ts) * 1000)
+    assert away.sender == bridge.router.ghosts.ghost_mxid(
+        "slack", f"{world.team.id}/{world.carol.id}")

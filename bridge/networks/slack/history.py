@@ -1,5 +1,10 @@
 """A Slack channel's past for the core's backfill: conversations.history for the channel's
-timeline, conversations.replies for each thread in it, read with the person's own token."""
+timeline, conversations.replies for each thread in it, read with the person's own token.
+Direct and group messages (D..., G... conversations) are read the same way.
+
+Catching up, a thread whose root is older than the cursor is found by its root's
+`latest_reply` (conversations.history lists a root by its own ts only), looking back over
+the roots before the cursor within the backfill's age limit, at most `_OLD_ROOTS` of them."""
 
 from __future__ import annotations
 
@@ -18,6 +23,8 @@ _NOT_READABLE = ("channel_not_found", "not_in_channel", "missing_scope", "access
                  "is_archived")
 # The most messages read from Slack for one page (history is paged 200 at a time).
 _MOST = 1000
+# The most top-level messages before a catch-up's cursor looked at for newer thread replies.
+_OLD_ROOTS = 1000
 
 
 class SlackCalls(Protocol):
@@ -37,6 +44,9 @@ class SlackHistory:
         try:
             messages = await self._read(session, channel, oldest, newest_only=after is None,
                                         limit=limit)
+            if after is not None and oldest is not None:
+                messages += await self._old_threads(session, channel, oldest,
+                                                    _oldest(None, not_before_ms))
         except SlackApiError as e:
             error = e.response.get("error")
             if error in _NOT_READABLE:
@@ -77,6 +87,30 @@ class SlackHistory:
                     found += await self._replies(session, channel, message["ts"], oldest)
             cursor = (page.get("response_metadata") or {}).get("next_cursor")
             if not cursor or (newest_only and top_level >= limit):
+                break
+        return found
+
+    async def _old_threads(self, session: SlackSession, channel: str, oldest: str,
+                           floor: str | None) -> list[dict[str, Any]]:
+        """Replies after `oldest` in threads whose root is at or before it: the roots back
+        from `oldest` (to `floor`, the age limit) whose `latest_reply` is newer."""
+        found: list[dict[str, Any]] = []
+        cursor = None
+        looked = 0
+        while looked < _OLD_ROOTS:
+            # Inclusive: the cursor's own message may be a root replied to since.
+            params: dict[str, Any] = {"channel": channel, "limit": 200, "cursor": cursor,
+                                      "latest": oldest, "inclusive": True}
+            if floor:
+                params["oldest"] = floor
+            page = await self.slack.call(session, "conversations.history", **params)
+            for message in page.get("messages") or []:
+                looked += 1
+                if (_is_message(message) and message.get("thread_ts") == message["ts"]
+                        and float(message.get("latest_reply") or 0) > float(oldest)):
+                    found += await self._replies(session, channel, message["ts"], oldest)
+            cursor = (page.get("response_metadata") or {}).get("next_cursor")
+            if not cursor:
                 break
         return found
 
