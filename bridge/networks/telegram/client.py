@@ -9,19 +9,31 @@ import logging
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from telethon import TelegramClient, errors
-from telethon.crypto import rsa
-from telethon.sessions import StringSession
+from ..sdk import lazy
+
+if TYPE_CHECKING:
+    import telethon
+    from telethon import errors, sessions
+    from telethon.crypto import rsa
+else:
+    # Telethon is imported when the first session opens or the first login starts.
+    telethon, errors = lazy("telethon"), lazy("telethon.errors")
+    rsa, sessions = lazy("telethon.crypto.rsa"), lazy("telethon.sessions")
 
 log = logging.getLogger("relayforge.telegram")
 
-# Refusals that mean the session is gone for good: read-only until the person relinks.
-SESSION_GONE = (errors.AuthKeyUnregisteredError, errors.SessionRevokedError,
-                errors.SessionExpiredError, errors.UserDeactivatedError,
-                errors.UserDeactivatedBanError, errors.AuthKeyDuplicatedError,
-                errors.AuthKeyInvalidError)
+
+def session_gone() -> tuple[type[Exception], ...]:
+    """Refusals that mean the session is gone for good: read-only until the person
+    relinks. (A function: naming them imports Telethon.)"""
+    return (errors.AuthKeyUnregisteredError, errors.SessionRevokedError,
+            errors.SessionExpiredError, errors.UserDeactivatedError,
+            errors.UserDeactivatedBanError, errors.AuthKeyDuplicatedError,
+            errors.AuthKeyInvalidError)
+
+
 _trusted_keys: set[str] = set()
 
 
@@ -36,12 +48,12 @@ def trust_server_key(settings: Mapping[str, Any]) -> None:
 
 def make_client(settings: Mapping[str, Any], session: str = "", *,
                 api_id: int | None = None, api_hash: str | None = None,
-                catch_up: bool = False) -> TelegramClient:
+                catch_up: bool = False) -> telethon.TelegramClient:
     """`catch_up`: on connect, getDifference from the update state put in the session
     (a linked person's session after a restart) before any new update."""
     trust_server_key(settings)
-    client = TelegramClient(
-        StringSession(session), api_id or settings.get("api_id") or 0,
+    client = telethon.TelegramClient(
+        sessions.StringSession(session), api_id or settings.get("api_id") or 0,
         api_hash or settings.get("api_hash") or "",
         # FLOOD_WAIT is the delivery queue's to wait out (RateLimited), never a sleep in a
         # send path; and no endless reconnecting to a session that was revoked.
@@ -64,6 +76,6 @@ def error_name(error: Exception) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", name).upper()
 
 
-def save(client: TelegramClient) -> str:
+def save(client: telethon.TelegramClient) -> str:
     """The session (data centre, address and auth key) as the string sealed in the vault."""
-    return StringSession.save(client.session)
+    return sessions.StringSession.save(client.session)

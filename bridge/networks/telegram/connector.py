@@ -17,10 +17,7 @@ import secrets
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any, TypeVar
-
-from telethon import TelegramClient, errors, events, utils
-from telethon.tl import functions, types
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..base import (
     BridgeSink,
@@ -42,12 +39,23 @@ from ..base import (
 )
 from ..history import HistoryCursor, HistoryPage
 from ..login import LinkedAccount, LoginFailed, LoginStep
-from .client import SESSION_GONE, error_name, make_client
+from ..sdk import lazy
+from .client import error_name, make_client, session_gone
 from .events import TelegramEvents, display_name, private_room_id
 from .formatting import from_matrix, to_input_entities
-from .history import TelegramHistory
 from .login import TelegramLogin
 from .update_state import UpdateState
+
+if TYPE_CHECKING:
+    from telethon import TelegramClient, errors, events, utils
+    from telethon.tl import functions, types
+
+    from .history import TelegramHistory
+else:
+    # Telethon is imported when the first session opens or the first login starts.
+    errors, events, utils = lazy("telethon.errors"), lazy("telethon.events"), lazy(
+        "telethon.utils")
+    functions, types = lazy("telethon.tl.functions"), lazy("telethon.tl.types")
 
 log = logging.getLogger("relayforge.telegram")
 T = TypeVar("T")
@@ -127,8 +135,17 @@ class TelegramConnector(Connector):
         self.sink: BridgeSink | None = None
         self.login = TelegramLogin(self.settings)
         self.events = TelegramEvents(self)
-        self.history = TelegramHistory(self)
+        self._history: TelegramHistory | None = None
         self.update_state = UpdateState(lambda: self.sink)
+
+    @property
+    def history(self) -> TelegramHistory:
+        # Its module imports Telethon: made when history is first read.
+        if self._history is None:
+            from .history import TelegramHistory
+
+            self._history = TelegramHistory(self)
+        return self._history
 
     # ---- lifecycle ---------------------------------------------------------------------------
 
@@ -212,7 +229,7 @@ class TelegramConnector(Connector):
         except (TimeoutError, ConnectionError, OSError) as e:
             log.warning("Telegram session of %s is not up yet (%s); it keeps trying",
                         external_user_id, e)
-        except SESSION_GONE as e:
+        except session_gone() as e:
             session.rejected = f"Telegram ended this session ({error_name(e)})"
             await self.report_auth_failure(persona_id, session.rejected)
 
@@ -241,7 +258,7 @@ class TelegramConnector(Connector):
                               ) from e
         except errors.SlowModeWaitError as e:
             raise RateLimited(float(e.seconds), f"Telegram slow mode on {what}") from e
-        except SESSION_GONE as e:
+        except session_gone() as e:
             session.rejected = f"Telegram refused the session ({error_name(e)})"
             raise await self.credentials_rejected(session.persona_id, session.rejected) from e
         except (errors.ChatWriteForbiddenError, errors.ChatAdminRequiredError,

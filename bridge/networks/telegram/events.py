@@ -10,9 +10,6 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from telethon import errors, events, utils
-from telethon.tl import types
-
 from ...core.media import MediaRefused, Refusal
 from ..base import (
     Attachment,
@@ -26,10 +23,19 @@ from ..base import (
     RemoteTyping,
     RemoteUser,
 )
+from ..sdk import lazy
 from .formatting import to_matrix
 
 if TYPE_CHECKING:
+    from telethon import errors, events, utils
+    from telethon.tl import types
+
     from .connector import TelegramConnector, TgSession
+else:
+    # Telethon is imported when the first session opens.
+    errors, events, utils = lazy("telethon.errors"), lazy("telethon.events"), lazy(
+        "telethon.utils")
+    types = lazy("telethon.tl.types")
 
 log = logging.getLogger("relayforge.telegram.events")
 GENERAL_TOPIC = 1

@@ -11,22 +11,28 @@ import html
 import re
 from collections.abc import Callable
 from html.parser import HTMLParser
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from telethon.tl import types
+from ..sdk import lazy
+
+if TYPE_CHECKING:
+    from telethon.tl import types
+else:
+    types = lazy("telethon.tl.types")  # imported on first use, not with the connector
 
 PILL = re.compile(r"^https://matrix\.to/#/(@[^/?#]+)")
 SAFE_SCHEMES = ("http://", "https://", "mailto:", "tg://")
 
-# Entity type -> (opening tag, closing tag) in Matrix HTML.
-_SIMPLE: dict[type, tuple[str, str]] = {
-    types.MessageEntityBold: ("<strong>", "</strong>"),
-    types.MessageEntityItalic: ("<em>", "</em>"),
-    types.MessageEntityUnderline: ("<u>", "</u>"),
-    types.MessageEntityStrike: ("<del>", "</del>"),
-    types.MessageEntitySpoiler: ("<span data-mx-spoiler>", "</span>"),
-    types.MessageEntityCode: ("<code>", "</code>"),
-    types.MessageEntityBlockquote: ("<blockquote>", "</blockquote>"),
+# Entity type (Telethon's class name: naming the classes themselves would import Telethon
+# with this module) -> (opening tag, closing tag) in Matrix HTML.
+_SIMPLE: dict[str, tuple[str, str]] = {
+    "MessageEntityBold": ("<strong>", "</strong>"),
+    "MessageEntityItalic": ("<em>", "</em>"),
+    "MessageEntityUnderline": ("<u>", "</u>"),
+    "MessageEntityStrike": ("<del>", "</del>"),
+    "MessageEntitySpoiler": ("<span data-mx-spoiler>", "</span>"),
+    "MessageEntityCode": ("<code>", "</code>"),
+    "MessageEntityBlockquote": ("<blockquote>", "</blockquote>"),
 }
 
 
@@ -83,8 +89,9 @@ def to_matrix(text: str, entities: list[Any] | None,
 
 def _tags(entity: Any, ghost_of: Callable[[int], str],
           mentioned: list[str]) -> tuple[str, str] | None:
-    if type(entity) in _SIMPLE:
-        return _SIMPLE[type(entity)]
+    simple = _SIMPLE.get(type(entity).__name__)
+    if simple is not None and type(entity) is getattr(types, type(entity).__name__):
+        return simple
     if isinstance(entity, types.MessageEntityPre):
         language = re.sub(r"[^\w+#.-]", "", entity.language or "")
         attribute = f' class="language-{language}"' if language else ""

@@ -16,13 +16,17 @@ import re
 import secrets
 import time
 from collections.abc import Mapping
-from typing import Any
-
-from telethon import TelegramClient, errors
-from telethon.tl.custom.qrlogin import QRLogin
+from typing import TYPE_CHECKING, Any
 
 from ..login import Field, LinkedAccount, LoginFailed, LoginStep
+from ..sdk import lazy
 from .client import error_name, make_client, save
+
+if TYPE_CHECKING:
+    from telethon import TelegramClient, errors
+    from telethon.tl.custom.qrlogin import QRLogin
+else:
+    errors = lazy("telethon.errors")  # imported when the first login starts
 
 log = logging.getLogger("relayforge.telegram.login")
 ATTEMPT_SECONDS = 15 * 60  # as long as the core keeps a link flow

@@ -12,11 +12,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any, Protocol
-
-from telethon.tl import types
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..base import BridgeSink
+from ..sdk import lazy
+
+if TYPE_CHECKING:
+    from telethon.tl import types
+else:
+    types = lazy("telethon.tl.types")  # imported when the first session opens
 
 
 class Session(Protocol):
