@@ -50,6 +50,11 @@ class Portals:
         self._changes = 0
         # Called with each portal `ensure` creates (to place it in its profile's space).
         self.on_created: list[Callable[[Portal], Awaitable[None]]] = []
+        # Called with (network, room, persona id) of each direct chat `ensure` creates, once
+        # its room exists and before `ensure` returns, outside the room's lock: the core's
+        # backfill brings in the conversation's past (it sends into the room itself) before
+        # the message that made the portal, which the history brings along, is sent.
+        self.on_direct_created: list[Callable[[str, RemoteRoom, str], Awaitable[None]]] = []
 
     @property
     def cached(self) -> int:
@@ -83,6 +88,7 @@ class Portals:
                      persona_id: str | None = None, rule_id: str | None = None) -> Portal:
         """The portal of a remote room, created when missing. `persona_id` is the persona
         whose direct chat it is (the session that saw it); `rule_id` the rule mapping it."""
+        created = False
         async with self._room_lock((network, room.remote_id)):
             portal = await self.get(network, room.remote_id)
             if portal is None:
@@ -94,11 +100,20 @@ class Portals:
                                                     rule_id)
                         for hook in self.on_created:
                             await hook(portal)
-                        return portal
-            portal = await self._own(portal, persona_id, rule_id)
-            if receiver:
-                await self._invite(portal.mxid, receiver)
-            return portal
+                        created = True
+            if not created:
+                portal = await self._own(portal, persona_id, rule_id)
+                if receiver:
+                    await self._invite(portal.mxid, receiver)
+        if created and persona_id and not rule_id:
+            for direct_hook in self.on_direct_created:
+                try:
+                    await direct_hook(network, room, persona_id)
+                except Exception:
+                    # The conversation goes on without its past rather than not at all.
+                    log.exception("Could not bring in the history of direct chat %s %s",
+                                  network, room.remote_id)
+        return portal
 
     async def adopt(self, network: str, room: RemoteRoom, room_id: RoomID, *,
                     rule_id: str | None = None) -> Portal:

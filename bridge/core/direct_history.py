@@ -1,0 +1,73 @@
+"""Direct chats' history through the core's backfill: a new 1:1 conversation's portal starts
+with its recent past, and after a restart or a reconnect what was said in it meanwhile comes
+in, read as the persona whose conversation it is (never anyone else).
+
+Mapped rooms reach the backfill through their rules (core/mapping.py); direct chats have no
+rule, so their portals are found by the persona they belong to (db/direct_portals.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable
+
+from ..db import Storage
+from ..db.direct_portals import DirectPortals
+from ..db.persona import PersonaStatus
+from ..networks.base import RemoteRoom
+from .backfill import Backfill
+
+log = logging.getLogger("relayforge.backfill")
+
+# Personas whose sessions receive: only their conversations are read.
+_RECEIVING = (PersonaStatus.ACTIVE, PersonaStatus.READ_ONLY)
+
+
+class DirectHistory:
+    def __init__(self, storage: Storage, backfill: Backfill) -> None:
+        self.storage = storage
+        self.backfill = backfill
+        self.direct = DirectPortals(storage.db)
+
+    async def portal_created(self, network: str, room: RemoteRoom, persona_id: str) -> None:
+        """A direct chat's portal was just made for its first live message: its past comes
+        in first, and this returns once it is in, so that message (which the history brings
+        along; the message map drops it when it is sent again) lands after it, not before.
+        (`Portals.on_direct_created`.)"""
+        await self.backfill.portal_ready(network, room, persona_id)
+        task = self.backfill._tasks.get((network, room.remote_id))
+        if task is not None:
+            # `wait`, not `await task`: a caller being stopped leaves the backfill to the
+            # backfill's own stop (it resumes at the next start).
+            await asyncio.wait({task})
+
+    async def history_gap(self, network: str, persona_id: str,
+                          remote_room_ids: Iterable[str] | None = None) -> None:
+        """A connector may have missed events: the persona's mapped rooms and its direct
+        chats (or those named) catch up. (`Router.on_history_gap`.)"""
+        ids = list(remote_room_ids) if remote_room_ids is not None else None
+        await self.backfill.history_gap(network, persona_id, ids)
+        wanted = set(ids) if ids is not None else None
+        for portal in await self.direct.of_persona(persona_id, network):
+            if wanted is None or portal.remote_id in wanted:
+                await self._catch_up(network, portal.remote_id, portal.name, persona_id)
+
+    async def catch_up_all(self) -> None:
+        """At start-up, after the rules rejoined their rooms: every direct chat of a persona
+        that receives catches up on what was said while the bridge was stopped."""
+        for portal in await self.direct.all():
+            if portal.receiver is None or not self.backfill.reads_history(portal.network):
+                continue
+            persona = await self.storage.personas.get(portal.receiver)
+            if persona is None or persona.status not in _RECEIVING:
+                continue
+            await self._catch_up(portal.network, portal.remote_id, portal.name, persona.id)
+
+    async def _catch_up(self, network: str, remote_id: str, name: str | None,
+                        persona_id: str) -> None:
+        try:
+            await self.backfill.portal_ready(network, RemoteRoom(remote_id, name, direct=True),
+                                             persona_id)
+        except Exception:
+            log.exception("Could not catch up direct chat %s %s", network, remote_id)
