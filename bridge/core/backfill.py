@@ -11,9 +11,10 @@ portal's live events wait at its gate and land after it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 import attrs
@@ -21,6 +22,8 @@ import attrs
 from ..audit import AuditEvent, AuditLog
 from ..db import Storage
 from ..db.backfill import DONE, RUNNING, BackfillState
+from ..db.persona import Persona, PersonaStatus
+from ..db.portal import Portal
 from ..networks.base import Connector, RateLimited, RemoteEvent, RemoteMessage, RemoteRoom
 from ..networks.history import (
     HistoryCursor,
@@ -39,6 +42,8 @@ INITIAL, CATCH_UP = "initial", "catch_up"
 # How far before the last bridged message a catch-up starts when the history cursor is
 # older: clocks differ a little, and the message map drops what comes twice.
 _OVERLAP_MS = 5000
+# Personas whose sessions receive (a read-only one still reads; core/sessions.py).
+_READING = (PersonaStatus.ACTIVE, PersonaStatus.READ_ONLY)
 
 
 @attrs.frozen
@@ -72,6 +77,18 @@ class BackfillSettings:
 
 
 Deliver = Callable[[str, RemoteEvent], Awaitable[None]]
+
+
+@attrs.define
+class JoinHold:
+    """What `Backfill.joining` holds: the room's gate (`room_held`, until `portal_ready`
+    takes it over) or, with no `remote_room`, its network's."""
+
+    network: str
+    remote_room: str | None
+    room_held: bool = False
+
+
 Tell = Callable[[Any, str], Awaitable[Any]]
 
 
@@ -96,13 +113,41 @@ class Backfill:
 
     # ---- when ------------------------------------------------------------------------------
 
-    async def portal_ready(self, network: str, room: RemoteRoom, persona_id: str) -> None:
+    @contextlib.asynccontextmanager
+    async def joining(self, network: str, remote_room: str | None
+                      ) -> AsyncIterator[JoinHold]:
+        """Around joining a mapped room and making its portal: the network may report the
+        room's live events as soon as it is joined, and they must wait behind its history.
+        Holds the room's gate (`remote_room`, its network id) or, when that id is not known
+        yet (a new rule naming "#general"), the whole network's, until `portal_ready` takes
+        over or the block ends."""
+        hold = JoinHold(network, remote_room)
+        if remote_room is not None:
+            hold.room_held = self.gate.hold(network, remote_room)
+        else:
+            self.gate.hold_network(network)
+        try:
+            yield hold
+        finally:
+            if hold.room_held and remote_room is not None:
+                await self.gate.release(network, remote_room, self.deliver)
+            if remote_room is None:
+                await self.gate.release_network(network, self.deliver)
+
+    async def portal_ready(self, network: str, room: RemoteRoom, persona_id: str,
+                           hold: JoinHold | None = None) -> None:
         """A mapped room was (re)joined: a new portal gets its newest messages, a known one
-        what it missed. Runs in the background; live events wait at the gate meanwhile."""
+        what it missed. Runs in the background; live events wait at the gate meanwhile
+        (from `hold` on, when the caller held it while joining)."""
         reader = self._reader(network)
+        held = False
+        if hold is not None and hold.room_held and hold.remote_room == room.remote_id:
+            held, hold.room_held = True, False  # its release is ours now
         if reader is None or (network, room.remote_id) in self._tasks:
+            if held:
+                await self.gate.release(network, room.remote_id, self.deliver)
             return
-        if not self.gate.hold(network, room.remote_id):
+        if not held and not self.gate.hold(network, room.remote_id):
             return
         try:
             state = await self._plan(network, room, persona_id)
@@ -117,30 +162,67 @@ class Backfill:
     async def history_gap(self, network: str, persona_id: str,
                           remote_room_ids: Iterable[str] | None = None) -> None:
         """A connector may have missed events (it reconnected, its session was invalid):
-        the persona's mapped rooms (or those named) catch up."""
+        the active portals the persona's rules map (or those of them named) catch up,
+        pattern rules' included (the portals of the rooms they matched)."""
         persona = await self.storage.personas.get(persona_id)
-        if persona is None:
+        if persona is None or persona.status not in _READING:
             return
         wanted = set(remote_room_ids) if remote_room_ids is not None else None
+        for remote_id, name in await self._mapped(persona, network):
+            if wanted is None or remote_id in wanted:
+                await self.portal_ready(network, RemoteRoom(remote_id, name), persona_id)
+
+    async def _mapped(self, persona: Persona, network: str) -> list[tuple[str, str | None]]:
+        """(remote id, name) of the shared portals with a Matrix room that the persona's
+        profile's rules map on `network`."""
+        found: dict[str, str | None] = {}
         for rule in await self.storage.rules.for_profile_network(persona.profile_id, network):
-            if "*" in rule.remote or (wanted is not None and rule.remote not in wanted):
+            if "*" in rule.remote:
+                for remote_id, name in await self.storage.backfills.pattern_portals(
+                        network, rule.remote, rule.id):
+                    found.setdefault(remote_id, name)
                 continue
             portal = await self.storage.portals.get(network, rule.remote)
-            if portal is not None and portal.mxid:
-                await self.portal_ready(network, RemoteRoom(portal.remote_id, portal.name),
-                                        persona_id)
+            if portal is not None and portal.mxid and portal.receiver is None:
+                found.setdefault(portal.remote_id, portal.name)
+        return list(found.items())
 
     async def resume(self) -> None:
-        """At start-up: backfills a crash or a stop interrupted carry on where they were."""
+        """At start-up: backfills a crash or a stop interrupted carry on where they were,
+        those no rule's rejoining resumed already (direct chats, say). Only where the
+        persona is active and still has the room: a rule of its profile maps it, or it is
+        the persona's own direct chat."""
         for state in await self.storage.backfills.running():
+            key = (state.network, state.remote_room)
             reader = self._reader(state.network)
             portal = await self.storage.portals.get(state.network, state.remote_room)
-            if reader is None or portal is None or (state.network, state.remote_room) in \
-                    self._tasks or not self.gate.hold(state.network, state.remote_room):
+            if reader is None or portal is None or not portal.mxid or key in self._tasks \
+                    or not await self._still_mapped(state, portal):
+                continue
+            if not self.gate.hold(*key):
+                continue
+            try:
+                state = await self._plan(state.network, RemoteRoom(portal.remote_id,
+                                                                   portal.name),
+                                         state.persona_id)
+            except BaseException:
+                await self.gate.release(*key, self.deliver)
+                raise
+            if state is None:
+                await self.gate.release(*key, self.deliver)
                 continue
             log.info("Resuming the backfill of %s %s (%d sent)", state.network,
                      state.remote_room, state.sent)
             self._start(reader, RemoteRoom(portal.remote_id, portal.name), state)
+
+    async def _still_mapped(self, state: BackfillState, portal: Portal) -> bool:
+        persona = await self.storage.personas.get(state.persona_id)
+        if persona is None or persona.status not in _READING:
+            return False
+        if portal.receiver is not None:
+            return portal.receiver == persona.id
+        return any(remote_id == portal.remote_id
+                   for remote_id, _ in await self._mapped(persona, state.network))
 
     async def stop(self) -> None:
         tasks = list(self._tasks.values())
@@ -164,9 +246,20 @@ class Backfill:
         """What to bring in: a running backfill resumes; a portal that has had messages
         catches up from the newest one seen; a new one gets its newest messages."""
         known = await self.storage.backfills.get(network, room.remote_id)
-        if known is not None and known.status == RUNNING:
-            return attrs.evolve(known, persona_id=persona_id)
         last_bridged = await self.storage.messages.latest_timestamp(network, room.remote_id)
+        if known is not None and known.status == RUNNING and (
+                known.cursor_ts is not None or last_bridged is None
+                or last_bridged <= known.updated_at):
+            # Interrupted (a crash, a stop, a failure). Past its first message it goes on
+            # forward from its cursor, to the newest: what waited at the gate then was lost
+            # with the process, and more may have been said while the bridge was down.
+            # (One that never got going and has live messages since catches up instead,
+            # below: its newest messages would land after those.)
+            remaining = (known.remaining if known.cursor_ts is None
+                         else max(known.remaining, self.settings.catch_up_limit))
+            state = attrs.evolve(known, persona_id=persona_id, remaining=remaining)
+            await self.storage.backfills.put(state)
+            return state
         if known is None and last_bridged is None:
             limit = self.settings.initial_for(network)
             if limit <= 0:
@@ -223,13 +316,7 @@ class Backfill:
                     await self._notice(state, room, f"Bringing in the history of "
                                        f"{_name(room)}: {messages}{'+' if page.more else ''} "
                                        "messages. New messages appear after it.")
-                sent = await self._send(network, page.events)
-                state = attrs.evolve(
-                    state, remaining=max(0, state.remaining - messages),
-                    sent=state.sent + sent,
-                    cursor_ts=page.cursor.ts_ms if page.cursor else state.cursor_ts,
-                    cursor_token=page.cursor.token if page.cursor else state.cursor_token)
-                await self.storage.backfills.put(state)
+                state = await self._send(state, page)
                 if not page.more or not page.events:
                     break
         except NoHistory as e:
@@ -240,14 +327,20 @@ class Backfill:
             log.info("History of %s %s not readable as %s: %s", network, room.remote_id,
                      state.persona_id, e)
         except asyncio.CancelledError:
-            # Stopping: the state stays "running", so the next start resumes it.
-            await self.gate.release(network, room.remote_id, self.deliver)
+            # Stopping: the state stays "running", so the next start resumes it from its
+            # cursor; what waited at the gate comes again from the history then, after what
+            # is still missing, and the gate stays shut so nothing overtakes it meanwhile.
+            self.gate.abandon(network, room.remote_id)
             raise
         except Exception:
             outcome = "failed"
             log.exception("Backfill of %s %s failed", network, room.remote_id)
-        # The cursor stays (where the next catch-up starts); the run is over either way.
-        await self.storage.backfills.put(attrs.evolve(state, status=DONE, remaining=0))
+        # The cursor stays (where the next catch-up starts). A run that failed or could not
+        # read (no open session yet, say) stays "running": the next rejoin, start or
+        # reconnect carries on from its cursor instead of leaving its history out.
+        done = outcome in ("done", "no_history")
+        await self.storage.backfills.put(attrs.evolve(
+            state, status=DONE if done else RUNNING, remaining=0 if done else state.remaining))
         waited = await self.gate.release(network, room.remote_id, self.deliver)
         await self.audit.append(AuditEvent.BACKFILL, persona=state.persona_id, details={
             "network": network, "room": room.remote_id, "kind": state.kind,
@@ -278,19 +371,43 @@ class Backfill:
                 delay = min(delay * 2, 60)
         raise TimeoutError(f"history of {room.remote_id} stayed rate limited")
 
-    async def _send(self, network: str, events: Iterable[RemoteEvent]) -> int:
-        """Send through the router in order, paced; returns how many messages went in."""
+    async def _send(self, state: BackfillState, page: HistoryPage) -> BackfillState:
+        """Send a page through the router in order, paced, recording progress after each
+        message: a crash resumes just before the oldest message of the page not sent yet
+        (the message map drops what comes again)."""
+        network = state.network
         bucket = self.pacer.bucket(network)
-        sent = 0
+        events = page.events
+        # After each event: the oldest original time of the page's messages still to come.
+        still_to_come: list[int | None] = [None] * len(events)
+        oldest: int | None = None
+        for i in range(len(events) - 1, -1, -1):
+            still_to_come[i] = oldest
+            event = events[i]
+            if isinstance(event, RemoteMessage):
+                oldest = (event.timestamp_ms if oldest is None
+                          else min(oldest, event.timestamp_ms))
         token = FROM_HISTORY.set(True)
         try:
-            for event in events:
+            for event, after in zip(events, still_to_come, strict=True):
                 await bucket.take()
                 await self.deliver(network, event)
-                sent += isinstance(event, RemoteMessage)
+                if not isinstance(event, RemoteMessage):
+                    continue
+                state = attrs.evolve(state, remaining=max(0, state.remaining - 1),
+                                     sent=state.sent + 1)
+                if after is not None:
+                    # Only the time (inclusive once 1 ms earlier): the network's own
+                    # position is known for the page's newest event only.
+                    state = attrs.evolve(state, cursor_ts=after - 1, cursor_token=None)
+                await self.storage.backfills.put(state)
         finally:
             FROM_HISTORY.reset(token)
-        return sent
+        if page.cursor is not None:
+            state = attrs.evolve(state, cursor_ts=page.cursor.ts_ms,
+                                 cursor_token=page.cursor.token)
+        await self.storage.backfills.put(state)
+        return state
 
     async def _notice(self, state: BackfillState, room: RemoteRoom, text: str) -> None:
         if self.tell is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import logging
 from collections.abc import Callable
@@ -92,7 +93,7 @@ class MappingRules:
             # A pattern rule waits for invites to rooms it covers (see handle_invite). A named
             # room is kept under the network's own id for it (a Slack "T1/#general" is
             # "T1/C123"), so renaming the channel does not break the rule.
-            room = await self._activate(rule, persona, owner)
+            room = await self._activate(rule, persona, owner, stored=False)
             rule = attrs.evolve(rule, remote=room.remote_id)
         if not await self.storage.rules.add(rule):
             raise RuleRefused(f"{remote} is already mapped in that profile.")
@@ -103,24 +104,34 @@ class MappingRules:
                                          "relay": relay})
         return rule
 
-    async def _activate(self, rule: MappingRule, persona: Persona, owner: str) -> RemoteRoom:
+    async def _activate(self, rule: MappingRule, persona: Persona, owner: str, *,
+                        stored: bool = True) -> RemoteRoom:
+        """Join the rule's room and make (or reuse) its portal; its history comes next. A
+        `stored` rule names the room by its network id already; a new one may name it by
+        what the person wrote ("#general")."""
         connector = self.connectors[rule.network]
         # A network that reads history is caught up by the core's backfill, not by `join`.
-        history = self.backfill is not None and self.backfill.reads_history(rule.network)
+        backfill = self.backfill if self.backfill is not None and \
+            self.backfill.reads_history(rule.network) else None
         since = await self.storage.messages.latest_timestamp(rule.network, rule.remote)
-        try:
-            room = await connector.join(persona.id, rule.remote,
-                                        since_ms=since - 5000 if since and not history
-                                        else None)
-        except (LoginFailed, TimeoutError, NotImplementedError) as e:
-            raise RuleRefused(f"Could not join {rule.remote} on {rule.network}: {e}") from e
-        if rule.target_room:
-            portal = await self.portals.adopt(rule.network, room, rule.target_room,
-                                              rule_id=rule.id)
-        else:
-            portal = await self.portals.ensure(rule.network, room, owner, rule_id=rule.id)
-        if history and self.backfill is not None and portal.mxid:
-            await self.backfill.portal_ready(rule.network, room, persona.id)
+        # The network may report the room's live events as soon as it is joined: held
+        # from before the join, so none lands before (or among) the history.
+        async with (backfill.joining(rule.network, rule.remote if stored else None)
+                    if backfill is not None else contextlib.nullcontext()) as hold:
+            try:
+                room = await connector.join(persona.id, rule.remote,
+                                            since_ms=since - 5000 if since and not backfill
+                                            else None)
+            except (LoginFailed, TimeoutError, NotImplementedError) as e:
+                raise RuleRefused(f"Could not join {rule.remote} on {rule.network}: {e}"
+                                  ) from e
+            if rule.target_room:
+                portal = await self.portals.adopt(rule.network, room, rule.target_room,
+                                                  rule_id=rule.id)
+            else:
+                portal = await self.portals.ensure(rule.network, room, owner, rule_id=rule.id)
+            if backfill is not None and portal.mxid:
+                await backfill.portal_ready(rule.network, room, persona.id, hold)
         profile = next(p for p in await self.storage.profiles.for_account(rule.account_id)
                        if p.id == rule.profile_id)
         # A new account's space is made after its first answer: if still owed, made now.

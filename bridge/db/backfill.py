@@ -6,6 +6,8 @@ send, so a bridge that crashed in the middle resumes it instead of starting over
 
 from __future__ import annotations
 
+import fnmatch
+import re
 import time
 
 import attrs
@@ -64,6 +66,20 @@ class BackfillStore:
             state.network, state.remote_room, state.persona_id, state.status, state.cursor_ts,
             state.cursor_token, state.remaining, state.sent, state.kind,
             int(time.time() * 1000))
+
+    async def pattern_portals(self, network: str, pattern: str, rule_id: str
+                              ) -> list[tuple[str, str | None]]:
+        """(remote id, name) of the shared portals of `network` with a Matrix room that a
+        pattern rule covers: brought in by it, or with a remote id `pattern` (fnmatch)
+        matches."""
+        prefix = re.split(r"[*?\[]", pattern, maxsplit=1)[0]
+        like = re.sub(r"([\\%_])", r"\\\1", prefix) + "%"
+        rows = await self.db.fetch(
+            "SELECT remote_id, name, rule_id FROM portal WHERE network=$1 AND mxid IS NOT NULL "
+            "AND receiver IS NULL AND (rule_id=$2 OR remote_id LIKE $3 ESCAPE '\\') "
+            "ORDER BY remote_id", network, rule_id, like)
+        return [(row["remote_id"], row["name"]) for row in rows
+                if row["rule_id"] == rule_id or fnmatch.fnmatchcase(row["remote_id"], pattern)]
 
     async def forget_persona(self, persona_id: str) -> None:
         await self.db.execute("DELETE FROM backfill_state WHERE persona_id=$1", persona_id)
