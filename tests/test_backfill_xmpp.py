@@ -5,10 +5,12 @@ stopped arrives after a restart, once and in order."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from mautrix.types import EventType
 
+from .support.matrix import DEADLINE
 from .support.prosody import MUC
 from .test_backfill_slack import bodies, timeline, until_bodies
 from .test_xmpp import correction, link_xmpp
@@ -66,3 +68,45 @@ async def test_archive_then_catch_up_after_a_restart(start_bridge, prosody, new_
     events = await until_bodies(alice, portal, "live again")
     assert bodies(events) == ["x1", "x2 fixed", "x3", "away 1", "away 2", "live again"]
     assert len(await timeline(alice, portal)) == len(events)
+
+
+async def test_a_pattern_rules_room_catches_up_after_a_dropped_connection(
+        start_bridge, prosody, new_user, xmpp_peer, homeserver):
+    """A room a pattern rule (every room of a MUC service) brought in is caught up from its
+    archive when the bridge's connection drops and comes back, even once the room's own
+    rule is gone: the pattern still maps it."""
+    from slixmpp import JID
+
+    bridge = await start_bridge(extra=_settings(prosody))
+    alice = await new_user("alice")
+    alice_xmpp, bob = await xmpp_peer("alice"), await xmpp_peer("bob")
+    await alice_xmpp.stop()  # only its credentials are needed
+    room = await link_xmpp(alice, alice_xmpp, homeserver)
+    await alice.send_text(room, f"map xmpp *@{MUC} --profile Jobb")
+    await alice.wait_for_notice(room, homeserver.bot_mxid, "when you are invited to them")
+    muc = f"pattern{bob.nick}@{MUC}"
+    await bob.join(muc)
+    await say(bob, muc, "before the invite")
+    bob.client.plugin["xep_0249"].send_invitation(JID(alice_xmpp.jid), JID(muc))
+    portal = await alice.wait_for_invite()
+    await until_bodies(alice, portal, "before the invite")
+    own = next(r for r in await bridge.storage.rules.for_remote("xmpp", muc))
+    await alice.send_text(room, f"unmap {own.id}")
+    await alice.wait_for_notice(room, homeserver.bot_mxid, f"Removed the rule for xmpp {muc}")
+
+    # The bridge's connection drops; the room goes on meanwhile.
+    session = next(s for s in bridge.connectors["xmpp"].sessions.values()
+                   if JID(s.jid).bare == JID(alice_xmpp.jid).bare)
+    muc_plugin = bob.client.plugin["xep_0045"]
+    occupants = len(muc_plugin.get_roster(muc))
+    session.client.disconnect()
+    async with asyncio.timeout(DEADLINE):
+        while True:  # until Bob sees the bridge's occupant leave
+            if len(muc_plugin.get_roster(muc)) < occupants:
+                break
+            await asyncio.sleep(0.05)
+    await say(bob, muc, "while the bridge was away")
+    events = await until_bodies(alice, portal, "while the bridge was away")
+    bob.send(muc, "live again")
+    events = await until_bodies(alice, portal, "live again")
+    assert bodies(events) == ["before the invite", "while the bridge was away", "live again"]
