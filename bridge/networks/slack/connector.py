@@ -13,19 +13,14 @@ import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
-from slack_sdk.errors import SlackApiError
-from slack_sdk.signature import SignatureVerifier
-from slack_sdk.socket_mode.aiohttp import SocketModeClient
-from slack_sdk.socket_mode.request import SocketModeRequest
-from slack_sdk.socket_mode.response import SocketModeResponse
-from slack_sdk.web.async_client import AsyncWebClient
 
 from ...core.media import FetchedMedia, MediaScope, origin_of
 from ...web.requests import JSON, BadRequest, content_type, decode_utf8, parse_json
 from ..base import (
+    ConnectorState,
     MatrixEdit,
     MatrixMessage,
     MatrixReaction,
@@ -38,13 +33,27 @@ from ..base import (
 )
 from ..history import HistoryCursor, HistoryNotReadable, HistoryPage
 from ..login import LoginFailed
+from ..sdk import lazy
 from ..seen import SeenIds
 from .emoji import unicode_to_shortcode
 from .events import SlackEvents
 from .formatting import matrix_to_mrkdwn
-from .history import SlackHistory
-from .oauth import SlackOAuth, describe
+from .oauth import SlackOAuth, async_client, describe, slack_errors
 from .session import SlackSession
+
+if TYPE_CHECKING:
+    from slack_sdk import signature
+    from slack_sdk.socket_mode import response as socket_response
+    from slack_sdk.socket_mode.aiohttp import SocketModeClient
+    from slack_sdk.socket_mode.request import SocketModeRequest
+
+    from .history import SlackHistory
+else:
+    # slack-sdk is imported when the first person's session opens (Socket Mode is of no use
+    # before: events for a workspace where no one is linked are dropped), the first link
+    # finishes, or the first Events API request comes.
+    signature = lazy("slack_sdk.signature")
+    socket_response = lazy("slack_sdk.socket_mode.response")
 
 log = logging.getLogger("relayforge.slack")
 
@@ -69,31 +78,52 @@ class SlackConnector(OAuthConnector):
         self.interval = float(settings.get("min_send_interval_seconds", 1.0))
         self.sessions: dict[str, SlackSession] = {}
         self.events = SlackEvents(self)
-        self.history = SlackHistory(self, self.events)
+        self._history: SlackHistory | None = None
         self._socket: SocketModeClient | None = None
-        self._signatures = (SignatureVerifier(settings["signing_secret"])
-                            if settings.get("signing_secret") else None)
+        self._socket_opening = asyncio.Lock()
+        self._signing_secret = settings.get("signing_secret") or None
+        self._signatures: signature.SignatureVerifier | None = None
         self._inbound = settings.get("inbound") or "socket_mode"
         # One send at a time per channel, paced; what the bridge sent, to know its echoes.
         self._channel_locks: dict[str, asyncio.Lock] = {}
         self._last_send: dict[str, float] = {}
         self._sent = SeenIds(5000)
 
+    @property
+    def history(self) -> SlackHistory:
+        # Its module imports slack-sdk: made when history is first read.
+        if self._history is None:
+            from .history import SlackHistory
+
+            self._history = SlackHistory(self, self.events)
+        return self._history
+
     # ---- lifecycle --------------------------------------------------------------------------
 
-    async def connect(self) -> None:
+    async def _open_socket_mode(self) -> None:
+        """Socket Mode, opened with the first person's session: until someone is linked,
+        every event Slack would send is dropped (nobody to deliver it for)."""
         app_token = self.settings.get("app_token")
-        if self._inbound == "socket_mode" and app_token:
-            self._socket = SocketModeClient(
-                app_token=app_token, web_client=AsyncWebClient(base_url=self.api_url),
+        if self._inbound != "socket_mode" or not app_token:
+            return
+        async with self._socket_opening:
+            if self._socket is not None or self.state is ConnectorState.STOPPED:
+                return
+            from slack_sdk.socket_mode.aiohttp import SocketModeClient
+
+            socket = SocketModeClient(
+                app_token=app_token,
+                web_client=async_client.AsyncWebClient(base_url=self.api_url),
                 auto_reconnect_enabled=True)
-            self._socket.socket_mode_request_listeners.append(self._on_socket_request)
-            await self._socket.connect()
+            socket.socket_mode_request_listeners.append(self._on_socket_request)
+            await socket.connect()
+            self._socket = socket
 
     async def disconnect(self) -> None:
-        if self._socket is not None:
-            await self._socket.close()
-            self._socket = None
+        async with self._socket_opening:
+            if self._socket is not None:
+                await self._socket.close()
+                self._socket = None
 
     def web_routes(self) -> list[tuple[str, str, Callable[[Any], Awaitable[Any]]]]:
         return [("POST", "/slack/events", self._events_api)]
@@ -115,6 +145,12 @@ class SlackConnector(OAuthConnector):
                            credentials: dict[str, str], owner: str) -> None:
         team, _, user = external_user_id.partition("/")
         self.sessions[persona_id] = SlackSession(persona_id, team, user, owner, credentials)
+        try:
+            await self._open_socket_mode()
+        except Exception:
+            # The person's own calls work without it; the next session to open tries again.
+            log.exception("Could not open Slack Socket Mode (networks.slack.app_token): "
+                          "nothing from Slack reaches Matrix until it opens")
 
     async def close_session(self, persona_id: str) -> None:
         self.sessions.pop(persona_id, None)
@@ -125,8 +161,9 @@ class SlackConnector(OAuthConnector):
                 token = (await self.oauth.refresh(credentials["refresh_token"])).access_token
             else:
                 token = credentials["access_token"]
-            response = await AsyncWebClient(token=token, base_url=self.api_url).auth_revoke()
-        except SlackApiError as e:
+            response = await async_client.AsyncWebClient(token=token,
+                                                         base_url=self.api_url).auth_revoke()
+        except slack_errors.SlackApiError as e:
             log.info("auth.revoke for %s: %s", external_user_id, e.response.get("error"))
             return False
         return bool(response.get("revoked"))
@@ -136,12 +173,12 @@ class SlackConnector(OAuthConnector):
 
     # ---- calling Slack as a person ----------------------------------------------------------
 
-    async def client(self, session: SlackSession) -> AsyncWebClient:
+    async def client(self, session: SlackSession) -> async_client.AsyncWebClient:
         if "refresh_token" in session.credentials and self.access_token is not None:
             token = await self.access_token(session.persona_id, self.oauth.refresh)
         else:
             token = session.credentials["access_token"]
-        return AsyncWebClient(token=token, base_url=self.api_url)
+        return async_client.AsyncWebClient(token=token, base_url=self.api_url)
 
     async def call(self, session: SlackSession, method: str, **params: Any) -> Any:
         """One Web API call as the person; Slack's refusals become what the core
@@ -149,7 +186,7 @@ class SlackConnector(OAuthConnector):
         try:
             # Refreshing a rotating token is a call to Slack too, refused the same ways.
             client = await self.client(session)
-        except SlackApiError as e:
+        except slack_errors.SlackApiError as e:
             if e.response.status_code == 429:
                 raise RateLimited(float(e.response.headers.get("Retry-After", 1)),
                                   "Slack rate limit on token refresh") from e
@@ -160,7 +197,7 @@ class SlackConnector(OAuthConnector):
             raise
         try:
             return await getattr(client, method.replace(".", "_"))(**params)
-        except SlackApiError as e:
+        except slack_errors.SlackApiError as e:
             if e.response.status_code == 429:
                 retry_after = float(e.response.headers.get("Retry-After", 1))
                 raise RateLimited(retry_after, f"Slack rate limit on {method}") from e
@@ -316,7 +353,7 @@ class SlackConnector(OAuthConnector):
                     cursor = (page.get("response_metadata") or {}).get("next_cursor")
                     if not cursor:
                         return None
-            except SlackApiError as e:
+            except slack_errors.SlackApiError as e:
                 if e.response.get("error") not in ("channel_not_found", "not_in_channel"):
                     raise
         raise ConnectionError(f"no Slack session can read {room.remote_id}")
@@ -369,7 +406,7 @@ class SlackConnector(OAuthConnector):
                                  request: SocketModeRequest) -> None:
         if request.type != "events_api":
             await client.send_socket_mode_response(
-                SocketModeResponse(envelope_id=request.envelope_id))
+                socket_response.SocketModeResponse(envelope_id=request.envelope_id))
             return
         try:
             await self.events.handle(request.payload)
@@ -378,13 +415,15 @@ class SlackConnector(OAuthConnector):
             log.exception("Slack event %s not handled", request.payload.get("event_id"))
             return
         await client.send_socket_mode_response(
-            SocketModeResponse(envelope_id=request.envelope_id))
+            socket_response.SocketModeResponse(envelope_id=request.envelope_id))
 
     async def _events_api(self, request: web.Request) -> web.Response:
         """The Events API: only requests signed with the app's signing secret, inside
         Slack's five-minute window (no replays), are taken."""
-        if self._signatures is None or self._inbound != "events_api":
+        if self._signing_secret is None or self._inbound != "events_api":
             return web.json_response({"error": "the Events API is not enabled"}, status=404)
+        if self._signatures is None:
+            self._signatures = signature.SignatureVerifier(self._signing_secret)
         body = await request.read()
         # Slack signs UTF-8 JSON (and the verifier decodes it): anything else is not Slack's.
         decode_utf8(body)

@@ -11,8 +11,15 @@ from __future__ import annotations
 
 import re
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
-import emoji as _emoji
+from ..sdk import lazy
+
+if TYPE_CHECKING:
+    import emoji as _emoji
+else:
+    # The package's tables are a few MiB: read when the first emoji is looked up.
+    _emoji = lazy("emoji")
 
 VS16 = "\ufe0f"
 ZWJ = "\u200d"

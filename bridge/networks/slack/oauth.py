@@ -7,14 +7,19 @@ prove the token works before anything is stored.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
-
-from slack_sdk.errors import SlackApiError
-from slack_sdk.web.async_client import AsyncWebClient
 
 from ...security.access_tokens import RefreshedTokens
 from ..login import LinkedAccount, LoginFailed, LoginStep
+from ..sdk import lazy
+
+if TYPE_CHECKING:
+    from slack_sdk import errors as slack_errors
+    from slack_sdk.web import async_client
+else:
+    # slack-sdk is imported when the first link finishes or the first token is refreshed.
+    slack_errors, async_client = lazy("slack_sdk.errors"), lazy("slack_sdk.web.async_client")
 
 # What the bridge needs to read and write as the person, and nothing more.
 USER_SCOPES = (
@@ -53,8 +58,8 @@ class SlackOAuth:
         self.api_url = api_url
         self.rotation = bool(settings.get("token_rotation"))
 
-    def _client(self, token: str | None = None) -> AsyncWebClient:
-        return AsyncWebClient(token=token, base_url=self.api_url)
+    def _client(self, token: str | None = None) -> async_client.AsyncWebClient:
+        return async_client.AsyncWebClient(token=token, base_url=self.api_url)
 
     def begin(self, state: str, code_challenge: str, redirect_uri: str) -> LoginStep:
         if not self.client_id or not self.client_secret:
@@ -77,7 +82,7 @@ class SlackOAuth:
                 client_id=self.client_id, client_secret=self.client_secret,
                 code=answers["code"], redirect_uri=answers["redirect_uri"],
                 code_verifier=answers["code_verifier"])
-        except SlackApiError as e:
+        except slack_errors.SlackApiError as e:
             raise LoginFailed(f"Slack refused the authorisation ({e.response.get('error')}). "
                               "Nothing was stored; start again with \"link slack\".") from e
         user = response.get("authed_user") or {}
@@ -99,7 +104,7 @@ class SlackOAuth:
             team = profile["user"].get("team_id") or who.get("team_id")
             channels = await client.conversations_list(
                 types="public_channel,private_channel,mpim,im", limit=200, team_id=team)
-        except SlackApiError as e:
+        except slack_errors.SlackApiError as e:
             raise LoginFailed(f"The new Slack token does not work ({e.response.get('error')})."
                               " Nothing was stored.") from e
         credentials = {"access_token": token, "team_id": team, "user_id": who["user_id"]}

@@ -11,15 +11,10 @@ import ssl
 import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
 import attrs
-from slixmpp import JID, Message
-from slixmpp.exceptions import IqError, IqTimeout
-from slixmpp.jid import InvalidJID
-from slixmpp.xmlstream.handler import CoroutineCallback
-from slixmpp.xmlstream.matcher import StanzaPath
 from yarl import URL
 
 from ...core.media import MediaRefused
@@ -42,15 +37,31 @@ from ..base import (
 )
 from ..history import HistoryCursor, HistoryNotReadable, HistoryPage
 from ..login import Field, LinkedAccount, LoginFailed, LoginStep
+from ..sdk import lazy
 from ..seen import SeenIds
-from .client import XmppClient, tls_refusal
 from .convert import DM_SEPARATOR, inbound_events, room_stanza_id
 from .formatting import to_xhtml_im
-from .history import archive_page
+
+if TYPE_CHECKING:
+    import slixmpp
+    from slixmpp import JID, Message
+
+    from .client import XmppClient
+else:
+    # slixmpp is imported when the first session opens or the first login starts.
+    slixmpp = lazy("slixmpp")
+
+    def JID(*args: Any) -> Any:
+        return slixmpp.JID(*args)
 
 log = logging.getLogger("relayforge.xmpp")
 LOGIN_TIMEOUT = 30
 REFLECTION_TIMEOUT = 10  # seconds a MUC has to reflect our message with its stanza-id
+
+
+def _iq_failures() -> tuple[type[Exception], ...]:
+    """An IQ the server refused or did not answer in time."""
+    return slixmpp.exceptions.IqError, slixmpp.exceptions.IqTimeout
 
 
 def _file_name(url: str) -> str:
@@ -92,8 +103,9 @@ class Session:
         self.client.add_event_handler("failed_all_auth", self._auth_failed)
         # slixmpp's "message" event only fires for stanzas with a <body>; reactions, chat
         # states, markers and retractions may have none, so take every message stanza.
-        self.client.register_handler(CoroutineCallback(
-            "relayforge messages", StanzaPath("message"), self._message))
+        self.client.register_handler(slixmpp.xmlstream.handler.CoroutineCallback(
+            "relayforge messages", slixmpp.xmlstream.matcher.StanzaPath("message"),
+            self._message))
         self.client.add_event_handler("groupchat_direct_invite", self._invited)
 
     @property
@@ -117,7 +129,7 @@ class Session:
 
     async def _started(self, _: Any) -> None:
         self.client.send_presence()
-        with contextlib.suppress(IqError, IqTimeout):
+        with contextlib.suppress(*_iq_failures()):
             await self.client.get_roster()
         for room, nick in list(self.rooms.items()):
             await self._join(room, nick)
@@ -211,7 +223,7 @@ class Session:
                 if data:
                     self.avatars[contact] = Attachment("avatar", photo["TYPE"] or "image/png",
                                                        bytes(data))
-            except (IqError, IqTimeout) as e:
+            except _iq_failures() as e:
                 log.debug("No vCard for %s: %s", contact, e)
         return self.avatars[contact]
 
@@ -271,6 +283,8 @@ class XmppConnector(Connector):
                             attachment=Attachment(name, fetched.mimetype, fetched.data))
 
     def make_client(self, jid: str, password: str) -> XmppClient:
+        from .client import XmppClient  # a slixmpp client class: imports slixmpp
+
         return XmppClient(jid, password, ca_file=self.settings.get("ca_file") or None,
                           nameserver=self.settings.get("nameserver") or None)
 
@@ -295,13 +309,13 @@ class XmppConnector(Connector):
         # A MUC's service (conference.example.org); a direct chat's is the contact's server.
         try:
             return JID(channel.split(DM_SEPARATOR)[-1]).domain
-        except InvalidJID:
+        except slixmpp.InvalidJID:
             return ""
 
     async def begin_login(self, identifier: str | None) -> LoginStep:
         try:
             jid = JID(identifier or "")
-        except InvalidJID:
+        except slixmpp.InvalidJID:
             jid = JID()
         if not jid.user or not jid.domain:
             raise LoginFailed(f'"{identifier}" is not an XMPP address like alice@example.org.')
@@ -326,6 +340,8 @@ class XmppConnector(Connector):
         # next SRV target); only when every one failed is the server unreachable.
         client.add_event_handler("all_addresses_failed",
                                  lambda errors: settle("connect:" + "; ".join(errors)))
+        from .client import tls_refusal
+
         client.add_event_handler("ssl_invalid_chain",
                                  lambda error: settle(f"tls:{tls_refusal(error)}"))
         client.connect()
@@ -398,6 +414,8 @@ class XmppConnector(Connector):
         session = self.sessions.get(persona_id)
         if session is None:
             raise HistoryNotReadable("that XMPP account has no open session")
+        from .history import archive_page  # imports slixmpp: only once someone is linked
+
         return await archive_page(session, room.remote_id, after=after,
                                   not_before_ms=not_before_ms, limit=limit,
                                   with_file=self.with_file)
@@ -468,7 +486,7 @@ class XmppConnector(Connector):
                     stanza = result["mam_result"]["forwarded"]["stanza"]
                     if wanted in (stanza["origin_id"]["id"], stanza["id"]):
                         return SendResult(wanted)
-        except IqError as e:
+        except slixmpp.exceptions.IqError as e:
             if e.condition in ("feature-not-implemented", "service-unavailable"):
                 log.warning("%s keeps no archive: a message that may have been sent before "
                             "a crash is sent again", archive or JID(session.jid).domain)

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Protocol
-
-from slixmpp import JID, Message
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..base import (
     RemoteEdit,
@@ -17,7 +15,16 @@ from ..base import (
     RemoteTyping,
     RemoteUser,
 )
+from ..sdk import lazy
 from .formatting import from_xhtml_im
+
+if TYPE_CHECKING:
+    from slixmpp import JID, Message
+else:
+    _slixmpp = lazy("slixmpp")  # imported when the first stanza is read
+
+    def JID(*args: Any) -> Any:
+        return _slixmpp.JID(*args)
 
 DM_SEPARATOR = "|"  # portal id of a direct chat: "<persona jid>|<contact jid>"
 
