@@ -7,15 +7,19 @@ after a restart, once and in order. Read as the person whose conversation it is.
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from mautrix.types import EventType
+from telethon import TelegramClient
 
 from tests.fakes.slack import FakeSlack
 from tests.fakes.slack.scenario import World, build_world
+from tests.fakes.telegram import TelegramThread
 
 from .support.matrix import DEADLINE
 from .support.slack import link_slack, slack_settings
+from .support.telegram import link_by_qr, telegram_settings
 from .test_backfill_slack import bodies, timeline, until_bodies
 
 
@@ -28,6 +32,16 @@ async def slack():
 @pytest.fixture
 def world(slack) -> World:
     return build_world(slack)
+
+
+@pytest.fixture(scope="module")
+def telegram():
+    thread = TelegramThread()
+    thread.start()
+    # Telethon keeps the data centres' addresses for the whole process: this fake has its own.
+    TelegramClient._config = None
+    yield thread
+    thread.stop()
 
 
 def _slack_settings(slack: FakeSlack, homeserver) -> dict:
@@ -92,4 +106,65 @@ async def test_slack_direct_chat_starts_with_its_past_and_catches_up(
                               "away 2", "away 3", "live again"]
     by_body = {e.content.body: e for e in events if e.type == EventType.ROOM_MESSAGE}
     assert by_body["away 3"].content.get_thread_parent() == by_body["d1"].event_id
+    assert len(await timeline(alice, portal)) == len(events)
+
+
+def _telegram_settings(server: TelegramThread, tmp_path) -> dict:
+    return {"networks": {"telegram": {**telegram_settings(server, tmp_path / "tg.pub"),
+                                      "backfill": {"initial_messages": 5}}}}
+
+
+async def test_telegram_private_chat_starts_with_its_past_and_catches_up(
+        start_bridge, telegram, new_user, homeserver, tmp_path):
+    fake = telegram.fake
+    person = fake.add_person("Alice")
+    bob = fake.add_person("Bob")
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
+
+    async def old(author, to, text: str, minute: int, **options) -> dict[int, int]:
+        return await telegram.run(fake.send_as(author, to, text, **options,
+                                               date=start + timedelta(minutes=minute)))
+
+    # An hour ago: five messages (one too many for five with the one that opens the chat in
+    # Matrix), a reply, an edit and a reaction. Each of the two numbers the chat's messages
+    # their own way.
+    await old(bob, person, "one too many", 0)
+    p1 = await old(bob, person, "p1", 1)
+    await old(person, bob, "p2", 2)
+    p3 = await old(bob, person, "p3", 3, reply_to=(await old(bob, person, "p0", 2))[bob.id])
+    await telegram.run(fake.edit_as(bob, person, p3[bob.id], "p3 edited"))
+    await telegram.run(fake.react_as(person, bob, p1[person.id], "👍"))
+
+    bridge = await start_bridge(extra=_telegram_settings(telegram, tmp_path))
+    alice = await new_user("alice")
+    bot = homeserver.bot_mxid
+    await link_by_qr(alice, bot, await alice.open_management_room(bot), telegram, person)
+    await telegram.run(fake.send_as(bob, person, "live 1"))
+    portal = await alice.wait_for_invite()
+    events = await until_bodies(alice, portal, "live 1")
+    assert bodies(events) == ["p1", "p2", "p0", "p3 edited", "live 1"]
+    by_body = {e.content.body: e for e in events if e.type == EventType.ROOM_MESSAGE}
+    ghost = bridge.router.ghosts.ghost_mxid
+    for body, author, minute in (("p1", bob, 1), ("p2", person, 2), ("p3 edited", bob, 3)):
+        assert by_body[body].timestamp == int(
+            (start + timedelta(minutes=minute)).timestamp() * 1000), body
+        assert by_body[body].sender == ghost("telegram", str(author.id)), body
+    assert by_body["p3 edited"].content.get_reply_to() == by_body["p0"].event_id
+    [reaction] = [e for e in events if e.type == EventType.REACTION]
+    assert reaction.content.relates_to.event_id == by_body["p1"].event_id
+    assert reaction.content.relates_to.key == "👍"
+    assert reaction.sender == ghost("telegram", str(person.id))
+
+    # Stopped: what the two said meanwhile comes after the restart, once and in order
+    # (whether Telegram's update difference or the history brings it first).
+    await bridge.stop()
+    await telegram.run(fake.send_as(bob, person, "away 1"))
+    await telegram.run(fake.send_as(person, bob, "away 2"))
+    await telegram.run(fake.send_as(bob, person, "away 3"))
+    await start_bridge(extra=_telegram_settings(telegram, tmp_path))
+    await until_bodies(alice, portal, "away 3")
+    await telegram.run(fake.send_as(bob, person, "live again"))
+    events = await until_bodies(alice, portal, "live again")
+    assert bodies(events) == ["p1", "p2", "p0", "p3 edited", "live 1", "away 1", "away 2",
+                              "away 3", "live again"]
     assert len(await timeline(alice, portal)) == len(events)

@@ -1,5 +1,6 @@
 """A Telegram chat's past for the core's backfill and catch-up: messages.getHistory with
-the person's own session, so only chats they can read; pages by message id.
+the person's own session, so only chats they can read; pages by message id. A private chat
+is read in the person's own numbering of its messages (the ids live bridging uses).
 
 FLOOD_WAIT becomes `RateLimited` for the core to wait out (the client never sleeps on it),
 a chat the person left or was banned from is `HistoryNotReadable`. Messages become the same
@@ -58,6 +59,10 @@ class TelegramHistory:
     async def fetch(self, persona_id: str, room: RemoteRoom, *, after: HistoryCursor | None,
                     not_before_ms: int | None, limit: int) -> HistoryPage:
         session = self.c.session_for(persona_id)
+        own, private, _ = room.remote_id.partition(":")
+        if private and own != str(session.user_id):
+            # A private chat ("<own id>:<other id>") is read only by the account it is of.
+            raise HistoryNotReadable(f"{room.remote_id} is another account's private chat")
         try:
             peer = await self.c._peer(session, room.remote_id)
             found = await self.c.call(session, lambda: self._read(
