@@ -173,17 +173,17 @@ class Backfill:
                 await self.portal_ready(network, RemoteRoom(remote_id, name), persona_id)
 
     async def _mapped(self, persona: Persona, network: str) -> list[tuple[str, str | None]]:
-        """(remote id, name) of the shared portals with a Matrix room that the persona's
-        profile's rules map on `network`."""
+        """(remote id, name) of the portals with a Matrix room that the persona's profile's
+        rules map on `network` (shared rooms, or the persona's own direct chats)."""
         found: dict[str, str | None] = {}
         for rule in await self.storage.rules.for_profile_network(persona.profile_id, network):
             if "*" in rule.remote:
                 for remote_id, name in await self.storage.backfills.pattern_portals(
-                        network, rule.remote, rule.id):
+                        network, rule.remote, rule.id, persona.id):
                     found.setdefault(remote_id, name)
                 continue
             portal = await self.storage.portals.get(network, rule.remote)
-            if portal is not None and portal.mxid and portal.receiver is None:
+            if portal is not None and portal.mxid and portal.receiver in (None, persona.id):
                 found.setdefault(portal.remote_id, portal.name)
         return list(found.items())
 

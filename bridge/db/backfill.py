@@ -67,17 +67,18 @@ class BackfillStore:
             state.cursor_token, state.remaining, state.sent, state.kind,
             int(time.time() * 1000))
 
-    async def pattern_portals(self, network: str, pattern: str, rule_id: str
-                              ) -> list[tuple[str, str | None]]:
-        """(remote id, name) of the shared portals of `network` with a Matrix room that a
-        pattern rule covers: brought in by it, or with a remote id `pattern` (fnmatch)
-        matches."""
+    async def pattern_portals(self, network: str, pattern: str, rule_id: str,
+                              persona_id: str) -> list[tuple[str, str | None]]:
+        """(remote id, name) of the portals of `network` with a Matrix room that a pattern
+        rule covers: brought in by it, or with a remote id `pattern` (fnmatch) matches;
+        shared rooms, or direct chats of `persona_id` only."""
         prefix = re.split(r"[*?\[]", pattern, maxsplit=1)[0]
         like = re.sub(r"([\\%_])", r"\\\1", prefix) + "%"
         rows = await self.db.fetch(
             "SELECT remote_id, name, rule_id FROM portal WHERE network=$1 AND mxid IS NOT NULL "
-            "AND receiver IS NULL AND (rule_id=$2 OR remote_id LIKE $3 ESCAPE '\\') "
-            "ORDER BY remote_id", network, rule_id, like)
+            "AND (receiver IS NULL OR receiver=$4) "
+            "AND (rule_id=$2 OR remote_id LIKE $3 ESCAPE '\\') "
+            "ORDER BY remote_id", network, rule_id, like, persona_id)
         return [(row["remote_id"], row["name"]) for row in rows
                 if row["rule_id"] == rule_id or fnmatch.fnmatchcase(row["remote_id"], pattern)]
 
