@@ -33,12 +33,12 @@ from ..base import (
 )
 from ..history import HistoryCursor, HistoryNotReadable, HistoryPage
 from ..login import LoginFailed
-from ..sdk import lazy
 from ..seen import SeenIds
 from .emoji import unicode_to_shortcode
 from .events import SlackEvents
 from .formatting import matrix_to_mrkdwn
 from .oauth import SlackOAuth, async_client, describe, slack_errors
+from .sdk import lazy
 from .session import SlackSession
 
 if TYPE_CHECKING:

@@ -12,7 +12,7 @@ from urllib.parse import urlencode
 
 from ...security.access_tokens import RefreshedTokens
 from ..login import LinkedAccount, LoginFailed, LoginStep
-from ..sdk import lazy
+from .sdk import lazy
 
 if TYPE_CHECKING:
     from slack_sdk import errors as slack_errors

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..sdk import lazy
+from .sdk import lazy
 
 if TYPE_CHECKING:
     import telethon

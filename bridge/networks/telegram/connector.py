@@ -39,11 +39,11 @@ from ..base import (
 )
 from ..history import HistoryCursor, HistoryPage
 from ..login import LinkedAccount, LoginFailed, LoginStep
-from ..sdk import lazy
 from .client import error_name, make_client, session_gone
 from .events import TelegramEvents, display_name, private_room_id
 from .formatting import from_matrix, to_input_entities
 from .login import TelegramLogin
+from .sdk import lazy
 from .update_state import UpdateState
 
 if TYPE_CHECKING:

@@ -19,8 +19,8 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from ..login import Field, LinkedAccount, LoginFailed, LoginStep
-from ..sdk import lazy
 from .client import error_name, make_client, save
+from .sdk import lazy
 
 if TYPE_CHECKING:
     from telethon import TelegramClient, errors

@@ -37,10 +37,10 @@ from ..base import (
 )
 from ..history import HistoryCursor, HistoryNotReadable, HistoryPage
 from ..login import Field, LinkedAccount, LoginFailed, LoginStep
-from ..sdk import lazy
 from ..seen import SeenIds
 from .convert import DM_SEPARATOR, inbound_events, room_stanza_id
 from .formatting import to_xhtml_im
+from .sdk import lazy
 
 if TYPE_CHECKING:
     import slixmpp

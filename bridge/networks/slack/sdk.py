@@ -1,7 +1,8 @@
-"""A network's SDK imported the first time the bridge uses it, not when its connector is
-loaded: an enabled network that no one has linked yet costs no SDK memory (Telethon alone is
-over 20 MiB). Connectors name SDK modules through `lazy(...)` at run time and import the real
-ones under `TYPE_CHECKING`, so type hints keep working."""
+"""slack-sdk and the emoji tables, imported the first time the bridge uses it, not when the
+connector is loaded: an enabled network that no one has linked yet costs no SDK memory.
+Modules name SDK modules through `lazy(...)` at run time and import the real ones under
+`TYPE_CHECKING`, so type hints keep working. (Each network has its own copy: networks share
+only the interface.)"""
 
 from __future__ import annotations
 
@@ -12,8 +13,7 @@ from typing import Any
 
 class LazyModule:
     """Stands for the module `name`; the first attribute read imports it. Only attribute
-    reads are forwarded, which is all connectors do with an SDK module (classes to call,
-    exceptions to catch, types to test with isinstance)."""
+    reads are forwarded: classes to call, exceptions to catch, types for isinstance."""
 
     __slots__ = ("_module", "_name")
 
@@ -22,10 +22,9 @@ class LazyModule:
         self._module: ModuleType | None = None
 
     def __getattr__(self, attr: str) -> Any:
-        module = self._module
-        if module is None:
-            module = self._module = importlib.import_module(self._name)
-        return getattr(module, attr)
+        if self._module is None:
+            self._module = importlib.import_module(self._name)
+        return getattr(self._module, attr)
 
     def __repr__(self) -> str:
         state = "imported" if self._module is not None else "not imported yet"
