@@ -4,13 +4,17 @@
 Start-up: the same bridge config and homeserver, a database migrated and empty (baseline)
 against one holding `portals` portals, `personas` active personas with one rule each; timed
 from `Bridge.start()` until it returns (ready: transactions are taken; the networks and
-sessions open in the background). Message map: the lookups relaying makes per message
-(remote id -> event, event -> remote id, insert) timed at 0 and at `rows` rows.
+sessions open in the background, after ready), in alternating order after one uncounted
+start of each, on SQLite and (with a PostgreSQL server) PostgreSQL. Message map: the lookups
+relaying makes per message (remote id -> event, event -> remote id, insert) timed at 0 and at
+`rows` rows.
 """
 
 from __future__ import annotations
 
 import asyncio
+import cProfile
+import gc
 import logging
 import secrets
 import statistics
@@ -88,11 +92,23 @@ async def seed(db_uri: str, portals: int, personas: int) -> None:
         await storage.close()
 
 
-async def timed_start(config: Path) -> tuple[float, Bridge]:
+async def timed_start(config: Path, profiler: cProfile.Profile | None = None
+                      ) -> tuple[float, float, Bridge]:
+    """Seconds until ready, and the seconds of CPU the bridge's own thread (the event loop)
+    spent in them."""
     bridge = Bridge(load_config(str(config)), [BenchConnector(_Nowhere())])
-    started = time.perf_counter()
-    await bridge.start()
-    return time.perf_counter() - started, bridge
+    # A real start is a fresh process: the bridges started before this one leave garbage
+    # that must not be collected inside this one's timing.
+    gc.collect()
+    if profiler is not None:
+        profiler.enable()
+    started, cpu = time.perf_counter(), time.thread_time()
+    try:
+        await bridge.start()
+    finally:
+        if profiler is not None:
+            profiler.disable()
+    return time.perf_counter() - started, time.thread_time() - cpu, bridge
 
 
 class _Nowhere:
@@ -101,29 +117,67 @@ class _Nowhere:
 
 
 async def startup(config_path: Path, directory: Path, portals: int, personas: int,
-                  repeats: int = 2) -> dict[str, Any]:
-    """Start-up against an empty database, and RSS per 1,000 portals read into the cache."""
+                  repeats: int = 7, postgres: str | None = None,
+                  profile: Path | None = None) -> dict[str, Any]:
+    """Start-up against an empty database, and RSS per 1,000 portals read into the cache, on
+    SQLite and (given a server) PostgreSQL; `profile`: a cProfile of the full database's
+    starts (`<profile>.<database>`)."""
     # Thousands of rules that cannot join the bench network would each log a warning.
     logging.getLogger("relayforge").setLevel(logging.ERROR)
-    empty_uri = f"sqlite:{directory / f'empty-{secrets.token_hex(3)}.db'}"
-    full_uri = f"sqlite:{directory / f'full-{secrets.token_hex(3)}.db'}"
+    tag = secrets.token_hex(3)
+    result = await _startup_on(
+        config_path, directory, "sqlite", f"sqlite:{directory / f'empty-{tag}.db'}",
+        f"sqlite:{directory / f'full-{tag}.db'}", portals, personas, repeats, profile)
+    if postgres:
+        empty_uri, drop_empty = await postgres_database(postgres)
+        full_uri, drop_full = await postgres_database(postgres)
+        try:
+            result["postgres"] = await _startup_on(
+                config_path, directory, "postgres", empty_uri, full_uri, portals, personas,
+                repeats, profile)
+        finally:
+            await drop_empty()
+            await drop_full()
+    return result
+
+
+async def _startup_on(config_path: Path, directory: Path, kind: str, empty_uri: str,
+                      full_uri: str, portals: int, personas: int, repeats: int,
+                      profile: Path | None) -> dict[str, Any]:
     await (await open_database(empty_uri)).close()  # migrated, so both start alike
     await seed(full_uri, portals, personas)
-    empty_cfg = config_with_database(config_path, empty_uri, directory / "empty.yaml")
-    full_cfg = config_with_database(config_path, full_uri, directory / "full.yaml")
+    empty_cfg = config_with_database(config_path, empty_uri, directory / f"empty-{kind}.yaml")
+    full_cfg = config_with_database(config_path, full_uri, directory / f"full-{kind}.yaml")
+    profiler = cProfile.Profile() if profile else None
     times: dict[str, list[float]] = {"empty": [], "full": []}
+    cpu: dict[str, list[float]] = {"empty": [], "full": []}
     per_1000 = None
-    for repeat in range(repeats):
+    # One start of each first, not counted: the first start imports and compiles what the
+    # later ones reuse, which would count against whichever database went first.
+    for repeat in range(-1, repeats):
         for name, cfg in (("empty", empty_cfg), ("full", full_cfg)):
-            took, bridge = await timed_start(cfg)
-            times[name].append(took)
+            took, used, bridge = await timed_start(cfg, profiler if name == "full" else None)
+            if repeat >= 0:
+                times[name].append(took)
+                cpu[name].append(used)
             if name == "full" and repeat == repeats - 1:
                 per_1000 = await _rss_per_1000_portals(bridge, min(portals, 10_000))
             await bridge.stop()
+    if profiler is not None and profile is not None:
+        profiler.dump_stats(f"{profile}.{kind}")
     empty, full = statistics.median(times["empty"]), statistics.median(times["full"])
-    return {"portals": portals, "active_personas": personas, "active_rules": personas,
-            "target_ratio": 1.5, "empty_s": round(empty, 3), "full_s": round(full, 3),
-            "ratio": round(full / empty, 2), "rss_mib_per_1000_active_portals": per_1000}
+    # On a busy machine the other processes' load varies most between starts: the ratio is
+    # the median of each round's (one start of each, one right after the other), and the
+    # event loop's CPU time shows what the bridge itself did whatever the load.
+    pairs = [f / e for e, f in zip(times["empty"], times["full"], strict=True)]
+    cpu_empty, cpu_full = statistics.median(cpu["empty"]), statistics.median(cpu["full"])
+    return {"database": kind, "portals": portals, "active_personas": personas,
+            "active_rules": personas, "target_ratio": 1.5, "repeats": repeats,
+            "empty_s": round(empty, 3), "full_s": round(full, 3),
+            "ratio": round(statistics.median(pairs), 2),
+            "loop_cpu_empty_s": round(cpu_empty, 3), "loop_cpu_full_s": round(cpu_full, 3),
+            "loop_cpu_ratio": round(cpu_full / cpu_empty, 2),
+            "rss_mib_per_1000_active_portals": per_1000}
 
 
 async def _rss_per_1000_portals(bridge: Bridge, count: int) -> float | None:
@@ -134,6 +188,7 @@ async def _rss_per_1000_portals(bridge: Bridge, count: int) -> float | None:
     if bridge._activation is not None:
         await asyncio.gather(bridge._activation, return_exceptions=True)
     portals = router.portals
+    gc.collect()
     before = rss_mib()
     for i in range(count):
         await portals.get_by_mxid(f"!portal{i}:localhost")  # type: ignore[arg-type]
