@@ -41,6 +41,11 @@ class PersonaSessions:
             connector.access_token = self.access_token
         # With several workers (core/workers.py): a session is open on one of them only.
         self.gate: SessionGate | None = None
+        # Personas whose session this process opened (and has not closed since), and one
+        # lock each: a take-over or another worker's word can ask to open a session while
+        # the start-up is opening it, and two connections for one account must not race.
+        self.opened: set[str] = set()
+        self._opening: dict[str, asyncio.Lock] = {}
 
     async def access_token(self, persona_id: str, refresh: RefreshFn) -> str:
         """A persona's current access token (networks that rotate tokens): memory only,
@@ -60,21 +65,31 @@ class PersonaSessions:
         return {field: await self.vault.open_text(*persona.vault_ref, field)
                 for field in await self.vault.fields(*persona.vault_ref)}
 
-    async def open(self, persona: Persona) -> None:
+    async def open(self, persona: Persona, *, unless_open: bool = False) -> bool:
+        """Open the persona's session here (again, with its current credentials, unless
+        `unless_open`); True if a session was opened now."""
         connector = self.connectors.get(persona.platform)
         if connector is None or persona.status not in _RECEIVING:
-            return
-        if self.gate is not None and not await self.gate.may_open(persona.id, persona.platform):
-            return  # open on another worker
-        owner = await self._owner(persona)
-        try:
-            credentials = await self.credentials(persona)
-        except VaultError:
-            log.exception("Credentials of persona %s do not open", persona.id)
-            await self.storage.personas.set_status(persona.id, PersonaStatus.NEEDS_REAUTH)
-            return
-        await connector.open_session(persona.id, persona.external_user_id, credentials,
-                                     owner or "")
+            return False
+        lock = self._opening.setdefault(persona.id, asyncio.Lock())
+        async with lock:
+            if unless_open and persona.id in self.opened:
+                return False
+            if self.gate is not None and not await self.gate.may_open(persona.id,
+                                                                      persona.platform):
+                return False  # open on another worker
+            owner = await self._owner(persona)
+            try:
+                credentials = await self.credentials(persona)
+            except VaultError:
+                log.exception("Credentials of persona %s do not open", persona.id)
+                await self.storage.personas.set_status(persona.id,
+                                                       PersonaStatus.NEEDS_REAUTH)
+                return False
+            await connector.open_session(persona.id, persona.external_user_id, credentials,
+                                         owner or "")
+            self.opened.add(persona.id)
+            return True
 
     async def open_all(self) -> None:
         """Open every active persona's session, all at once."""
@@ -99,6 +114,7 @@ class PersonaSessions:
     async def close(self, persona: Persona) -> None:
         self.tokens.drop(*persona.vault_ref)
         connector = self.connectors.get(persona.platform)
+        self.opened.discard(persona.id)
         if connector is not None:
             await connector.close_session(persona.id)
         if self.gate is not None:
@@ -112,11 +128,6 @@ class PersonaSessions:
             return []
         return [p.id for p in await self.storage.personas.on_platform(network, _RECEIVING)]
 
-    async def open_id(self, persona_id: str) -> Persona | None:
-        if persona := await self.storage.personas.get(persona_id):
-            await self.open(persona)
-        return persona
-
     async def follow_id(self, persona_id: str) -> None:
         if persona := await self.storage.personas.get(persona_id):
             if persona.status in _RECEIVING:
@@ -128,5 +139,6 @@ class PersonaSessions:
         """This worker lost the persona's lease: close the session here only."""
         persona = await self.storage.personas.get(persona_id)
         connector = self.connectors.get(persona.platform) if persona else None
+        self.opened.discard(persona_id)
         if connector is not None:
             await connector.close_session(persona_id)

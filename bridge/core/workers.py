@@ -30,8 +30,9 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Awaitable, Callable, Mapping
-from contextlib import AbstractAsyncContextManager
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
@@ -140,6 +141,9 @@ class Workers:
         self._rooms: set[str] = set()
         self._personas: set[str] = set()
         self._networks: set[str] = set()
+        # Networks of personas with a session being opened (and its rooms joined) here: their
+        # sends wait, as a message sent before its room is joined again could be refused.
+        self._preparing: Counter[str] = Counter()
         # Networks whose sessions are people's (served whole by one worker); set by the app.
         self.persona_networks: set[str] = set()
         self._tasks: list[asyncio.Task[None]] = []
@@ -257,8 +261,9 @@ class Workers:
                     network):
                 log.info("Worker %s took over the %s network", self.worker_id, network)
                 if self.personas_wanted is not None and self.open_persona is not None:
-                    for persona_id in await self.personas_wanted(network):
-                        await self.open_persona(persona_id)
+                    async with self.preparing(network):  # sent once its rooms are joined
+                        for persona_id in await self.personas_wanted(network):
+                            await self.open_persona(persona_id)
         for room, network in await self.leases.unowned_rooms_waiting():
             if network in self.persona_networks:
                 if network in self._networks:
@@ -291,13 +296,28 @@ class Workers:
         if self._fenced():
             return False
         if network in self.persona_networks:
-            return await self._claim_network(network)
+            return not self._preparing[network] and await self._claim_network(network)
         if room in self._rooms:
             return True
         if await self.leases.claim(ROOM + room, self.worker_id):
             self._rooms.add(room)
             return True
         return False
+
+    @asynccontextmanager
+    async def preparing(self, network: str) -> AsyncIterator[None]:
+        """While a session of the network is opened and its rooms joined again: the
+        network's rooms wait, and are sent once it is done."""
+        self._preparing[network] += 1
+        try:
+            yield
+        finally:
+            self._preparing[network] -= 1
+            if not self._preparing[network]:
+                del self._preparing[network]
+                for room, waiting in await self.leases.unowned_rooms_waiting():
+                    if waiting == network:
+                        self.send_room(room)
 
     async def sent_elsewhere(self, room: str, network: str) -> None:
         """Events were queued for a room another worker sends: wake that worker."""
@@ -308,7 +328,12 @@ class Workers:
         does (claimed if nobody serves it)."""
         if not self.shared:
             return True
-        if self._fenced() or not await self._claim_network(network):
+        if self._fenced():
+            return False
+        if not await self._claim_network(network):
+            # Linked or resumed here while another worker serves the network: that one
+            # opens it (it may not know the persona yet).
+            await self._publish("open", persona_id)
             return False
         if persona_id in self._personas:
             return True
@@ -320,10 +345,16 @@ class Workers:
         return False
 
     async def closed(self, persona_id: str) -> None:
-        """The persona's session was closed here (unlinked, paused): free it."""
-        if self.shared and persona_id in self._personas:
+        """The persona's session was closed here (unlinked, paused, relinked): free it, or
+        have the worker that has it open follow (close it, or reopen it with the new
+        credentials)."""
+        if not self.shared:
+            return
+        if persona_id in self._personas:
             self._personas.discard(persona_id)
             await self.leases.release(PERSONA + persona_id, self.worker_id)
+        else:
+            await self._publish("persona", persona_id)
 
     async def persona_changed(self, persona_id: str) -> None:
         """The persona's status changed here: its session's owner follows it."""
@@ -368,6 +399,12 @@ class Workers:
         elif kind == "persona":
             if key in self._personas and self.follow_persona is not None:
                 self._errand(self.follow_persona(key))
+        elif kind == "open":
+            # Only a worker serving a network of personas can open it; opening claims the
+            # persona's lease, so of several such workers the one serving its network does.
+            if (key not in self._personas and self._networks
+                    and self.open_persona is not None):
+                self._errand(self.open_persona(key))
         elif kind == "retired":
             self._wake.set()  # its rooms and sessions are free now
         elif kind.startswith("cache:"):
@@ -408,13 +445,29 @@ def wire_workers(workers: Workers, delivery: Delivery, sessions: PersonaSessions
     sessions.gate = workers
 
     async def open_here(persona_id: str) -> None:
-        """A session taken over: open it, and rejoin its mapped rooms with it."""
-        if persona := await sessions.open_id(persona_id):
-            await rules.activate_all(persona)
+        """A session taken over (or linked on another worker): open it, and rejoin its
+        mapped rooms with it."""
+        persona = await sessions.storage.personas.get(persona_id)
+        if persona is None:
+            return
+        async with workers.preparing(persona.platform):
+            if await sessions.open(persona, unless_open=True):
+                await rules.activate_all(persona)
+
+    async def follow_here(persona_id: str) -> None:
+        """The persona changed on another worker: opening a session again starts a fresh
+        connection, which has joined nothing yet, so its mapped rooms are joined again."""
+        persona = await sessions.storage.personas.get(persona_id)
+        if persona is None:
+            return
+        async with workers.preparing(persona.platform):
+            await sessions.follow_id(persona_id)
+            if persona_id in sessions.opened:
+                await rules.activate_all(persona)
 
     workers.send_room = delivery.kick
     workers.open_persona = open_here
-    workers.follow_persona = sessions.follow_id
+    workers.follow_persona = follow_here
     workers.close_persona = sessions.close_id
     workers.personas_wanted = sessions.wanted
     workers.persona_networks = {network for network, connector in sessions.connectors.items()
