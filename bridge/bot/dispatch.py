@@ -19,6 +19,7 @@ from mautrix.types import (
     RedactionEvent,
     StateEvent,
     TypingEvent,
+    UserID,
 )
 
 from ..core.delivery import Delivery
@@ -72,6 +73,18 @@ class MatrixDispatcher:
         # The bot's device (bridge.matrix.crypto.BridgeCrypto) when encryption is on; None
         # means encrypted rooms get the one notice that the bridge cannot read them.
         self.encryption: Any = None
+        # The listener asks this before it records a transaction as handled (see there).
+        if (appservice := getattr(bot.intent, "appservice", None)) is not None:
+            appservice.repeatable = self.repeatable
+
+    def repeatable(self, raw: dict[str, Any]) -> bool:
+        """Whether `_handle` drops this raw event however often it comes: a room event (not
+        state: a ghost's membership is acted on) sent by the bridge's bot or one of its
+        ghosts, which is the bridge hearing back what it sent. A person's own Matrix user
+        (double puppet) is not a bridge user: what it sends is looked at, so not repeatable."""
+        sender = raw.get("sender")
+        return ("state_key" not in raw and isinstance(sender, str)
+                and self.bot.is_bridge_user(UserID(sender)))
 
     async def handle(self, evt: Event) -> None:
         """Handle one event; a failure is logged and counted but never blocks the transaction,

@@ -7,6 +7,7 @@ becomes a neutral `Matrix*` event whose targets are already remote ids.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -366,7 +367,10 @@ class Router:
                                                                   TextMessageEventContent):
             log.debug("Not bridging %s message %s yet", content.msgtype, evt.event_id)
             return
-        if await self.storage.messages.get_by_mxid(evt.event_id):
+        # Both asked at once: on PostgreSQL they run side by side, on SQLite back to back.
+        delivered, agent = await asyncio.gather(
+            self.storage.messages.get_by_mxid(evt.event_id), self.agent_of(evt.event_id))
+        if delivered:
             return  # a replayed event: already delivered
         connector, room = self._connector(portal), RemoteRoom(portal.remote_id, portal.name)
         edit_of = content.get_edit() if send_kind(evt) is SendKind.EDIT else None
@@ -382,7 +386,7 @@ class Router:
                          evt.sender, edit_of)
                 return
             token, prefix, persona_id = await self._acting_as(
-                connector, evt.sender, portal, Action.EDIT, await self.agent_of(evt.event_id))
+                connector, evt.sender, portal, Action.EDIT, agent)
             sent = await self._deliver(portal, SendKind.EDIT, connector.deliver(MatrixEdit(
                 room=room, sender_mxid=evt.sender, event_id=evt.event_id,
                 target_id=target.remote_id, text=prefix + content.body,
@@ -404,7 +408,6 @@ class Router:
         if attachment is None:
             content.trim_reply_fallback()
         formatted = getattr(content, "formatted_body", None)
-        agent = await self.agent_of(evt.event_id)
         token, prefix, persona_id = await self._acting_as(connector, evt.sender, portal,
                                                           Action.SEND, agent)
         first_sends = self.storage.first_sends

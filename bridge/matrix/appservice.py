@@ -69,6 +69,9 @@ class EncryptingIntent(IntentAPI):
     events through, so no sender can forget it."""
 
     encryptor: Encryptor | None = None
+    # The listener the bot's intent belongs to (set on the bot's intent only), so what is
+    # built on the bot (the dispatcher) can tell it which transactions need no dedup.
+    appservice: BridgeAppService | None = None
 
     async def send_message_event(self, room_id: RoomID, event_type: EventType, content: Any,
                                  **kwargs: Any) -> Any:
@@ -128,6 +131,12 @@ class BridgeAppService(AppService):
         # bridge's ping) runs beside a scheduled one: then the two would be handled side by
         # side and a room's events queued out of order. One at a time, in arrival order.
         self._one_at_a_time = asyncio.Lock()
+        # Says whether handling a raw event a second time would change nothing (set by the
+        # dispatcher): a transaction of only such events skips the database's "handled
+        # before?" read and "handled" write. Those are the echoes of what the bridge sent
+        # itself, one transaction per relayed message at low rates: two database round
+        # trips each, on the connection the relaying itself waits for.
+        self.repeatable: Callable[[dict[str, Any]], bool] | None = None
 
     async def start(self, host: str = "127.0.0.1", port: int = 8080) -> None:
         await super().start(host, port)
@@ -139,6 +148,8 @@ class BridgeAppService(AppService):
             client_session=self._http_session,
             default_retry_count=self.default_http_retry_count,
         ).bot_intent()
+        assert isinstance(self._intent, EncryptingIntent)
+        self._intent.appservice = self
 
     def set_encryptor(self, encryptor: Encryptor | None) -> None:
         assert isinstance(self.intent, EncryptingIntent)
@@ -190,12 +201,24 @@ class BridgeAppService(AppService):
         async with self._one_at_a_time:
             return await self._handle_once(txn_id, key, body, ephemeral, to_device)
 
+    def _repeatable(self, events: list, ephemeral: list | None, to_device: list | None
+                    ) -> bool:
+        """Whether handling the transaction again would change nothing, so remembering it is
+        not needed: only events the dispatcher drops whoever sends them how often, and no
+        typing, receipts or to-device messages (a to-device message cannot be decrypted
+        twice). Device-list changes and key counts are reports of state: repeating them
+        is harmless."""
+        repeatable = self.repeatable
+        return (repeatable is not None and bool(events) and not ephemeral and not to_device
+                and all(isinstance(e, dict) and repeatable(e) for e in events))
+
     async def _handle_once(self, txn_id: str, key: str, body: dict[str, Any],
                            ephemeral: list | None, to_device: list | None) -> web.Response:
         """Handle a transaction unless it was handled before. It is marked handled only
         after every event in it was handled (portal events durably queued)."""
+        remember = not self._repeatable(body["events"], ephemeral, to_device)
         try:
-            if await self.storage.transactions.is_handled(key):
+            if remember and await self.storage.transactions.is_handled(key):
                 log.debug("Transaction %s was already handled; acknowledging only", txn_id)
                 self.metrics.transactions.labels(outcome="duplicate").inc()
                 return web.json_response({})
@@ -205,7 +228,8 @@ class BridgeAppService(AppService):
                     ephemeral=ephemeral if self.ephemeral_events else None,
                     **(_encryption_parts(body, to_device) if self.encryption_events else {}),
                 )
-            await self.storage.transactions.mark_handled(key)
+            if remember:
+                await self.storage.transactions.mark_handled(key)
         except Exception:
             log.exception("Transaction %s failed; the homeserver will retry it", txn_id)
             self.metrics.transactions.labels(outcome="failed").inc()
