@@ -25,9 +25,13 @@ from pathlib import Path
 from typing import Any
 
 RESULTS = Path(__file__).resolve().parent / "results"
-#: What `--parts` can choose; those after "relay" need no relaying set-up.
-PARTS = ("relay", "first_contact", "message_map", "startup")
-TARGET_RATIO = 0.9
+#: What `--parts` can choose; those after "backfill" need no relaying set-up.
+PARTS = ("relay", "backfill", "first_contact", "message_map", "startup")
+#: Remote -> Matrix: the bridge's throughput at least this share of the raw baseline's.
+TARGET_RATIO = 0.97
+#: Matrix -> remote: what the bridge adds at most, as a share of the baseline's latency.
+ADDED_MEDIAN_TARGET = 0.05
+ADDED_P95_TARGET = 0.10
 METHOD = {
     "remote_to_matrix": "N messages over `lanes` rooms (one sender each, in order per room, "
     "rooms in parallel), timed until a person's /sync showed all; baseline: an appservice "
@@ -38,6 +42,9 @@ METHOD = {
     "called; samples alternate; ratio = bridge/baseline (lower is better)",
     "matrix_to_remote_burst": "the same, with all messages sent at once; per-message latency "
     "from its own send; drain = first send to last delivery",
+    "figures": "one row per relay figure: the bridge's value, its baseline from the same run, "
+    "the ratio and the target it is held to (throughput: ratio >= target; latency: added "
+    "share of the baseline <= target)",
 }
 
 
@@ -120,6 +127,11 @@ async def run(args: argparse.Namespace, directory: Path) -> dict[str, Any]:
             results["first_contact"] = await first_contact(h, args.first_contact)
         if "relay" in args.parts:
             results.update(await relay(h, args))
+        if "backfill" in args.parts:
+            from .backfill import backfill_figure
+
+            results["backfill"] = await backfill_figure(h, args.n)
+        results["figures"] = figures(results)
         from . import scale
 
         if "message_map" in args.parts:
@@ -203,6 +215,42 @@ async def relay(h: Any, args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def figures(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each relay figure on one row with its baseline, ratio and target: the table to compare
+    between runs (the details stay in their own sections)."""
+    rows: list[dict[str, Any]] = []
+    for lanes, run in (results.get("remote_to_matrix", {}).get("by_lanes") or {}).items():
+        rows.append({"figure": f"remote_to_matrix {lanes} room(s) msgs/s",
+                     "bridge": run["bridge_msgs_per_s"], "baseline": run["baseline_msgs_per_s"],
+                     "ratio": run["ratio"], "target": f">= {TARGET_RATIO}",
+                     "met": run["ratio"] >= TARGET_RATIO})
+    for name in ("matrix_to_remote", "matrix_to_remote_burst"):
+        if (latency := results.get(name)) is None:
+            continue
+        for stat, target in (("median", ADDED_MEDIAN_TARGET), ("p95", ADDED_P95_TARGET)):
+            base, via = latency["baseline_ms"][stat], latency["bridge_ms"][stat]
+            added = round((via - base) / base, 3)
+            row = {"figure": f"{name} {stat} ms", "bridge": via, "baseline": base,
+                   "ratio": latency["ratio"][stat], "added_share": added}
+            if name == "matrix_to_remote":  # the burst is reported, not held to a target
+                row.update(target=f"added <= {target:.0%}", met=added <= target)
+            rows.append(row)
+    if (backfill := results.get("backfill")) is not None:
+        rows.append({"figure": "backfill msgs/s", "bridge": backfill["backfill_msgs_per_s"],
+                     "baseline": backfill["baseline_msgs_per_s"], "ratio": backfill["ratio"]})
+    return rows
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    """The figures as aligned text, for the closing note."""
+    lines = [f"{'figure':40} {'bridge':>9} {'baseline':>9} {'ratio':>6}  target"]
+    for row in rows:
+        met = "" if "met" not in row else (" (met)" if row["met"] else " (NOT met)")
+        lines.append(f"{row['figure']:40} {row['bridge']:>9} {row['baseline']:>9} "
+                     f"{row['ratio']:>6}  {row.get('target', '')}{met}")
+    return "\n".join(lines)
+
+
 def compact(summary: dict[str, Any]) -> dict[str, Any]:
     """The printed summary leaves out each throughput run, which the saved file keeps."""
     printed = json.loads(json.dumps(summary))
@@ -222,6 +270,9 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory(prefix="relayforge-bench-") as tmp:
             summary = asyncio.run(run(args, Path(tmp)))
     print(json.dumps(compact(summary), indent=2))
+    if summary.get("figures"):
+        # On stderr, so stdout stays one JSON document for whoever reads it.
+        print(table(summary["figures"]), file=sys.stderr)
     if not args.no_save:
         RESULTS.mkdir(exist_ok=True)
         (RESULTS / "latest.json").write_text(json.dumps(summary, indent=2) + "\n")
