@@ -1,7 +1,7 @@
-"""A bridge killed (kill -9) in the middle of bringing in a channel's history, on real Synapse
-with the Slack fake: after the restart the room shows every history message exactly once,
-in order, with its original time, and the live messages sent during the backfill and while
-the bridge was down after them."""
+"""A bridge killed (kill -9), or stopped, in the middle of bringing in a channel's history, on
+real Synapse with the Slack fake: after the restart the room shows every history message
+exactly once, in order, with its original time, and the live messages sent during the
+backfill and while the bridge was down after them."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from .test_crash_recovery import BridgeProcess
 
 HISTORY = 60
 DOWN = 15
+STOPPED_HISTORY = 20
 
 
 async def until(user: MatrixUser, room: str, done, what: str) -> list:
@@ -84,3 +85,37 @@ async def test_kill_9_mid_backfill_resumes_without_gaps_or_duplicates(homeserver
                     assert event.timestamp == int(float(sent[event.content.body].ts) * 1000)
         finally:
             bridge.stop()
+
+
+async def test_a_stop_mid_backfill_keeps_live_messages_after_the_history(start_bridge, new_user,
+                                                                         homeserver):
+    """A clean stop in the middle: the live message that waited behind the history does not
+    jump ahead of the history's rest, which comes after the restart."""
+    async with FakeSlack() as slack:
+        world = build_world(slack)
+        general = world.general
+        slack.state.time_offset = -3600
+        for i in range(STOPPED_HISTORY):
+            await slack.post_message(world.bob, general, f"h{i}")
+        slack.state.time_offset = 0
+        callback = f"{homeserver.appservice_url}/link/slack/callback"
+        extra = {"networks": {"slack": {**slack_settings(slack, callback),
+                                        "backfill": {"initial_messages": STOPPED_HISTORY}}},
+                 "backfill": {"rate": 4, "burst": 1}}
+        bridge = await start_bridge(extra=extra)
+        alice = await new_user("alice")
+        room = await link_slack(alice, homeserver.bot_mxid, slack, world.alice)
+        await alice.send_text(room, f"map slack {world.team.id}/#general --profile Jobb")
+        portal = await alice.wait_for_invite()
+        await until(alice, portal, lambda b: len(b) >= 3, "a first part of the history")
+        await slack.post_message(world.carol, general, "live during backfill")
+        await slack.wait_until(lambda: not slack.socket.unacked(), "the event acknowledged")
+        await bridge.stop()
+        assert len(bodies(await timeline(alice, portal))) < STOPPED_HISTORY, "stopped too late"
+        await start_bridge(extra=extra)
+        events = await until(alice, portal, lambda b: "live during backfill" in b,
+                             "the live message")
+        await slack.post_message(world.bob, general, "live after")
+        events = await until(alice, portal, lambda b: "live after" in b, "the last message")
+        assert bodies(events) == [f"h{i}" for i in range(STOPPED_HISTORY)] + [
+            "live during backfill", "live after"]
