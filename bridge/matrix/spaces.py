@@ -110,6 +110,9 @@ class MatrixSpaces:
         task = asyncio.create_task(self._logged(work), name="profile-spaces")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        # A stop right after start cancels the task before it ran: close the work so it is
+        # not reported as never awaited (it is still owed in the database).
+        task.add_done_callback(lambda _: work.close())
 
     @staticmethod
     async def _logged(work: Coroutine[Any, Any, Any]) -> None:
