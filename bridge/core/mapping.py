@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import fnmatch
 import logging
@@ -15,13 +16,15 @@ from ..db import Storage
 from ..db.mapping_rule import MappingRule
 from ..db.persona import Persona, PersonaStatus
 from ..identity.accounts import new_id
-from ..networks.base import Connector, RemoteInvite, RemoteRoom, Workspace
+from ..networks.base import Connector, RateLimited, RemoteInvite, RemoteRoom, Workspace
 from ..networks.login import LoginFailed
 from .backfill import Backfill
 from .matrix_side import PortalDirectory
 from .room_rights import RoomCheck, RoomNotYours, check_room_rights
 
 log = logging.getLogger("relayforge.mapping")
+# Joins of one room a network rate-limits before its rule is left inactive.
+_JOIN_TRIES = 5
 
 
 class RuleRefused(Exception):
@@ -108,7 +111,21 @@ class MappingRules:
                         stored: bool = True) -> RemoteRoom:
         """Join the rule's room and make (or reuse) its portal; its history comes next. A
         `stored` rule names the room by its network id already; a new one may name it by
-        what the person wrote ("#general")."""
+        what the person wrote ("#general"). A network that asks to slow down is waited
+        for (a restart rejoins every room at once)."""
+        for attempt in range(1, _JOIN_TRIES + 1):
+            try:
+                return await self._activate_once(rule, persona, owner, stored)
+            except RateLimited as e:
+                if attempt == _JOIN_TRIES:
+                    raise RuleRefused(f"Could not join {rule.remote} on {rule.network}: {e}"
+                                      ) from e
+                log.info("Joining %s on %s: %s; trying again", rule.remote, rule.network, e)
+                await asyncio.sleep(min(e.retry_after, 60))
+        raise AssertionError("unreachable")
+
+    async def _activate_once(self, rule: MappingRule, persona: Persona, owner: str,
+                             stored: bool) -> RemoteRoom:
         connector = self.connectors[rule.network]
         # A network that reads history is caught up by the core's backfill, not by `join`.
         backfill = self.backfill if self.backfill is not None and \
@@ -182,6 +199,10 @@ class MappingRules:
                 await self._activate(rule, persona, owners[0])
             except RuleRefused as e:
                 log.warning("Rule %s not active: %s", rule.id, e)
+            except Exception:
+                # A network failing one room (an error answer, a dropped connection) must
+                # not leave the rooms after it, and the backfills to resume, unactivated.
+                log.exception("Rule %s not active: rejoining %s failed", rule.id, rule.remote)
 
     async def remove(self, account_id: str, rule_id: str, actor: str) -> MappingRule:
         rule = next((r for r in await self.storage.rules.for_account(account_id)
