@@ -7,9 +7,12 @@ Synapse, in one run: the ratio of each to one worker (higher is better).
 Each count gets a fresh database and its own worker processes (`bridge.workers.enabled`)
 behind one appservice address (a round-robin load balancer, as a deployment would have). One
 person sends N messages over `rooms` portals at once (in order per room, rooms in parallel);
-the clock runs from the first send until the test network has received all of them. The wire
-test network and the load balancer are the tests' own (tests/support), so the benchmark
-measures exactly what the worker tests check.
+the clock runs from the first send until the test network has received all of them. With two
+workers or more, one more burst follows in which the worker sending the first room is killed
+(SIGKILL) a quarter of the way: what the network then received is counted (lost, duplicated,
+rooms out of order; 0 each is the expected result). The wire test network and the load
+balancer are the tests' own (tests/support), so the benchmark measures exactly what the
+worker tests check.
 """
 
 from __future__ import annotations
@@ -41,7 +44,9 @@ log = logging.getLogger("bench.workers")
 
 
 def _config(directory: Path, name: str, hs_port: int, as_port: int, port: int,
-            db_uri: str, worker: str | None) -> Path:
+            db_uri: str, worker: str | None, database_files: str = "seed") -> Path:
+    """`database_files`: the name of the vault key and audit checkpoint files, one pair per
+    database (the workers on it share them; a key made for another database is refused)."""
     config: dict[str, Any] = {
         "homeserver": {"address": f"http://127.0.0.1:{hs_port}", "domain": SERVER_NAME},
         "appservice": {"address": f"http://127.0.0.1:{as_port}", "hostname": "127.0.0.1",
@@ -50,8 +55,8 @@ def _config(directory: Path, name: str, hs_port: int, as_port: int, port: int,
         "bridge": {"permissions": {"*": "relay", SERVER_NAME: "user"},
                    "encryption": {"allow": False}},
         "database": {"uri": db_uri},
-        "vault": {"file": {"key_path": str(directory / "master.key")}},
-        "audit": {"checkpoint_file": str(directory / "audit.checkpoint")},
+        "vault": {"file": {"key_path": str(directory / f"{database_files}.key")}},
+        "audit": {"checkpoint_file": str(directory / f"{database_files}.checkpoint")},
         "delivery": {"status_events": False},
         "networks": {"loopback": {"username_template": "loopback_{id}",
                                   "displayname_template": "{displayname} (Loopback)"}},
@@ -80,7 +85,7 @@ class Run:
         self.configs = []
         for n, port in enumerate(self.ports, start=1):
             path = _config(directory, f"w{count}-{n}", synapse.port, as_port, port, db_uri,
-                           f"w{n}")
+                           f"w{n}", database_files=f"workers-{count}")
             data = YAML(typ="safe").load(path.read_text())
             data["appservice"]["as_token"] = registration["as_token"]
             data["appservice"]["hs_token"] = registration["hs_token"]
@@ -92,15 +97,29 @@ class Run:
     async def start(self) -> None:
         await self.wire.start()
         await self.balancer.start()
-        for n, config in enumerate(self.configs):
-            log_file = (self.directory / f"{config.stem}.log").open("a")
+        # The first worker makes the new database's vault; the others then start together
+        # (started all at once, a second one can find the first one's new master key file
+        # before the database records it, and refuse it as another database's key).
+        await self._spawn([0])
+        await self._spawn(list(range(1, len(self.configs))))
+
+    async def _spawn(self, workers: list[int]) -> None:
+        for n in workers:
+            log_file = (self.directory / f"{self.configs[n].stem}.log").open("a")
             self.processes.append(subprocess.Popen(  # noqa: ASYNC220 (returns at once)
-                [sys.executable, "-m", "tests.support.bridge_process", str(config),
+                [sys.executable, "-m", "tests.support.bridge_process", str(self.configs[n]),
                  self.wire.url, *([] if n == 0 else ["send-only"])],
                 cwd=ROOT, stdout=log_file, stderr=subprocess.STDOUT))
         async with aiohttp.ClientSession() as session:
-            for port in self.ports:
-                await _wait_ready(session, f"http://127.0.0.1:{port}/_matrix/mau/ready")
+            for n in workers:
+                try:
+                    await _wait_ready(
+                        session, f"http://127.0.0.1:{self.ports[n]}/_matrix/mau/ready",
+                        self.processes[n])
+                except RuntimeError as e:
+                    log_file = self.directory / f"{self.configs[n].stem}.log"
+                    tail = log_file.read_text(errors="replace").splitlines()[-30:]
+                    raise RuntimeError(f"{e}; its log ends:\n" + "\n".join(tail)) from None
 
     async def stop(self) -> None:
         for process in self.processes:
@@ -155,9 +174,56 @@ class Run:
         await asyncio.gather(*senders)
         return total / elapsed
 
+    async def kill_mid_burst(self, person: RawClient, portals: list[tuple[str, str]],
+                             n: int) -> dict[str, int]:
+        """N messages over the portals; once a quarter has arrived, the worker sending in the
+        first room is killed (SIGKILL). Then a last message in each room, and what the
+        network received is counted: lost and duplicated (in order per room or not)."""
+        per_room = max(1, n // len(portals))
+        tag = secrets.token_hex(3)
+        before, refused = len(self.wire.received), self.wire.duplicates
 
-async def _wait_ready(session: aiohttp.ClientSession, url: str) -> None:
-    for _ in range(1200):
+        async def lane(mxid: str) -> None:
+            for i in range(per_room):
+                await person.send_text(mxid, f"{tag} {i}")
+
+        senders = [asyncio.create_task(lane(mxid)) for _, mxid in portals]
+        await self.wire.wait(lambda: sum(r["text"].startswith(tag)
+                                         for r in self.wire.received[before:])
+                             >= per_room * len(portals) // 4, "a quarter of the burst",
+                             deadline=600)
+        db = await asyncpg.connect(self.db_uri)
+        try:
+            owner = await db.fetchval("SELECT owner FROM lease WHERE resource=$1",
+                                      f"room:{portals[0][1]}")
+        finally:
+            await db.close()
+        victim = self.processes[int(str(owner).removeprefix("w")) - 1]
+        victim.kill()  # kill -9: nothing flushed, its sends in flight
+        await asyncio.to_thread(victim.wait)
+        await asyncio.gather(*senders)  # the homeserver reaches the other workers meanwhile
+        for _, mxid in portals:
+            await person.send_text(mxid, f"{tag} end")
+        await self.wire.wait(lambda: sum(r["text"] == f"{tag} end"
+                                         for r in self.wire.received[before:]) == len(portals),
+                             "the whole burst and the last messages", deadline=600)
+        lost = duplicated = out_of_order = 0
+        for remote, _ in portals:
+            texts = [r["text"] for r in self.wire.received[before:] if r["room"] == remote]
+            wanted = [f"{tag} {i}" for i in range(per_room)] + [f"{tag} end"]
+            lost += len(set(wanted) - set(texts))
+            duplicated += len(texts) - len(set(texts))
+            out_of_order += texts != wanted and set(texts) == set(wanted)
+        return {"messages": per_room * len(portals), "lost": lost, "duplicated": duplicated,
+                "rooms_out_of_order": out_of_order,
+                "resends_refused_by_idempotency_key": self.wire.duplicates - refused}
+
+
+async def _wait_ready(session: aiohttp.ClientSession, url: str,
+                      process: subprocess.Popen) -> None:
+    for _ in range(3000):
+        if process.poll() is not None:
+            raise RuntimeError(f"the worker behind {url} exited ({process.returncode})")
         try:
             async with session.get(url) as response:
                 if response.status == 200:
@@ -178,6 +244,7 @@ async def measure(counts: list[int], n: int, rooms: int, postgres: str,
     await asyncio.to_thread(synapse.start)
     admin = await asyncpg.connect(postgres)
     results: dict[str, Any] = {}
+    killed: dict[str, dict[str, int]] = {}
     try:
         info = await asyncio.to_thread(synapse.register_user,
                                        f"benchworkers{secrets.token_hex(3)}",
@@ -196,6 +263,10 @@ async def measure(counts: list[int], n: int, rooms: int, postgres: str,
                 await run.throughput(person, portals, max(rooms, n // 4))  # warm-up
                 results[str(count)] = await run.throughput(person, portals, n)
                 log.warning("%d worker(s): %.1f messages/s", count, results[str(count)])
+                if count > 1:  # last: it leaves one worker fewer
+                    killed[str(count)] = await run.kill_mid_burst(person, portals, n)
+                    log.warning("%d worker(s), one killed mid-burst: %s", count,
+                                killed[str(count)])
             finally:
                 await run.stop()
                 await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
@@ -210,7 +281,8 @@ async def measure(counts: list[int], n: int, rooms: int, postgres: str,
                       "(higher is better)",
             "n": n, "rooms": rooms,
             "messages_per_second": {k: round(v, 1) for k, v in results.items()},
-            "ratio_to_1": {k: round(v / base, 2) for k, v in results.items()}}
+            "ratio_to_1": {k: round(v / base, 2) for k, v in results.items()},
+            "one_worker_killed_mid_burst": killed}
 
 
 def _database_uri(admin_dsn: str, name: str) -> str:
