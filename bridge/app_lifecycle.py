@@ -20,7 +20,7 @@ from .matrix.appservice import BridgeAppService
 from .matrix.encryption_setup import start_encryption
 
 if TYPE_CHECKING:
-    from .app import Bridge
+    from .app_parts import BridgeParts as Bridge
 
 log = logging.getLogger("relayforge")
 

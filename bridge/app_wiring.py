@@ -50,7 +50,7 @@ from .security.policy import Policy
 from .web.link_routes import callback_path, start_path
 
 if TYPE_CHECKING:
-    from .app import Bridge
+    from .app_parts import BridgeParts as Bridge
 
 log = logging.getLogger("relayforge")
 

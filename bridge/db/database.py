@@ -22,6 +22,7 @@ from mautrix.types import (
 )
 from mautrix.util.async_db import Database
 
+from . import upgrade_later  # noqa: F401 - importing it registers versions 16 and later
 from .account import AccountStore
 from .account_merge import MergeStore
 from .agent import AgentStore

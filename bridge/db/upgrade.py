@@ -1,5 +1,5 @@
 """Numbered schema migrations. v1 is the first schema; later versions append upgrades
-(v1-v15 here, v16 on in upgrade_later.py)."""
+(v1-v15 here, v16 on in upgrade_later.py, which registers them in this table)."""
 
 from __future__ import annotations
 
@@ -483,8 +483,3 @@ async def upgrade_v15(conn: Connection) -> None:
             updated_at BIGINT NOT NULL
         )
     """)
-
-
-# Versions 16 and later (the compliance, workers and history features) live in their own
-# module; importing it registers them, at the explicit index each one names.
-from . import upgrade_later  # noqa: E402,F401
