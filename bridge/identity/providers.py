@@ -11,15 +11,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
-import httpx2
-from authlib.integrations.base_client.errors import OAuthError
-from authlib.integrations.httpx_client import AsyncOAuth2Client
-from joserfc import jwt
-from joserfc.errors import JoseError
-from joserfc.jwk import KeySet
+
+if TYPE_CHECKING:
+    from authlib.integrations.httpx_client import AsyncOAuth2Client
+    from joserfc.jwk import KeySet
 
 from ..config import get_path
 
@@ -87,6 +85,8 @@ class SignInProvider:
         if self._metadata is None:
             cfg = self.config
             if cfg.type == "oidc":
+                import httpx2  # with authlib and joserfc, about 7 MiB: at the first sign-in
+
                 async with httpx2.AsyncClient(timeout=10) as http:
                     response = await http.get(cfg.discovery_url)
                 response.raise_for_status()
@@ -104,6 +104,8 @@ class SignInProvider:
         return "S256" in methods
 
     def _client(self) -> AsyncOAuth2Client:
+        from authlib.integrations.httpx_client import AsyncOAuth2Client
+
         return AsyncOAuth2Client(
             client_id=self.config.client_id, client_secret=self.config.client_secret,
             scope=" ".join(self.config.scopes), redirect_uri=self.redirect_uri,
@@ -122,6 +124,9 @@ class SignInProvider:
 
     async def finish(self, code: str, verifier: str | None, nonce: str) -> VerifiedIdentity:
         """Exchange the code and establish who signed in."""
+        import httpx2
+        from authlib.integrations.base_client.errors import OAuthError
+
         meta = await self.metadata()
         try:
             async with self._client() as client:
@@ -150,6 +155,9 @@ class SignInProvider:
     async def _keys(self, meta: Mapping[str, Any], refresh: bool = False) -> KeySet:
         # Providers rotate keys: refetch when asked to, at most once a minute.
         if self._jwks is None or (refresh and time.monotonic() - self._jwks_fetched > 60):
+            import httpx2
+            from joserfc.jwk import KeySet
+
             async with httpx2.AsyncClient(timeout=10) as http:
                 response = await http.get(meta["jwks_uri"])
             response.raise_for_status()
@@ -160,6 +168,9 @@ class SignInProvider:
     async def _validated_id_token(self, token: Mapping[str, Any], nonce: str,
                                   meta: Mapping[str, Any]) -> dict[str, Any]:
         """Validate the id_token, the proof of authentication; return its claims."""
+        from joserfc import jwt
+        from joserfc.errors import JoseError
+
         raw = token.get("id_token")
         if not raw:
             raise SignInError(f"{self.config.name} returned no id_token")

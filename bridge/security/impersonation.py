@@ -12,15 +12,17 @@ import json
 import secrets
 import time
 from enum import StrEnum
+from functools import cached_property
+from typing import TYPE_CHECKING
 
 import attrs
 from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PrivateKey,
     Ed25519PublicKey,
 )
-from joserfc import jws
-from joserfc.errors import JoseError
-from joserfc.jwk import OKPKey
+
+if TYPE_CHECKING:
+    from joserfc.jwk import OKPKey
 
 from ..audit import AuditEvent, AuditLog
 from ..db.impersonation_jti import JtiStore
@@ -72,6 +74,9 @@ class Claims:
 
 
 def _okp(private: Ed25519PrivateKey | Ed25519PublicKey) -> OKPKey:
+    # joserfc (about 3 MiB) is imported with the first token, not at start-up.
+    from joserfc.jwk import OKPKey
+
     return OKPKey.import_key(private)
 
 
@@ -81,9 +86,13 @@ class TokenMinter:
     def __init__(self, signing_key: Ed25519PrivateKey, lifetime: int = 30) -> None:
         if not 0 < lifetime <= MAX_LIFETIME:
             raise ValueError(f"impersonation tokens live 1-{MAX_LIFETIME} s, not {lifetime}")
-        self._key = _okp(signing_key)
+        self._signing_key = signing_key
         self.public_key = signing_key.public_key()
         self.lifetime = lifetime
+
+    @cached_property
+    def _key(self) -> OKPKey:
+        return _okp(self._signing_key)
 
     def mint(self, *, persona: str, profile: str, account: str, action: Action,
              target: Target, now: float | None = None, agent: str | None = None) -> str:
@@ -97,6 +106,8 @@ class TokenMinter:
         if agent is not None:
             claims["agent"] = agent
         payload = json.dumps(claims, separators=(",", ":")).encode()
+        from joserfc import jws
+
         return jws.serialize_compact({"alg": ALGORITHM, "typ": TOKEN_TYPE}, payload, self._key,
                                      algorithms=[ALGORITHM])
 
@@ -105,9 +116,13 @@ class TokenVerifier:
     """Held by a connector's send path: checks a token allows exactly this, once."""
 
     def __init__(self, public_key: Ed25519PublicKey, jtis: JtiStore, audit: AuditLog) -> None:
-        self._key = _okp(public_key)
+        self._public_key = public_key
         self.jtis = jtis
         self.audit = audit
+
+    @cached_property
+    def _key(self) -> OKPKey:
+        return _okp(self._public_key)
 
     async def verify(self, token: str, *, action: Action, target: Target,
                      now: float | None = None) -> Claims:
@@ -131,6 +146,9 @@ class TokenVerifier:
         return claims
 
     def _decode(self, token: str) -> Claims:
+        from joserfc import jws
+        from joserfc.errors import JoseError
+
         try:
             obj = jws.deserialize_compact(token, self._key, algorithms=[ALGORITHM])
         except (JoseError, ValueError) as e:

@@ -18,8 +18,6 @@ from typing import Any
 
 import attrs
 import pyotp
-import qrcode
-from qrcode.image.pure import PyPNGImage
 
 from ..audit import AuditEvent, AuditLog
 from ..db import Storage
@@ -63,6 +61,10 @@ class Enrolment:
 
 def qr_png(uri: str) -> tuple[bytes, int]:
     """A PNG of the QR code for an authenticator app, and its width in pixels."""
+    # Imported at the first enrolment: qrcode brings Pillow along (about 4 MiB at idle).
+    import qrcode
+    from qrcode.image.pure import PyPNGImage
+
     image = qrcode.make(uri, image_factory=PyPNGImage, box_size=6, border=4)
     out = io.BytesIO()
     image.save(out)
