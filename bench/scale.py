@@ -1,5 +1,6 @@
-"""Scale: start-up with many portals, personas and rules against an empty database, RSS per
-1,000 active portals, and the message map at a million rows against an empty map.
+"""Scale: start-up with many portals, personas and rules against an empty database, memory
+per 1,000 active portals (bench/active_portals.py), and the message map at a million rows
+against an empty map.
 
 Start-up: the same bridge config and homeserver, a database migrated and empty (baseline)
 against one holding `portals` portals, `personas` active personas with one rule each; timed
@@ -12,7 +13,6 @@ relaying makes per message (remote id -> event, event -> remote id, insert) time
 
 from __future__ import annotations
 
-import asyncio
 import cProfile
 import gc
 import logging
@@ -28,17 +28,13 @@ from bridge.app import Bridge
 from bridge.configure import load_config
 from bridge.db import open_database
 
+from .active_portals import _Nowhere, active_portal_memory
 from .endpoints import NETWORK, BenchConnector
 
 BATCH = 5000
-
-
-def rss_mib() -> float:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
+# Portals made active for the memory figure, and the portal cache sizes it is measured with.
+ACTIVE_PORTALS = 10_000
+CACHE_SIZES = (10_000, 2_000)
 
 
 def config_with_database(config_path: Path, db_uri: str, out: Path) -> Path:
@@ -48,6 +44,16 @@ def config_with_database(config_path: Path, db_uri: str, out: Path) -> Path:
     # Each database has its own vault key file (a key file belongs to one database).
     data["vault"]["file"]["key_path"] = str(out.with_suffix(".key"))
     data["audit"]["checkpoint_file"] = str(out.with_suffix(".checkpoint"))
+    with out.open("w") as stream:
+        yaml.dump(data, stream)
+    return out
+
+
+def config_with_cache_size(config_path: Path, size: int, out: Path) -> Path:
+    """The same bridge (database, vault key) with another `bridge.portal_cache_size`."""
+    yaml = YAML()
+    data = yaml.load(config_path.read_text())
+    data["bridge"]["portal_cache_size"] = size
     with out.open("w") as stream:
         yaml.dump(data, stream)
     return out
@@ -111,15 +117,10 @@ async def timed_start(config: Path, profiler: cProfile.Profile | None = None
     return time.perf_counter() - started, time.thread_time() - cpu, bridge
 
 
-class _Nowhere:
-    def record(self, tag: str, at: float | None = None) -> None:
-        pass
-
-
 async def startup(config_path: Path, directory: Path, portals: int, personas: int,
                   repeats: int = 7, postgres: str | None = None,
                   profile: Path | None = None) -> dict[str, Any]:
-    """Start-up against an empty database, and RSS per 1,000 portals read into the cache, on
+    """Start-up against an empty database, and memory per 1,000 portals made active, on
     SQLite and (given a server) PostgreSQL; `profile`: a cProfile of the full database's
     starts (`<profile>.<database>`)."""
     # Thousands of rules that cannot join the bench network would each log a warning.
@@ -151,7 +152,6 @@ async def _startup_on(config_path: Path, directory: Path, kind: str, empty_uri: 
     profiler = cProfile.Profile() if profile else None
     times: dict[str, list[float]] = {"empty": [], "full": []}
     cpu: dict[str, list[float]] = {"empty": [], "full": []}
-    per_1000 = None
     # One start of each first, not counted: the first start imports and compiles what the
     # later ones reuse, which would count against whichever database went first.
     for repeat in range(-1, repeats):
@@ -160,11 +160,16 @@ async def _startup_on(config_path: Path, directory: Path, kind: str, empty_uri: 
             if repeat >= 0:
                 times[name].append(took)
                 cpu[name].append(used)
-            if name == "full" and repeat == repeats - 1:
-                per_1000 = await _rss_per_1000_portals(bridge, min(portals, 10_000))
             await bridge.stop()
     if profiler is not None and profile is not None:
         profiler.dump_stats(f"{profile}.{kind}")
+    # The full database again, with the default portal cache (all 10,000 fit) and a smaller
+    # one (memory must stop growing at its size).
+    memory = await active_portal_memory(
+        {size: config_with_cache_size(full_cfg, size, directory / f"cache{size}-{kind}.yaml")
+         for size in CACHE_SIZES},
+        portals, personas, ACTIVE_PORTALS)
+    default = (memory or {}).get(f"portal_cache_size_{CACHE_SIZES[0]}")
     empty, full = statistics.median(times["empty"]), statistics.median(times["full"])
     # On a busy machine the other processes' load varies most between starts: the ratio is
     # the median of each round's (one start of each, one right after the other), and the
@@ -177,22 +182,9 @@ async def _startup_on(config_path: Path, directory: Path, kind: str, empty_uri: 
             "ratio": round(statistics.median(pairs), 2),
             "loop_cpu_empty_s": round(cpu_empty, 3), "loop_cpu_full_s": round(cpu_full, 3),
             "loop_cpu_ratio": round(cpu_full / cpu_empty, 2),
-            "rss_mib_per_1000_active_portals": per_1000}
-
-
-async def _rss_per_1000_portals(bridge: Bridge, count: int) -> float | None:
-    router = bridge.router
-    if router is None or count < 1000:
-        return None
-    # Sessions and rules open in the background after ready: let them finish first.
-    if bridge._activation is not None:
-        await asyncio.gather(bridge._activation, return_exceptions=True)
-    portals = router.portals
-    gc.collect()
-    before = rss_mib()
-    for i in range(count):
-        await portals.get_by_mxid(f"!portal{i}:localhost")  # type: ignore[arg-type]
-    return round((rss_mib() - before) / (count / 1000), 3)
+            "rss_mib_per_1000_active_portals":
+                default["per_1000_active"]["rss_mib"] if default else None,
+            "active_portal_memory": memory}
 
 
 async def _map_database(db_uri: str, rows: int) -> Any:
