@@ -32,3 +32,34 @@ async def test_rooms_the_portal_cache_dropped_still_relay_into_their_room(
     assert (sent.text, sent.room.remote_id) == ("answer in room 0", room.remote_id)
     assert portals.cached <= 2
     assert await bridge.storage.portals.get("loopback", room.remote_id) is not None
+
+
+async def test_a_matrix_message_in_a_room_the_portal_cache_dropped_reaches_its_remote_room(
+        start_bridge, new_user):
+    """The Matrix side is the first to need a dropped portal again: it is read back from the
+    database into the same portal, and that lookup, too, keeps the cache within its size."""
+    bridge = await start_bridge(extra={"bridge": {"portal_cache_size": 2}})
+    loopback = bridge.connectors["loopback"]
+    portals = bridge.router.portals
+    alice = await new_user("alice")
+    rooms = []
+    for i in range(4):
+        room, rita = remote_names()
+        await loopback.emit(RemoteMessage(room=room, sender=rita, receiver=alice.mxid,
+                                          message_id=f"m-{i}", text=f"first {i}"))
+        portal = await alice.wait_for_invite()
+        await message_arrives(alice, portal, f"first {i}")
+        rooms.append((room, portal))
+        assert portals.cached <= 2
+
+    # Rooms 0 and 1 were dropped; each answer reads its portal back and drops another.
+    for room, portal in rooms:
+        await alice.send_text(portal, f"answer in {room.remote_id}")
+        sent = await loopback.next_received()
+        assert isinstance(sent, MatrixMessage)
+        assert (sent.text, sent.room.remote_id) == (f"answer in {room.remote_id}",
+                                                    room.remote_id)
+        assert portals.cached <= 2
+    for room, portal in rooms:
+        stored = await bridge.storage.portals.get("loopback", room.remote_id)
+        assert stored is not None and stored.mxid == portal  # no second room was made
