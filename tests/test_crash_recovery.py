@@ -10,10 +10,12 @@ and its record, the bridge must look the message up there instead of sending it 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import random
 import secrets
 import signal
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -114,17 +116,46 @@ async def open_portal(wire: WireServer, user: MatrixUser) -> tuple[str, str]:
     return room, await user.wait_for_invite()
 
 
-# Open problem: late in a full run on PostgreSQL, the one message in flight at the kill is
-# sometimes lost (m16 of 20 once more after the dispatcher fix). Up to two more tries meanwhile.
+def never_sent_by_the_homeserver(homeserver, event_ids: set[str]) -> str:
+    """Whether the test Synapse still holds any of `event_ids` in an appservice transaction
+    it never sent, and whether it counts the appservice as up meanwhile (said in a failure,
+    so a loss the homeserver caused is not taken for the bridge's)."""
+    path = Path(homeserver.synapse.directory) / "homeserver.db"
+    if not path.exists():
+        return "(the homeserver's database could not be read)"
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        states = dict(db.execute("SELECT as_id, state FROM application_services_state"))
+        held = [(as_id, txn_id, sorted(set(json.loads(ids)) & event_ids)) for as_id, txn_id, ids
+                in db.execute("SELECT as_id, txn_id, event_ids FROM application_services_txns")]
+    finally:
+        db.close()
+    held = [h for h in held if h[2]]
+    if not held:
+        return "the homeserver holds none of them unsent"
+    return "; ".join(f"the homeserver never sent transaction {txn} ({len(ids)} of them) and "
+                     f"counts the appservice {states.get(as_id, '?')}"
+                     for as_id, txn, ids in held)
+
+
+# Synapse (1.163.2) sometimes never sends an appservice transaction: when its recovery after
+# the bridge's absence ends while events keep coming, a transaction made in the moment between
+# its last look at the queue and marking the appservice up stays unsent until the appservice
+# next fails (synapse/appservice/scheduler.py: `_TransactionController.send` reads the state
+# before `_Recoverer.retry` calls `on_recovered`). Seen with a burst sent just after the
+# bridge came back: the message in that transaction never reached the bridge. A loaded run
+# loses a message that way; the failure says so when that is what happened, and up to two
+# more tries meanwhile.
 @pytest.mark.flaky(reruns=2)
-async def test_kill_9_mid_burst_from_matrix(bridge_process, wire, new_user):
+async def test_kill_9_mid_burst_from_matrix(bridge_process, wire, new_user, homeserver):
     alice = await new_user("alice")
     portals = [await open_portal(wire, alice) for _ in range(ROOMS)]
     per_room = BURST // ROOMS
+    sent: dict[str, str] = {}  # event id -> text, per room: "room text"
 
     async def burst(portal: str) -> None:
         for i in range(per_room):
-            await alice.send_text(portal, f"m{i}")
+            sent[await alice.send_text(portal, f"m{i}")] = f"{portal} m{i}"
 
     senders = [asyncio.create_task(burst(portal)) for _, portal in portals]
     await wire.wait(lambda: len(wire.received) >= BURST // 4, "a quarter of the burst")
@@ -135,12 +166,19 @@ async def test_kill_9_mid_burst_from_matrix(bridge_process, wire, new_user):
     # A last message in each room: rooms are sent in order, so once it is there, anything
     # sent twice would be there too.
     for _, portal in portals:
-        await alice.send_text(portal, "end")
-    await wire.wait(lambda: sum(r["text"] == "end" for r in wire.received) == ROOMS,
-                    "the whole burst and the last messages")
-    for room, _ in portals:
+        sent[await alice.send_text(portal, "end")] = f"{portal} end"
+    try:
+        await wire.wait(lambda: sum(r["text"] == "end" for r in wire.received) == ROOMS,
+                        "the whole burst and the last messages")
+    except AssertionError as e:
+        raise AssertionError(f"{e}; {never_sent_by_the_homeserver(homeserver, set(sent))}"
+                             ) from None
+    for room, portal in portals:
         texts = [r["text"] for r in wire.received if r["room"] == room]
-        assert texts == [f"m{i}" for i in range(per_room)] + ["end"], room
+        missing = {event_id for event_id, text in sent.items()
+                   if text.startswith(f"{portal} ") and text.split()[-1] not in texts}
+        assert texts == [f"m{i}" for i in range(per_room)] + ["end"], (
+            room, never_sent_by_the_homeserver(homeserver, missing) if missing else "")
 
 
 async def test_kill_9_mid_burst_from_the_network(bridge_process, wire, new_user):
