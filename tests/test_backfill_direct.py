@@ -18,9 +18,11 @@ from tests.fakes.slack.scenario import World, build_world
 from tests.fakes.telegram import TelegramThread
 
 from .support.matrix import DEADLINE
+from .support.prosody import ProsodyServer
 from .support.slack import link_slack, slack_settings
 from .support.telegram import link_by_qr, telegram_settings
 from .test_backfill_slack import bodies, timeline, until_bodies
+from .test_xmpp import correction, link_xmpp
 
 
 @pytest.fixture
@@ -167,4 +169,63 @@ async def test_telegram_private_chat_starts_with_its_past_and_catches_up(
     events = await until_bodies(alice, portal, "live again")
     assert bodies(events) == ["p1", "p2", "p0", "p3 edited", "live 1", "away 1", "away 2",
                               "away 3", "live again"]
+    assert len(await timeline(alice, portal)) == len(events)
+
+
+def _xmpp_settings(prosody: ProsodyServer) -> dict:
+    return {"networks": {"xmpp": {"enabled": True, "ca_file": str(prosody.ca),
+                                  "nameserver": prosody.nameserver,
+                                  "backfill": {"initial_messages": 4}}}}
+
+
+async def chat(sender, receiver, text: str, **extra) -> str:
+    """Say it and wait until it arrived, so the archive keeps this order."""
+    sent = sender.send(receiver.jid, text, kind="chat", **extra)
+    await receiver.wait_for(lambda m: m["body"] == text, f"{text!r}")
+    return sent
+
+
+async def test_xmpp_direct_chat_starts_with_its_past_and_catches_up(
+        start_bridge, prosody, new_user, xmpp_peer, homeserver):
+    alice_xmpp, bob = await xmpp_peer("alice"), await xmpp_peer("bob")
+    # Earlier, from alice's own XMPP client: both sides of the conversation and a
+    # correction, in the account's archive (XEP-0313).
+    await chat(bob, alice_xmpp, "one too many")
+    await chat(bob, alice_xmpp, "x1")
+    await chat(alice_xmpp, bob, "x2")
+    third = await chat(bob, alice_xmpp, "x3")
+    await chat(bob, alice_xmpp, "x3 fixed", edit=correction(third))
+    await alice_xmpp.stop()
+
+    bridge = await start_bridge(extra=_xmpp_settings(prosody))
+    alice = await new_user("alice")
+    await link_xmpp(alice, alice_xmpp, homeserver)
+    bob.send(alice_xmpp.jid, "live 1", kind="chat")
+    portal = await alice.wait_for_invite()
+    events = await until_bodies(alice, portal, "live 1")
+    assert bodies(events) == ["x1", "x2", "x3 fixed", "live 1"]
+    messages = [e for e in events if e.type == EventType.ROOM_MESSAGE]
+    stamps = [e.timestamp for e in messages]
+    assert stamps == sorted(stamps)
+    ghost = bridge.router.ghosts.ghost_mxid
+    assert [e.sender for e in messages] == [ghost("xmpp", bob.jid), ghost("xmpp", alice_xmpp.jid),
+                                            ghost("xmpp", bob.jid), ghost("xmpp", bob.jid)]
+
+    # Stopped: what bob says meanwhile comes after the restart, once and in order (the
+    # server's offline store and the archive both have it).
+    await bridge.stop()
+    for text in ("away 1", "away 2"):
+        bob.send(alice_xmpp.jid, text, kind="chat")
+    bridge = await start_bridge(extra=_xmpp_settings(prosody))
+    await until_bodies(alice, portal, "away 2")
+
+    # The server restarts: the session reconnects and catches its direct chats up.
+    prosody.restart()
+    await bob.reconnect()
+    bob.send(alice_xmpp.jid, "after the server restart", kind="chat")
+    await until_bodies(alice, portal, "after the server restart")
+    bob.send(alice_xmpp.jid, "live again", kind="chat")
+    events = await until_bodies(alice, portal, "live again")
+    assert bodies(events) == ["x1", "x2", "x3 fixed", "live 1", "away 1", "away 2",
+                              "after the server restart", "live again"]
     assert len(await timeline(alice, portal)) == len(events)

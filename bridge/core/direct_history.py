@@ -44,14 +44,16 @@ class DirectHistory:
 
     async def history_gap(self, network: str, persona_id: str,
                           remote_room_ids: Iterable[str] | None = None) -> None:
-        """A connector may have missed events: the persona's mapped rooms and its direct
-        chats (or those named) catch up. (`Router.on_history_gap`.)"""
+        """A connector may have missed events: the persona's mapped rooms (or those named)
+        and all its direct chats catch up. (`Router.on_history_gap`.)
+
+        A gap is the session's (it reconnected, its session was invalid), so every direct
+        chat of it may have missed something, whatever shared rooms the connector names:
+        it names the mapped rooms it knows, and has no list of the persona's direct chats."""
         ids = list(remote_room_ids) if remote_room_ids is not None else None
         await self.backfill.history_gap(network, persona_id, ids)
-        wanted = set(ids) if ids is not None else None
         for portal in await self.direct.of_persona(persona_id, network):
-            if wanted is None or portal.remote_id in wanted:
-                await self._catch_up(network, portal.remote_id, portal.name, persona_id)
+            await self._catch_up(network, portal.remote_id, portal.name, persona_id)
 
     async def catch_up_all(self) -> None:
         """At start-up, after the rules rejoined their rooms: every direct chat of a persona

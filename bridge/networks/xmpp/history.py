@@ -1,6 +1,8 @@
 """A MUC's past for the core's backfill: the room's own archive (XEP-0313 MAM, Prosody's
 mod_muc_mam), read with the person's session, each archived stanza made into the events
-live bridging makes of it."""
+live bridging makes of it. A direct chat's past is the account's own archive (Prosody's
+mod_mam) filtered to the contact: both sides of the conversation, the person's own messages
+(from any of their clients) as their own account's."""
 
 from __future__ import annotations
 
@@ -14,7 +16,15 @@ import attrs
 from slixmpp import JID, Message
 from slixmpp.exceptions import IqError, IqTimeout
 
-from ..base import RemoteEdit, RemoteEvent, RemoteMessage, RemoteRead, RemoteTyping
+from ..base import (
+    Attachment,
+    RemoteEdit,
+    RemoteEvent,
+    RemoteMessage,
+    RemoteRead,
+    RemoteTyping,
+    RemoteUser,
+)
 from ..history import HistoryCursor, HistoryNotReadable, HistoryPage, NoHistory
 from .convert import DM_SEPARATOR, Receiver, inbound_events
 
@@ -29,6 +39,9 @@ class ArchiveSession(Receiver, Protocol):
     mam_rooms: set[str]
 
     async def until_ready(self) -> None: ...
+
+    # A contact's vCard photo, fetched once per session (what live direct chats carry).
+    async def _avatar(self, contact: str) -> Attachment | None: ...
 
 
 async def room_has_archive(session: ArchiveSession, room: str) -> bool:
@@ -59,15 +72,21 @@ async def archive_page(session: ArchiveSession, room_id: str, *,
                        with_file: WithFile) -> HistoryPage:
     """The room's archive (networks/history.py); `with_file` brings in a shared file the
     way live bridging does."""
+    contact: str | None = None
     if DM_SEPARATOR in room_id:
-        raise NoHistory("direct chats are not read from the account's archive")
+        own, contact = room_id.split(DM_SEPARATOR, 1)
+        if JID(own).bare != JID(session.jid).bare:
+            raise HistoryNotReadable(f"{room_id} is another account's direct chat")
     await session.until_ready()
-    if not await room_has_archive(session, room_id):
-        raise NoHistory(f"{room_id} keeps no archive (XEP-0313)")
+    # A direct chat is in the account's own archive (its bare JID announces MAM).
+    archive = JID(session.jid).bare if contact else room_id
+    if not await room_has_archive(session, archive):
+        raise NoHistory(f"{archive} keeps no archive (XEP-0313)")
     client = session.client
     if "xep_0313" not in client.plugin:
         client.register_plugin("xep_0313")
-    query: dict[str, Any] = {"jid": JID(room_id), "rsm": {"max": _PAGE}}
+    query: dict[str, Any] = ({"jid": None, "with_jid": JID(contact), "rsm": {"max": _PAGE}}
+                             if contact else {"jid": JID(room_id), "rsm": {"max": _PAGE}})
     start_ms = not_before_ms
     if after is not None:
         if after.token:
@@ -110,10 +129,18 @@ async def archive_page(session: ArchiveSession, room_id: str, *,
     events: list[RemoteEvent] = []
     for archive_id, when, stanza in kept:
         url = stanza["oob"]["url"] if stanza.get_plugin("oob", check=True) else None
-        for event in _events(stanza, session, archive_id, when):
+        found = (_chat_events(stanza, session, contact, when) if contact
+                 else _events(stanza, session, archive_id, when))
+        for event in found:
             if url and isinstance(event, RemoteMessage) and event.text == url:
                 event = await with_file(event, url)
             events.append(event)
+    if contact:
+        # The contact's picture comes with their messages, as it does live.
+        avatar = await session._avatar(contact)
+        if avatar is not None:
+            events = [attrs.evolve(e, sender=attrs.evolve(e.sender, avatar=avatar))
+                      if e.sender.remote_id == JID(contact).bare else e for e in events]
     events = _fold_corrections(events)
     cursor = HistoryCursor(kept[-1][1], kept[-1][0]) if kept else None
     return HistoryPage(tuple(events), cursor, more)
@@ -140,6 +167,28 @@ def _events(stanza: Message, session: Receiver, archive_id: str, when: int
         event = attrs.evolve(event, timestamp_ms=when)
         if isinstance(event, RemoteMessage) and not event.room_ref:
             event = attrs.evolve(event, room_ref=archive_id)
+        events.append(event)
+    return events
+
+
+def _chat_events(stanza: Message, session: Receiver, contact: str, when: int
+                 ) -> list[RemoteEvent]:
+    """A stanza of the account's archive with `contact`, as live bridging makes it of the
+    contact's; one the account sent (from any client) is said by the account itself."""
+    sent = stanza["from"].bare == JID(session.jid).bare
+    if sent:
+        stanza["from"] = JID(contact)  # so it lands in the same direct chat
+    if stanza["type"] not in ("chat", "normal", ""):
+        return []
+    stanza["type"] = "chat"
+    events = []
+    for event in inbound_events(stanza, session):
+        if isinstance(event, RemoteTyping | RemoteRead):
+            continue
+        event = attrs.evolve(event, timestamp_ms=when)
+        if sent:
+            own = JID(session.jid)
+            event = attrs.evolve(event, sender=RemoteUser(own.bare, display_name=own.user))
         events.append(event)
     return events
 
