@@ -22,6 +22,7 @@ NETWORK_MAY_IMPORT = (
     "bridge.networks.base",
     "bridge.networks.login",
     "bridge.networks.seen",
+    "bridge.networks.lanes",
     "bridge.networks.history",
     "bridge.schema",
     "bridge.config",

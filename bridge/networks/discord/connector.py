@@ -167,6 +167,7 @@ class DiscordConnector(OAuthConnector):
         self.thread_of: OrderedDict[str, str] = OrderedDict()
         self._reacted: dict[tuple[str, str], int] = {}
         self._told_token_refused = False
+        self._lacking_intents: list[str] = []  # by the application flags, at start
 
     # ---- lifecycle --------------------------------------------------------------------------
 
@@ -191,7 +192,7 @@ class DiscordConnector(OAuthConnector):
             # The rest of the bridge is fine: it keeps running and the admins are told.
             await self._bot_token_refused()
             return
-        self._check_intents(self.client.application_flags.value)
+        self._lacking_intents = self._check_intents(self.client.application_flags.value)
         self._running = asyncio.create_task(self._connect())
         ready = asyncio.create_task(self.events.first_ready.wait())
         done, _ = await asyncio.wait({ready, self._running},
@@ -212,9 +213,12 @@ class DiscordConnector(OAuthConnector):
                 raise
             await self._bot_token_refused()
         except discord.PrivilegedIntentsRequired as e:
-            raise RuntimeError("The Discord application lacks a privileged intent: turn on "
-                               "Server Members Intent and Message Content Intent in the "
-                               "Developer Portal's Bot page") from e
+            lacking = self._lacking_intents or ["Server Members Intent",
+                                                "Message Content Intent"]
+            raise RuntimeError(
+                f"the Discord application lacks the privileged intent(s) {' and '.join(lacking)}"
+                ": turn them on under Privileged Gateway Intents on the Bot page of the "
+                "application in Discord's Developer Portal") from e
 
     async def _bot_token_refused(self) -> None:
         """Discord no longer takes the bot token (reset or revoked): Discord stops here
@@ -227,7 +231,7 @@ class DiscordConnector(OAuthConnector):
         await self.report_bridge_problem(BOT_TOKEN_REFUSED)
 
     @staticmethod
-    def _check_intents(flags: int) -> None:
+    def _check_intents(flags: int) -> list[str]:
         lacking = [name for name, bits in (("Server Members Intent", _MEMBERS_FLAGS),
                                            ("Message Content Intent", _CONTENT_FLAGS))
                    if not flags & bits]
@@ -235,6 +239,7 @@ class DiscordConnector(OAuthConnector):
             log.warning("The Discord application may lack the privileged intent(s) %s "
                         "(Developer Portal, Bot page); the Gateway refuses them if so",
                         ", ".join(lacking))
+        return lacking
 
     async def stop(self) -> None:
         if self.client is not None:

@@ -20,6 +20,7 @@ from ..base import (
     RemoteRoom,
     RemoteUser,
 )
+from ..lanes import Lanes
 from ..seen import SeenIds
 from .emoji import shortcode_to_unicode
 from .formatting import mrkdwn_to_matrix
@@ -59,6 +60,9 @@ class SlackEvents:
         self._rooms: dict[tuple[str, str], RemoteRoom] = {}
         # Event ids handled already: Slack delivers an event again until it is acknowledged.
         self._seen = SeenIds(5000)
+        # Socket Mode hands each event over as a task of its own: a channel's events wait
+        # for the ones before them, so they reach Matrix in the order Slack sent them.
+        self._lanes = Lanes()
 
     async def _emit(self, event: RemoteEvent) -> None:
         await self.slack.emit(event)
@@ -75,6 +79,11 @@ class SlackEvents:
     async def handle(self, payload: dict[str, Any]) -> None:
         event = payload.get("event") or {}
         team = payload.get("team_id") or event.get("team") or ""
+        channel = event.get("channel") or (event.get("item") or {}).get("channel")
+        async with self._lanes.lane((team, channel)):
+            await self._handle(payload, event, team)
+
+    async def _handle(self, payload: dict[str, Any], event: dict[str, Any], team: str) -> None:
         event_id = payload.get("event_id") or ""
         if event_id and event_id in self._seen:
             return  # delivered again (a retry): already handled
