@@ -51,6 +51,10 @@ from .send_kind import send_kind
 
 log = logging.getLogger("relayforge.delivery")
 
+#: How long (seconds) a "sent" status may wait for its room's queue to pause: while a burst
+#: drains, each status is one more event for the homeserver to take beside the person's
+#: messages, so they follow the burst instead of slowing it.
+STATUS_LAG = 2.0
 
 
 class RoomGate(Protocol):
@@ -109,6 +113,8 @@ class Delivery:
         self._wake: dict[str, asyncio.Event] = {}
         self._stopping = False
         self._statuses: dict[str, asyncio.Task[None]] = {}  # the latest status sent per room
+        # Set while the room's worker is not sending (none runs, or it waits for a retry).
+        self._quiet: dict[str, asyncio.Event] = {}
         # Waits until a network's connector has started (they start in the background).
         self.network_ready: Callable[[str], Awaitable[None]] | None = None
         # Called with (persona id, reason) when a persona turns read-only.
@@ -180,6 +186,15 @@ class Delivery:
             self._workers[room] = asyncio.create_task(self._run(room), name=f"outbound {room}")
 
     async def _run(self, room: str) -> None:
+        quiet = self._quiet.setdefault(room, asyncio.Event())
+        try:
+            await self._drain(room, quiet)
+        finally:
+            quiet.set()
+            if self._quiet.get(room) is quiet and self._workers.get(room) is None:
+                del self._quiet[room]
+
+    async def _drain(self, room: str, quiet: asyncio.Event) -> None:
         wake = self._wake.setdefault(room, asyncio.Event())
         while not self._stopping:
             wake.clear()
@@ -202,6 +217,7 @@ class Delivery:
                 return
             delay = row.next_attempt / 1000 - time.time()
             if delay > 0:
+                quiet.set()
                 try:
                     await asyncio.wait_for(wake.wait(), delay)
                 except TimeoutError:
@@ -209,6 +225,7 @@ class Delivery:
                 continue
             if self.network_ready is not None:
                 await self.network_ready(row.network)  # it stays queued meanwhile
+            quiet.clear()
             await self._attempt(row)
 
     async def _attempt(self, row: OutboundRow) -> None:
@@ -427,15 +444,25 @@ class Delivery:
         # Sent beside the worker, not by it: waiting for a Matrix round trip per status would
         # halve how fast a room's queue drains. Chained per room so statuses keep their order.
         previous = self._statuses.get(evt.room_id)
-        task = asyncio.create_task(self._send_status(previous, evt, content))
+        # Only "sent" waits for a pause; what went wrong is said at once (after what came
+        # before it in the room, so statuses keep their order).
+        quiet = self._quiet.get(evt.room_id) if status == MessageStatus.SUCCESS else None
+        until = time.monotonic() + STATUS_LAG
+        task = asyncio.create_task(self._send_status(previous, evt, content, quiet, until))
         self._statuses[evt.room_id] = task
         task.add_done_callback(lambda t, room=evt.room_id: self._statuses.get(room) is t
                                and self._statuses.pop(room))
 
     async def _send_status(self, previous: asyncio.Task[None] | None, evt: Event,
-                           content: BeeperMessageStatusEventContent) -> None:
+                           content: BeeperMessageStatusEventContent,
+                           quiet: asyncio.Event | None, until: float) -> None:
         if previous is not None:
             await asyncio.gather(previous, return_exceptions=True)
+        if quiet is not None and (left := until - time.monotonic()) > 0:
+            try:
+                await asyncio.wait_for(quiet.wait(), left)
+            except TimeoutError:
+                pass  # a long queue: the status follows at most STATUS_LAG behind
         try:
             await self.notifier.send_event(evt.room_id, EventType.BEEPER_MESSAGE_STATUS,
                                            content)
