@@ -81,8 +81,12 @@ class Workers:
         if not self.balancing:
             await self.balancer.start()
             self.balancing = True
-        await asyncio.gather(*(process.start() for name, process in self.processes.items()
-                               if not workers or name in workers))
+        names = [name for name in self.processes if not workers or name in workers]
+        if not any(process.process for process in self.processes.values()):
+            # The first one on the new database alone: two making its vault at once race
+            # for the master key file (open, reported in issue 18's notes).
+            await self.processes[names.pop(0)].start()
+        await asyncio.gather(*(self.processes[name].start() for name in names))
 
     async def stop(self) -> None:
         for process in self.processes.values():
