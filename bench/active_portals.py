@@ -112,7 +112,7 @@ def _caches(bridge: Bridge) -> tuple[list[Any], list[Any]]:
     state = bridge.storage.state_store
     return ([portals._by_remote, portals._by_mxid],
             [state._members, state._power_levels, state._creates, state._parsed,
-             state._writes])
+             state._writes, getattr(state, "_recent", {})])
 
 
 async def _run(config: Path, first: int, active: int, traced: bool) -> dict[str, Any]:
