@@ -20,6 +20,7 @@ import attrs
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from ...db.lease import LeaseStore
 from ...db.vault_key import DataKeyRow, MasterState, VaultKeyStore
 from ...db.vault_secret import SecretRow, VaultSecretStore
 from .provider import KeyProvider, VaultError
@@ -28,6 +29,7 @@ log = logging.getLogger("relayforge.vault")
 
 DATA_KEY_VERSION = 1
 _AAD_LABEL = "relayforge-vault-v1"
+START_LOCK = "relayforge:vault-start"  # the advisory lock workers start their vaults under
 
 
 class SecretNotFound(VaultError):
@@ -86,13 +88,18 @@ class Vault:
     async def start(self) -> None:
         """Open the provider; make master key version 1 on first use; check every version
         still in use is present."""
-        self.provider.open()
-        versions = await self.keys.master_versions()
-        if not versions:
-            self.provider.check_new_database()
-            self.provider.create_version(1)
-            await self.keys.add_master(1, self.provider.name)
-            versions = {1: MasterState.CURRENT}
+        # One worker at a time (a PostgreSQL advisory lock; SQLite has one process): workers
+        # started together on a new database would each make a master key, overwriting each
+        # other's key file or both adding version 1. The first makes it; the others open
+        # the provider after it, find version 1 in the database and use the same key.
+        async with LeaseStore(self.keys.db).exclusive(START_LOCK):
+            self.provider.open()
+            versions = await self.keys.master_versions()
+            if not versions:
+                self.provider.check_new_database()
+                self.provider.create_version(1)
+                await self.keys.add_master(1, self.provider.name)
+                versions = {1: MasterState.CURRENT}
         for version, state in versions.items():
             if state != MasterState.RETIRED and not self.provider.has_version(version):
                 raise VaultError(f"master key version {version} is in use but the "
