@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from aiohttp import ClientError
-from mautrix.errors import MatrixError
+from mautrix.errors import MatrixError, MatrixRequestError
 
 from . import __version__
 from .audit.notices import HeadNotices
@@ -23,6 +24,8 @@ if TYPE_CHECKING:
     from .app_parts import BridgeParts as Bridge
 
 log = logging.getLogger("relayforge")
+PING_TRIES = 4
+PING_RETRY_SECONDS = 1.0
 
 
 async def go_live(bridge: Bridge, az: BridgeAppService) -> None:
@@ -68,12 +71,9 @@ async def go_live(bridge: Bridge, az: BridgeAppService) -> None:
         bridge._notices.start()
     az.accepting = True
     az.ready = True
-    try:
-        # Makes the homeserver deliver anything queued while we were down right now,
-        # instead of after its retry back-off.
-        await az.ping_self()
-    except (MatrixError, ClientError) as e:
-        log.warning("Homeserver ping failed (%s): check the registration is installed", e)
+    # Makes the homeserver deliver anything queued while we were down right now, instead of
+    # after its retry back-off.
+    await ping_homeserver(az.ping_self)
     log.info("RelayForge %s is ready as %s", __version__, az.intent.mxid)
     # Only once ready: the networks' starts, people's sessions and their rules grow with
     # the database (thousands of personas and rules); begun earlier they would share the
@@ -81,6 +81,36 @@ async def go_live(bridge: Bridge, az: BridgeAppService) -> None:
     bridge._activation = asyncio.create_task(open_sessions(bridge), name="sessions")
     if bridge.spaces is not None:
         bridge.spaces.make_owed_in_background()  # spaces a stop left unmade
+
+
+async def ping_homeserver(ping: Callable[[], Awaitable[int]], tries: int = PING_TRIES,
+                          delay: float = PING_RETRY_SECONDS) -> bool:
+    """The appservice ping, tried again a few times when the homeserver answers with a server
+    error or cannot be reached: Synapse sometimes fails a ping with 502 ("AlreadyCalled",
+    when the ping meets a retry of its own). A refusal (4xx) is not retried: it is the
+    registration. False if it never went through (the bridge runs on; the homeserver then
+    sends what it queued after its own back-off)."""
+    for attempt in range(1, tries + 1):
+        try:
+            await ping()
+            return True
+        except MatrixRequestError as e:
+            if e.http_status < 500:
+                log.warning("The homeserver refused the appservice ping (%s %s): check the "
+                            "registration is installed", e.http_status, e.message)
+                return False
+            why = f"{e.http_status} {e.message or e.errcode or ''}".strip()
+        except (MatrixError, ClientError, OSError) as e:
+            why = str(e) or type(e).__name__
+        if attempt == tries:
+            log.warning("The homeserver's appservice ping failed %d times (last: %s): check "
+                        "the registration is installed and the homeserver can reach the "
+                        "bridge's address", tries, why)
+            return False
+        log.info("The homeserver's appservice ping failed (%s); trying again in %g s "
+                 "(%d of %d)", why, delay, attempt, tries)
+        await asyncio.sleep(delay)
+    return False
 
 
 async def wait_for_homeserver(bridge: Bridge, attempts: int = 30) -> None:
