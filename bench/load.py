@@ -222,7 +222,7 @@ async def load_figure(rooms: int = 1000, messages: int = 20,
     if directory is None:
         with tempfile.TemporaryDirectory(prefix="relayforge-bench-load-") as tmp:
             return await load_figure(rooms, messages, postgres_server, Path(tmp))
-    directory.mkdir(parents=True, exist_ok=True)
+    await asyncio.to_thread(directory.mkdir, parents=True, exist_ok=True)
     database = None
     if postgres_server:
         import asyncpg
