@@ -55,6 +55,10 @@ def _slack_settings(slack: FakeSlack, homeserver) -> dict:
 async def test_slack_direct_chat_starts_with_its_past_and_catches_up(
         start_bridge, slack, world, new_user, homeserver):
     dm = world.dm
+    # The bridge is running (someone else of the workspace linked, so its Socket Mode is
+    # open), but alice has not linked yet: what she and bob say reaches nobody in Matrix.
+    bridge = await start_bridge(extra=_slack_settings(slack, homeserver))
+    await link_slack(await new_user("carol"), homeserver.bot_mxid, slack, world.carol)
     # An hour ago: six messages between the two (one too many), a thread reply, an edit
     # and a reaction.
     slack.state.time_offset = -3600
@@ -66,8 +70,8 @@ async def test_slack_direct_chat_starts_with_its_past_and_catches_up(
     await slack.edit_message(world.bob, dm, h3.ts, "d3 edited")
     await slack.add_reaction(world.alice, dm, h1.ts, "thumbsup")
     slack.state.time_offset = 0
+    await slack.settle()
 
-    bridge = await start_bridge(extra=_slack_settings(slack, homeserver))
     alice = await new_user("alice")
     await link_slack(alice, homeserver.bot_mxid, slack, world.alice)
     # Bob writes: the direct chat's portal is made, its past comes first. A second message

@@ -15,8 +15,9 @@ from collections.abc import Iterable
 from ..db import Storage
 from ..db.direct_portals import DirectPortals
 from ..db.persona import PersonaStatus
+from ..db.portal import Portal
 from ..networks.base import RemoteRoom
-from .backfill import Backfill
+from .backfill import Backfill, JoinHold
 
 log = logging.getLogger("relayforge.backfill")
 
@@ -29,6 +30,8 @@ class DirectHistory:
         self.storage = storage
         self.backfill = backfill
         self.direct = DirectPortals(storage.db)
+        # Gates held from before the sessions open until the start-up catch-up takes them.
+        self._held: dict[tuple[str, str], JoinHold] = {}
 
     async def portal_created(self, network: str, room: RemoteRoom, persona_id: str) -> None:
         """A direct chat's portal was just made for its first live message: its past comes
@@ -55,21 +58,46 @@ class DirectHistory:
         for portal in await self.direct.of_persona(persona_id, network):
             await self._catch_up(network, portal.remote_id, portal.name, persona_id)
 
+    async def hold_all(self) -> None:
+        """At start-up, before the sessions open: the direct chats' live events wait (what
+        the server kept for the person while the bridge was stopped arrives as soon as a
+        session opens, all at once), until `catch_up_all` brings them in from the history
+        in order (the message map drops the copies that waited)."""
+        for portal, _ in await self._receiving():
+            key = (portal.network, portal.remote_id)
+            if key not in self._held and self.backfill.gate.hold(*key):
+                self._held[key] = JoinHold(portal.network, portal.remote_id, room_held=True)
+
     async def catch_up_all(self) -> None:
         """At start-up, after the rules rejoined their rooms: every direct chat of a persona
         that receives catches up on what was said while the bridge was stopped."""
+        held, self._held = self._held, {}
+        try:
+            for portal, persona_id in await self._receiving():
+                hold = held.pop((portal.network, portal.remote_id), None)
+                await self._catch_up(portal.network, portal.remote_id, portal.name,
+                                     persona_id, hold)
+        finally:
+            for hold in held.values():  # no longer to be caught up (unlinked meanwhile)
+                if hold.room_held and hold.remote_room is not None:
+                    await self.backfill.gate.release(hold.network, hold.remote_room,
+                                                     self.backfill.deliver)
+
+    async def _receiving(self) -> list[tuple[Portal, str]]:
+        """The direct-chat portals of personas that receive, on networks that read history."""
+        found = []
         for portal in await self.direct.all():
             if portal.receiver is None or not self.backfill.reads_history(portal.network):
                 continue
             persona = await self.storage.personas.get(portal.receiver)
-            if persona is None or persona.status not in _RECEIVING:
-                continue
-            await self._catch_up(portal.network, portal.remote_id, portal.name, persona.id)
+            if persona is not None and persona.status in _RECEIVING:
+                found.append((portal, persona.id))
+        return found
 
     async def _catch_up(self, network: str, remote_id: str, name: str | None,
-                        persona_id: str) -> None:
+                        persona_id: str, hold: JoinHold | None = None) -> None:
         try:
             await self.backfill.portal_ready(network, RemoteRoom(remote_id, name, direct=True),
-                                             persona_id)
+                                             persona_id, hold)
         except Exception:
             log.exception("Could not catch up direct chat %s %s", network, remote_id)
