@@ -9,8 +9,9 @@ from the Matrix state store (mautrix's `ensure_joined` and power-level check; th
 HTTP send itself, for `active` portals of the start-up database that no rule touched.
 
 Three figures at each checkpoint (1k, 2k, 5k, 10k active), each after `gc.collect()`:
-- `rss_mib`: the process's RSS growth since before the first portal, from a run without
-  tracing (what an admin sees; the allocator keeps freed memory, so it can only grow);
+- `rss_mib`: the RSS growth since before the first portal, from a run without tracing in a
+  process of its own (what an admin sees; in the bench's process, the memory the earlier
+  bridges freed would take the new portals without the RSS growing);
 - `heap_mib`: live Python allocations (tracemalloc) since then, from a second, traced run;
 - `portal_cache_mib` / `state_cache_mib`: what the portal cache and the state store's copy
   hold, by walking their objects (the attribution of the heap growth).
@@ -18,9 +19,11 @@ Three figures at each checkpoint (1k, 2k, 5k, 10k active), each after `gc.collec
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import gc
 import json
+import logging
 import sys
 import tracemalloc
 from collections.abc import Iterable
@@ -37,6 +40,8 @@ from bridge.networks.base import RemoteRoom
 from .endpoints import NETWORK, BenchConnector
 
 CHECKPOINTS = (1000, 2000, 5000, 10_000)
+# Where `python -m bench.active_portals` runs from (the bench package's parent).
+_ROOT = Path(__file__).resolve().parents[1]
 MIB = 1024 * 1024
 
 
@@ -169,7 +174,7 @@ async def active_portal_memory(configs: dict[int, Path], portals: int, personas:
         return None
     result: dict[str, Any] = {"active_portals": active}
     for size, config in configs.items():
-        rss = await _run(config, first, active, traced=False)
+        rss = await _run_apart(config, first, active)
         heap = await _run(config, first, active, traced=True)
         points = [{**r, **h} for r, h in zip(rss["points"], heap["points"], strict=True)]
         last = points[-1]
@@ -190,3 +195,30 @@ def _growth_after(points: list[dict[str, Any]], size: int, key: str) -> float | 
     if len(full) < 2:
         return None
     return round(full[-1][key] - full[0][key], 2)
+
+
+async def _run_apart(config: Path, first: int, active: int) -> dict[str, Any]:
+    """`_run` without tracing, in a new Python process."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bench.active_portals", str(config), str(first), str(active),
+        cwd=_ROOT, stdout=asyncio.subprocess.PIPE)
+    out, _ = await process.communicate()
+    if process.returncode != 0:
+        raise RuntimeError(f"the RSS run failed (exit status {process.returncode})")
+    return json.loads(out.decode().strip().splitlines()[-1])  # the last line: after any log
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="One RSS run (bench.active_portals).")
+    parser.add_argument("config", type=Path)
+    parser.add_argument("first", type=int)
+    parser.add_argument("active", type=int)
+    args = parser.parse_args(argv)
+    # Rules that cannot join the bench network would each log a warning.
+    logging.getLogger("relayforge").setLevel(logging.ERROR)
+    print(json.dumps(asyncio.run(_run(args.config, args.first, args.active, traced=False))))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
