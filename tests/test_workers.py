@@ -6,6 +6,7 @@ SQLite serves one bridge process; a second one on the same database is refused."
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import signal
 import subprocess
@@ -18,12 +19,18 @@ from mautrix.util.async_db import Database
 
 from bridge.config import ConfigError
 from bridge.configure import load_config
+from bridge.db import open_database
+from bridge.db.vault_key import VaultKeyStore
+from bridge.db.vault_secret import VaultSecretStore
+from bridge.security.system_keys import audit_mac_key
+from bridge.security.vault import Vault
+from bridge.security.vault.file_provider import FileKeyProvider
 
 from .support.matrix import DEADLINE
 from .support.wirenet import WireServer
 from .support.workers import LoadBalancer, free_port
 from .test_crash_recovery import ROOT, BridgeProcess, all_messages, open_portal
-from .test_xmpp import body_is, mapped_muc
+from .test_xmpp import MUC, body_is, mapped_muc
 
 LEASE_SECONDS = 2  # how long a killed worker's rooms and sessions wait to be taken over
 
@@ -54,6 +61,15 @@ async def test_a_second_process_on_one_database_is_refused(start_bridge, homeser
     assert expected in result.stderr, result.stderr
 
 
+class Balancer(LoadBalancer):
+    """The round robin, or every request to one worker (`pin`), so a test says which worker
+    gets the person's next message."""
+
+    def pin(self, worker: int | None) -> None:
+        self._next = itertools.cycle(range(len(self.worker_ports)) if worker is None
+                                     else [worker])
+
+
 class Workers:
     """Two bridge workers behind the session's appservice address."""
 
@@ -61,7 +77,7 @@ class Workers:
                  extra: dict | None = None) -> None:
         self.homeserver, self.db_uri = homeserver, db_uri
         self.ports = [free_port(), free_port()]
-        self.balancer = LoadBalancer(urlparse(homeserver.appservice_url).port, self.ports)
+        self.balancer = Balancer(urlparse(homeserver.appservice_url).port, self.ports)
         self.balancing = False
         self.processes: dict[str, BridgeProcess] = {}
         for n, port in enumerate(self.ports, start=1):
@@ -81,12 +97,12 @@ class Workers:
         if not self.balancing:
             await self.balancer.start()
             self.balancing = True
-        names = [name for name in self.processes if not workers or name in workers]
-        if not any(process.process for process in self.processes.values()):
-            # The first one on the new database alone: two making its vault at once race
-            # for the master key file (open, reported in issue 18's notes).
-            await self.processes[names.pop(0)].start()
-        await asyncio.gather(*(self.processes[name].start() for name in names))
+        await asyncio.gather(*(process.start() for name, process in self.processes.items()
+                               if not workers or name in workers))
+
+    def pin(self, worker: str | None) -> None:
+        """Every request to `worker` from now on (None: round robin again)."""
+        self.balancer.pin(None if worker is None else list(self.processes).index(worker))
 
     async def stop(self) -> None:
         for process in self.processes.values():
@@ -171,8 +187,8 @@ async def test_a_persona_session_is_taken_over_by_the_surviving_worker(
     workers = Workers(homeserver, postgres_uri, tmp_path, None, extra={"networks": {"xmpp": {
         "enabled": True, "ca_file": str(prosody.ca), "nameserver": prosody.nameserver}}})
     try:
-        # Linked and mapped while one worker runs: the bot's questions during a link are
-        # answered where they were asked (see the report of issue 18).
+        # Linked and mapped while one worker runs: `map` is run by the worker serving XMPP
+        # (a link is answered on any worker: see the link test below).
         await workers.start("w1")
         alice = await new_user("alice")
         alice_xmpp, bob = await xmpp_peer("alice"), await xmpp_peer("bob")
@@ -257,5 +273,114 @@ async def test_a_persona_paused_and_resumed_on_either_worker_keeps_bridging(
         for n in range(3):
             assert bodies.count(f"to alice {n}") == 1, bodies
             assert said.count(f"to bob {n}") == 1, said
+    finally:
+        await workers.stop()
+
+
+async def test_two_vaults_started_at_once_on_a_new_database_make_one_master_key(
+        postgres_uri, tmp_path):
+    """Two workers' vaults, started together on one new database with one key file (as two
+    processes would, each on its own connections): one master key, and what one seals the
+    other opens."""
+    storages = [await open_database(postgres_uri), await open_database(postgres_uri)]
+    key_file = str(tmp_path / "master.key")
+    vaults = [Vault(FileKeyProvider(key_file), s.vault_keys, s.vault_secrets) for s in storages]
+    try:
+        await asyncio.gather(*(vault.start() for vault in vaults))
+        await vaults[0].seal("p1", "xmpp:alice@example.org", "password", "s3cret")
+        assert await vaults[1].open_text("p1", "xmpp:alice@example.org", "password") == "s3cret"
+        await vaults[1].seal("p2", "xmpp:bob@example.org", "password", "hunter2")
+        assert await vaults[0].open_text("p2", "xmpp:bob@example.org", "password") == "hunter2"
+        # A restart reads the same key from the file.
+        again = Vault(FileKeyProvider(key_file), storages[0].vault_keys,
+                      storages[0].vault_secrets)
+        await again.start()
+        assert await again.open_text("p1", "xmpp:alice@example.org", "password") == "s3cret"
+        again.stop()
+    finally:
+        for vault in vaults:
+            vault.stop()
+        for storage in storages:
+            await storage.close()
+
+
+async def test_workers_started_together_on_a_new_database_share_one_vault(
+        homeserver, postgres_uri, tmp_path):
+    """Both make their vault at the same moment: one makes the master key, the other waits
+    and uses it, so both are ready and open what the other sealed."""
+    workers = Workers(homeserver, postgres_uri, tmp_path, None)
+    try:
+        await workers.start()  # at once, on a database nobody started before
+        db = Database.create(postgres_uri)
+        await db.start()
+        try:
+            assert await db.fetchval("SELECT COUNT(*) FROM vault_master_key") == 1
+            # The key both sealed their system secrets with opens them (the audit MAC key
+            # both sign the audit log with; each worker opened it at start).
+            vault = Vault(FileKeyProvider(str(tmp_path / "master.key")), VaultKeyStore(db),
+                          VaultSecretStore(db))
+            await vault.start()
+            try:
+                assert len(await audit_mac_key(vault)) == 32
+            finally:
+                vault.stop()
+        finally:
+            await db.stop()
+        # Each worker still answers with that vault: the balancer takes turns.
+        for name in workers.processes:
+            assert workers.processes[name].process.poll() is None, name
+    finally:
+        await workers.stop()
+
+
+async def test_a_link_answered_on_other_workers_completes(
+        homeserver, postgres_uri, tmp_path, new_user, prosody, xmpp_peer):
+    """The bot asks on one worker and the answer reaches another: `link`, the password and
+    `yes` each go to a different worker than the one before, and the link completes."""
+    workers = Workers(homeserver, postgres_uri, tmp_path, None, extra={"networks": {"xmpp": {
+        "enabled": True, "ca_file": str(prosody.ca), "nameserver": prosody.nameserver}}})
+    try:
+        await workers.start()
+        alice = await new_user("alice")
+        alice_xmpp, bob = await xmpp_peer("alice"), await xmpp_peer("bob")
+        await alice_xmpp.stop()  # only its credentials are needed
+        muc = f"team{bob.nick}@{MUC}"
+        await bob.join(muc)
+        bot = homeserver.bot_mxid
+        room = await alice.open_management_room(bot)
+        workers.pin("w1")
+        await alice.send_text(room, f"link xmpp {alice_xmpp.jid} --profile Jobb")
+        await alice.wait_for_notice(room, bot, "Send it as your next message")
+        workers.pin("w2")
+        password = await alice.send_text(room, alice_xmpp.password)
+        await alice.wait_for_notice(room, bot, "Reply yes to link")
+        redacted = await alice.client.get_event(room, password)
+        assert not redacted.content.serialize().get("body")  # the password left the room
+        workers.pin("w1")
+        await alice.send_text(room, "yes")
+        await alice.wait_for_notice(room, bot, f"Linked xmpp:{alice_xmpp.jid}")
+        db = Database.create(postgres_uri)
+        await db.start()
+        try:  # the answer was never kept, and the question is spent
+            assert await db.fetchval(
+                "SELECT COUNT(*) FROM one_time_secret WHERE payload LIKE '%' || $1 || '%'",
+                alice_xmpp.password) == 0
+        finally:
+            await db.stop()
+        # A "yes" again is a message like any other: no question is waiting any more.
+        await alice.send_text(room, "yes")
+        await alice.wait_for_notice(room, bot, "Unknown command")
+        # Mapped on the worker serving XMPP (where alice's session opened), then bridged
+        # both ways with the transactions going round the workers again.
+        serving = (await workers.owners("network:"))["xmpp"]
+        workers.pin(serving)
+        await alice.send_text(room, f"map xmpp {muc} --profile Jobb")
+        await alice.wait_for_notice(room, bot, f"Mapped xmpp {muc} into Jobb")
+        portal = await alice.wait_for_invite()
+        workers.pin(None)
+        bob.send(muc, "hello alice")
+        await alice.wait_for_event(portal, body_is("hello alice"), "bob's message")
+        await alice.send_text(portal, "hello bob")
+        await bob.wait_for(lambda m: m["body"] == "hello bob", "alice's message")
     finally:
         await workers.stop()

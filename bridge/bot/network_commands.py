@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 
 from mautrix.errors import MatrixError
 from mautrix.types import Event, EventID, MessageEvent, RoomID, UserID
@@ -23,6 +22,7 @@ from ..networks.login import LoginStep
 from ..security.mfa import qr_png
 from .bot import ManagementBot
 from .commands import Command, CommandContext, CommandError, Level
+from .link_prompts import LinkPrompts
 from .permissions import ACTION_LEVELS
 from .security_commands import qr_image
 
@@ -65,9 +65,9 @@ class NetworkCommands:
         self.accounts = accounts
         self.linking = linking
         self.rules = rules
-        # Secrets the bot has asked for: the person's next message in their management room.
-        # Kept in memory on purpose: after a restart the person simply runs `link` again.
-        self._prompts: dict[str, tuple[str, str, bool, float]] = {}
+        # What the bot has asked for: the person's next message in their management room.
+        # In the database, as any worker may get that message (the flow id sealed in it).
+        self.prompts = LinkPrompts(storage.one_time, linking.vault)
         # The login QR image posted last to each person: (room, event, what it encodes).
         self._qr_shown: dict[str, tuple[RoomID, EventID, str]] = {}
 
@@ -125,7 +125,7 @@ class NetworkCommands:
                 requester=ctx.sender)
         except LinkRefused as e:
             raise CommandError(str(e)) from e
-        await self._show_step(ctx.sender, ctx.room_id, flow_id, step)
+        await self._show_step(ctx.sender, account.id, ctx.room_id, flow_id, step)
 
     async def relink(self, ctx: CommandContext) -> None:
         if len(ctx.args) != 1:
@@ -152,18 +152,18 @@ class NetworkCommands:
         for mxid in await self.storage.accounts.matrix_users(account_id):
             room = await self.storage.management_rooms.get(UserID(mxid))
             if room is not None:
-                await self._show_step(mxid, room, flow_id, step)
+                await self._show_step(mxid, account_id, room, flow_id, step)
                 return
 
-    async def _show_step(self, sender: str, room_id: RoomID, flow_id: str,
+    async def _show_step(self, sender: str, account_id: str, room_id: RoomID, flow_id: str,
                          step: LoginStep) -> None:
         field = step.fields[0] if step.fields else None
         text = step.message
         if step.url:
             text += f"\nOpen: {step.url}"
         if field:
-            self._prompts[sender] = (flow_id, field.name, field.secret,
-                                     time.monotonic() + PROMPT_SECONDS)
+            await self.prompts.ask(sender, account_id, flow_id, field.name, field.secret,
+                                   PROMPT_SECONDS)
             if field.secret:
                 text += (f"\nSend it as your next message here within {PROMPT_SECONDS // 60}"
                          " minutes. I redact it as soon as I have read it, and never log it.")
@@ -193,18 +193,17 @@ class NetworkCommands:
 
     async def answer_prompt(self, room_id: RoomID, event_id: EventID, sender: UserID,
                             text: str) -> bool:
-        prompt = self._prompts.pop(sender, None)
+        prompt = await self.prompts.take(sender)  # taken here: no other worker reads it too
         if prompt is None:
             return False
-        flow_id, field, secret, expires = prompt
-        redacted = await self._redact(room_id, event_id) if secret else True
-        if time.monotonic() > expires:
+        redacted = await self._redact(room_id, event_id) if prompt.secret else True
+        if prompt.expired:
             await self.bot.reply(room_id, None, 'That took too long; start again with "link".')
             return True
         account = await self.accounts.for_matrix_user(sender)
         try:
-            result = await self.linking.submit(account.id, flow_id, {field: text},
-                                               actor=sender)
+            result = await self.linking.submit(account.id, prompt.flow_id,
+                                               {prompt.field: text}, actor=sender)
         except LinkRefused as e:
             await self._show_qr(sender, room_id, None)  # the flow is over
             await self.bot.reply(room_id, None, f'{e} Send "link" again to retry.')
@@ -221,7 +220,7 @@ class NetworkCommands:
                                  f"Verified:\n{checks}")
         else:
             next_id, step = result
-            await self._show_step(sender, room_id, next_id, step)
+            await self._show_step(sender, account.id, room_id, next_id, step)
         return True
 
     async def _redact(self, room_id: RoomID, event_id: EventID) -> bool:

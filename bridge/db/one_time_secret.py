@@ -31,6 +31,12 @@ class SecretRecord:
     expires_at: int
 
 
+def key_value(kind: str, key: str) -> str:
+    """What a question kept under a known key (`ask`) is hashed from: not a secret, so it is
+    named by its kind and key; another kind's value can never be the same."""
+    return f"{kind}\0{key}"
+
+
 class OneTimeSecretStore:
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -47,6 +53,27 @@ class OneTimeSecretStore:
             now + int(ttl_seconds * 1000),
         )
         return value
+
+    async def ask(self, kind: str, key: str, ttl_seconds: float, *, account_id: str | None,
+                  mxid: str | None, payload: dict[str, Any]) -> None:
+        """Keep the one pending question of its kind for `key` (a Matrix user): a new one
+        replaces it, answered or not. Taken once (`answer`) by whichever worker the answer
+        reaches."""
+        now = int(time.time() * 1000)
+        await self.db.execute(
+            "INSERT INTO one_time_secret (hash, kind, account_id, mxid, payload, created_at, "
+            "expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (hash) DO UPDATE SET "
+            "kind=excluded.kind, account_id=excluded.account_id, mxid=excluded.mxid, "
+            "browser=NULL, payload=excluded.payload, created_at=excluded.created_at, "
+            "expires_at=excluded.expires_at, used_at=NULL",
+            digest(key_value(kind, key)), kind, account_id, mxid, json.dumps(payload), now,
+            now + int(ttl_seconds * 1000),
+        )
+
+    async def answer(self, kind: str, key: str) -> SecretRecord | None:
+        """Take the pending question `ask` kept for `key`: None if there is none, it was
+        answered already (on any worker) or it lapsed."""
+        return await self.consume(kind, key_value(kind, key))
 
     async def remember(self, kind: str, value: str, ttl_seconds: float) -> bool:
         """Note that a value was seen; False if it was seen before (a replay)."""
