@@ -22,6 +22,7 @@ from .config import Config
 from .core.backfill import Backfill
 from .core.connector_starts import ConnectorStarts
 from .core.delivery import Delivery
+from .core.direct_history import DirectHistory
 from .core.linking import Linking
 from .core.mapping import MappingRules
 from .core.router import Router
@@ -75,6 +76,7 @@ class BridgeParts:
         self._mcp_class: Any = None
         self.encryption: Any = None  # the bot's device (bridge.matrix.crypto), when on
         self.backfill: Backfill | None = None
+        self.direct_history: DirectHistory | None = None  # direct chats' history
         self.policy: Policy | None = None
         self.capabilities: Capabilities | None = None
         self.retention: Retention | None = None  # compliance.retention_days

@@ -35,6 +35,7 @@ from .core.authority import Authority
 from .core.avatars import public_media_base
 from .core.backfill import Backfill, BackfillSettings
 from .core.delivery import Delivery, DeliverySettings
+from .core.direct_history import DirectHistory
 from .core.linking import Linking
 from .core.mapping import MappingRules
 from .core.router import Router
@@ -93,6 +94,7 @@ def build_matrix_side(bridge: Bridge, bot_intent: IntentAPI
     }
     ghosts = Ghosts(bot_intent, bridge.storage.puppets, templates)
     portals = Portals(bot_intent, bridge.storage.portals, cfg["bridge.portal_cache_size"])
+    bridge.storage.state_store.max_rooms = cfg["bridge.room_state_cache_size"]
     bridge.policy = Policy(cfg.get("policy"), cfg.networks)
     bridge.capabilities = Capabilities(bridge.storage, bridge.security.audit, bridge.policy,
                                        bridge._workspace_of, lambda: sorted(bridge.connectors))
@@ -154,9 +156,13 @@ def build_people(bridge: Bridge, bot_intent: IntentAPI, ghosts: Ghosts, portals:
     bridge.backfill = Backfill(bridge.storage, bridge.connectors, bridge.router.gate,
                                bridge.router.handle_remote_event, audit,
                                BackfillSettings.from_config(cfg.get, cfg.network_names),
-                               tell=bridge.bot.tell)
+                               tell=bridge.bot.tell, in_flight=bridge.router.in_flight)
     bridge.rules.backfill = bridge.backfill
-    bridge.router.on_history_gap = bridge.backfill.history_gap
+    # Direct chats have no rule: their portals bring their past in when made, and catch
+    # up after a reconnect like mapped rooms do.
+    bridge.direct_history = DirectHistory(bridge.storage, bridge.backfill)
+    portals.on_direct_created.append(bridge.direct_history.portal_created)
+    bridge.router.on_history_gap = bridge.direct_history.history_gap
     bridge.provisioning.linking, bridge.provisioning.rules = bridge.linking, bridge.rules
     bridge.provisioning.is_bridge_user = bridge.bot.is_bridge_user
     bridge.provisioning.user_exists = lambda mxid: homeserver_has_user(bot_intent, mxid)

@@ -8,7 +8,6 @@ rule, so their portals are found by the persona they belong to (db/direct_portal
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Iterable
 
@@ -39,11 +38,7 @@ class DirectHistory:
         along; the message map drops it when it is sent again) lands after it, not before.
         (`Portals.on_direct_created`.)"""
         await self.backfill.portal_ready(network, room, persona_id)
-        task = self.backfill._tasks.get((network, room.remote_id))
-        if task is not None:
-            # `wait`, not `await task`: a caller being stopped leaves the backfill to the
-            # backfill's own stop (it resumes at the next start).
-            await asyncio.wait({task})
+        await self.backfill.finished(network, room.remote_id)
 
     async def history_gap(self, network: str, persona_id: str,
                           remote_room_ids: Iterable[str] | None = None) -> None:

@@ -178,6 +178,10 @@ class Router:
         portal = await self.portals.ensure(
             network, event.room, _user(event.receiver),
             persona_id=event.persona_id if event.room.direct else None)
+        if event.room.direct and await messages.get_by_remote(network, event.room.remote_id,
+                                                              event.message_id):
+            # The direct chat's history, brought in as its portal was made, had it.
+            return
         own = await self._own_user(network, event.sender, portal.mxid)
         intent = own.intent if own else await self.ghosts.ensure(network, event.sender)
         content = (await media_content(intent, event.attachment) if event.attachment

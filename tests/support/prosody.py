@@ -73,7 +73,7 @@ http_default_host = "upload.{DOMAIN}"
 http_external_url = "http://127.0.0.1:{self.http_port}/"
 modules_enabled = {{
   "roster"; "saslauth"; "tls"; "disco"; "ping"; "presence"; "message"; "iq"; "register";
-  "vcard4"; "vcard_legacy"; "pep"; "carbons"; "http"; "offline";
+  "vcard4"; "vcard_legacy"; "pep"; "carbons"; "http"; "offline"; "mam";
 }}
 modules_disabled = {{ "s2s"; "posix" }}
 c2s_require_encryption = true

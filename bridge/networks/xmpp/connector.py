@@ -36,11 +36,11 @@ from ..base import (
     SendResult,
 )
 from ..history import HistoryCursor, HistoryNotReadable, HistoryPage
+from ..lazy import lazy
 from ..login import Field, LinkedAccount, LoginFailed, LoginStep
 from ..seen import SeenIds
 from .convert import DM_SEPARATOR, inbound_events, room_stanza_id
 from .formatting import to_xhtml_im
-from .sdk import lazy
 
 if TYPE_CHECKING:
     import slixmpp
@@ -136,8 +136,10 @@ class Session:
         self.auth_failed = False
         self.ready.set()
         gap = [room for room in self.rooms if room in self.mam_rooms]
-        if self._was_ready and gap and self.connector.sink is not None:
-            # Reconnected: what the rooms said meanwhile comes from their archives.
+        if self._was_ready and self.connector.sink is not None:
+            # Reconnected: what the rooms said meanwhile comes from their archives, and what
+            # the direct chats said from the account's own (the core catches up all of a
+            # session's direct chats on any gap, so also when no room is named).
             await self.connector.sink.history_gap(self.persona_id, gap)
         self._was_ready = True
 
