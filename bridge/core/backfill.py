@@ -35,6 +35,7 @@ from ..networks.history import (
 )
 from .backfill_gate import FROM_HISTORY, PortalGate
 from .backfill_pace import Pacer
+from .inflight import SendsInFlight
 
 log = logging.getLogger("relayforge.backfill")
 
@@ -95,7 +96,7 @@ Tell = Callable[[Any, str], Awaitable[Any]]
 class Backfill:
     def __init__(self, storage: Storage, connectors: Mapping[str, Connector], gate: PortalGate,
                  deliver: Deliver, audit: AuditLog, settings: BackfillSettings,
-                 tell: Tell | None = None) -> None:
+                 tell: Tell | None = None, in_flight: SendsInFlight | None = None) -> None:
         self.storage = storage
         self.connectors = connectors
         self.gate = gate
@@ -104,6 +105,9 @@ class Backfill:
         self.audit = audit
         self.settings = settings
         self.tell = tell
+        # The router's sends to remote rooms: history may hold what the bridge is sending
+        # right now, before its remote id is in the message map.
+        self.in_flight = in_flight
         self.pacer = Pacer(settings.rate, settings.burst)
         self._tasks: dict[tuple[str, str], asyncio.Task[None]] = {}
 
@@ -229,6 +233,14 @@ class Backfill:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def finished(self, network: str, remote_room: str) -> None:
+        """Until the backfill of this portal running now, if any, has finished. `wait`,
+        not `await task`: a caller being stopped leaves the backfill to the backfill's own
+        stop (it resumes at the next start)."""
+        task = self._tasks.get((network, remote_room))
+        if task is not None:
+            await asyncio.wait({task})
 
     async def wait(self) -> None:
         """Until every backfill running now has finished (tests, the benchmark)."""
@@ -391,6 +403,11 @@ class Backfill:
         try:
             for event, after in zip(events, still_to_come, strict=True):
                 await bucket.take()
+                room_key = (network, event.room.remote_id)
+                if self.in_flight is not None and self.in_flight.busy(room_key):
+                    # Perhaps the archive's copy of a send in flight: once it is recorded,
+                    # the message map knows it and drops this copy.
+                    await self.in_flight.settled(room_key)
                 await self.deliver(network, event)
                 if not isinstance(event, RemoteMessage):
                     continue
