@@ -23,6 +23,7 @@ NETWORK_MAY_IMPORT = (
     "bridge.networks.login",
     "bridge.networks.seen",
     "bridge.networks.lanes",
+    "bridge.networks.lazy",
     "bridge.networks.history",
     "bridge.schema",
     "bridge.config",

@@ -32,13 +32,13 @@ from ..base import (
     Unsupported,
 )
 from ..history import HistoryCursor, HistoryNotReadable, HistoryPage
+from ..lazy import lazy
 from ..login import LoginFailed
 from ..seen import SeenIds
 from .emoji import unicode_to_shortcode
 from .events import SlackEvents
 from .formatting import matrix_to_mrkdwn
 from .oauth import SlackOAuth, async_client, describe, slack_errors
-from .sdk import lazy
 from .session import SlackSession
 
 if TYPE_CHECKING:
@@ -64,6 +64,10 @@ TOKEN_GONE = {"invalid_auth", "token_revoked", "account_inactive", "token_expire
 # with the app, or the person left): the same for the person as a revoked access token.
 REFRESH_GONE = TOKEN_GONE | {"invalid_refresh_token", "invalid_grant"}
 
+
+#: Slack API errors that say the linked account can never read what an event is about.
+_NEVER_READABLE = frozenset({"channel_not_found", "not_in_channel", "user_not_found",
+                             "missing_scope"})
 
 class SlackConnector(OAuthConnector):
     network = "slack"
@@ -410,6 +414,16 @@ class SlackConnector(OAuthConnector):
             return
         try:
             await self.events.handle(request.payload)
+        except slack_errors.SlackApiError as e:
+            if e.response.get("error") not in _NEVER_READABLE:
+                log.exception("Slack event %s not handled", request.payload.get("event_id"))
+                return
+            # This persona can never read what the event is about (another person's direct
+            # chat, a channel it left): a redelivery would fail the same way, and late, so
+            # it is acknowledged instead of coming back after newer events.
+            log.warning("Slack event %s is about something the linked account cannot read "
+                        "(%s): acknowledged, not bridged", request.payload.get("event_id"),
+                        e.response.get("error"))
         except Exception:
             # Not acknowledged: Slack delivers it again, and the core drops what it has seen.
             log.exception("Slack event %s not handled", request.payload.get("event_id"))

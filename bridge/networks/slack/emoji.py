@@ -13,7 +13,7 @@ import re
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
-from .sdk import lazy
+from ..lazy import lazy
 
 if TYPE_CHECKING:
     import emoji as _emoji

@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 from ...security.access_tokens import RefreshedTokens
+from ..lazy import lazy
 from ..login import LinkedAccount, LoginFailed, LoginStep
-from .sdk import lazy
 
 if TYPE_CHECKING:
     from slack_sdk import errors as slack_errors

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .sdk import lazy
+from ..lazy import lazy
 
 if TYPE_CHECKING:
     import telethon

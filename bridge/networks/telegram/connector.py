@@ -38,12 +38,12 @@ from ..base import (
     Unsupported,
 )
 from ..history import HistoryCursor, HistoryPage
+from ..lazy import lazy
 from ..login import LinkedAccount, LoginFailed, LoginStep
 from .client import error_name, make_client, session_gone
 from .events import TelegramEvents, display_name, private_room_id
 from .formatting import from_matrix, to_input_entities
 from .login import TelegramLogin
-from .sdk import lazy
 from .update_state import UpdateState
 
 if TYPE_CHECKING:

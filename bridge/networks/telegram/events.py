@@ -23,8 +23,8 @@ from ..base import (
     RemoteTyping,
     RemoteUser,
 )
+from ..lazy import lazy
 from .formatting import to_matrix
-from .sdk import lazy
 
 if TYPE_CHECKING:
     from telethon import errors, events, utils

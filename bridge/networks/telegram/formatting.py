@@ -13,7 +13,7 @@ from collections.abc import Callable
 from html.parser import HTMLParser
 from typing import TYPE_CHECKING, Any
 
-from .sdk import lazy
+from ..lazy import lazy
 
 if TYPE_CHECKING:
     from telethon.tl import types

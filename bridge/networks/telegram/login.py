@@ -18,9 +18,9 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from ..lazy import lazy
 from ..login import Field, LinkedAccount, LoginFailed, LoginStep
 from .client import error_name, make_client, save
-from .sdk import lazy
 
 if TYPE_CHECKING:
     from telethon import TelegramClient, errors

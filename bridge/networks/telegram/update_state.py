@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..base import BridgeSink
-from .sdk import lazy
+from ..lazy import lazy
 
 if TYPE_CHECKING:
     from telethon.tl import types

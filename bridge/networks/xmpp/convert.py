@@ -15,8 +15,8 @@ from ..base import (
     RemoteTyping,
     RemoteUser,
 )
+from ..lazy import lazy
 from .formatting import from_xhtml_im
-from .sdk import lazy
 
 if TYPE_CHECKING:
     from slixmpp import JID, Message

@@ -1,8 +1,7 @@
-"""slack-sdk and the emoji tables, imported the first time the bridge uses it, not when the
-connector is loaded: an enabled network that no one has linked yet costs no SDK memory.
-Modules name SDK modules through `lazy(...)` at run time and import the real ones under
-`TYPE_CHECKING`, so type hints keep working. (Each network has its own copy: networks share
-only the interface.)"""
+"""A network's SDK, imported the first time the bridge uses it, not when its connector is
+loaded: an enabled network that no one has linked yet costs no SDK memory. A connector names
+SDK modules through `lazy(...)` at run time and imports the real ones under `TYPE_CHECKING`,
+so type hints keep working."""
 
 from __future__ import annotations
 
