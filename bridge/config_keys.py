@@ -146,6 +146,8 @@ SCHEMA: tuple[Key, ...] = (
         default="!rf"),
     Key("bridge.portal_cache_size", _is_positive_int,
         "a positive number of portals kept in memory", default=10_000),
+    Key("bridge.room_state_cache_size", _is_positive_int,
+        "a positive number of Matrix rooms whose state is kept in memory", default=10_000),
     Key("bridge.permissions", _is_mapping,
         'a mapping of "*", a server name or a user ID to relay, user or admin', required=True),
     # End-to-bridge encryption (mautrix's terms): allow - the bot's device reads and writes

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import attrs
@@ -54,7 +55,10 @@ from .vault_secret import VaultSecretStore
 from .workspace_space import WorkspaceSpaceStore
 
 T = TypeVar("T", PowerLevelStateEventContent, StateEvent)
+T2 = TypeVar("T2")
 _PARSED_MAX = 4096
+#: Rooms whose state is kept in memory by default (`bridge.room_state_cache_size`).
+ROOM_STATE_CACHE_SIZE = 10_000
 
 
 class CachedASStateStore(PgASStateStore):
@@ -68,12 +72,17 @@ class CachedASStateStore(PgASStateStore):
     registers it as the first event handler), so membership and power-level changes made by
     people update the copy before the bridge handles the event. With several workers, a write
     tells the others to drop the room's copy (core/workers.py). Members, power levels and
-    create events are kept for every room seen, like the database rows; that is a few hundred
-    bytes a room.
+    create events are kept for the `max_rooms` rooms used last (about a kilobyte a room); a
+    room dropped from the copy is read from the database again when next needed.
     """
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, max_rooms: int = ROOM_STATE_CACHE_SIZE) -> None:
         super().__init__(db)
+        self.max_rooms = max(1, max_rooms)
+        # The rooms in the copy, least recently used first.
+        self._recent: OrderedDict[RoomID, None] = OrderedDict()
+        # Reads awaiting the database: only they compare the write counts below.
+        self._reading = 0
         # None means "known to be absent", so a missing row is not read again and again.
         self._members: dict[RoomID, dict[UserID, Member | None]] = {}
         # Kept as JSON and parsed on each read: mautrix mutates the power levels it gets
@@ -84,10 +93,16 @@ class CachedASStateStore(PgASStateStore):
         # parsing costs about a millisecond a send. Keyed by the JSON they came from.
         self._parsed: dict[str, Any] = {}
         # Bumped on every write to a room: a read that awaited the database while a write
-        # happened may hold the old value and must not put it in the copy.
+        # happened may hold the old value and must not put it in the copy. Emptied when a read
+        # starts while no other waits (the counts mean nothing then), so it does not grow.
         self._writes: dict[RoomID, int] = {}
         # With several workers, each writes what its transactions carry: they tell the others.
         self.on_write: list[Callable[[RoomID], None]] = []
+
+    @property
+    def cached_rooms(self) -> int:
+        """How many rooms' state is in memory now (never more than `max_rooms`)."""
+        return len(self._recent)
 
     def _wrote(self, room_id: RoomID) -> None:
         self._writes[room_id] = self._writes.get(room_id, 0) + 1
@@ -97,18 +112,48 @@ class CachedASStateStore(PgASStateStore):
     def drop_room(self, room_id: RoomID) -> None:
         """Another worker changed the room's state: read it from the database next time."""
         self._writes[room_id] = self._writes.get(room_id, 0) + 1
+        self._forget(room_id)
+        self._recent.pop(room_id, None)
+
+    def _forget(self, room_id: RoomID) -> None:
         self._members.pop(room_id, None)
         self._power_levels.pop(room_id, None)
         self._creates.pop(room_id, None)
 
+    def _used(self, room_id: RoomID) -> None:
+        """The room's copy was read or written: drop the least recently used past the size."""
+        if room_id in self._recent:
+            self._recent.move_to_end(room_id)
+            return
+        self._recent[room_id] = None
+        while len(self._recent) > self.max_rooms:
+            oldest, _ = self._recent.popitem(last=False)
+            self._forget(oldest)
+
+    def _read_starts(self, room_id: RoomID) -> int:
+        """The room's write count now, for a read about to await the database (`_from_db`)."""
+        if not self._reading:
+            self._writes.clear()  # no read is waiting: nobody compares the old counts
+        self._reading += 1
+        return self._writes.get(room_id, 0)
+
+    async def _from_db(self, query: Awaitable[T2]) -> T2:
+        try:
+            return await query
+        finally:
+            # Only the next read to start clears the counts: this one still compares them.
+            self._reading -= 1
+
     async def get_member(self, room_id: RoomID, user_id: UserID) -> Member | None:
         room = self._members.get(room_id)
         if room is not None and user_id in room:
+            self._used(room_id)
             return _copy_member(room[user_id])
-        before = self._writes.get(room_id, 0)
-        member = await super().get_member(room_id, user_id)
+        before = self._read_starts(room_id)
+        member = await self._from_db(super().get_member(room_id, user_id))
         if self._writes.get(room_id, 0) == before:
             self._members.setdefault(room_id, {})[user_id] = _copy_member(member)
+            self._used(room_id)
         return member
 
     async def set_member(self, room_id: RoomID, user_id: UserID,
@@ -117,6 +162,7 @@ class CachedASStateStore(PgASStateStore):
         self._members.setdefault(room_id, {})[user_id] = Member(
             membership=member.membership, displayname=member.displayname,
             avatar_url=member.avatar_url)
+        self._used(room_id)
         self._wrote(room_id)
 
     async def set_membership(self, room_id: RoomID, user_id: UserID,
@@ -129,6 +175,7 @@ class CachedASStateStore(PgASStateStore):
             room[user_id] = Member(membership=membership,
                                    displayname=known.displayname if known else None,
                                    avatar_url=known.avatar_url if known else None)
+        self._used(room_id)
         self._wrote(room_id)
 
     async def set_members(self, room_id: RoomID,
@@ -148,18 +195,21 @@ class CachedASStateStore(PgASStateStore):
 
     async def _power_levels_json(self, room_id: RoomID) -> str | None:
         if room_id in self._power_levels:
+            self._used(room_id)
             return self._power_levels[room_id]
-        before = self._writes.get(room_id, 0)
-        levels = await self.db.fetchval(
-            "SELECT power_levels FROM mx_room_state WHERE room_id=$1", room_id)
+        before = self._read_starts(room_id)
+        levels = await self._from_db(self.db.fetchval(
+            "SELECT power_levels FROM mx_room_state WHERE room_id=$1", room_id))
         if self._writes.get(room_id, 0) == before:
             self._power_levels[room_id] = levels
+            self._used(room_id)
         return levels
 
     async def set_power_levels(self, room_id: RoomID,
                                content: PowerLevelStateEventContent | dict[str, Any]) -> None:
         await super().set_power_levels(room_id, content)
         self._power_levels[room_id] = _json(content)
+        self._used(room_id)
         self._wrote(room_id)
 
     async def has_power_level(self, room_id: RoomID, user_id: UserID,
@@ -189,17 +239,20 @@ class CachedASStateStore(PgASStateStore):
 
     async def _create_json(self, room_id: RoomID) -> str | None:
         if room_id in self._creates:
+            self._used(room_id)
             return self._creates[room_id]
-        before = self._writes.get(room_id, 0)
-        create = await self.db.fetchval(
-            "SELECT create_event FROM mx_room_state WHERE room_id=$1", room_id)
+        before = self._read_starts(room_id)
+        create = await self._from_db(self.db.fetchval(
+            "SELECT create_event FROM mx_room_state WHERE room_id=$1", room_id))
         if self._writes.get(room_id, 0) == before:
             self._creates[room_id] = create
+            self._used(room_id)
         return create
 
     async def set_create(self, event: StateEvent) -> None:
         await super().set_create(event)
         self._creates[event.room_id] = _json(event)
+        self._used(event.room_id)
         self._wrote(event.room_id)
 
 
