@@ -26,7 +26,10 @@ from typing import Any
 
 RESULTS = Path(__file__).resolve().parent / "results"
 #: What `--parts` can choose; those after "backfill" need no relaying set-up.
-PARTS = ("relay", "backfill", "first_contact", "message_map", "startup")
+PARTS = ("relay", "backfill", "first_contact", "idle_rss", "message_map", "load", "startup")
+#: What runs without --parts: the load figure takes hours at its full size on a small
+#: machine, so it is asked for by name.
+DEFAULT_PARTS = tuple(part for part in PARTS if part != "load")
 #: Remote -> Matrix: the bridge's throughput at least this share of the raw baseline's.
 TARGET_RATIO = 0.97
 #: Matrix -> remote: what the bridge adds at most, as a share of the baseline's latency.
@@ -71,7 +74,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="write a cProfile of the bridge's concurrent relay runs here")
     parser.add_argument("--no-save", action="store_true",
                         help="only print; do not write bench/results/latest.json")
-    parser.add_argument("--parts", default=",".join(PARTS),
+    parser.add_argument("--parts", default=",".join(DEFAULT_PARTS),
                         help=f"which measurements, comma-separated (default all: "
                         f"{','.join(PARTS)})")
     parser.add_argument("--first-contact", type=int, default=10,
@@ -83,9 +86,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--map-rows", type=int, default=1_000_000,
                         help="message map rows for the map figure (default 1000000)")
     parser.add_argument("--postgres-server",
-                        help="also the message map on PostgreSQL: a server URI such as "
-                        "postgres://user@127.0.0.1:5432 (a throwaway database is made)")
+                        help="also the message map and the load on PostgreSQL: a server URI "
+                        "such as postgres://user@127.0.0.1:5432 (a throwaway database is made)")
+    parser.add_argument("--load-rooms", type=int, default=1000,
+                        help="Slack channels mapped for the load figure (default 1000)")
+    parser.add_argument("--load-messages", type=int, default=20,
+                        help="messages per room in each direction for the load (default 20)")
     args = parser.parse_args(argv)
+    if args.load_rooms < 1 or args.load_messages < 1:
+        parser.error("--load-rooms and --load-messages must be at least 1")
     if args.n < 20 or args.concurrency < 1 or args.burst < 1 or args.repeats < 1:
         parser.error("--n must be at least 20; --concurrency, --burst, --repeats at least 1")
     args.parts = [part.strip() for part in args.parts.split(",") if part.strip()]
@@ -105,10 +114,10 @@ def outbound_queue_in_use() -> bool:
     the burst figure is labelled: the measurement is the same either way."""
     if importlib.util.find_spec("bridge.core.delivery") is None:
         return False
-    import bridge.app
+    import bridge.app_wiring
     import bridge.core.router
 
-    sources = inspect.getsource(bridge.app) + inspect.getsource(bridge.core.router)
+    sources = inspect.getsource(bridge.app_wiring) + inspect.getsource(bridge.core.router)
     return "delivery" in sources and ("core.delivery" in sources or ".delivery import"
                                       in sources)
 
@@ -125,6 +134,10 @@ async def run(args: argparse.Namespace, directory: Path) -> dict[str, Any]:
             from .first_contact import first_contact
 
             results["first_contact"] = await first_contact(h, args.first_contact)
+        if "idle_rss" in args.parts:
+            from .idle import idle_rss
+
+            results["idle_rss"] = await idle_rss(h, directory)
         if "relay" in args.parts:
             results.update(await relay(h, args))
         if "backfill" in args.parts:
@@ -137,12 +150,23 @@ async def run(args: argparse.Namespace, directory: Path) -> dict[str, Any]:
         if "message_map" in args.parts:
             results["message_map"] = await scale.message_maps(directory, args.map_rows,
                                                               args.postgres_server)
+        if "load" in args.parts:
+            from .load import load_figure
+
+            # Its own Synapse, Slack fake and bridge: the relay harness stays as it is.
+            results["load"] = {"sqlite": await load_figure(
+                args.load_rooms, args.load_messages, None, directory / "load-sqlite")}
+            if args.postgres_server:
+                results["load"]["postgres"] = await load_figure(
+                    args.load_rooms, args.load_messages, args.postgres_server,
+                    directory / "load-postgres")
         if "startup" in args.parts:
             summary = setup(h, args)
             assert h.bridge is not None
             await h.bridge.stop()  # the start-up bridges take its place on the homeserver
-            results["startup"] = await scale.startup(directory / "config.yaml", directory,
-                                                     args.portals, args.personas)
+            results["startup"] = await scale.startup(
+                directory / "config.yaml", directory, args.portals, args.personas,
+                postgres=args.postgres_server, profile=args.profile)
             return {"setup": summary, **results, "method": METHOD}
         return {"setup": setup(h, args), **results, "method": METHOD}
     except Exception:
