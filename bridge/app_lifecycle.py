@@ -136,10 +136,13 @@ async def open_sessions(bridge: Bridge) -> None:
     await bridge.connector_starts.start_all()
     if bridge.direct_history is not None:
         await bridge.direct_history.hold_all()  # what the servers kept waits for the history
-    await bridge.sessions.open_all()
-    await bridge.rules.activate_all()
-    if bridge.direct_history is not None:
-        await bridge.direct_history.catch_up_all()  # direct chats have no rule to rejoin
+    try:
+        await bridge.sessions.open_all()
+        await bridge.rules.activate_all()
+    finally:
+        # Even if opening failed part-way: the held direct chats must not stay held.
+        if bridge.direct_history is not None:
+            await bridge.direct_history.catch_up_all()  # direct chats have no rule to rejoin
     if bridge.backfill is not None:
         await bridge.backfill.resume()  # what a crash interrupted and no rule rejoined
 
