@@ -55,13 +55,15 @@ class MessageStore:
                             ) -> MessageRow | None:
         """The message the room knows by `remote_id`: its own id for it (`room_ref`) first,
         since a sender chooses their message ids and could reuse one the room gave."""
+        # One round trip, on every new message: each arm uses its own index (an OR would
+        # scan the room's rows), and the room's own id wins.
         row = await self.db.fetchrow(
-            f"SELECT {self._columns} FROM message "
-            "WHERE network=$1 AND remote_room=$2 AND room_ref=$3",
-            network, remote_room, remote_id,
-        ) or await self.db.fetchrow(
-            f"SELECT {self._columns} FROM message "
-            "WHERE network=$1 AND remote_room=$2 AND remote_id=$3",
+            f"SELECT {self._columns} FROM ("
+            f"SELECT 0 AS pick, {self._columns} FROM message "
+            "WHERE network=$1 AND remote_room=$2 AND room_ref=$3 UNION ALL "
+            f"SELECT 1 AS pick, {self._columns} FROM message "
+            "WHERE network=$1 AND remote_room=$2 AND remote_id=$3) AS found "
+            "ORDER BY pick LIMIT 1",
             network, remote_room, remote_id,
         )
         return MessageRow.from_row(row) if row else None
