@@ -47,6 +47,7 @@ from .profile import ProfileStore
 from .puppet import PuppetStore
 from .security_failure import SecurityFailureStore
 from .session_network import SessionNetworkStore
+from .sqlite_conn import create_database
 from .sync_state import SyncStateStore
 from .transaction import TransactionStore
 from .upgrade import upgrade_table
@@ -327,7 +328,7 @@ async def open_database(uri: str, *, min_size: int = 1, max_size: int = 10) -> S
         # connections that read and then write (the audit log's read-head-then-append,
         # which has no lock on SQLite) fail with SQLITE_BUSY_SNAPSHOT instead of waiting.
         db_args = {}
-    db = Database.create(uri, upgrade_table=upgrade_table, db_args=db_args)
+    db = create_database(uri, upgrade_table=upgrade_table, db_args=db_args)
     state_store = CachedASStateStore(db)
     async with one_migration_at_a_time(db):  # several workers may start at once
         await db.start()
