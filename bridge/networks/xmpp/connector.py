@@ -34,6 +34,7 @@ from ..base import (
     RemoteRoom,
     RemoteUser,
     SendResult,
+    Unsupported,
 )
 from ..history import HistoryCursor, HistoryNotReadable, HistoryPage
 from ..lazy import lazy
@@ -62,6 +63,24 @@ REFLECTION_TIMEOUT = 10  # seconds a MUC has to reflect our message with its sta
 def _iq_failures() -> tuple[type[Exception], ...]:
     """An IQ the server refused or did not answer in time."""
     return slixmpp.exceptions.IqError, slixmpp.exceptions.IqTimeout
+
+
+class RoomRefused(Unsupported):
+    """The MUC answered our message with an error (XEP-0045 7.4: a visitor without voice,
+    not an occupant any more, a message too large): it was not posted, and sending the same
+    again is refused again, so the person is told."""
+
+
+def _refusal(msg: Message) -> Exception:
+    """What an error stanza answering our groupchat message means for the send: a refusal,
+    or (type "wait": the room is busy) a passing failure the outbound queue retries, after
+    looking the message up in the room's archive."""
+    error = msg["error"]
+    condition = error["condition"] or "undefined-condition"
+    said = f"{condition}: {error['text']}" if error["text"] else condition
+    if error["type"] == "wait":
+        return ConnectionError(f"the room asked to wait ({said})")
+    return RoomRefused(f"the room {msg['from'].bare} refused it ({said})")
 
 
 def _file_name(url: str) -> str:
@@ -94,8 +113,10 @@ class Session:
         self._was_ready = False
         self.avatars: dict[str, Attachment | None] = {}  # contact jid -> vCard photo
         self.ready = asyncio.Event()
-        # Our groupchat sends waiting for the room's reflection: message id -> stanza-id.
+        # Our groupchat sends waiting for the room's reflection: message id -> stanza-id
+        # (or the room's refusal), and the room each was sent to.
         self.reflections: dict[str, asyncio.Future[str | None]] = {}
+        self.reflecting: dict[str, str] = {}
         self.closing = False
         self.auth_failed = False
         self.client.add_event_handler("session_start", self._started)
@@ -183,6 +204,14 @@ class Session:
         await self._join(room, nick)
 
     async def _message(self, msg: Message) -> None:
+        if msg["type"] == "error":
+            # A room refusing one of our messages answers it with an error of the same id
+            # (from the room itself); nothing of an error is bridged.
+            waiting = self.reflections.get(msg["id"])
+            if (waiting is not None and not waiting.done()
+                    and self.reflecting.get(msg["id"]) == msg["from"].bare):
+                waiting.set_exception(_refusal(msg))
+            return
         own_id = msg["origin_id"]["id"] or msg["id"]
         waiting = self.reflections.get(own_id) if msg["type"] == "groupchat" else None
         if (waiting is not None and not waiting.done()
@@ -232,12 +261,16 @@ class Session:
     async def send(self, msg: Message) -> SendResult:
         """Send a message; in a MUC, wait for the room to reflect it (XEP-0045 7.4) to learn
         the stanza-id the room gave it, which replies, reactions and retractions there must
-        name. A room that does not reflect in time leaves only our own id."""
+        name. A room that refuses it answers with an error instead: the send fails
+        (`RoomRefused`). A room that does neither in time (slow) most likely posted it: it
+        counts as sent, with only our own id (its late reflection is not bridged back, and
+        no second attempt is made, so it is neither lost nor sent twice)."""
         if msg["type"] != "groupchat":
             msg.send()
             return SendResult(msg["id"])
         reflected: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
         self.reflections[msg["id"]] = reflected
+        self.reflecting[msg["id"]] = JID(msg["to"]).bare
         room_ref = None
         try:
             msg.send()
@@ -245,6 +278,7 @@ class Session:
                 room_ref = await asyncio.wait_for(reflected, REFLECTION_TIMEOUT)
         finally:
             self.reflections.pop(msg["id"], None)
+            self.reflecting.pop(msg["id"], None)
         return SendResult(msg["id"], room_ref=room_ref)
 
     async def close(self) -> None:
