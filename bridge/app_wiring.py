@@ -151,7 +151,7 @@ def build_people(bridge: Bridge, bot_intent: IntentAPI, ghosts: Ghosts, portals:
     bridge.rules = MappingRules(bridge.storage, audit, portals, bridge.connectors, spaces)
     if bridge.workers is not None:
         wire_workers(bridge.workers, bridge.delivery, bridge.sessions, bridge.rules, portals,
-                     bridge.storage.state_store, bridge.security.vault)
+                     bridge.storage.state_store, bridge.security.vault, bridge.linking)
     bridge.router.on_invite = bridge.rules.handle_invite
     bridge.backfill = Backfill(bridge.storage, bridge.connectors, bridge.router.gate,
                                bridge.router.handle_remote_event, audit,

@@ -14,6 +14,7 @@ import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import attrs
 
@@ -29,9 +30,13 @@ from ..security.policy import Policy
 from ..security.system_keys import link_flow_key
 from ..security.vault import Vault
 from .sessions import PersonaSessions
+from .workers import CallFailed
 
 log = logging.getLogger("relayforge.linking")
 FLOW_TTL = 15 * 60
+# How long a login step handed to the worker holding the login may take there (Telegram's
+# sign-in and verification ping).
+ELSEWHERE_SECONDS = 180
 # Credentials sealed while a person has not yet said which account is theirs are kept under
 # a persona id with this prefix, until they choose or the flow expires.
 _PENDING = "pending_"
@@ -82,6 +87,13 @@ class Linking:
         # (network, workspace or None before the login says) may not be linked, or None.
         self.refuse_network: Callable[[str, str | None, str], str | None] | None = None
         self._flow_key: bytes | None = None
+        # With several workers (core/workers.py): this worker's id, and how to run a call
+        # on another (worker, what, args) -> answer. A network whose half-done login lives
+        # in the process that began it (`Connector.login_in_process`) has each of its steps
+        # handed to that worker.
+        self.worker_id: str | None = None
+        self.call_worker: Callable[[str, str, dict[str, Any]], Awaitable[dict[str, Any]]
+                                   ] | None = None
 
     def networks(self) -> dict[str, list[str]]:
         return {name: c.login_flows() for name, c in sorted(self.connectors.items())}
@@ -116,8 +128,15 @@ class Linking:
             raise LinkRefused(str(e)) from e
         flow_id = await self.storage.one_time.issue(
             "link_flow", FLOW_TTL, account_id=account_id,
-            payload={"network": network, "profile": profile_row.name, "state": step.state})
+            payload=self._flow_payload(connector, profile_row.name, step))
         return flow_id, step
+
+    def _flow_payload(self, connector: Connector, profile: str, step: LoginStep
+                      ) -> dict[str, Any]:
+        payload = {"network": connector.network, "profile": profile, "state": step.state}
+        if connector.login_in_process and self.worker_id is not None:
+            payload["worker"] = self.worker_id  # the login's next step is answered there
+        return payload
 
     # ---- OAuth 2.0 networks: state + PKCE, exact redirect URI -----------------------------
 
@@ -232,6 +251,14 @@ class Linking:
     async def submit(self, account_id: str, flow_id: str, answers: dict[str, str],
                      actor: str) -> tuple[str, LoginStep] | LinkDone:
         """The next step (with its flow id), or the finished link."""
+        if self.call_worker is not None and self.worker_id is not None:
+            # Read, not taken: the worker that holds the login takes it (once).
+            seen = await self.storage.one_time.peek("link_flow", flow_id)
+            worker = seen.payload.get("worker") if seen is not None else None
+            if (seen is not None and seen.account_id == account_id and worker
+                    and worker != self.worker_id):
+                return await self._submit_on(str(worker), seen.payload, account_id, flow_id,
+                                             answers, actor)
         flow = await self.storage.one_time.consume("link_flow", flow_id)
         if flow is None or flow.account_id != account_id:
             raise LinkRefused("This linking flow expired or is not yours: start again with "
@@ -249,9 +276,56 @@ class Linking:
         if isinstance(result, LoginStep):
             next_id = await self.storage.one_time.issue(
                 "link_flow", FLOW_TTL, account_id=account_id,
-                payload={"network": network, "profile": profile, "state": result.state})
+                payload=self._flow_payload(connector, profile, result))
             return next_id, result
         return await self._ask_consent(account_id, network, profile, result)
+
+    # ---- a login held by another worker ----------------------------------------------------
+
+    async def _submit_on(self, worker: str, payload: dict[str, Any], account_id: str,
+                         flow_id: str, answers: dict[str, str], actor: str
+                         ) -> tuple[str, LoginStep] | LinkDone:
+        """Hand the step to the worker holding the login (the answers sealed on the way) and
+        give its outcome as if it were ours."""
+        assert self.call_worker is not None
+        network = payload.get("network", "")
+        try:
+            answer = await self.call_worker(worker, "link.submit", {
+                "account": account_id, "flow": flow_id, "answers": answers, "actor": actor})
+        except CallFailed as e:
+            raise LinkRefused(
+                f"This {network} login is held by another bridge worker ({worker}), which "
+                f"{e}. Start again with \"link {network}\". Nothing was stored.") from e
+        if "refused" in answer:
+            raise LinkRefused(str(answer["refused"]))
+        if "persona" in answer:
+            persona = await self.storage.personas.get(str(answer["persona"]))
+            if persona is None:
+                raise LinkRefused(f"The {network} account was linked but is gone again.")
+            return LinkDone(persona, [str(check) for check in answer.get("verified", [])])
+        if "flow" in answer and isinstance(answer.get("step"), dict):
+            shown = answer["step"]
+            return str(answer["flow"]), LoginStep(**{
+                **shown, "fields": [Field(**field) for field in shown.get("fields", [])]})
+        raise LinkRefused(f"The bridge worker holding this {network} login ({worker}) "
+                          f"{answer.get('failed', 'gave no answer')}. Start again with "
+                          f"\"link {network}\".")
+
+    async def submit_here(self, args: dict[str, Any]) -> dict[str, Any]:
+        """`submit` handed here by another worker (this one holds the login): its outcome."""
+        answers = args.get("answers")
+        if not isinstance(answers, dict):
+            return {"refused": "That login step had no answer."}
+        try:
+            result = await self.submit(str(args["account"]), str(args["flow"]),
+                                       {str(k): str(v) for k, v in answers.items()},
+                                       str(args["actor"]))
+        except LinkRefused as e:
+            return {"refused": str(e)}
+        if isinstance(result, LinkDone):
+            return {"persona": result.persona.id, "verified": result.verified}
+        next_id, step = result
+        return {"flow": next_id, "step": attrs.asdict(step)}
 
     # ---- MFA before high-risk accounts -----------------------------------------------------
 

@@ -6,8 +6,8 @@ import asyncio
 import contextlib
 import fnmatch
 import logging
-from collections.abc import Callable
-from typing import Protocol
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
 
 import attrs
 
@@ -21,10 +21,14 @@ from ..networks.login import LoginFailed
 from .backfill import Backfill
 from .matrix_side import PortalDirectory
 from .room_rights import RoomCheck, RoomNotYours, check_room_rights
+from .workers import CallFailed
 
 log = logging.getLogger("relayforge.mapping")
 # Joins of one room a network rate-limits before its rule is left inactive.
 _JOIN_TRIES = 5
+# How long a rule said to one worker may take on the worker serving its network (the join,
+# with a rate-limited network's waits, and the portal made).
+ELSEWHERE_SECONDS = _JOIN_TRIES * 60 + 120
 
 
 class RuleRefused(Exception):
@@ -59,6 +63,14 @@ class MappingRules:
         self.spaces = spaces
         # Set by the app when history is read (core/backfill.py).
         self.backfill: Backfill | None = None
+        # With several workers (core/workers.py): run a call ("rules.add") on the worker
+        # serving a network, or None when that is this one. A rule's room is joined with its
+        # persona's session, open on that worker only.
+        self.elsewhere: Callable[[str, str, dict[str, Any]], Awaitable[dict[str, Any] | None]
+                                 ] | None = None
+        # With several workers: does this one serve the network's sessions (and so judge
+        # its rules at start-up and after a resume)?
+        self.serves: Callable[[str], bool] = lambda network: True
 
     async def persona_in(self, profile_id: str, network: str) -> Persona | None:
         for persona in await self.storage.personas.for_profile(profile_id):
@@ -68,13 +80,28 @@ class MappingRules:
 
     async def add(self, account_id: str, owner: str, profile_name: str, network: str,
                   remote: str, *, target_room: str | None = None, inbound_only: bool = False,
-                  relay: bool = False) -> MappingRule:
+                  relay: bool = False, handed_here: bool = False) -> MappingRule:
+        """`handed_here`: another worker handed the rule to this one (not handed on)."""
         connector = self.connectors.get(network)
         if connector is None:
             raise RuleRefused(f'"{network}" is not a network this bridge runs.')
         if self.refuse_network is not None and (refusal := self.refuse_network(
                 network, connector.workspace_of(remote), remote)):
             raise RuleRefused(refusal)
+        if "*" not in remote and self.elsewhere is not None and not handed_here:
+            # The room is joined with the persona's session: on the worker serving the
+            # network, which makes the same checks and the rule (as if it were said there).
+            args = {"account": account_id, "owner": owner, "profile": profile_name,
+                    "remote": remote, "target_room": target_room,
+                    "inbound_only": inbound_only, "relay": relay}
+            try:
+                answer = await self.elsewhere(network, "rules.add", args)
+            except CallFailed as e:
+                raise RuleRefused(
+                    f"The bridge worker serving {network} {e}. Send \"rules\" to see whether "
+                    f"{remote} was mapped, and try again if not.") from e
+            if answer is not None:
+                return self._answered(answer)
         profile = await self.storage.profiles.by_name(account_id, profile_name)
         if profile is None:
             raise RuleRefused(f'You have no profile called "{profile_name}".')
@@ -106,6 +133,35 @@ class MappingRules:
                                          "remote": remote, "inbound_only": inbound_only,
                                          "relay": relay})
         return rule
+
+    async def add_here(self, args: dict[str, Any]) -> dict[str, Any]:
+        """`add` asked by another worker (this one serves the network): its answer."""
+        try:
+            rule = await self._add_here(args)
+        except TargetRoomRefused as e:
+            return {"refused": str(e), "target_room": True}
+        except RuleRefused as e:
+            return {"refused": str(e)}
+        return {"rule": attrs.asdict(rule)}
+
+    async def _add_here(self, args: dict[str, Any]) -> MappingRule:
+        target_room = args.get("target_room")
+        return await self.add(
+            str(args["account"]), str(args["owner"]), str(args["profile"]),
+            str(args["network"]), str(args["remote"]),
+            target_room=str(target_room) if target_room is not None else None,
+            inbound_only=bool(args.get("inbound_only")), relay=bool(args.get("relay")),
+            handed_here=True)
+
+    @staticmethod
+    def _answered(answer: dict[str, Any]) -> MappingRule:
+        if "rule" in answer:
+            return MappingRule(**answer["rule"])
+        if "refused" in answer:
+            refused = TargetRoomRefused if answer.get("target_room") else RuleRefused
+            raise refused(str(answer["refused"]))
+        raise RuleRefused(f"The bridge worker serving that network "
+                          f"{answer.get('failed', 'did not map it')}. Try again.")
 
     async def _activate(self, rule: MappingRule, persona: Persona, owner: str, *,
                         stored: bool = True) -> RemoteRoom:
@@ -184,12 +240,18 @@ class MappingRules:
 
     async def activate_all(self, persona: Persona | None = None) -> None:
         """After a restart (or a resume): rejoin the mapped rooms with their persona's
-        session; only those of `persona` when given."""
+        session; only those of `persona` when given. With several workers, only the worker
+        serving a network rejoins (and judges) its rules: the others have no session there."""
+        everything = persona is None
         rules = (await self.storage.rules.for_profile_network(persona.profile_id,
                                                               persona.platform)
                  if persona else await self.storage.rules.all())
+        rejoined, inactive, elsewhere = 0, 0, set()
         for rule in rules:
             if "*" in rule.remote:
+                continue  # a pattern waits for invites
+            if not self.serves(rule.network):
+                elsewhere.add(rule.network)  # the worker serving it judges it
                 continue
             persona = await self.persona_in(rule.profile_id, rule.network)
             owners = await self.storage.accounts.matrix_users(rule.account_id)
@@ -197,12 +259,19 @@ class MappingRules:
                 continue
             try:
                 await self._activate(rule, persona, owners[0])
+                rejoined += 1
             except RuleRefused as e:
+                inactive += 1
                 log.warning("Rule %s not active: %s", rule.id, e)
             except Exception:
                 # A network failing one room (an error answer, a dropped connection) must
                 # not leave the rooms after it, and the backfills to resume, unactivated.
+                inactive += 1
                 log.exception("Rule %s not active: rejoining %s failed", rule.id, rule.remote)
+        if everything:
+            log.info("Mapped rooms rejoined: %d, not active: %d%s", rejoined, inactive,
+                     f" (rules on {', '.join(sorted(elsewhere))} are left to the worker "
+                     "serving that network)" if elsewhere else "")
 
     async def remove(self, account_id: str, rule_id: str, actor: str) -> MappingRule:
         rule = next((r for r in await self.storage.rules.for_account(account_id)

@@ -17,6 +17,17 @@ room has new events" (to the room's owner), "this persona changed" (to its sessi
 "drop this from your cache" (portals, Matrix room state, vault data keys), and "I am
 stopping" (take my rooms and sessions now rather than after the lease runs out).
 
+A person cannot choose which worker gets their command, so what needs one worker's sessions
+or memory is handed to that worker over the same channel and its answer awaited (`call`):
+`map` (and the API's and pages' rules) said to any worker joins the room on the worker serving
+the network, and a login step reaches the worker holding the half-done login (a Telegram
+client waiting for its code). Each call and answer is sealed (AES-GCM, under a key kept in
+the vault, bound to the call's id, direction and the two workers), so a code or password in
+it is never readable in a NOTIFY, and a worker acts only on calls sealed by another worker.
+The callee says at once that it took the call; the caller then waits while the callee lives
+(its heartbeat), and a callee that stops or never takes it is reported to the person, who may
+try again (nothing is retried behind their back: the work may have been done).
+
 Without `bridge.workers.enabled` there is one worker, which owns everything; a second process
 on the same database is refused at start-up (on SQLite always: it serves one process).
 """
@@ -24,10 +35,12 @@ on the same database is refused at start-up (on SQLite always: it serves one pro
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import logging
 import os
+import secrets
 import socket
 import time
 from collections import Counter
@@ -42,11 +55,12 @@ from mautrix.util.async_db import Scheme
 from ..config import get_path
 from ..db import Storage
 from ..db.lease import NETWORK, PERSONA, ROOM, LeaseStore
-from ..db.lease_channel import WorkerLink
+from ..db.lease_channel import MAX_PAYLOAD, WorkerLink
 
 if TYPE_CHECKING:  # the config check imports this module: keep it light
-    from ..db.persona import Persona
     from .delivery import Delivery
+    from .linking import Linking
+    from .mapping import MappingRules
     from .sessions import PersonaSessions
 
 log = logging.getLogger("relayforge.workers")
@@ -55,10 +69,76 @@ SINGLE, SHARED = "single", "shared"
 # How long before its lease runs out a worker stops sending, in case its clock or its
 # heartbeat lags: by the time others may take over, it has stopped.
 FENCE_MARGIN = 0.25  # of the lease
+MAX_CALL_PAYLOAD = MAX_PAYLOAD
 
 
 class WorkerConflict(OSError):
     """Another live process is this worker, or runs alone on this database."""
+
+
+class CallFailed(Exception):
+    """Another worker did not take or finish a call; the message says what happened, in
+    words for the person ("did not answer")."""
+
+
+# A call's handler: the call's arguments -> its answer (both JSON objects). A refusal the
+# person should read goes in the answer ({"refused": ...}); an exception becomes "failed".
+CallHandler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
+_SEAL_LABEL = "relayforge-worker-call-v1"
+
+
+class CallSeal:
+    """Seals a call or answer for the channel: AES-GCM under a key from the vault (every
+    worker opens the same one), bound to the call id, its direction and both workers."""
+
+    def __init__(self, key: Callable[[], Awaitable[bytes]]) -> None:
+        self._get_key = key
+        self._key: bytes | None = None
+
+    async def _aes(self) -> Any:
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM  # not for the config
+
+        if self._key is None:
+            self._key = await self._get_key()
+        return AESGCM(self._key)
+
+    @staticmethod
+    def _aad(call_id: str, direction: str, sender: str, receiver: str) -> bytes:
+        return json.dumps([_SEAL_LABEL, call_id, direction, sender, receiver],
+                          separators=(",", ":")).encode()
+
+    async def seal(self, call_id: str, direction: str, sender: str, receiver: str,
+                   body: dict[str, Any]) -> str:
+        nonce = os.urandom(12)
+        sealed = (await self._aes()).encrypt(nonce, json.dumps(body).encode(),
+                                             self._aad(call_id, direction, sender, receiver))
+        return base64.b64encode(nonce + sealed).decode()
+
+    async def open(self, call_id: str, direction: str, sender: str, receiver: str,
+                   sealed: str) -> dict[str, Any]:
+        """The body; raises ValueError if it was not sealed for exactly this."""
+        from cryptography.exceptions import InvalidTag
+
+        raw = base64.b64decode(sealed)
+        try:
+            plain = (await self._aes()).decrypt(raw[:12], raw[12:], self._aad(
+                call_id, direction, sender, receiver))
+        except InvalidTag:
+            raise ValueError("a worker call that was not sealed for this") from None
+        body = json.loads(plain)
+        if not isinstance(body, dict):
+            raise ValueError("a worker call that is not an object")
+        return body
+
+
+@attrs.define
+class _Pending:
+    """A call of ours waiting for its answer."""
+
+    worker: str
+    taken: asyncio.Event = attrs.field(factory=asyncio.Event)
+    answer: asyncio.Future[dict[str, Any]] = attrs.field(
+        factory=lambda: asyncio.get_running_loop().create_future())
 
 
 @attrs.frozen
@@ -157,6 +237,10 @@ class Workers:
         self.close_persona: Callable[[str], Awaitable[None]] | None = None
         self.personas_wanted: Callable[[str], Awaitable[list[str]]] | None = None
         self.caches: dict[str, Callable[[str], None]] = {}
+        # Calls other workers may make here (`call`), by name; wired by the app.
+        self.handlers: dict[str, CallHandler] = {}
+        self.seal: CallSeal | None = None
+        self._calls: dict[str, _Pending] = {}
 
     # ---- start and stop ----------------------------------------------------------------------
 
@@ -371,6 +455,149 @@ class Workers:
         self._errands.add(task)
         task.add_done_callback(self._errands.discard)
 
+    # ---- calls: work only another worker can do ---------------------------------------------
+
+    def serves(self, network: str) -> bool:
+        """Does this worker serve the network's sessions (so it judges its rules)?"""
+        return not self.shared or network in self._networks
+
+    async def where_served(self, network: str) -> str | None:
+        """The other live worker serving the network; None when it is this one, or nobody
+        serves it yet (the work is then done here)."""
+        if self.serves(network):
+            return None
+        owner = await self.leases.owner(NETWORK + network)
+        return None if owner in (None, self.worker_id) else owner
+
+    async def run_where_served(self, network: str, what: str, args: dict[str, Any], *,
+                               limit: float) -> dict[str, Any] | None:
+        """Run `what` on the worker serving the network and return its answer; None when
+        this worker serves it (or nobody does): the caller does it here. A network that moved
+        on meanwhile is followed to its new worker."""
+        for _ in range(3):
+            worker = await self.where_served(network)
+            if worker is None:
+                return None
+            answer = await self.call(worker, what, {**args, "network": network}, limit=limit,
+                                     network=network)
+            if not answer.get("moved"):
+                return answer
+        raise CallFailed(f"kept handing the {network} network on")
+
+    async def alive(self, worker: str) -> bool:
+        return any(w.worker_id == worker for w in await self.leases.alive_workers())
+
+    async def call(self, worker: str, what: str, args: dict[str, Any], *, limit: float,
+                   network: str | None = None) -> dict[str, Any]:
+        """Have `worker` run its handler `what` with `args`, and wait for the answer: as
+        long as that worker lives, at most `limit` seconds. Sent once: a call it did not
+        take, or did not finish, raises CallFailed (the work may have been done)."""
+        if self.link is None or self.seal is None or not self.shared:
+            raise CallFailed("is not reachable from here")
+        call_id = secrets.token_urlsafe(12)
+        pending = _Pending(worker)
+        self._calls[call_id] = pending
+        try:
+            body = await self.seal.seal(call_id, "call", self.worker_id, worker,
+                                        {"what": what, "args": args, "network": network})
+            try:
+                await self.link.publish(json.dumps({
+                    "from": self.worker_id, "kind": "call",
+                    "key": json.dumps({"id": call_id, "to": worker, "body": body})}))
+            except ValueError as e:  # too long for a NOTIFY
+                raise CallFailed("could not be asked: the request is too long") from e
+            async with asyncio.timeout(limit):
+                try:  # a live worker takes it at once; one that does not may be stopping
+                    await asyncio.wait_for(pending.taken.wait(),
+                                           max(2 * self.settings.lease_seconds, 5))
+                except TimeoutError:
+                    raise CallFailed("did not answer") from None
+                while True:
+                    try:
+                        return await asyncio.wait_for(asyncio.shield(pending.answer),
+                                                      self.settings.lease_seconds)
+                    except TimeoutError:
+                        if not await self.alive(worker):
+                            raise CallFailed("stopped before it answered") from None
+        except TimeoutError:
+            raise CallFailed("did not finish in time") from None
+        finally:
+            self._calls.pop(call_id, None)
+
+    async def _called(self, sender: str, call_id: str, sealed: str) -> None:
+        """Another worker's call: taken (said at once), run, answered."""
+        await self._publish("took", json.dumps({"id": call_id, "to": sender}))
+        assert self.seal is not None
+        try:
+            request = await self.seal.open(call_id, "call", sender, self.worker_id, sealed)
+        except ValueError:
+            log.warning("Ignoring a call from worker %s that is not sealed for this one",
+                        sender)
+            return
+        what, network = request.get("what"), request.get("network")
+        handler = self.handlers.get(str(what))
+        answer: dict[str, Any]
+        if handler is None:
+            answer = {"failed": f"this worker does not know {what!r}"}
+        elif network is not None and not self.serves(network):
+            answer = {"moved": True}  # handed on since: the caller asks its new worker
+        else:
+            try:
+                answer = await handler(request.get("args") or {})
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("A call from worker %s (%s) failed here", sender, what)
+                answer = {"failed": "failed with an internal error (see its log)"}
+        body = await self.seal.seal(call_id, "answer", self.worker_id, sender, answer)
+        payload = json.dumps({"from": self.worker_id, "kind": "answer",
+                              "key": json.dumps({"id": call_id, "to": sender, "body": body})})
+        if len(payload.encode()) > MAX_CALL_PAYLOAD:
+            log.warning("The answer to a call from worker %s (%s) is too long to send",
+                        sender, what)
+            body = await self.seal.seal(call_id, "answer", self.worker_id, sender, {
+                "failed": "had an answer too long to pass between workers"})
+            payload = json.dumps({"from": self.worker_id, "kind": "answer", "key": json.dumps(
+                {"id": call_id, "to": sender, "body": body})})
+        try:
+            assert self.link is not None
+            await self.link.publish(payload)
+        except Exception:
+            log.warning("Could not answer a call from worker %s", sender, exc_info=True)
+
+    async def _answered(self, sender: str, call_id: str, sealed: str) -> None:
+        pending = self._calls.get(call_id)
+        if pending is None or pending.worker != sender or pending.answer.done():
+            return
+        assert self.seal is not None
+        try:
+            answer = await self.seal.open(call_id, "answer", sender, self.worker_id, sealed)
+        except ValueError:
+            log.warning("Ignoring an answer from worker %s that is not sealed for this one",
+                        sender)
+            return
+        if not pending.answer.done():
+            pending.answer.set_result(answer)
+
+    def _call_message(self, sender: str, kind: str, key: str) -> None:
+        try:
+            message = json.loads(key)
+            call_id, receiver = str(message["id"]), message["to"]
+        except (ValueError, KeyError, TypeError):
+            log.warning("Ignoring a malformed worker call")
+            return
+        if receiver != self.worker_id:
+            return
+        if kind == "took":
+            pending = self._calls.get(call_id)
+            if pending is not None and pending.worker == sender:
+                pending.taken.set()
+        elif self.seal is not None and isinstance(message.get("body"), str):
+            if kind == "call":
+                self._errand(self._called(sender, call_id, message["body"]))
+            else:
+                self._errand(self._answered(sender, call_id, message["body"]))
+
     # ---- the channel -------------------------------------------------------------------------
 
     async def _publish(self, kind: str, key: str) -> None:
@@ -405,6 +632,8 @@ class Workers:
             if (key not in self._personas and self._networks
                     and self.open_persona is not None):
                 self._errand(self.open_persona(key))
+        elif kind in ("call", "took", "answer"):
+            self._call_message(sender, kind, key)
         elif kind == "retired":
             self._wake.set()  # its rooms and sessions are free now
         elif kind.startswith("cache:"):
@@ -429,20 +658,36 @@ class _RoomState(Protocol):
 class _Vault(Protocol):
     def forget_cached_key(self, profile: str) -> None: ...
 
-
-class _Rules(Protocol):
-    async def activate_all(self, persona: Persona | None = None) -> None: ...
+    async def open_or_create(self, profile: str, persona: str, field: str,
+                             make: Callable[[], bytes]) -> bytes: ...
 
 
 def wire_workers(workers: Workers, delivery: Delivery, sessions: PersonaSessions,
-                 rules: _Rules, portals: _Portals, room_state: _RoomState,
-                 vault: _Vault) -> None:
+                 rules: MappingRules, portals: _Portals, room_state: _RoomState,
+                 vault: _Vault, linking: Linking | None = None) -> None:
     """Hook this worker into the rest of the bridge, when it shares the database: who sends
-    which room, who has which session, and the caches the workers keep in step."""
+    which room, who has which session, the caches the workers keep in step, and the work
+    handed to the worker that can do it."""
     if not workers.shared:
         return
     delivery.gate = workers
     sessions.gate = workers
+    from ..security.system_keys import SYSTEM_PERSONA, SYSTEM_PROFILE
+    from .linking import ELSEWHERE_SECONDS as LINK_SECONDS
+    from .mapping import ELSEWHERE_SECONDS as RULE_SECONDS
+
+    workers.seal = CallSeal(lambda: vault.open_or_create(
+        SYSTEM_PROFILE, SYSTEM_PERSONA, "worker_call_key", lambda: secrets.token_bytes(32)))
+    # A rule's room is joined on the worker serving its network; only that one judges it.
+    rules.serves = workers.serves
+    rules.elsewhere = lambda network, what, args: workers.run_where_served(
+        network, what, args, limit=RULE_SECONDS)
+    workers.handlers["rules.add"] = rules.add_here
+    if linking is not None:  # a login held in one worker's memory is finished there
+        linking.worker_id = workers.worker_id
+        linking.call_worker = lambda worker, what, args: workers.call(
+            worker, what, args, limit=LINK_SECONDS)
+        workers.handlers["link.submit"] = linking.submit_here
 
     async def open_here(persona_id: str) -> None:
         """A session taken over (or linked on another worker): open it, and rejoin its

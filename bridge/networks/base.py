@@ -454,6 +454,11 @@ class Connector(ABC):
     #: {"code", "code_verifier", "redirect_uri"}.
     uses_oauth: bool = False
 
+    #: A half-done login lives in the process that began it (a connected client waiting for
+    #: a code), not only in its flow state: with several workers, the core hands each step
+    #: of it to the worker that began it.
+    login_in_process: bool = False
+
     async def begin_oauth(self, state: str, code_challenge: str, redirect_uri: str
                           ) -> LoginStep:
         """The first step of an OAuth link: the authorisation URL to open (with this state,

@@ -128,6 +128,7 @@ class TgSession:
 
 class TelegramConnector(Connector):
     network = "telegram"
+    login_in_process = True  # the login's client (its new auth key) waits in memory
 
     def __init__(self, settings: Mapping[str, Any] | None = None) -> None:
         super().__init__(settings)
