@@ -6,17 +6,17 @@ backfill and while the bridge was down after them."""
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 
 from mautrix.types import EventType
 
 from tests.fakes.slack import FakeSlack
 from tests.fakes.slack.scenario import build_world
 
+from .support.bridge_process_setup import slack_general_process
 from .support.matrix import DEADLINE, MatrixUser
-from .support.slack import link_slack, slack_settings
+from .support.slack import slack_settings
+from .support.slack_history import link_and_map_general
 from .test_backfill_slack import bodies, timeline
-from .test_crash_recovery import BridgeProcess
 
 HISTORY = 60
 DOWN = 15
@@ -45,21 +45,12 @@ async def test_kill_9_mid_backfill_resumes_without_gaps_or_duplicates(homeserver
         for i in range(HISTORY):
             await slack.post_message(world.bob if i % 2 else world.carol, general, f"h{i}")
         slack.state.time_offset = 0
-        callback = f"{homeserver.appservice_url}/link/slack/callback"
         # Slow enough that the kill lands with part of the history in Matrix.
-        config = homeserver.bridge_config(tmp_path, db_uri, extra={
-            "networks": {"slack": {**slack_settings(slack, callback),
-                                   "backfill": {"initial_messages": HISTORY}}},
-            "backfill": {"rate": 4, "burst": 1}})
-        bridge = BridgeProcess(Path(config.path), None,
-                               f"{homeserver.appservice_url}/_matrix/mau/ready",
-                               tmp_path / "bridge.log")
-        await bridge.start()
-        try:
-            alice = await new_user("alice")
-            room = await link_slack(alice, homeserver.bot_mxid, slack, world.alice)
-            await alice.send_text(room, f"map slack {world.team.id}/#general --profile Jobb")
-            portal = await alice.wait_for_invite()
+        async with slack_general_process(
+                homeserver, db_uri, tmp_path, new_user, slack, world,
+                slack_extra={"backfill": {"initial_messages": HISTORY}},
+                extra={"backfill": {"rate": 4, "burst": 1}}) as mapped:
+            bridge, alice, portal = mapped.bridge, mapped.alice, mapped.portal
             await until(alice, portal, lambda b: len(b) >= 5, "a first part of the history")
             # Said while the history comes in: waits behind it (and dies with the bridge).
             await slack.post_message(world.bob, general, "live during backfill")
@@ -83,8 +74,6 @@ async def test_kill_9_mid_backfill_resumes_without_gaps_or_duplicates(homeserver
                 if event.type == EventType.ROOM_MESSAGE:
                     # The original time, to the millisecond.
                     assert event.timestamp == int(float(sent[event.content.body].ts) * 1000)
-        finally:
-            bridge.stop()
 
 
 async def test_a_stop_mid_backfill_keeps_live_messages_after_the_history(start_bridge, new_user,
@@ -105,9 +94,7 @@ async def test_a_stop_mid_backfill_keeps_live_messages_after_the_history(start_b
                  "backfill": {"rate": 4, "burst": 1}}
         bridge = await start_bridge(extra=extra)
         alice = await new_user("alice")
-        room = await link_slack(alice, homeserver.bot_mxid, slack, world.alice)
-        await alice.send_text(room, f"map slack {world.team.id}/#general --profile Jobb")
-        portal = await alice.wait_for_invite()
+        _, portal = await link_and_map_general(alice, homeserver.bot_mxid, slack, world)
         await until(alice, portal, lambda b: len(b) >= 3, "a first part of the history")
         await slack.post_message(world.carol, general, "live during backfill")
         await slack.wait_until(lambda: not slack.socket.unacked(), "the event acknowledged")

@@ -6,7 +6,6 @@ after a restart, once and in order. Read as the person whose conversation it is.
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -14,26 +13,17 @@ from mautrix.types import EventType
 from telethon import TelegramClient
 
 from tests.fakes.slack import FakeSlack
-from tests.fakes.slack.scenario import World, build_world
 from tests.fakes.telegram import TelegramThread
 
-from .support.matrix import DEADLINE
+from .support import slack_history as history
 from .support.prosody import ProsodyServer
-from .support.slack import link_slack, slack_settings
+from .support.slack import link_slack
+from .support.slack_history import slack, world
 from .support.telegram import link_by_qr, telegram_settings
 from .test_backfill_slack import bodies, timeline, until_bodies
 from .test_xmpp import correction, link_xmpp
 
-
-@pytest.fixture
-async def slack():
-    async with FakeSlack() as fake:
-        yield fake
-
-
-@pytest.fixture
-def world(slack) -> World:
-    return build_world(slack)
+__all__ = ["slack", "world"]  # the Slack fake and its world, as fixtures
 
 
 @pytest.fixture(scope="module")
@@ -47,9 +37,7 @@ def telegram():
 
 
 def _slack_settings(slack: FakeSlack, homeserver) -> dict:
-    callback = f"{homeserver.appservice_url}/link/slack/callback"
-    return {"networks": {"slack": {**slack_settings(slack, callback),
-                                   "backfill": {"initial_messages": 5}}}}
+    return history.history_settings(slack, homeserver, 5)
 
 
 async def test_slack_direct_chat_starts_with_its_past_and_catches_up(
@@ -61,33 +49,21 @@ async def test_slack_direct_chat_starts_with_its_past_and_catches_up(
     await link_slack(await new_user("carol"), homeserver.bot_mxid, slack, world.carol)
     # An hour ago: six messages between the two (one too many), a thread reply, an edit
     # and a reaction.
-    slack.state.time_offset = -3600
-    await slack.post_message(world.bob, dm, "too old for five")
-    h1 = await slack.post_message(world.bob, dm, "d1")
-    await slack.post_message(world.alice, dm, "d2")
-    h3 = await slack.post_message(world.bob, dm, "d3")
-    await slack.post_message(world.alice, dm, "t1", thread_ts=h1.ts)
-    await slack.edit_message(world.bob, dm, h3.ts, "d3 edited")
-    await slack.add_reaction(world.alice, dm, h1.ts, "thumbsup")
-    slack.state.time_offset = 0
+    h1, _ = await history.post_past(slack, dm, world.bob, world.alice, "d")
     await slack.settle()
 
     alice = await new_user("alice")
     await link_slack(alice, homeserver.bot_mxid, slack, world.alice)
     # Bob writes: the direct chat's portal is made, its past comes first. A second message
     # sent while the past is read waits behind it.
-    hold = slack.hold_after("conversations.history", 1)
-    await slack.post_message(world.bob, dm, "live 1")
-    portal = await alice.wait_for_invite()
-    async with asyncio.timeout(DEADLINE):
-        await hold.reached.wait()
-    await slack.post_message(world.bob, dm, "live 2")
-    hold.release()
+    portal = await history.live_while_history_held(
+        slack, lambda: slack.post_message(world.bob, dm, "live 1"), alice, dm, world.bob,
+        "live 2")
 
     events = await until_bodies(alice, portal, "live 2")
     assert bodies(events) == ["d1", "d2", "d3 edited", "t1", "live 1", "live 2"]
-    by_body = {e.content.body: e for e in events if e.type == EventType.ROOM_MESSAGE}
-    sent = {m.text: m for m in slack.messages(dm)}
+    by_body = history.messages_by_body(events)
+    sent = history.sent_by_text(slack, dm)
     ghost = bridge.router.ghosts.ghost_mxid
     for body, author in (("d1", world.bob), ("d2", world.alice), ("t1", world.alice),
                          ("live 1", world.bob)):
@@ -110,7 +86,7 @@ async def test_slack_direct_chat_starts_with_its_past_and_catches_up(
     events = await until_bodies(alice, portal, "live again")
     assert bodies(events) == ["d1", "d2", "d3 edited", "t1", "live 1", "live 2", "away 1",
                               "away 2", "away 3", "live again"]
-    by_body = {e.content.body: e for e in events if e.type == EventType.ROOM_MESSAGE}
+    by_body = history.messages_by_body(events)
     assert by_body["away 3"].content.get_thread_parent() == by_body["d1"].event_id
     assert len(await timeline(alice, portal)) == len(events)
 
@@ -149,7 +125,7 @@ async def test_telegram_private_chat_starts_with_its_past_and_catches_up(
     portal = await alice.wait_for_invite()
     events = await until_bodies(alice, portal, "live 1")
     assert bodies(events) == ["p1", "p2", "p0", "p3 edited", "live 1"]
-    by_body = {e.content.body: e for e in events if e.type == EventType.ROOM_MESSAGE}
+    by_body = history.messages_by_body(events)
     ghost = bridge.router.ghosts.ghost_mxid
     for body, author, minute in (("p1", bob, 1), ("p2", person, 2), ("p3 edited", bob, 3)):
         assert by_body[body].timestamp == int(

@@ -7,32 +7,20 @@ from __future__ import annotations
 
 import asyncio
 
-import pytest
 from mautrix.types import EventType, PaginationDirection, RelationType
 
 from tests.fakes.slack import FakeSlack
-from tests.fakes.slack.scenario import World, build_world
 
+from .support import slack_history as history
 from .support.matrix import DEADLINE, MatrixUser
-from .support.slack import link_slack, slack_settings
+from .support.slack import link_slack
+from .support.slack_history import slack, world
 
-
-@pytest.fixture
-async def slack():
-    async with FakeSlack() as fake:
-        yield fake
-
-
-@pytest.fixture
-def world(slack) -> World:
-    return build_world(slack)
+__all__ = ["slack", "world"]  # the Slack fake and its world, as fixtures
 
 
 def _settings(slack: FakeSlack, homeserver) -> dict:
-    callback = f"{homeserver.appservice_url}/link/slack/callback"
-    return {"networks": {"slack": {**slack_settings(slack, callback),
-                                   "backfill": {"initial_messages": 5}}},
-            "backfill": {"notice_threshold": 3}}
+    return history.history_settings(slack, homeserver, 5, backfill={"notice_threshold": 3})
 
 
 async def timeline(user: MatrixUser, room: str) -> list:
@@ -66,34 +54,21 @@ async def test_history_then_live_then_catch_up_after_a_restart(start_bridge, sla
                                                                new_user, homeserver):
     general = world.general
     # An hour ago: six messages (one too many), a thread reply, an edit and a reaction.
-    slack.state.time_offset = -3600
-    await slack.post_message(world.bob, general, "too old for five")
-    h1 = await slack.post_message(world.bob, general, "h1")
-    await slack.post_message(world.carol, general, "h2")
-    h3 = await slack.post_message(world.bob, general, "h3")
-    await slack.post_message(world.carol, general, "t1", thread_ts=h1.ts)
-    await slack.post_message(world.bob, general, "h4")
-    await slack.edit_message(world.bob, general, h3.ts, "h3 edited")
-    await slack.add_reaction(world.carol, general, h1.ts, "thumbsup")
-    slack.state.time_offset = 0
+    await history.post_past(slack, general, world.bob, world.carol, "h", more=("h4",))
 
     bridge = await start_bridge(extra=_settings(slack, homeserver))
     alice = await new_user("alice")
     bot = homeserver.bot_mxid
     room = await link_slack(alice, bot, slack, world.alice)
     # The history's answer waits until a live message was posted meanwhile.
-    hold = slack.hold_after("conversations.history", 1)
-    await alice.send_text(room, f"map slack {world.team.id}/#general --profile Jobb")
-    portal = await alice.wait_for_invite()
-    async with asyncio.timeout(DEADLINE):
-        await hold.reached.wait()
-    await slack.post_message(world.bob, general, "live during backfill")
-    hold.release()
+    portal = await history.live_while_history_held(
+        slack, lambda: history.ask_to_map_general(alice, room, world), alice, general, world.bob,
+        "live during backfill")
 
     events = await until_bodies(alice, portal, "live during backfill")
     assert bodies(events) == ["h1", "h2", "h3 edited", "t1", "h4", "live during backfill"]
-    by_body = {e.content.body: e for e in events if e.type == EventType.ROOM_MESSAGE}
-    sent = {m.text: m for m in slack.messages(general)}
+    by_body = history.messages_by_body(events)
+    sent = history.sent_by_text(slack, general)
     for body in ("h1", "h2", "t1", "h4"):
         # The original time, to the millisecond, and the author's ghost.
         assert by_body[body].timestamp == int(float(sent[body].ts) * 1000)
@@ -130,9 +105,7 @@ async def test_a_reply_in_an_old_thread_while_away_comes_in_after_a_restart(
     slack.state.time_offset = 0
     bridge = await start_bridge(extra=_settings(slack, homeserver))
     alice = await new_user("alice")
-    room = await link_slack(alice, homeserver.bot_mxid, slack, world.alice)
-    await alice.send_text(room, f"map slack {world.team.id}/#general --profile Jobb")
-    portal = await alice.wait_for_invite()
+    _, portal = await history.link_and_map_general(alice, homeserver.bot_mxid, slack, world)
     await until_bodies(alice, portal, "newer top")
 
     # While the bridge is stopped someone answers in the thread, whose root is older than
@@ -146,10 +119,10 @@ async def test_a_reply_in_an_old_thread_while_away_comes_in_after_a_restart(
     events = await until_bodies(alice, portal, "live again")
     assert bodies(events) == ["old root", "old reply", "newer top", "reply while away",
                               "top while away", "live again"]
-    by_body = {e.content.body: e for e in events if e.type == EventType.ROOM_MESSAGE}
+    by_body = history.messages_by_body(events)
     away = by_body["reply while away"]
     assert away.content.get_thread_parent() == by_body["old root"].event_id
-    sent = {m.text: m for m in slack.messages(general)}
+    sent = history.sent_by_text(slack, general)
     assert away.timestamp == int(float(sent["reply while away"].ts) * 1000)
     assert away.sender == bridge.router.ghosts.ghost_mxid(
         "slack", f"{world.team.id}/{world.carol.id}")

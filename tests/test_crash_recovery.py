@@ -16,11 +16,8 @@ import random
 import secrets
 import signal
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 
-import aiohttp
 import pytest
 from mautrix.types import EventType, PaginationDirection
 from mautrix.util.async_db import Database
@@ -28,55 +25,14 @@ from mautrix.util.async_db import Database
 from tests.fakes.slack import FakeSlack
 from tests.fakes.slack.scenario import build_world
 
+from .support.bridge_process_setup import ROOT as ROOT
+from .support.bridge_process_setup import BridgeProcess, slack_general_process
 from .support.matrix import DEADLINE, MatrixUser
-from .support.slack import link_slack, slack_settings
 from .support.wirenet import WireServer
 from .test_xmpp import mapped_muc
 
 BURST = 1000
 ROOMS = 8  # eight rooms at once, BURST messages in all (in order per room)
-ROOT = Path(__file__).resolve().parent.parent
-
-
-class BridgeProcess:
-    def __init__(self, config: Path, wire_url: str | None, ready_url: str, log: Path) -> None:
-        self.command = [sys.executable, "-m", "tests.support.bridge_process", str(config),
-                        *([wire_url] if wire_url else [])]
-        self.ready_url = ready_url
-        self.log = log
-        self.process: subprocess.Popen | None = None
-
-    def _spawn(self) -> subprocess.Popen:
-        with self.log.open("a") as log:
-            return subprocess.Popen(self.command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-
-    async def start(self) -> None:
-        self.process = self._spawn()
-        async with aiohttp.ClientSession() as session, asyncio.timeout(DEADLINE):
-            while True:
-                assert self.process.poll() is None, f"the bridge died; see {self.log}"
-                try:
-                    async with session.get(self.ready_url) as response:
-                        if response.status == 200:
-                            return
-                except aiohttp.ClientError:
-                    pass
-                await asyncio.sleep(0.2)
-
-    def kill(self) -> None:
-        """kill -9: no shutdown, nothing flushed."""
-        assert self.process is not None
-        os.kill(self.process.pid, signal.SIGKILL)
-        self.process.wait()
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
 
 
 @pytest.fixture
@@ -90,9 +46,7 @@ async def wire():
 @pytest.fixture
 async def bridge_process(homeserver, db_uri, tmp_path, wire):
     config = homeserver.bridge_config(tmp_path, db_uri)
-    process = BridgeProcess(Path(config.path), wire.url,
-                            f"{homeserver.appservice_url}/_matrix/mau/ready",
-                            tmp_path / "bridge.log")
+    process = BridgeProcess.of(homeserver, config, tmp_path, wire.url)
     await process.start()
     yield process
     process.stop()
@@ -209,17 +163,9 @@ async def test_kill_9_between_a_slack_send_and_its_record(homeserver, db_uri, tm
                                                            new_user):
     async with FakeSlack() as slack:
         world = build_world(slack)
-        config = homeserver.bridge_config(tmp_path, db_uri, extra={"networks": {
-            "slack": slack_settings(slack, f"{homeserver.appservice_url}/link/slack/callback")}})
-        bridge = BridgeProcess(Path(config.path), None,
-                               f"{homeserver.appservice_url}/_matrix/mau/ready",
-                               tmp_path / "bridge.log")
-        await bridge.start()
-        try:
-            alice = await new_user("alice")
-            room = await link_slack(alice, homeserver.bot_mxid, slack, world.alice)
-            await alice.send_text(room, f"map slack {world.team.id}/#general --profile Jobb")
-            portal = await alice.wait_for_invite()
+        async with slack_general_process(homeserver, db_uri, tmp_path, new_user, slack,
+                                         world) as mapped:
+            bridge, alice, portal = mapped.bridge, mapped.alice, mapped.portal
             # Slack posts the middle message, and the bridge dies before it hears back.
             hold = slack.hold_after("chat.postMessage", NETWORK_BURST // 2)
             for i in range(NETWORK_BURST):
@@ -237,8 +183,6 @@ async def test_kill_9_between_a_slack_send_and_its_record(homeserver, db_uri, tm
 
             await slack.wait_until(lambda: "end" in sent(), "the burst and the last message")
             assert sent() == [f"m{i}" for i in range(NETWORK_BURST)] + ["end"]
-        finally:
-            bridge.stop()
 
 
 def received(peer) -> set[str]:
@@ -249,9 +193,7 @@ async def test_kill_9_between_an_xmpp_send_and_its_record(homeserver, db_uri, tm
                                                            new_user, prosody, xmpp_peer):
     config = homeserver.bridge_config(tmp_path, db_uri, extra={"networks": {"xmpp": {
         "enabled": True, "ca_file": str(prosody.ca), "nameserver": prosody.nameserver}}})
-    bridge = BridgeProcess(Path(config.path), None,
-                           f"{homeserver.appservice_url}/_matrix/mau/ready",
-                           tmp_path / "bridge.log")
+    bridge = BridgeProcess.of(homeserver, config, tmp_path)
     await bridge.start()
     db = Database.create(db_uri)
     await db.start()
