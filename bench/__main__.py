@@ -235,7 +235,8 @@ async def relay(h: Any, args: argparse.Namespace) -> dict[str, Any]:
         },
         "matrix_to_remote": latency,
         "matrix_to_remote_burst": {
-            **loaded, "queue_status_events": getattr(settings, "status_events", None)},
+            **loaded, "queue_status_events": getattr(settings, "status_events", None),
+            "status_every_send": getattr(settings, "status_every_send", None)},
     }
 
 

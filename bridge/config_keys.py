@@ -200,6 +200,7 @@ SCHEMA: tuple[Key, ...] = (
     Key("delivery.backoff_max_seconds", lambda v: _is_number(v) and 0 < v <= 86400,
         "seconds between 0 and 86400 (the longest delay between retries)", default=300.0),
     Key("delivery.status_events", _is_bool, "true or false", default=True),
+    Key("delivery.status_every_send", _is_bool, "true or false", default=False),
     Key("media.max_bytes", _is_positive_int, "the largest file, in bytes, the bridge fetches "
         "from a network", default=50 * 1024 * 1024),
     Key("media.timeout_seconds", lambda v: _is_number(v) and 0 < v <= 3600,

@@ -8,6 +8,7 @@ import asyncio
 import secrets
 from itertools import pairwise
 
+import pytest
 from mautrix.types import BeeperMessageStatusEventContent, EventType, MessageStatus
 
 from bridge.networks.base import MatrixMessage, RemoteMessage, RemoteRoom, RemoteUser
@@ -93,6 +94,36 @@ async def test_a_failing_network_is_retried_then_given_up_with_retry_offered(
     await connector.wait_until(lambda: sent_texts(connector) == ["are you there?"],
                                "the retried message")
     await send_status(alice, portal, mine, MessageStatus.SUCCESS)
+
+
+def statuses_of(events, event_id: str) -> list[MessageStatus]:
+    return [e.content.status for e in events if e.type == EventType.BEEPER_MESSAGE_STATUS
+            and e.content.relates_to.event_id == event_id]
+
+
+@pytest.mark.parametrize("every_send", [False, True], ids=["default", "status_every_send"])
+async def test_a_message_through_at_the_first_try_is_marked_sent_only_when_asked(
+        start_bridge, new_user, every_send):
+    connector = ControlledConnector(requires_authorization=False)
+    # One attempt: a failure is given up on at once, with no "pending" before it.
+    await start_bridge([connector], extra={"delivery": {
+        "max_attempts": 1, "status_every_send": every_send}})
+    alice = await new_user("alice")
+    await connector.emit(RemoteMessage(
+        room=RemoteRoom(f"chan-{secrets.token_hex(3)}", "Ticks"), sender=RemoteUser("rita"),
+        receiver=alice.mxid, message_id="r-1", text="hello"))
+    portal = await alice.wait_for_invite()
+    first = await alice.send_text(portal, "straight through")
+    await connector.wait_until(lambda: sent_texts(connector) == ["straight through"],
+                               "the first message")
+    # A second message that fails is told so at once, after any status of the first (a
+    # room's statuses keep their order): once it is there, the first one's would be too.
+    connector.down = True
+    second = await alice.send_text(portal, "into the outage")
+    await send_status(alice, portal, second, MessageStatus.RETRIABLE)
+    events = await alice.room_events(portal)
+    assert statuses_of(events, first) == ([MessageStatus.SUCCESS] if every_send else [])
+    assert statuses_of(events, second) == [MessageStatus.RETRIABLE]
 
 
 async def test_order_is_kept_while_the_network_recovers(start_bridge, new_user):
