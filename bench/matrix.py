@@ -20,18 +20,21 @@ import aiohttp
 
 from .arrivals import Arrivals
 
-# Only what the watcher needs: message events, many per room, so a busy sync is not cut short
-# ("limited") and no message is skipped.
-_SYNC_FILTER = json.dumps({
-    "presence": {"types": []},
-    "account_data": {"types": []},
-    "room": {
-        "timeline": {"limit": 1000, "types": ["m.room.message"]},
-        "state": {"types": []},
-        "ephemeral": {"types": []},
+
+def message_filter(state: tuple[str, ...] = ()) -> str:
+    """A /sync filter with only what the watcher needs: message events, many per room, so a
+    busy sync is not cut short ("limited") and no message is skipped; and the room state
+    events of the types in `state`."""
+    return json.dumps({
+        "presence": {"types": []},
         "account_data": {"types": []},
-    },
-})
+        "room": {
+            "timeline": {"limit": 1000, "types": ["m.room.message"]},
+            "state": {"types": list(state)},
+            "ephemeral": {"types": []},
+            "account_data": {"types": []},
+        },
+    })
 
 
 class MatrixError(RuntimeError):
@@ -99,7 +102,15 @@ class RawClient:
 
 
 class SyncWatcher:
-    """A person's /sync loop: records when each message body first became visible to them."""
+    """A person's /sync loop: records when each message body first became visible to them.
+
+    What it asks for and what it does with each sync can be extended (tests/support/load.py
+    also follows invites and senders): `sync_filter`, `sync_seconds`, `rooms_synced` and
+    `message_seen`."""
+
+    sync_filter = message_filter()
+    sync_seconds = 60.0  # how long one long-poll /sync may take before it is tried again
+    task_name = "sync-watcher"
 
     def __init__(self, client: RawClient) -> None:
         self.client = client
@@ -114,9 +125,9 @@ class SyncWatcher:
     async def start(self) -> None:
         # The first sync only positions us: what happened before the benchmark is not counted.
         first = await self.client.request("GET", "/_matrix/client/v3/sync",
-                                          query={"filter": _SYNC_FILTER, "timeout": "0"})
+                                          query={"filter": self.sync_filter, "timeout": "0"})
         self._since = first["next_batch"]
-        self._task = asyncio.create_task(self._loop(), name="sync-watcher")
+        self._task = asyncio.create_task(self._loop(), name=self.task_name)
 
     async def stop(self) -> None:
         if self._task:
@@ -127,22 +138,30 @@ class SyncWatcher:
         while True:
             try:
                 data = await self.client.request(
-                    "GET", "/_matrix/client/v3/sync", seconds=60.0,
-                    query={"filter": _SYNC_FILTER, "timeout": "30000",
+                    "GET", "/_matrix/client/v3/sync", seconds=self.sync_seconds,
+                    query={"filter": self.sync_filter, "timeout": "30000",
                            "since": self._since or ""})
             except (aiohttp.ClientError, MatrixError, TimeoutError):
                 await asyncio.sleep(0.2)  # a hiccup; the next sync catches up from `since`
                 continue
             now = time.perf_counter()
             self._since = data["next_batch"]
-            for room_id, room in data.get("rooms", {}).get("join", {}).items():
-                timeline = room.get("timeline", {})
-                # A room just joined always comes "limited" (its history starts before us):
-                # only a gap in a room we already follow can hide a benchmark message.
-                if room_id in self._rooms:
-                    self.limited += bool(timeline.get("limited"))
-                self._rooms.add(room_id)
-                for event in timeline.get("events", []):
-                    body = event.get("content", {}).get("body")
-                    if isinstance(body, str):
-                        self.visible.record(body, now)
+            self.rooms_synced(data.get("rooms", {}), now)
+
+    def rooms_synced(self, rooms: dict[str, Any], now: float) -> None:
+        """One sync's `rooms`, seen at `now`: every message body in a joined room's
+        timeline."""
+        for room_id, room in rooms.get("join", {}).items():
+            timeline = room.get("timeline", {})
+            # A room just joined always comes "limited" (its history starts before us):
+            # only a gap in a room we already follow can hide a benchmark message.
+            if room_id in self._rooms:
+                self.limited += bool(timeline.get("limited"))
+            self._rooms.add(room_id)
+            for event in timeline.get("events", []):
+                body = event.get("content", {}).get("body")
+                if isinstance(body, str):
+                    self.message_seen(event, body, now)
+
+    def message_seen(self, event: dict[str, Any], body: str, now: float) -> None:
+        self.visible.record(body, now)

@@ -9,8 +9,6 @@ from __future__ import annotations
 import pytest
 
 from bench.matrix import RawClient
-from tests.fakes.slack import FakeSlack
-from tests.fakes.slack.scenario import World, build_world
 
 from .support.load import (
     MatrixSide,
@@ -23,20 +21,12 @@ from .support.load import (
     warm_up,
 )
 from .support.slack import link_slack, slack_settings
+from .support.slack_history import slack, world
+
+__all__ = ["slack", "world"]  # the Slack fake and its world, as fixtures
 
 ROOMS = 30
 MESSAGES = 10
-
-
-@pytest.fixture
-async def slack():
-    async with FakeSlack() as fake:
-        yield fake
-
-
-@pytest.fixture
-def world(slack) -> World:
-    return build_world(slack)
 
 
 @pytest.fixture

@@ -27,24 +27,12 @@ from urllib.parse import quote
 import aiohttp
 
 from bench.arrivals import Arrivals
-from bench.matrix import MatrixError, RawClient
+from bench.matrix import RawClient, SyncWatcher, message_filter
 from tests.fakes.slack import Channel, FakeSlack, Team, User
 
 # Failing, not a speed target: how long a burst may take on a loaded machine before the
 # run is called failed (a full-size run moves 40,000 messages through one Synapse).
 DEADLINE = 1800.0
-
-_SYNC_FILTER = json.dumps({
-    "presence": {"types": []},
-    "account_data": {"types": []},
-    "room": {
-        "timeline": {"limit": 1000, "types": ["m.room.message"]},
-        "state": {"types": ["m.room.name"]},
-        "ephemeral": {"types": []},
-        "account_data": {"types": []},
-    },
-})
-
 
 def tag(run: str, direction: str, lane: int, index: int) -> str:
     """A message body no other message has: how each message is recognised at either end."""
@@ -59,20 +47,19 @@ class Lane:
     portal: str
 
 
-class MatrixSide:
+class MatrixSide(SyncWatcher):
     """The person's /sync: the rooms they are invited to (by name) and when each message body
     first became visible to them, with its sender."""
 
+    sync_filter = message_filter(state=("m.room.name",))  # the names an invite shows
+    sync_seconds = 90.0
+    task_name = "load-sync"
+
     def __init__(self, client: RawClient) -> None:
-        self.client = client
-        self.visible = Arrivals()
+        super().__init__(client)
         self.senders: dict[str, str] = {}
         self.invites: dict[str, str] = {}  # room name -> room id
-        self.limited = 0  # syncs cut short in a room already followed (reported, not hidden)
-        self._rooms: set[str] = set()
-        self._since = ""
         self._invited = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
 
     async def invited(self, name: str, within: float = 300.0) -> str:
         """The room named `name` the person was invited to, once the invite came."""
@@ -87,46 +74,19 @@ class MatrixSide:
                 pass
         return self.invites[name]
 
-    async def start(self) -> None:
-        first = await self.client.request("GET", "/_matrix/client/v3/sync",
-                                          query={"filter": _SYNC_FILTER, "timeout": "0"})
-        self._since = first["next_batch"]
-        self._task = asyncio.create_task(self._loop(), name="load-sync")
+    def rooms_synced(self, rooms: dict[str, Any], now: float) -> None:
+        for room_id, room in rooms.get("invite", {}).items():
+            for event in room.get("invite_state", {}).get("events", []):
+                if event.get("type") == "m.room.name":
+                    self.invites[event.get("content", {}).get("name", "")] = room_id
+        super().rooms_synced(rooms, now)
+        if rooms.get("invite"):
+            self._invited.set()
+            self._invited = asyncio.Event()
 
-    async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-
-    async def _loop(self) -> None:
-        while True:
-            try:
-                data = await self.client.request(
-                    "GET", "/_matrix/client/v3/sync", seconds=90.0,
-                    query={"filter": _SYNC_FILTER, "timeout": "30000", "since": self._since})
-            except (aiohttp.ClientError, MatrixError, TimeoutError):
-                await asyncio.sleep(0.2)  # the next sync catches up from `since`
-                continue
-            now = time.perf_counter()
-            self._since = data["next_batch"]
-            rooms = data.get("rooms", {})
-            for room_id, room in rooms.get("invite", {}).items():
-                for event in room.get("invite_state", {}).get("events", []):
-                    if event.get("type") == "m.room.name":
-                        self.invites[event.get("content", {}).get("name", "")] = room_id
-            for room_id, room in rooms.get("join", {}).items():
-                timeline = room.get("timeline", {})
-                if room_id in self._rooms:
-                    self.limited += bool(timeline.get("limited"))
-                self._rooms.add(room_id)
-                for event in timeline.get("events", []):
-                    body = event.get("content", {}).get("body")
-                    if isinstance(body, str):
-                        self.senders.setdefault(body, event.get("sender", ""))
-                        self.visible.record(body, now)
-            if rooms.get("invite"):
-                self._invited.set()
-                self._invited = asyncio.Event()
+    def message_seen(self, event: dict[str, Any], body: str, now: float) -> None:
+        self.senders.setdefault(body, event.get("sender", ""))
+        super().message_seen(event, body, now)
 
 
 class SlackSide:
