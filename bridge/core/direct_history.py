@@ -80,14 +80,9 @@ class DirectHistory:
 
     async def _receiving(self) -> list[tuple[Portal, str]]:
         """The direct-chat portals of personas that receive, on networks that read history."""
-        found = []
-        for portal in await self.direct.all():
-            if portal.receiver is None or not self.backfill.reads_history(portal.network):
-                continue
-            persona = await self.storage.personas.get(portal.receiver)
-            if persona is not None and persona.status in _RECEIVING:
-                found.append((portal, persona.id))
-        return found
+        return [(portal, persona_id)
+                for portal, persona_id in await self.direct.receiving(_RECEIVING)
+                if self.backfill.reads_history(portal.network)]
 
     async def _catch_up(self, network: str, remote_id: str, name: str | None,
                         persona_id: str, hold: JoinHold | None = None) -> None:

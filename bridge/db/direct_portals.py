@@ -1,10 +1,14 @@
 """The direct-chat portals of one persona: which of its 1:1 conversations have a Matrix room
-(so a reconnect catches those up too, not only the rooms its rules map)."""
+(so a reconnect catches those up too, not only the rooms its rules map), and of every
+persona that receives (caught up at start)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from mautrix.util.async_db import Database
 
+from .persona import PersonaStatus
 from .portal import Portal, PortalStore
 
 
@@ -21,9 +25,19 @@ class DirectPortals:
             persona_id, network)
         return [Portal(**dict(row)) for row in rows]
 
-    async def all(self) -> list[Portal]:
-        """Every direct-chat portal with a Matrix room, oldest first (catching up at start)."""
+    async def receiving(self, statuses: Iterable[PersonaStatus]
+                        ) -> list[tuple[Portal, str]]:
+        """Every direct-chat portal with a Matrix room whose persona (still there) has one of
+        `statuses`, with that persona's id, oldest first (catching up at start): one query,
+        the persona joined in."""
+        wanted = [s.value for s in statuses]
+        if not wanted:
+            return []
+        columns = ", ".join(f"portal.{c}" for c in PortalStore._columns.split(", "))
+        marks = ", ".join(f"${i}" for i in range(1, len(wanted) + 1))
         rows = await self.db.fetch(
-            f"SELECT {PortalStore._columns} FROM portal WHERE receiver IS NOT NULL "
-            "AND mxid IS NOT NULL AND rule_id IS NULL ORDER BY created_at, remote_id")
-        return [Portal(**dict(row)) for row in rows]
+            f"SELECT {columns} FROM portal JOIN persona ON persona.id = portal.receiver "
+            "WHERE portal.mxid IS NOT NULL AND portal.rule_id IS NULL "
+            f"AND persona.status IN ({marks}) "
+            "ORDER BY portal.created_at, portal.remote_id", *wanted)
+        return [(Portal(**dict(row)), row["receiver"]) for row in rows]
