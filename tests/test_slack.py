@@ -15,8 +15,7 @@ from mautrix.types import (
     TextMessageEventContent,
 )
 
-from tests.fakes.slack import FakeSlack
-from tests.fakes.slack.scenario import World, build_world
+from tests.fakes.slack.scenario import World
 
 from .support.api import PREFIX, Api
 from .support.recording import RecordingServer
@@ -29,17 +28,9 @@ from .support.slack import (
     slack_settings,
     start_link,
 )
+from .support.slack_history import slack, world
 
-
-@pytest.fixture
-async def slack():
-    async with FakeSlack() as fake:
-        yield fake
-
-
-@pytest.fixture
-def world(slack) -> World:
-    return build_world(slack)
+__all__ = ["slack", "world"]  # the Slack fake and its world, as fixtures
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -22,23 +21,15 @@ from slack_sdk.web.async_client import AsyncWebClient
 from yarl import URL
 
 from .fakes.slack import FakeSlack
-from .fakes.slack.scenario import World, build_world
+from .fakes.slack.scenario import World
+from .support.slack_history import slack, world
+
+__all__ = ["slack", "world"]  # the Slack fake and its world, as fixtures
 
 REDIRECT = "https://bridge.example/slack/callback"
 
 # slack-sdk's oauth_v2_access builds an aiohttp BasicAuth, which newer aiohttp deprecates.
 pytestmark = pytest.mark.filterwarnings("ignore:BasicAuth is deprecated:DeprecationWarning")
-
-
-@pytest.fixture
-async def slack() -> AsyncIterator[FakeSlack]:
-    async with FakeSlack() as fake:
-        yield fake
-
-
-@pytest.fixture
-def world(slack: FakeSlack) -> World:
-    return build_world(slack)
 
 
 async def error_of(call: Any) -> SlackApiError:

@@ -1,6 +1,7 @@
 """Shared steps of the Slack history tests (mapped channels and direct chats): the fake and
-its world as fixtures, a channel's past posted an hour ago, linking and mapping #general, and
-a live message posted while the bridge's first read of the history is held."""
+its world as fixtures (which the other Slack tests import from here too), a channel's past
+posted an hour ago, linking and mapping #general, and a live message posted while the
+bridge's first read of the history is held."""
 
 from __future__ import annotations
 
