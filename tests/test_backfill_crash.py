@@ -15,8 +15,7 @@ from tests.fakes.slack.scenario import build_world
 from .support.bridge_process_setup import slack_general_process
 from .support.matrix import DEADLINE, MatrixUser
 from .support.slack import slack_settings
-from .support.slack_history import link_and_map_general
-from .test_backfill_slack import bodies, timeline
+from .support.slack_history import bodies, link_and_map_general, timeline
 
 HISTORY = 60
 DOWN = 15

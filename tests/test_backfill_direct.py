@@ -18,9 +18,8 @@ from tests.fakes.telegram import TelegramThread
 from .support import slack_history as history
 from .support.prosody import ProsodyServer
 from .support.slack import link_slack
-from .support.slack_history import slack, world
+from .support.slack_history import bodies, slack, timeline, until_bodies, world
 from .support.telegram import link_by_qr, telegram_settings
-from .test_backfill_slack import bodies, timeline, until_bodies
 from .test_xmpp import correction, link_xmpp
 
 __all__ = ["slack", "world"]  # the Slack fake and its world, as fixtures

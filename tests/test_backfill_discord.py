@@ -15,7 +15,7 @@ from tests.fakes.discord import FakeDiscord
 from tests.fakes.discord.models import Attachment, snowflake
 
 from .support.discord import build_world, discord_settings, link_discord
-from .test_backfill_slack import bodies, until_bodies
+from .support.slack_history import bodies, until_bodies
 
 
 @pytest.fixture

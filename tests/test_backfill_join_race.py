@@ -11,7 +11,7 @@ from tests.fakes.slack.scenario import World, build_world
 
 from .support.matrix import DEADLINE
 from .support.slack import link_slack, slack_settings
-from .test_backfill_slack import bodies, until_bodies
+from .support.slack_history import bodies, until_bodies
 
 
 async def test_a_message_said_while_the_channel_is_joined_lands_after_its_history(

@@ -5,49 +5,19 @@ history is in; what was said while the bridge was stopped arrives after a restar
 
 from __future__ import annotations
 
-import asyncio
-
-from mautrix.types import EventType, PaginationDirection, RelationType
+from mautrix.types import EventType
 
 from tests.fakes.slack import FakeSlack
 
 from .support import slack_history as history
-from .support.matrix import DEADLINE, MatrixUser
 from .support.slack import link_slack
-from .support.slack_history import slack, world
+from .support.slack_history import bodies, slack, until_bodies, world
 
 __all__ = ["slack", "world"]  # the Slack fake and its world, as fixtures
 
 
 def _settings(slack: FakeSlack, homeserver) -> dict:
     return history.history_settings(slack, homeserver, 5, backfill={"notice_threshold": 3})
-
-
-async def timeline(user: MatrixUser, room: str) -> list:
-    """Every message and reaction in the room, oldest first."""
-    events, token = [], None
-    while True:
-        page = await user.client.get_messages(room, PaginationDirection.FORWARD,
-                                              from_token=token, limit=500)
-        events += [e for e in page.events
-                   if e.type in (EventType.ROOM_MESSAGE, EventType.REACTION)]
-        if not page.events or page.end is None or page.end == token:
-            return events
-        token = page.end
-
-
-def bodies(events: list) -> list[str]:
-    return [e.content.body for e in events if e.type == EventType.ROOM_MESSAGE
-            and e.content.relates_to.rel_type != RelationType.REPLACE]
-
-
-async def until_bodies(user: MatrixUser, room: str, last: str) -> list:
-    async with asyncio.timeout(DEADLINE):
-        while True:
-            events = await timeline(user, room)
-            if last in bodies(events):
-                return events
-            await asyncio.sleep(0.2)
 
 
 async def test_history_then_live_then_catch_up_after_a_restart(start_bridge, slack, world,

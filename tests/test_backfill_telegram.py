@@ -14,8 +14,8 @@ from telethon import TelegramClient
 
 from tests.fakes.telegram import TelegramThread
 
+from .support.slack_history import bodies, until_bodies
 from .support.telegram import link_by_qr, telegram_settings
-from .test_backfill_slack import bodies, until_bodies
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from mautrix.types import EventType
 
 from .support.matrix import DEADLINE
 from .support.prosody import MUC
-from .test_backfill_slack import bodies, timeline, until_bodies
+from .support.slack_history import bodies, timeline, until_bodies
 from .test_xmpp import correction, link_xmpp
 
 

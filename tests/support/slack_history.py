@@ -1,7 +1,8 @@
 """Shared steps of the Slack history tests (mapped channels and direct chats): the fake and
 its world as fixtures (which the other Slack tests import from here too), a channel's past
 posted an hour ago, linking and mapping #general, and a live message posted while the
-bridge's first read of the history is held."""
+bridge's first read of the history is held; and reading a portal's timeline as its person
+(which the other networks' history tests use too)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
-from mautrix.types import EventType
+from mautrix.types import EventType, PaginationDirection, RelationType
 
 from tests.fakes.slack import FakeSlack
 from tests.fakes.slack.models import Channel, Message, User
@@ -93,6 +94,35 @@ async def live_while_history_held(slack: FakeSlack, open_portal: Callable[[], Aw
     await slack.post_message(author, channel, text)
     hold.release()
     return portal
+
+
+async def timeline(user: MatrixUser, room: str) -> list:
+    """Every message and reaction in the room, oldest first."""
+    events, token = [], None
+    while True:
+        page = await user.client.get_messages(room, PaginationDirection.FORWARD,
+                                              from_token=token, limit=500)
+        events += [e for e in page.events
+                   if e.type in (EventType.ROOM_MESSAGE, EventType.REACTION)]
+        if not page.events or page.end is None or page.end == token:
+            return events
+        token = page.end
+
+
+def bodies(events: list) -> list[str]:
+    """The bodies of the messages among `events`, in their order; edits left out."""
+    return [e.content.body for e in events if e.type == EventType.ROOM_MESSAGE
+            and e.content.relates_to.rel_type != RelationType.REPLACE]
+
+
+async def until_bodies(user: MatrixUser, room: str, last: str) -> list:
+    """The room's `timeline` once a message with the body `last` is in it (polled)."""
+    async with asyncio.timeout(DEADLINE):
+        while True:
+            events = await timeline(user, room)
+            if last in bodies(events):
+                return events
+            await asyncio.sleep(0.2)
 
 
 def messages_by_body(events: list) -> dict[str, Any]:
