@@ -17,7 +17,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
-from mautrix.types import EventType
+from mautrix.types import EventType, MessageType
 from mautrix.util.async_db import Database
 from slixmpp import JID
 
@@ -520,10 +520,16 @@ async def test_a_telegram_login_finishes_whichever_worker_gets_each_step(
         workers.pin("w2")
         await bob.send_text(bob_room, "link telegram")
         prompt = await bob.wait_for_notice(bob_room, bot, "Scan this QR code")
+        image = await bob.wait_for_event(bob_room, lambda e: (
+            e.type == EventType.ROOM_MESSAGE and e.sender == bot
+            and getattr(e.content, "msgtype", None) == MessageType.IMAGE), "the QR image")
         await telegram.run(fake.accept_qr(qr_token(prompt), other))
         workers.pin("w1")
         await bob.send_text(bob_room, "done")
         await bob.wait_for_notice(bob_room, bot, "Reply yes to link")
+        # The scanned code's image is gone from the room, though another worker showed it.
+        assert not (await bob.client.get_event(bob_room, image.event_id)
+                    ).content.serialize().get("url")
         await bob.send_text(bob_room, "yes")
         await bob.wait_for_notice(bob_room, bot, f"Linked telegram:{other.id}")
 

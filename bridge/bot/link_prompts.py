@@ -36,6 +36,9 @@ class Prompt:
     field: str
     secret: bool
     expired: bool
+    # The login QR image the bot showed with the question (room, event, a hash of what it
+    # encodes, never the code itself), so whichever worker takes the answer removes it.
+    qr_shown: tuple[str, str, str] | None = None
 
 
 class LinkPrompts:
@@ -55,17 +58,18 @@ class LinkPrompts:
         return json.dumps([_AAD_LABEL, mxid, account_id], separators=(",", ":")).encode()
 
     async def ask(self, mxid: str, account_id: str, flow_id: str, field: str, secret: bool,
-                  seconds: float) -> None:
+                  seconds: float, qr_shown: tuple[str, str, str] | None = None) -> None:
         """The bot asked `mxid` for `field` of the flow: their next message answers it (a
-        question asked before is replaced)."""
+        question asked before is replaced). `qr_shown`: the QR image shown with it."""
         nonce = os.urandom(12)
         sealed = nonce + (await self._aes()).encrypt(nonce, flow_id.encode(),
                                                      self._aad(mxid, account_id))
+        payload = {"flow": base64.b64encode(sealed).decode(), "field": field, "secret": secret,
+                   "deadline": int((time.time() + seconds) * 1000)}
+        if qr_shown is not None:
+            payload["qr"] = list(qr_shown)
         await self.one_time.ask(KIND, mxid, seconds + LATE_SECONDS, account_id=account_id,
-                                mxid=mxid, payload={
-                                    "flow": base64.b64encode(sealed).decode(), "field": field,
-                                    "secret": secret,
-                                    "deadline": int((time.time() + seconds) * 1000)})
+                                mxid=mxid, payload=payload)
 
     async def take(self, mxid: str) -> Prompt | None:
         """The question `mxid`'s message answers, taken (no other worker gets it too); None
@@ -83,4 +87,7 @@ class LinkPrompts:
             # Not sealed for this user (a row altered or copied): never continue that flow,
             # but the answer is still taken as one (a password is redacted, not run).
             flow_id, expired = "", True
-        return Prompt(flow_id, payload["field"], bool(payload["secret"]), expired)
+        shown = payload.get("qr")
+        qr_shown = (str(shown[0]), str(shown[1]), str(shown[2])) if (
+            isinstance(shown, list) and len(shown) == 3) else None
+        return Prompt(flow_id, payload["field"], bool(payload["secret"]), expired, qr_shown)

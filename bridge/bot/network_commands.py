@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 
 from mautrix.errors import MatrixError
@@ -68,8 +69,9 @@ class NetworkCommands:
         # What the bot has asked for: the person's next message in their management room.
         # In the database, as any worker may get that message (the flow id sealed in it).
         self.prompts = LinkPrompts(storage.one_time, linking.vault)
-        # The login QR image posted last to each person: (room, event, what it encodes).
-        self._qr_shown: dict[str, tuple[RoomID, EventID, str]] = {}
+        # The login QR image posted last to each person: (room, event, a hash of what it
+        # encodes). Kept with the pending question too, for the worker that gets the answer.
+        self._qr_shown: dict[str, tuple[str, str, str]] = {}
 
     def register(self) -> None:
         add = self.bot.commands.add
@@ -161,25 +163,25 @@ class NetworkCommands:
         text = step.message
         if step.url:
             text += f"\nOpen: {step.url}"
+        await self._show_qr(sender, room_id, step.qr)
         if field:
             await self.prompts.ask(sender, account_id, flow_id, field.name, field.secret,
-                                   PROMPT_SECONDS)
+                                   PROMPT_SECONDS, qr_shown=self._qr_shown.get(sender))
             if field.secret:
                 text += (f"\nSend it as your next message here within {PROMPT_SECONDS // 60}"
                          " minutes. I redact it as soon as I have read it, and never log it.")
-        await self._show_qr(sender, room_id, step.qr)
         await self.bot.reply(room_id, None, text)
 
     async def _show_qr(self, sender: str, room_id: RoomID, qr: str | None) -> None:
         """A step's QR code as an image (its link in the body, for clients without images);
         the one it replaces, or that a later step no longer needs, is redacted."""
         shown = self._qr_shown.get(sender)
-        if shown is not None and shown[2] == qr:
+        if shown is not None and qr is not None and shown[2] == _qr_hash(qr):
             return  # the same code, asked again ("not scanned yet")
         if shown is not None:
             del self._qr_shown[sender]
             try:
-                await self.bot.intent.redact(shown[0], shown[1],
+                await self.bot.intent.redact(RoomID(shown[0]), EventID(shown[1]),
                                              reason="This QR code was replaced or used")
             except MatrixError as e:
                 log.warning("Could not remove a login QR code in %s: %s", shown[0], e.message)
@@ -189,13 +191,15 @@ class NetworkCommands:
         image = await qr_image(self.bot.intent, png, size, "login-qr.png",
                                body=f"QR code: {qr}")
         event_id = await self.bot.intent.send_message(room_id, image)
-        self._qr_shown[sender] = (room_id, event_id, qr)
+        self._qr_shown[sender] = (room_id, event_id, _qr_hash(qr))
 
     async def answer_prompt(self, room_id: RoomID, event_id: EventID, sender: UserID,
                             text: str) -> bool:
         prompt = await self.prompts.take(sender)  # taken here: no other worker reads it too
         if prompt is None:
             return False
+        if prompt.qr_shown is not None:  # perhaps shown by another worker
+            self._qr_shown[sender] = prompt.qr_shown
         redacted = await self._redact(room_id, event_id) if prompt.secret else True
         if prompt.expired:
             await self.bot.reply(room_id, None, 'That took too long; start again with "link".')
@@ -342,6 +346,11 @@ class NetworkCommands:
         except RuleRefused as e:
             raise CommandError(str(e)) from e
         await ctx.reply(words.rule_removed(rule.network, rule.remote))
+
+
+def _qr_hash(qr: str) -> str:
+    """Names a shown QR code without keeping the login token it encodes."""
+    return hashlib.sha256(qr.encode()).hexdigest()
 
 
 def _network_off(network: str, level: Level, running: list[str]) -> str:
