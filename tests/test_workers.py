@@ -6,6 +6,7 @@ SQLite serves one bridge process; a second one on the same database is refused."
 from __future__ import annotations
 
 import asyncio
+import base64
 import itertools
 import os
 import re
@@ -23,6 +24,7 @@ from slixmpp import JID
 
 from bridge.config import ConfigError
 from bridge.configure import load_config
+from bridge.core.workers import CallSeal
 from bridge.db import open_database
 from bridge.db.vault_key import VaultKeyStore
 from bridge.db.vault_secret import VaultSecretStore
@@ -194,8 +196,8 @@ async def test_a_persona_session_is_taken_over_by_the_surviving_worker(
     workers = Workers(homeserver, postgres_uri, tmp_path, None, extra={"networks": {"xmpp": {
         "enabled": True, "ca_file": str(prosody.ca), "nameserver": prosody.nameserver}}})
     try:
-        # Linked and mapped while one worker runs: `map` is run by the worker serving XMPP
-        # (a link is answered on any worker: see the link test below).
+        # Linked and mapped while one worker runs (both work on any worker: see the link
+        # and map tests below).
         await workers.start("w1")
         alice = await new_user("alice")
         alice_xmpp, bob = await xmpp_peer("alice"), await xmpp_peer("bob")
@@ -377,10 +379,10 @@ async def test_a_link_answered_on_other_workers_completes(
         # A "yes" again is a message like any other: no question is waiting any more.
         await alice.send_text(room, "yes")
         await alice.wait_for_notice(room, bot, "Unknown command")
-        # Mapped on the worker serving XMPP (where alice's session opened), then bridged
-        # both ways with the transactions going round the workers again.
+        # Mapped on the worker without alice's session (handed to the one serving XMPP),
+        # then bridged both ways with the transactions going round the workers again.
         serving = (await workers.owners("network:"))["xmpp"]
-        workers.pin(serving)
+        workers.pin(next(w for w in workers.processes if w != serving))
         await alice.send_text(room, f"map xmpp {muc} --profile Jobb")
         await alice.wait_for_notice(room, bot, f"Mapped xmpp {muc} into Jobb")
         portal = await alice.wait_for_invite()
@@ -586,3 +588,30 @@ async def test_a_message_the_muc_refuses_is_reported_not_recorded_as_sent(
     bodies = [e.content.body for e in await alice.room_events(portal)
               if e.type == EventType.ROOM_MESSAGE]
     assert bodies.count("while muted") == 1, bodies
+
+
+async def test_a_worker_call_opens_only_where_and_as_it_was_sealed():
+    """What a worker hands another (a Telegram code, say) is unreadable in the NOTIFY and
+    opens only for the worker it was sealed for, in its direction, under its call id."""
+    key = secrets.token_bytes(32)
+
+    async def vault_key() -> bytes:
+        return key
+
+    seal = CallSeal(vault_key)
+    sealed = await seal.seal("c1", "call", "w1", "w2", {"answers": {"code": "12345"}})
+    assert "12345" not in sealed and "12345" not in base64.b64decode(sealed).decode(
+        errors="replace")
+    assert await seal.open("c1", "call", "w1", "w2", sealed) == {"answers": {"code": "12345"}}
+    for call_id, direction, sender, receiver in (("c2", "call", "w1", "w2"),
+                                                 ("c1", "answer", "w1", "w2"),
+                                                 ("c1", "call", "w3", "w2"),
+                                                 ("c1", "call", "w1", "w3")):
+        with pytest.raises(ValueError):
+            await seal.open(call_id, direction, sender, receiver, sealed)
+
+    async def other_key() -> bytes:
+        return secrets.token_bytes(32)
+
+    with pytest.raises(ValueError):  # sealed by something without the vault's key
+        await CallSeal(other_key).open("c1", "call", "w1", "w2", sealed)
