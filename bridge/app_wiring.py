@@ -158,6 +158,8 @@ def build_people(bridge: Bridge, bot_intent: IntentAPI, ghosts: Ghosts, portals:
                                BackfillSettings.from_config(cfg.get, cfg.network_names),
                                tell=bridge.bot.tell, in_flight=bridge.router.in_flight)
     bridge.rules.backfill = bridge.backfill
+    if bridge.workers is not None:  # history is read where the network's sessions are
+        bridge.backfill.serves = bridge.workers.serves
     # Direct chats have no rule: their portals bring their past in when made, and catch
     # up after a reconnect like mapped rooms do.
     bridge.direct_history = DirectHistory(bridge.storage, bridge.backfill)

@@ -110,6 +110,9 @@ class Backfill:
         self.in_flight = in_flight
         self.pacer = Pacer(settings.rate, settings.burst)
         self._tasks: dict[tuple[str, str], asyncio.Task[None]] = {}
+        # With several workers: does this one serve the network's sessions? Only that one
+        # reads its history; another would find no session and leave the run unfinished.
+        self.serves: Callable[[str], bool] = lambda network: True
 
     def reads_history(self, network: str) -> bool:
         connector = self.connectors.get(network)
@@ -200,7 +203,8 @@ class Backfill:
             key = (state.network, state.remote_room)
             reader = self._reader(state.network)
             portal = await self.storage.portals.get(state.network, state.remote_room)
-            if reader is None or portal is None or not portal.mxid or key in self._tasks \
+            if reader is None or not self.serves(state.network) or portal is None \
+                    or not portal.mxid or key in self._tasks \
                     or not await self._still_mapped(state, portal):
                 continue
             if not self.gate.hold(*key):

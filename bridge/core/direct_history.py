@@ -79,10 +79,12 @@ class DirectHistory:
                                                      self.backfill.deliver)
 
     async def _receiving(self) -> list[tuple[Portal, str]]:
-        """The direct-chat portals of personas that receive, on networks that read history."""
+        """The direct-chat portals of personas that receive, on networks that read history
+        and whose sessions this worker serves."""
         return [(portal, persona_id)
                 for portal, persona_id in await self.direct.receiving(_RECEIVING)
-                if self.backfill.reads_history(portal.network)]
+                if self.backfill.reads_history(portal.network)
+                and self.backfill.serves(portal.network)]
 
     async def _catch_up(self, network: str, remote_id: str, name: str | None,
                         persona_id: str, hold: JoinHold | None = None) -> None:
