@@ -40,7 +40,7 @@ from .core.linking import Linking
 from .core.mapping import MappingRules
 from .core.router import Router
 from .core.sessions import PersonaSessions
-from .core.workers import wire_workers
+from .core.worker_wiring import wire_workers
 from .db.persona import Persona, PersonaStatus
 from .matrix.double_puppet import MATRIX, DoublePuppets
 from .matrix.ghosts import Ghosts, GhostTemplate

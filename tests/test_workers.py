@@ -24,7 +24,7 @@ from slixmpp import JID
 
 from bridge.config import ConfigError
 from bridge.configure import load_config
-from bridge.core.workers import CallSeal
+from bridge.core.worker_calls import CallSeal
 from bridge.db import open_database
 from bridge.db.vault_key import VaultKeyStore
 from bridge.db.vault_secret import VaultSecretStore

@@ -30,7 +30,7 @@ from ..security.policy import Policy
 from ..security.system_keys import link_flow_key
 from ..security.vault import Vault
 from .sessions import PersonaSessions
-from .workers import CallFailed
+from .worker_calls import CallFailed
 
 log = logging.getLogger("relayforge.linking")
 FLOW_TTL = 15 * 60

@@ -21,7 +21,7 @@ from ..networks.login import LoginFailed
 from .backfill import Backfill
 from .matrix_side import PortalDirectory
 from .room_rights import RoomCheck, RoomNotYours, check_room_rights
-from .workers import CallFailed
+from .worker_calls import CallFailed
 
 log = logging.getLogger("relayforge.mapping")
 # Joins of one room a network rate-limits before its rule is left inactive.

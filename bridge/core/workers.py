@@ -18,7 +18,8 @@ room has new events" (to the room's owner), "this persona changed" (to its sessi
 stopping" (take my rooms and sessions now rather than after the lease runs out).
 
 A person cannot choose which worker gets their command, so what needs one worker's sessions
-or memory is handed to that worker over the same channel and its answer awaited (`call`):
+or memory is handed to that worker over the same channel and its answer awaited (`call`,
+sealed by core/worker_calls.py; core/worker_wiring.py hooks a worker into the bridge):
 `map` (and the API's and pages' rules) said to any worker joins the room on the worker serving
 the network, and a login step reaches the worker holding the half-done login (a Telegram
 client waiting for its code). Each call and answer is sealed (AES-GCM, under a key kept in
@@ -35,7 +36,6 @@ on the same database is refused at start-up (on SQLite always: it serves one pro
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import json
 import logging
@@ -45,23 +45,17 @@ import socket
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import TYPE_CHECKING, Any, Protocol
+from contextlib import asynccontextmanager
+from typing import Any
 
 import attrs
-from mautrix.types import RoomID
 from mautrix.util.async_db import Scheme
 
 from ..config import get_path
 from ..db import Storage
 from ..db.lease import NETWORK, PERSONA, ROOM, LeaseStore
 from ..db.lease_channel import MAX_PAYLOAD, WorkerLink
-
-if TYPE_CHECKING:  # the config check imports this module: keep it light
-    from .delivery import Delivery
-    from .linking import Linking
-    from .mapping import MappingRules
-    from .sessions import PersonaSessions
+from .worker_calls import CallFailed, CallHandler, CallSeal, PendingCall
 
 log = logging.getLogger("relayforge.workers")
 
@@ -74,71 +68,6 @@ MAX_CALL_PAYLOAD = MAX_PAYLOAD
 
 class WorkerConflict(OSError):
     """Another live process is this worker, or runs alone on this database."""
-
-
-class CallFailed(Exception):
-    """Another worker did not take or finish a call; the message says what happened, in
-    words for the person ("did not answer")."""
-
-
-# A call's handler: the call's arguments -> its answer (both JSON objects). A refusal the
-# person should read goes in the answer ({"refused": ...}); an exception becomes "failed".
-CallHandler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
-_SEAL_LABEL = "relayforge-worker-call-v1"
-
-
-class CallSeal:
-    """Seals a call or answer for the channel: AES-GCM under a key from the vault (every
-    worker opens the same one), bound to the call id, its direction and both workers."""
-
-    def __init__(self, key: Callable[[], Awaitable[bytes]]) -> None:
-        self._get_key = key
-        self._key: bytes | None = None
-
-    async def _aes(self) -> Any:
-        from cryptography.hazmat.primitives.ciphers.aead import AESGCM  # not for the config
-
-        if self._key is None:
-            self._key = await self._get_key()
-        return AESGCM(self._key)
-
-    @staticmethod
-    def _aad(call_id: str, direction: str, sender: str, receiver: str) -> bytes:
-        return json.dumps([_SEAL_LABEL, call_id, direction, sender, receiver],
-                          separators=(",", ":")).encode()
-
-    async def seal(self, call_id: str, direction: str, sender: str, receiver: str,
-                   body: dict[str, Any]) -> str:
-        nonce = os.urandom(12)
-        sealed = (await self._aes()).encrypt(nonce, json.dumps(body).encode(),
-                                             self._aad(call_id, direction, sender, receiver))
-        return base64.b64encode(nonce + sealed).decode()
-
-    async def open(self, call_id: str, direction: str, sender: str, receiver: str,
-                   sealed: str) -> dict[str, Any]:
-        """The body; raises ValueError if it was not sealed for exactly this."""
-        from cryptography.exceptions import InvalidTag
-
-        raw = base64.b64decode(sealed)
-        try:
-            plain = (await self._aes()).decrypt(raw[:12], raw[12:], self._aad(
-                call_id, direction, sender, receiver))
-        except InvalidTag:
-            raise ValueError("a worker call that was not sealed for this") from None
-        body = json.loads(plain)
-        if not isinstance(body, dict):
-            raise ValueError("a worker call that is not an object")
-        return body
-
-
-@attrs.define
-class _Pending:
-    """A call of ours waiting for its answer."""
-
-    worker: str
-    taken: asyncio.Event = attrs.field(factory=asyncio.Event)
-    answer: asyncio.Future[dict[str, Any]] = attrs.field(
-        factory=lambda: asyncio.get_running_loop().create_future())
 
 
 @attrs.frozen
@@ -240,7 +169,7 @@ class Workers:
         # Calls other workers may make here (`call`), by name; wired by the app.
         self.handlers: dict[str, CallHandler] = {}
         self.seal: CallSeal | None = None
-        self._calls: dict[str, _Pending] = {}
+        self._calls: dict[str, PendingCall] = {}
 
     # ---- start and stop ----------------------------------------------------------------------
 
@@ -495,7 +424,7 @@ class Workers:
         if self.link is None or self.seal is None or not self.shared:
             raise CallFailed("is not reachable from here")
         call_id = secrets.token_urlsafe(12)
-        pending = _Pending(worker)
+        pending = PendingCall(worker)
         self._calls[call_id] = pending
         try:
             body = await self.seal.seal(call_id, "call", self.worker_id, worker,
@@ -640,98 +569,3 @@ class Workers:
             drop = self.caches.get(kind.removeprefix("cache:"))
             if drop is not None:
                 drop(key)
-
-
-class _Portals(Protocol):
-    on_forget: list[Callable[[str, str], None]]
-    exclusive: Callable[[str], AbstractAsyncContextManager[None]]
-
-    def drop_cached(self, network: str, remote_id: str) -> None: ...
-
-
-class _RoomState(Protocol):
-    on_write: list[Callable[[RoomID], None]]
-
-    def drop_room(self, room_id: RoomID) -> None: ...
-
-
-class _Vault(Protocol):
-    def forget_cached_key(self, profile: str) -> None: ...
-
-    async def open_or_create(self, profile: str, persona: str, field: str,
-                             make: Callable[[], bytes]) -> bytes: ...
-
-
-def wire_workers(workers: Workers, delivery: Delivery, sessions: PersonaSessions,
-                 rules: MappingRules, portals: _Portals, room_state: _RoomState,
-                 vault: _Vault, linking: Linking | None = None) -> None:
-    """Hook this worker into the rest of the bridge, when it shares the database: who sends
-    which room, who has which session, the caches the workers keep in step, and the work
-    handed to the worker that can do it."""
-    if not workers.shared:
-        return
-    delivery.gate = workers
-    sessions.gate = workers
-    from ..security.system_keys import SYSTEM_PERSONA, SYSTEM_PROFILE
-    from .linking import ELSEWHERE_SECONDS as LINK_SECONDS
-    from .mapping import ELSEWHERE_SECONDS as RULE_SECONDS
-
-    workers.seal = CallSeal(lambda: vault.open_or_create(
-        SYSTEM_PROFILE, SYSTEM_PERSONA, "worker_call_key", lambda: secrets.token_bytes(32)))
-    # A rule's room is joined on the worker serving its network; only that one judges it.
-    rules.serves = workers.serves
-    rules.elsewhere = lambda network, what, args: workers.run_where_served(
-        network, what, args, limit=RULE_SECONDS)
-    workers.handlers["rules.add"] = rules.add_here
-    if linking is not None:  # a login held in one worker's memory is finished there
-        linking.worker_id = workers.worker_id
-        linking.call_worker = lambda worker, what, args: workers.call(
-            worker, what, args, limit=LINK_SECONDS)
-        workers.handlers["link.submit"] = linking.submit_here
-
-    async def open_here(persona_id: str) -> None:
-        """A session taken over (or linked on another worker): open it, and rejoin its
-        mapped rooms with it."""
-        persona = await sessions.storage.personas.get(persona_id)
-        if persona is None:
-            return
-        async with workers.preparing(persona.platform):
-            if await sessions.open(persona, unless_open=True):
-                await rules.activate_all(persona)
-
-    async def follow_here(persona_id: str) -> None:
-        """The persona changed on another worker: opening a session again starts a fresh
-        connection, which has joined nothing yet, so its mapped rooms are joined again."""
-        persona = await sessions.storage.personas.get(persona_id)
-        if persona is None:
-            return
-        async with workers.preparing(persona.platform):
-            await sessions.follow_id(persona_id)
-            if persona_id in sessions.opened:
-                await rules.activate_all(persona)
-
-    workers.send_room = delivery.kick
-    workers.open_persona = open_here
-    workers.follow_persona = follow_here
-    workers.close_persona = sessions.close_id
-    workers.personas_wanted = sessions.wanted
-    workers.persona_networks = {network for network, connector in sessions.connectors.items()
-                                if connector.requires_authorization}
-    # The portal cache: a portal renamed, claimed or mapped here is read afresh there.
-    portals.on_forget.append(
-        lambda network, remote_id: workers.forget("portal", json.dumps([network, remote_id])))
-    workers.caches["portal"] = lambda key: portals.drop_cached(*json.loads(key))
-    # Two workers seeing the first message of one remote room make one portal.
-    portals.exclusive = workers.leases.exclusive
-    # Matrix room state (members, power levels): each worker sees its own transactions.
-    room_state.on_write.append(lambda room: workers.forget("room_state", room))
-    workers.caches["room_state"] = lambda room: room_state.drop_room(RoomID(room))
-    # Vault data keys: a key rotated or shredded here must not live on there.
-    drop_key = vault.forget_cached_key
-
-    def forget_key(profile: str) -> None:
-        drop_key(profile)
-        workers.forget("vault", profile)
-
-    vault.forget_cached_key = forget_key  # type: ignore[method-assign]
-    workers.caches["vault"] = drop_key
