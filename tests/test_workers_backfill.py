@@ -19,7 +19,8 @@ from .support.matrix import DEADLINE
 from .support.prosody import MUC
 from .support.slack_history import bodies, timeline, until_bodies
 from .test_backfill_xmpp import say
-from .test_workers import Workers, postgres_uri, xmpp_on
+from .test_worker_calls import xmpp_on
+from .test_workers import Workers, postgres_uri
 from .test_xmpp import link_xmpp
 
 __all__ = ["postgres_uri"]  # the fixture, used here
