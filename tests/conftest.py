@@ -26,7 +26,7 @@ from .support.matrix import MatrixUser
 from .support.oidc import OidcProvider, start_provider
 from .support.prosody import ProsodyServer, start_prosody
 from .support.servers import PostgresServer, unavailable
-from .support.web import Browser
+from .support.web import UNLIMITED_WEB, Browser
 from .support.xmpp import XmppPeer
 
 SERVER_NAME = "localhost"
@@ -172,11 +172,16 @@ def prosody(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProsodyServer]
 
 @pytest.fixture
 async def xmpp_bridge(start_bridge: BridgeFactory, prosody: ProsodyServer) -> Bridge:
-    return await start_bridge(extra={"networks": {"xmpp": {
+    return await start_bridge(extra=xmpp_extra(prosody))
+
+
+def xmpp_extra(prosody: ProsodyServer) -> dict[str, Any]:
+    """The bridge config's XMPP part for the test Prosody."""
+    return {"networks": {"xmpp": {
         "enabled": True, "ca_file": str(prosody.ca), "nameserver": prosody.nameserver}},
         # Prosody's upload service listens on loopback here: the admin names it, as one
         # would an in-house upload server (internal addresses are refused otherwise).
-        "media": {"trusted_hosts": [f"127.0.0.1:{prosody.http_port}"]}})
+        "media": {"trusted_hosts": [f"127.0.0.1:{prosody.http_port}"]}}
 
 
 @pytest.fixture
@@ -258,14 +263,11 @@ async def signin_bridge(start_bridge: BridgeFactory, oidc_providers: dict[str, O
                         ) -> Bridge:
     """A bridge whose sign-in providers are the two test OpenID providers."""
     idp, corp = oidc_providers["idp"], oidc_providers["corp"]
-    # Every request of the suite comes from one client network: the sign-in tests (the
-    # enumeration test makes 200 callbacks) are not tests of the limits, which
-    # tests/test_rate_limits.py covers with their defaults.
-    generous = {"burst": 100000, "per_minute": 100000}
+    # The sign-in tests (the enumeration test makes 200 callbacks) are not tests of the limits.
     return await start_bridge(identity={"providers": [
         idp.provider_config(trust_email=True, name="Google"),
         corp.provider_config(trust_email=True, name="GitHub"),
-    ]}, extra={"security": {"rate_limits": {"web": generous}}})
+    ]}, extra={"security": UNLIMITED_WEB})
 
 
 @pytest.fixture

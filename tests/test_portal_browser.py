@@ -10,8 +10,10 @@ import shutil
 
 import pytest
 
+from .conftest import xmpp_extra
 from .support.chromium import ARTIFACTS, CHROMIUM_FLAGS, PHONE
 from .support.servers import unavailable
+from .support.web import UNLIMITED_WEB
 
 MUC = "conference.rf.test"
 
@@ -68,9 +70,16 @@ async def confirm(page, button: str) -> str:
     return await page.inner_text("#notice")
 
 
+@pytest.fixture
+async def portal_bridge(start_bridge, prosody):
+    """XMPP on; this test walks through some forty pages in a minute from one client network,
+    which is not a test of the web limit."""
+    return await start_bridge(extra={**xmpp_extra(prosody), "security": UNLIMITED_WEB})
+
+
 async def test_link_map_pause_resume_revoke_audit_and_sessions(
-        chromium, xmpp_bridge, new_user, xmpp_peer, homeserver, db_uri):
-    bridge = xmpp_bridge
+        chromium, portal_bridge, new_user, xmpp_peer, homeserver, db_uri):
+    bridge = portal_bridge
     base = homeserver.appservice_url
     alice = await new_user("alice")
     alice_xmpp, bob = await xmpp_peer("alice"), await xmpp_peer("bob")

@@ -12,18 +12,17 @@ import aiohttp
 import pytest
 
 from .support.oidc import person, sign_in_at_provider
-from .support.web import Browser
+from .support.web import UNLIMITED_WEB, Browser
 
 
 @pytest.fixture
 async def portal_bridge(start_bridge, oidc_providers):
     """The two test providers; people signed in with them alone may use the bridge ("*")."""
     idp, corp = oidc_providers["idp"], oidc_providers["corp"]
-    generous = {"burst": 100000, "per_minute": 100000}
     return await start_bridge(permissions={"*": "user"}, identity={"providers": [
         idp.provider_config(trust_email=True, name="Google"),
         corp.provider_config(trust_email=True, name="GitHub"),
-    ]}, extra={"security": {"rate_limits": {"web": generous}}})
+    ]}, extra={"security": UNLIMITED_WEB})
 
 
 async def web_account(web: Browser, provider: str, login: str) -> str:

@@ -11,6 +11,11 @@ import aiohttp
 from .oidc import sign_in_at_provider
 
 _CSRF = re.compile(r'name="csrf" value="([^"]+)"')
+# Every request of the suite comes from one client network (127.0.0.1), so a test that walks
+# through many pages would meet the per-network web limit (30 at once, 30 a minute) on a fast
+# machine. Tests that are not about the limits use this; tests/test_rate_limits.py covers the
+# limits with their defaults.
+UNLIMITED_WEB = {"rate_limits": {"web": {"burst": 100000, "per_minute": 100000}}}
 
 
 class Browser:
