@@ -454,8 +454,8 @@ class Workers:
             self._calls.pop(call_id, None)
 
     async def _called(self, sender: str, call_id: str, sealed: str) -> None:
-        """Another worker's call: taken (said at once), run, answered."""
-        await self._publish("took", json.dumps({"id": call_id, "to": sender}))
+        """Another worker's call: taken (said at once, once its seal is checked: a forged
+        call gets no answer at all), run, answered."""
         assert self.seal is not None
         try:
             request = await self.seal.open(call_id, "call", sender, self.worker_id, sealed)
@@ -463,6 +463,7 @@ class Workers:
             log.warning("Ignoring a call from worker %s that is not sealed for this one",
                         sender)
             return
+        await self._publish("took", json.dumps({"id": call_id, "to": sender}))
         what, network = request.get("what"), request.get("network")
         handler = self.handlers.get(str(what))
         answer: dict[str, Any]
@@ -478,21 +479,23 @@ class Workers:
             except Exception:
                 log.exception("A call from worker %s (%s) failed here", sender, what)
                 answer = {"failed": "failed with an internal error (see its log)"}
-        body = await self.seal.seal(call_id, "answer", self.worker_id, sender, answer)
-        payload = json.dumps({"from": self.worker_id, "kind": "answer",
-                              "key": json.dumps({"id": call_id, "to": sender, "body": body})})
+        payload = await self._answer_payload(call_id, sender, answer)
         if len(payload.encode()) > MAX_CALL_PAYLOAD:
             log.warning("The answer to a call from worker %s (%s) is too long to send",
                         sender, what)
-            body = await self.seal.seal(call_id, "answer", self.worker_id, sender, {
+            payload = await self._answer_payload(call_id, sender, {
                 "failed": "had an answer too long to pass between workers"})
-            payload = json.dumps({"from": self.worker_id, "kind": "answer", "key": json.dumps(
-                {"id": call_id, "to": sender, "body": body})})
         try:
             assert self.link is not None
             await self.link.publish(payload)
         except Exception:
             log.warning("Could not answer a call from worker %s", sender, exc_info=True)
+
+    async def _answer_payload(self, call_id: str, caller: str, answer: dict[str, Any]) -> str:
+        assert self.seal is not None
+        body = await self.seal.seal(call_id, "answer", self.worker_id, caller, answer)
+        return json.dumps({"from": self.worker_id, "kind": "answer",
+                           "key": json.dumps({"id": call_id, "to": caller, "body": body})})
 
     async def _answered(self, sender: str, call_id: str, sealed: str) -> None:
         pending = self._calls.get(call_id)
