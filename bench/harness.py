@@ -61,8 +61,14 @@ def generate_registration(config_path: Path, registration_path: Path) -> dict[st
     return registration
 
 
-def write_probe_registration(path: Path, port: int) -> dict[str, Any]:
+def write_probe_registration(path: Path, port: int, bridge: dict[str, Any]) -> dict[str, Any]:
+    # Every setting of the bridge's own registration that changes what the homeserver does for
+    # each transaction (ephemeral events, MSC3202's device lists and key counts) is the
+    # probe's too: what differs between the two is only the appservice that receives them.
+    same = {key: value for key, value in bridge.items()
+            if key not in {"id", "url", "as_token", "hs_token", "sender_localpart", "namespaces"}}
     registration = {
+        **same,
         "id": "relayforge-bench-probe",
         "url": f"http://127.0.0.1:{port}",
         "as_token": secrets.token_urlsafe(32),
@@ -70,9 +76,6 @@ def write_probe_registration(path: Path, port: int) -> dict[str, Any]:
         "sender_localpart": PROBE_LOCALPART,
         "namespaces": {"users": [{"regex": f"@{PROBE_LOCALPART}:{SERVER_NAME}",
                                   "exclusive": True}], "aliases": [], "rooms": []},
-        # Same as the bridge's registration, so both are treated alike.
-        "rate_limited": False,
-        "receive_ephemeral": True,
     }
     with path.open("w") as stream:
         YAML().dump(registration, stream)
@@ -112,7 +115,7 @@ class Harness:
         self.registration = generate_registration(config_path, registration_path)
         self.as_token = self.registration["as_token"]
         probe_path = self.directory / "probe-registration.yaml"
-        probe_registration = write_probe_registration(probe_path, probe_port)
+        probe_registration = write_probe_registration(probe_path, probe_port, self.registration)
         self.probe_as_token = probe_registration["as_token"]
 
         self.synapse = LocalSynapse(self.directory / "synapse", hs_port, SERVER_NAME,

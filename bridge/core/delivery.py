@@ -56,9 +56,16 @@ log = logging.getLogger("relayforge.delivery")
 #: messages, so they follow the burst instead of slowing it.
 STATUS_LAG = 2.0
 
+#: How many rooms known to have an empty queue are remembered (see `Delivery._empty`); a room
+#: forgotten only takes the longer way (its worker reads the queue's head back).
+EMPTY_ROOMS_KEPT = 10_000
+
 
 class RoomGate(Protocol):
     """Which worker sends a room's queue when several share the database (core/workers.py)."""
+
+    #: Whether other workers share the database: then they may queue into any room.
+    shared: bool
 
     async def may_send(self, room: str, network: str) -> bool: ...
 
@@ -100,6 +107,14 @@ def backoff(attempts: int, settings: DeliverySettings, rng: random.Random) -> fl
     return ceiling / 2 + rng.uniform(0, ceiling / 2)
 
 
+@attrs.frozen
+class _Handed:
+    """An event just queued as the head of its room's queue, with its row as written."""
+
+    row: OutboundRow
+    event: Event
+
+
 class Delivery:
     def __init__(self, storage: Storage, router: Router, portals: PortalDirectory,
                  notifier: Notifier, audit: AuditLog, metrics: Metrics,
@@ -125,6 +140,15 @@ class Delivery:
         self.on_read_only: list[Callable[[str, str], Awaitable[None]]] = []
         # With several workers: only the room's owner sends its queue; None: this process.
         self.gate: RoomGate | None = None
+        # Rooms whose worker found nothing left to send, with nothing queued there since:
+        # the next event queued there is the head of its queue, so it is handed to a new
+        # worker as it is (`_Handed`), which neither reads it back nor decodes it again. Only
+        # while no other process can queue into the room (see `_alone`). Insertion-ordered,
+        # so the oldest is forgotten first (EMPTY_ROOMS_KEPT).
+        self._empty: dict[str, None] = {}
+        # Rooms whose next event is being written to be handed on: a kick meanwhile (a
+        # retry put something back in line) takes the room back to the usual way.
+        self._handing: set[str] = set()
 
     # ---- entry points ------------------------------------------------------------------------
 
@@ -150,11 +174,26 @@ class Delivery:
 
     async def enqueue(self, portal: Portal, evt: Event) -> None:
         """Keep the event durably, then let the room's worker send it."""
-        queued = await self.store.add(evt.event_id, evt.room_id, portal.network,
-                                      portal.remote_id, evt.sender, evt.serialize())
-        if queued:
+        room = evt.room_id
+        # The room's queue is empty and nobody sends it: the event is the head, and it is
+        # sent next. It is written marked in flight (the connector is called next), which
+        # saves the worker that write too; a crash before the call only costs the network
+        # lookup that a row in flight gets on the next start.
+        straight = room in self._empty and not self._running(room) and not self._stopping
+        if straight:
+            del self._empty[room]
+            self._handing.add(room)
+        row = await self.store.add(evt.event_id, room, portal.network, portal.remote_id,
+                                   evt.sender, evt.serialize(), in_flight=straight)
+        if row is not None:
             self.metrics.queue_events.labels(outcome="queued").inc()
-        self._kick(evt.room_id)
+        if straight and row is not None and room in self._handing and not self._running(room):
+            self._handing.discard(room)
+            if not self._stopping:
+                self._start(room, _Handed(row, evt))
+            return
+        self._handing.discard(room)
+        self._kick(room)
 
     async def retry(self, sender: str) -> int:
         """Put the person's given-up events back in line; how many rooms they are in."""
@@ -184,35 +223,61 @@ class Delivery:
     def _kick(self, room: str) -> None:
         if self._stopping:
             return
+        # Something may wait in the room's queue that this process did not put there.
+        self._empty.pop(room, None)
+        self._handing.discard(room)
         self._wake.setdefault(room, asyncio.Event()).set()
-        worker = self._workers.get(room)
-        if worker is None or worker.done():
-            self._workers[room] = asyncio.create_task(self._run(room), name=f"outbound {room}")
+        if not self._running(room):
+            self._start(room)
 
-    async def _run(self, room: str) -> None:
+    def _running(self, room: str) -> bool:
+        worker = self._workers.get(room)
+        return worker is not None and not worker.done()
+
+    def _start(self, room: str, first: _Handed | None = None) -> None:
+        self._workers[room] = asyncio.create_task(self._run(room, first),
+                                                  name=f"outbound {room}")
+
+    def _alone(self) -> bool:
+        """No other worker can queue into this process's rooms."""
+        return self.gate is None or not self.gate.shared
+
+    def _emptied(self, room: str) -> None:
+        if not self._alone():
+            return
+        self._empty[room] = None
+        if len(self._empty) > EMPTY_ROOMS_KEPT:
+            del self._empty[next(iter(self._empty))]
+
+    async def _run(self, room: str, first: _Handed | None = None) -> None:
         quiet = self._quiet.setdefault(room, asyncio.Event())
         try:
-            await self._drain(room, quiet)
+            await self._drain(room, quiet, first)
         finally:
             quiet.set()
             if self._quiet.get(room) is quiet and self._workers.get(room) is None:
                 del self._quiet[room]
 
-    async def _drain(self, room: str, quiet: asyncio.Event) -> None:
+    async def _drain(self, room: str, quiet: asyncio.Event, first: _Handed | None) -> None:
         wake = self._wake.setdefault(room, asyncio.Event())
         while not self._stopping:
             wake.clear()
-            try:
-                row = await self.store.head(room)
-            except Exception:
-                log.exception("Could not read the outbound queue of %s", room)
-                await asyncio.sleep(1)
-                continue
+            evt: Event | None = None
+            if first is not None:
+                row, evt, first = first.row, first.event, None
+            else:
+                try:
+                    row = await self.store.head(room)
+                except Exception:
+                    log.exception("Could not read the outbound queue of %s", room)
+                    await asyncio.sleep(1)
+                    continue
             if row is None:
                 if wake.is_set():
                     continue  # something was queued while we looked
                 # No await between the check and leaving: a later _kick starts a new worker.
                 self._workers.pop(room, None)
+                self._emptied(room)
                 return
             if self.gate is not None and not await self.gate.may_send(room, row.network):
                 # Another worker sends this room's queue: wake it, and leave the room to it.
@@ -230,17 +295,18 @@ class Delivery:
             if self.network_ready is not None:
                 await self.network_ready(row.network)  # it stays queued meanwhile
             quiet.clear()
-            await self._attempt(row)
+            await self._attempt(row, evt)
 
-    async def _attempt(self, row: OutboundRow) -> None:
-        evt = Event.deserialize(row.event)
+    async def _attempt(self, row: OutboundRow, handed: Event | None = None) -> None:
+        """`handed`: the event as it was queued a moment ago (`_Handed`), never attempted."""
+        evt = handed if handed is not None else Event.deserialize(row.event)
         portal = await self.portals.get_by_mxid(RoomID(row.room_mxid))
         if portal is None:
             log.warning("Dropping %s from the outbound queue of %s: the room is no longer a "
                         "portal, so there is nowhere to send it", evt.event_id, row.room_mxid)
             await self.store.done(row.seq)
             return
-        if row.in_flight and isinstance(evt, MessageEvent):
+        if row.in_flight and handed is None and isinstance(evt, MessageEvent):
             try:
                 if await self._already_sent(row, portal, evt):
                     return
@@ -250,9 +316,10 @@ class Delivery:
                                         f"{portal.network} already has it ({e})",
                                         maybe_sent=True)
                 return
-        await self.store.mark_in_flight(row.seq)
+        if handed is None:  # a handed event was written in flight
+            await self.store.mark_in_flight(row.seq)
         try:
-            await self._send(portal, evt)
+            await self._send(portal, evt, row.before_relaying)
         except HeldForConfirmation as e:
             log.info("%s waits for its sender's confirmation (first message into %s)",
                      evt.event_id, portal.remote_id)
@@ -311,9 +378,10 @@ class Delivery:
             await self._status(evt, portal, MessageStatus.SUCCESS)
         return found
 
-    async def _send(self, portal: Portal, evt: Event) -> None:
+    async def _send(self, portal: Portal, evt: Event,
+                    before: tuple[bool, str | None] | None = None) -> None:
         if isinstance(evt, MessageEvent):
-            await self.router.handle_matrix_message(portal, evt)
+            await self.router.handle_matrix_message(portal, evt, before)
         elif isinstance(evt, ReactionEvent):
             await self.router.handle_matrix_reaction(portal, evt)
         elif isinstance(evt, RedactionEvent):

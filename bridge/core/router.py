@@ -7,7 +7,6 @@ becomes a neutral `Matrix*` event whose targets are already remote ids.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -359,7 +358,9 @@ class Router:
 
     # ---- Matrix -> remote ------------------------------------------------------------------
 
-    async def handle_matrix_message(self, portal: Portal, evt: MessageEvent) -> None:
+    async def handle_matrix_message(self, portal: Portal, evt: MessageEvent,
+                                    before: tuple[bool, str | None] | None = None) -> None:
+        """`before`: what `MessageStore.before_relaying` answers, when it was asked already."""
         content = evt.content
         attachment = None
         if isinstance(content, MediaMessageEventContent) and content.url:
@@ -371,11 +372,11 @@ class Router:
                                                                   TextMessageEventContent):
             log.debug("Not bridging %s message %s yet", content.msgtype, evt.event_id)
             return
-        # Both asked at once: on PostgreSQL they run side by side, on SQLite back to back.
-        delivered, agent = await asyncio.gather(
-            self.storage.messages.get_by_mxid(evt.event_id), self.agent_of(evt.event_id))
+        delivered, grant_id = (before if before is not None else
+                               await self.storage.messages.before_relaying(evt.event_id))
         if delivered:
             return  # a replayed event: already delivered
+        agent = await self._agent(grant_id) if grant_id else None
         connector, room = self._connector(portal), RemoteRoom(portal.remote_id, portal.name)
         edit_of = content.get_edit() if send_kind(evt) is SendKind.EDIT else None
         if edit_of:
@@ -509,7 +510,10 @@ class Router:
         """The person's agent that asked for this event (the bridge made its id), or None
         when the person sent it themselves."""
         grant_id = await self.storage.agents.act_grant(event_id)
-        grant = await self.storage.agents.grant(grant_id) if grant_id else None
+        return await self._agent(grant_id) if grant_id else None
+
+    async def _agent(self, grant_id: str) -> AgentActor | None:
+        grant = await self.storage.agents.grant(grant_id)
         if grant is None:
             return None
         return AgentActor(grant.id, grant.name, grant.account_id, frozenset(grant.actions),

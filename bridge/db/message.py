@@ -9,6 +9,11 @@ import attrs
 from mautrix.types import EventID, RoomID, UserID
 from mautrix.util.async_db import Database
 
+#: `MessageStore.before_relaying` as columns of a query whose `$1` is the event id, so a
+#: statement written anyway (the event's outbound row) can answer it in the same round trip.
+BEFORE_RELAYING = ("EXISTS (SELECT 1 FROM message WHERE mxid=$1) AS relayed, "
+                   "(SELECT grant_id FROM agent_act WHERE event_id=$1) AS grant_id")
+
 
 class MessageKind(StrEnum):
     MESSAGE = "message"
@@ -71,6 +76,14 @@ class MessageStore:
     async def get_by_mxid(self, mxid: EventID) -> MessageRow | None:
         row = await self.db.fetchrow(f"SELECT {self._columns} FROM message WHERE mxid=$1", mxid)
         return MessageRow.from_row(row) if row else None
+
+    async def before_relaying(self, mxid: EventID) -> tuple[bool, str | None]:
+        """What relaying a Matrix event first needs to know, in one round trip (it is on the
+        way of every message a person sends): whether it was relayed before (its
+        transaction came again), and which of the person's agents asked for it (agent_act's
+        grant), if one did."""
+        row = await self.db.fetchrow(f"SELECT {BEFORE_RELAYING}", mxid)
+        return bool(row["relayed"]), row["grant_id"]
 
     async def latest_timestamp(self, network: str, remote_room: str) -> int | None:
         """When the newest message known from a remote room was bridged (ms)."""

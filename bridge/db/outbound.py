@@ -17,6 +17,8 @@ from typing import Any
 import attrs
 from mautrix.util.async_db import Database
 
+from .message import BEFORE_RELAYING
+
 
 class OutboundState(StrEnum):
     QUEUED = "queued"  # waiting for its turn or for its next attempt
@@ -41,6 +43,9 @@ class OutboundRow:
     last_error: str | None
     # When an attempt last called the connector without an outcome being recorded since.
     in_flight_at: int | None = None
+    # Only on a row just written (`add`): whether the event was relayed before, and which
+    # agent asked for it (`MessageStore.before_relaying`).
+    before_relaying: tuple[bool, str | None] | None = None
 
     @property
     def in_flight(self) -> bool:
@@ -65,15 +70,28 @@ class OutboundStore:
         self.db = db
 
     async def add(self, event_id: str, room_mxid: str, network: str, remote_room: str,
-                  sender: str, event: dict[str, Any]) -> bool:
-        """Queue an event; False when it was queued before (a replayed transaction)."""
-        seq = await self.db.fetchval(
+                  sender: str, event: dict[str, Any], *, in_flight: bool = False
+                  ) -> OutboundRow | None:
+        """Queue an event; None when it was queued before (a replayed transaction).
+
+        `in_flight`: the connector is called next, with no other row before it, so the row
+        is marked in flight as it is written (see `mark_in_flight`) instead of one write
+        later, and the same statement answers what relaying it asks first
+        (`OutboundRow.before_relaying`)."""
+        now = _now_ms()
+        row = await self.db.fetchrow(
             "INSERT INTO outbound (event_id, room_mxid, network, remote_room, sender, event, "
-            "state, attempts, next_attempt, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, "
-            "0, $8, $8) ON CONFLICT (event_id) DO NOTHING RETURNING seq",
+            "state, attempts, next_attempt, created_at, in_flight_at) VALUES ($1, $2, $3, $4, "
+            "$5, $6, $7, 0, $8, $8, $9) ON CONFLICT (event_id) DO NOTHING RETURNING seq"
+            + (f", {BEFORE_RELAYING}" if in_flight else ""),
             event_id, room_mxid, network, remote_room, sender, json.dumps(event),
-            OutboundState.QUEUED.value, _now_ms())
-        return seq is not None
+            OutboundState.QUEUED.value, now, now if in_flight else None)
+        if row is None:
+            return None
+        return OutboundRow(row["seq"], event_id, room_mxid, network, remote_room, sender, event,
+                           OutboundState.QUEUED, None, 0, now, now, None,
+                           now if in_flight else None,
+                           (bool(row["relayed"]), row["grant_id"]) if in_flight else None)
 
     async def head(self, room_mxid: str) -> OutboundRow | None:
         """The oldest event of the room still to be sent (parked and failed ones wait aside)."""

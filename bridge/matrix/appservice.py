@@ -229,6 +229,11 @@ class BridgeAppService(AppService):
                     **(_encryption_parts(body, to_device) if self.encryption_events else {}),
                 )
             if remember:
+                # Once round the event loop first: a room worker the transaction woke starts
+                # its own reads before this write (on SQLite, one connection takes them in
+                # turn). The person waits for their message to reach the network; the
+                # homeserver waits only for this answer.
+                await asyncio.sleep(0)
                 await self.storage.transactions.mark_handled(key)
         except Exception:
             log.exception("Transaction %s failed; the homeserver will retry it", txn_id)
