@@ -74,7 +74,9 @@ def write_probe_registration(path: Path, port: int, bridge: dict[str, Any]) -> d
         "as_token": secrets.token_urlsafe(32),
         "hs_token": secrets.token_urlsafe(32),
         "sender_localpart": PROBE_LOCALPART,
-        "namespaces": {"users": [{"regex": f"@{PROBE_LOCALPART}:{SERVER_NAME}",
+        # The probe itself, and its "ghosts" (@benchprobe_...), which fill its room as a
+        # remote sender's ghost does a portal.
+        "namespaces": {"users": [{"regex": f"@{PROBE_LOCALPART}(_.+)?:{SERVER_NAME}",
                                   "exclusive": True}], "aliases": [], "rooms": []},
     }
     with path.open("w") as stream:

@@ -19,12 +19,13 @@ import statistics
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from urllib.parse import quote
 
 from mautrix.types import RoomID, UserID
 
 from bridge.networks.base import RemoteMessage, RemoteRoom, RemoteUser
 
-from .harness import Harness
+from .harness import PROBE_LOCALPART, SERVER_NAME, Harness
 from .matrix import RawClient
 
 # Not a speed target: how long to wait before calling a run failed.
@@ -169,11 +170,21 @@ async def warm_up(h: Harness, lanes: Lanes, n: int, lanes_count: int) -> None:
 # ---- Matrix -> remote -------------------------------------------------------------------------
 
 async def make_probe_room(h: Harness) -> str:
-    """A room the bare probe appservice is interested in: its user is a member."""
+    """A room the bare probe appservice is interested in, laid out as a portal is: made by
+    the appservice's own user, with the person invited and joined and one of the
+    appservice's "ghosts" joined (the homeserver's work per message grows with the room's
+    local members)."""
     assert h.person is not None
-    room = await h.person.create_room("bench probe", [h.probe_mxid])
     probe = h.client(h.probe_as_token, h.probe_mxid)
-    await probe.join(room)
+    room = await probe.create_room("bench probe", [h.person.user_id or ""])
+    await h.person.join(room)
+    ghost_mxid = f"@{PROBE_LOCALPART}_sender:{SERVER_NAME}"
+    await probe.request("POST", "/_matrix/client/v3/register",
+                        {"type": "m.login.application_service",
+                         "username": f"{PROBE_LOCALPART}_sender", "inhibit_login": True})
+    await probe.request("POST", f"/_matrix/client/v3/rooms/{quote(room)}/invite",
+                        {"user_id": ghost_mxid})
+    await h.client(h.probe_as_token, ghost_mxid).join(room)
     return room
 
 

@@ -16,6 +16,7 @@ other `Database.create("sqlite:...")` in the process gets mautrix's connection.
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 from collections.abc import Iterable
 from typing import Any
@@ -31,8 +32,11 @@ from yarl import URL
 SQLITE_SCHEMES = ("sqlite", "sqlite3")
 
 
+@functools.lru_cache(maxsize=1024)
 def _translate(query: str) -> str:
-    # Exactly mautrix's translation (TxnConnection.__execute).
+    # Exactly mautrix's translation (TxnConnection.__execute). Kept per query text: the
+    # bridge's statements are a few hundred fixed strings, each run on every message, and
+    # the substitution cost more than the read it prepared.
     return POSITIONAL_PARAM_PATTERN.sub(r"?\1", query)
 
 

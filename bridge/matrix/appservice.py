@@ -131,11 +131,8 @@ class BridgeAppService(AppService):
         # bridge's ping) runs beside a scheduled one: then the two would be handled side by
         # side and a room's events queued out of order. One at a time, in arrival order.
         self._one_at_a_time = asyncio.Lock()
-        # Says whether handling a raw event a second time would change nothing (set by the
-        # dispatcher): a transaction of only such events skips the database's "handled
-        # before?" read and "handled" write. Those are the echoes of what the bridge sent
-        # itself, one transaction per relayed message at low rates: two database round
-        # trips each, on the connection the relaying itself waits for.
+        # Says whether the dispatcher drops a raw event however often it comes (set by
+        # it): the echoes of what the bridge sent itself (see `_not_echoes`).
         self.repeatable: Callable[[dict[str, Any]], bool] | None = None
 
     async def start(self, host: str = "127.0.0.1", port: int = 8080) -> None:
@@ -201,22 +198,35 @@ class BridgeAppService(AppService):
         async with self._one_at_a_time:
             return await self._handle_once(txn_id, key, body, ephemeral, to_device)
 
-    def _repeatable(self, events: list, ephemeral: list | None, to_device: list | None
-                    ) -> bool:
-        """Whether handling the transaction again would change nothing, so remembering it is
-        not needed: only events the dispatcher drops whoever sends them how often, and no
-        typing, receipts or to-device messages (a to-device message cannot be decrypted
-        twice). Device-list changes and key counts are reports of state: repeating them
-        is harmless."""
+    def _not_echoes(self, events: list) -> list:
+        """The events left once the bridge's echoes are taken out: what it sent itself,
+        coming back (`repeatable`), which the dispatcher would drop however often they come.
+        They are counted, not decoded: on a busy bridge most events are echoes, and decoding
+        one costs about as much as relaying a message."""
         repeatable = self.repeatable
-        return (repeatable is not None and bool(events) and not ephemeral and not to_device
-                and all(isinstance(e, dict) and repeatable(e) for e in events))
+        if repeatable is None:
+            return events
+        kept = []
+        for event in events:
+            if isinstance(event, dict) and repeatable(event):
+                self.metrics.events.labels(type=str(event.get("type"))).inc()
+            else:
+                kept.append(event)
+        return kept
 
     async def _handle_once(self, txn_id: str, key: str, body: dict[str, Any],
                            ephemeral: list | None, to_device: list | None) -> web.Response:
         """Handle a transaction unless it was handled before. It is marked handled only
-        after every event in it was handled (portal events durably queued)."""
-        remember = not self._repeatable(body["events"], ephemeral, to_device)
+        after every event in it was handled (portal events durably queued).
+
+        A transaction of only echoes is not remembered: handling it again changes nothing,
+        so it skips the database's "handled before?" read and "handled" write (two round
+        trips per relayed message at low rates, on the connection relaying waits for). With
+        typing, receipts or to-device messages it is (a to-device message cannot be
+        decrypted twice); device-list changes and key counts are reports of state, harmless
+        to repeat."""
+        events = self._not_echoes(body["events"])
+        remember = not (body["events"] and not events and not ephemeral and not to_device)
         try:
             if remember and await self.storage.transactions.is_handled(key):
                 log.debug("Transaction %s was already handled; acknowledging only", txn_id)
@@ -224,7 +234,7 @@ class BridgeAppService(AppService):
                 return web.json_response({})
             with self.metrics.transaction_seconds.time():
                 await self.handle_transaction(
-                    txn_id, events=body["events"], extra_data=body,
+                    txn_id, events=events, extra_data=body,
                     ephemeral=ephemeral if self.ephemeral_events else None,
                     **(_encryption_parts(body, to_device) if self.encryption_events else {}),
                 )
