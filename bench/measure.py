@@ -8,7 +8,10 @@ connector hands each `RemoteMessage` to the bridge's sink. The clock stops when 
 
 Matrix -> remote (latency): the person sends into a room; the clock stops when the bare probe
 appservice receives the transaction (baseline) or when the bridge calls the connector's
-`send_message` (bridge). Samples alternate between the two, so drift affects both alike.
+`send_message` (bridge). The probe is registered with the bridge's own registration settings
+(harness.write_probe_registration) and its room is laid out as a portal (`make_probe_room`),
+so what differs is what each appservice does with the transaction. Samples alternate between
+the two, so drift affects both alike.
 """
 
 from __future__ import annotations
