@@ -187,13 +187,13 @@ class Delivery:
                                    evt.sender, evt.serialize(), in_flight=straight)
         if row is not None:
             self.metrics.queue_events.labels(outcome="queued").inc()
-        if straight and row is not None and room in self._handing and not self._running(room):
-            self._handing.discard(room)
-            if not self._stopping:
-                self._start(room, _Handed(row, evt))
-            return
+        # Still so after the write: no kick meanwhile (which clears `_handing`), no worker.
+        handed = straight and row is not None and room in self._handing
         self._handing.discard(room)
-        self._kick(room)
+        if handed and row is not None and not self._running(room) and not self._stopping:
+            self._start(room, _Handed(row, evt))
+        else:
+            self._kick(room)
 
     async def retry(self, sender: str) -> int:
         """Put the person's given-up events back in line; how many rooms they are in."""
