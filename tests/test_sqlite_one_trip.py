@@ -1,13 +1,17 @@
-"""The bridge's SQLite reads (one hand-off to the database thread each) answer exactly as
-mautrix's SQLite connection does: the same rows, values, None, errors and transactions.
+"""The bridge's SQLite reads (one hand-off to the database thread each, or none for the
+statements marked `on_the_loop`) answer exactly as mautrix's SQLite connection does: the same
+rows, values, None, errors and transactions.
 
 Every case runs on two real database files set up alike, one opened with mautrix's
-connection and one with the bridge's, and the answers are compared.
+connection and one with the bridge's, and the answers are compared; the bridge's runs once
+with its statements on the thread and once with every statement marked to run on the loop.
 """
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -16,7 +20,8 @@ import aiosqlite.core
 import pytest
 from mautrix.util.async_db import Database, UpgradeTable
 
-from bridge.db import open_database
+from bridge.db import open_database, sqlite_conn
+from bridge.db.message import MessageKind, MessageRow
 from bridge.db.sqlite_conn import create_database
 
 SETUP = [
@@ -32,8 +37,22 @@ SETUP = [
 Query = Callable[[Any], Awaitable[Any]]
 
 
+class _Every:
+    """Marks every statement `on_the_loop`."""
+
+    def __contains__(self, query: object) -> bool:
+        return True
+
+
+@pytest.fixture(params=["on the thread", "on the loop"])
+def where(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    if request.param == "on the loop":
+        monkeypatch.setattr(sqlite_conn, "_ON_THE_LOOP", _Every())
+    return request.param
+
+
 @pytest.fixture
-async def databases(tmp_path: Path) -> AsyncIterator[dict[str, Database]]:
+async def databases(tmp_path: Path, where: str) -> AsyncIterator[dict[str, Database]]:
     made = {
         "mautrix": Database.create(f"sqlite:{tmp_path / 'mautrix.db'}",
                                    upgrade_table=UpgradeTable()),
@@ -185,9 +204,8 @@ async def test_transactions_commit_and_roll_back_alike(databases):
     assert [row[2] for row in names[1][1]] == [("t1",), ("t2",)]
 
 
-async def test_the_bridge_reads_in_one_hand_off(tmp_path, monkeypatch):
-    """Each fetch, fetchrow and fetchval of the bridge's own SQLite database is one hand-off to
-    the database thread (mautrix's takes three)."""
+def _count_hand_offs(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """The functions handed to aiosqlite's thread from here on, in order."""
     handed: list[object] = []
     original = aiosqlite.core.Connection._execute
 
@@ -196,6 +214,13 @@ async def test_the_bridge_reads_in_one_hand_off(tmp_path, monkeypatch):
         return await original(conn, fn, *args, **kwargs)
 
     monkeypatch.setattr(aiosqlite.core.Connection, "_execute", counted)
+    return handed
+
+
+async def test_the_bridge_reads_in_one_hand_off(tmp_path, monkeypatch):
+    """Each fetch, fetchrow and fetchval of the bridge's own SQLite database is one hand-off to
+    the database thread (mautrix's takes three)."""
+    handed = _count_hand_offs(monkeypatch)
     storage = await open_database(f"sqlite:{tmp_path / 'relayforge.db'}")
     mautrix = Database.create(f"sqlite:{tmp_path / 'plain.db'}", upgrade_table=UpgradeTable())
     await mautrix.start()
@@ -212,4 +237,110 @@ async def test_the_bridge_reads_in_one_hand_off(tmp_path, monkeypatch):
         assert len(handed) == 1
     finally:
         await mautrix.stop()
+        await storage.close()
+
+
+# ---- statements on the event loop's thread ----------------------------------------------------
+
+def _map_row(i: int) -> MessageRow:
+    return MessageRow("slack", "C1", f"m{i}", MessageKind.MESSAGE, f"$e{i}", "!room:hs",
+                      "@slack_u1:hs")
+
+
+async def _with_portal(tmp_path: Path) -> Any:
+    storage = await open_database(f"sqlite:{tmp_path / 'relayforge.db'}")
+    await storage.db.execute(
+        "INSERT INTO portal (network, remote_id, mxid, name, created_at) "
+        "VALUES ('slack', 'C1', '!room:hs', 'general', 0)")
+    return storage
+
+
+async def test_each_message_s_map_statements_need_no_hand_off(tmp_path, monkeypatch):
+    """The message map's insert and lookups, the homeserver transaction's check and mark:
+    done on the loop (no hand-off), with the same answers; anything else still takes one."""
+    storage = await _with_portal(tmp_path)
+    handed = _count_hand_offs(monkeypatch)
+    try:
+        assert await storage.messages.insert(_map_row(1)) is True
+        assert await storage.messages.insert(_map_row(1)) is False  # already mapped
+        found = await storage.messages.get_by_remote("slack", "C1", "m1")
+        assert found == await storage.messages.get_by_mxid(_map_row(1).mxid)
+        assert found is not None and found.sender_mxid == "@slack_u1:hs"
+        assert await storage.messages.get_by_remote("slack", "C1", "m2") is None
+        assert not await storage.transactions.is_handled("t1")
+        await storage.transactions.mark_handled("t1")
+        assert await storage.transactions.is_handled("t1")
+        assert handed == []
+        assert await storage.portals.get("slack", "C1") is not None
+        assert len(handed) == 1
+    finally:
+        await storage.close()
+
+
+async def test_another_process_s_lock_does_not_hold_the_loop(tmp_path):
+    """Another process (an admin command, an export) holds the database's write lock: the
+    bridge's insert waits for it on the thread, the loop keeps running meanwhile, and the row
+    is written once the lock is gone."""
+    storage = await _with_portal(tmp_path)
+    # Longer than the holder below waits for the loop: a loop stuck in SQLite's busy wait
+    # would stay stuck until the holder gave up.
+    await storage.db.execute("PRAGMA busy_timeout = 60000")
+    locked, loop_ran = threading.Event(), threading.Event()
+    seen: dict[str, bool] = {}
+
+    def hold() -> None:
+        other = sqlite3.connect(tmp_path / "relayforge.db", isolation_level=None)
+        try:
+            other.execute("BEGIN IMMEDIATE")  # the write lock, as a writing transaction has
+            other.execute("INSERT INTO appservice_txn (txn_id, handled_at) VALUES ('other', 0)")
+            locked.set()
+            seen["loop ran while locked"] = loop_ran.wait(30)
+            other.execute("COMMIT")
+        finally:
+            other.close()
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        await asyncio.to_thread(locked.wait)
+        insert = asyncio.create_task(storage.messages.insert(_map_row(1)))
+        for _ in range(20):  # turns of the loop, the insert's among them
+            await asyncio.sleep(0)
+        seen["insert waiting"] = not insert.done()
+        loop_ran.set()
+        assert await insert is True
+        await asyncio.to_thread(holder.join)
+        assert seen == {"loop ran while locked": True, "insert waiting": True}
+        assert await storage.messages.get_by_remote("slack", "C1", "m1") is not None
+        assert await storage.transactions.is_handled("other")
+    finally:
+        loop_ran.set()
+        holder.join()
+        await storage.close()
+
+
+async def test_the_write_ahead_log_is_checkpointed_on_the_thread(tmp_path):
+    """Writes on the loop never run SQLite's checkpoint there (it syncs the file, which takes
+    milliseconds): the thread does it, and the log stays bounded as SQLite keeps it."""
+    storage = await _with_portal(tmp_path)
+    checkpoints: list[tuple[int, str]] = []
+    async with storage.db.acquire() as conn:
+        raw = conn.wrapped._conn
+    raw.set_trace_callback(lambda sql: checkpoints.append((threading.get_ident(), sql))
+                           if "wal_checkpoint" in sql else None)
+    wal = tmp_path / "relayforge.db-wal"
+    try:
+        for i in range(3000):
+            await storage.messages.insert(_map_row(i))
+            await asyncio.sleep(0)  # a turn for a checkpoint handed to the thread
+        await storage.db.fetchval("SELECT 1")  # after any checkpoint still queued
+        assert checkpoints, "the log was never checkpointed"
+        assert all(thread != threading.get_ident() for thread, _ in checkpoints)
+        pages = await storage.db.fetchval("PRAGMA wal_autocheckpoint")
+        page_size = await storage.db.fetchval("PRAGMA page_size")
+        # 3,000 rows fill far more than one log's worth; a checkpoint lets the log start over.
+        assert wal.stat().st_size < 3 * pages * page_size
+        assert await storage.db.fetchval("SELECT COUNT(*) FROM message") == 3000
+    finally:
+        raw.set_trace_callback(None)
         await storage.close()

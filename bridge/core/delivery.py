@@ -296,6 +296,9 @@ class Delivery:
                 await self.network_ready(row.network)  # it stays queued meanwhile
             quiet.clear()
             await self._attempt(row, evt)
+            # On SQLite the queue's statements run on the loop without waiting, and a
+            # connector may answer at once: the rest of the bridge gets a turn between events.
+            await asyncio.sleep(0)
 
     async def _attempt(self, row: OutboundRow, handed: Event | None = None) -> None:
         """`handed`: the event as it was queued a moment ago (`_Handed`), never attempted."""

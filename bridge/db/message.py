@@ -9,6 +9,8 @@ import attrs
 from mautrix.types import EventID, RoomID, UserID
 from mautrix.util.async_db import Database
 
+from .sqlite_conn import on_the_loop
+
 #: `MessageStore.before_relaying` as columns of a query whose `$1` is the event id, so a
 #: statement written anyway (the event's outbound row) can answer it in the same round trip.
 BEFORE_RELAYING = ("EXISTS (SELECT 1 FROM message WHERE mxid=$1) AS relayed, "
@@ -39,19 +41,33 @@ class MessageRow:
         return cls(**{**dict(row), "kind": MessageKind(row["kind"])})
 
 
-class MessageStore:
-    _columns = ("network, remote_room, remote_id, kind, mxid, room_mxid, sender_mxid, timestamp, "
-                "room_ref")
+_COLUMNS = ("network, remote_room, remote_id, kind, mxid, room_mxid, sender_mxid, timestamp, "
+            "room_ref")
 
+# Each relayed message makes some of these; each finds its row by a key or a unique index.
+_INSERT = on_the_loop(
+    f"INSERT INTO message ({_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) "
+    "ON CONFLICT DO NOTHING RETURNING mxid")
+# Each arm uses its own index (an OR would scan the room's rows), and the room's own id wins.
+_BY_REMOTE = on_the_loop(
+    f"SELECT {_COLUMNS} FROM ("
+    f"SELECT 0 AS pick, {_COLUMNS} FROM message "
+    "WHERE network=$1 AND remote_room=$2 AND room_ref=$3 UNION ALL "
+    f"SELECT 1 AS pick, {_COLUMNS} FROM message "
+    "WHERE network=$1 AND remote_room=$2 AND remote_id=$3) AS found "
+    "ORDER BY pick LIMIT 1")
+_BY_MXID = on_the_loop(f"SELECT {_COLUMNS} FROM message WHERE mxid=$1")
+_BEFORE_RELAYING = on_the_loop(f"SELECT {BEFORE_RELAYING}")
+
+
+class MessageStore:
     def __init__(self, db: Database) -> None:
         self.db = db
 
     async def insert(self, row: MessageRow) -> bool:
         """Record a mapping; False if either side was already mapped (a duplicate delivery)."""
         result = await self.db.fetchval(
-            f"INSERT INTO message ({self._columns}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) "
-            "ON CONFLICT DO NOTHING RETURNING mxid",
-            row.network, row.remote_room, row.remote_id, row.kind.value, row.mxid,
+            _INSERT, row.network, row.remote_room, row.remote_id, row.kind.value, row.mxid,
             row.room_mxid, row.sender_mxid, row.timestamp, row.room_ref,
         )
         return result is not None
@@ -60,21 +76,12 @@ class MessageStore:
                             ) -> MessageRow | None:
         """The message the room knows by `remote_id`: its own id for it (`room_ref`) first,
         since a sender chooses their message ids and could reuse one the room gave."""
-        # One round trip, on every new message: each arm uses its own index (an OR would
-        # scan the room's rows), and the room's own id wins.
-        row = await self.db.fetchrow(
-            f"SELECT {self._columns} FROM ("
-            f"SELECT 0 AS pick, {self._columns} FROM message "
-            "WHERE network=$1 AND remote_room=$2 AND room_ref=$3 UNION ALL "
-            f"SELECT 1 AS pick, {self._columns} FROM message "
-            "WHERE network=$1 AND remote_room=$2 AND remote_id=$3) AS found "
-            "ORDER BY pick LIMIT 1",
-            network, remote_room, remote_id,
-        )
+        # One round trip, on every new message.
+        row = await self.db.fetchrow(_BY_REMOTE, network, remote_room, remote_id)
         return MessageRow.from_row(row) if row else None
 
     async def get_by_mxid(self, mxid: EventID) -> MessageRow | None:
-        row = await self.db.fetchrow(f"SELECT {self._columns} FROM message WHERE mxid=$1", mxid)
+        row = await self.db.fetchrow(_BY_MXID, mxid)
         return MessageRow.from_row(row) if row else None
 
     async def before_relaying(self, mxid: EventID) -> tuple[bool, str | None]:
@@ -82,7 +89,7 @@ class MessageStore:
         way of every message a person sends): whether it was relayed before (its
         transaction came again), and which of the person's agents asked for it (agent_act's
         grant), if one did."""
-        row = await self.db.fetchrow(f"SELECT {BEFORE_RELAYING}", mxid)
+        row = await self.db.fetchrow(_BEFORE_RELAYING, mxid)
         return bool(row["relayed"]), row["grant_id"]
 
     async def latest_timestamp(self, network: str, remote_room: str) -> int | None:

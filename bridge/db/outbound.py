@@ -18,6 +18,7 @@ import attrs
 from mautrix.util.async_db import Database
 
 from .message import BEFORE_RELAYING
+from .sqlite_conn import on_the_loop
 
 
 class OutboundState(StrEnum):
@@ -62,10 +63,24 @@ def _row(record: Any) -> OutboundRow:
                           "state": OutboundState(row["state"])})
 
 
-class OutboundStore:
-    _columns = ("seq, event_id, room_mxid, network, remote_room, sender, event, state, "
-                "persona_id, attempts, next_attempt, created_at, last_error, in_flight_at")
+_COLUMNS = ("seq, event_id, room_mxid, network, remote_room, sender, event, state, "
+            "persona_id, attempts, next_attempt, created_at, last_error, in_flight_at")
 
+# What every queued event goes through: each finds its row by a key or by the first entry of
+# outbound_room_idx (room, state, seq).
+_ADD = on_the_loop(
+    "INSERT INTO outbound (event_id, room_mxid, network, remote_room, sender, event, "
+    "state, attempts, next_attempt, created_at, in_flight_at) VALUES ($1, $2, $3, $4, "
+    "$5, $6, $7, 0, $8, $8, $9) ON CONFLICT (event_id) DO NOTHING RETURNING seq")
+_ADD_IN_FLIGHT = on_the_loop(f"{_ADD}, {BEFORE_RELAYING}")
+_HEAD = on_the_loop(f"SELECT {_COLUMNS} FROM outbound WHERE room_mxid=$1 AND state=$2 "
+                    "ORDER BY seq LIMIT 1")
+_BY_EVENT = on_the_loop(f"SELECT {_COLUMNS} FROM outbound WHERE event_id=$1")
+_DONE = on_the_loop("DELETE FROM outbound WHERE seq=$1")
+_IN_FLIGHT = on_the_loop("UPDATE outbound SET in_flight_at=$2 WHERE seq=$1")
+
+
+class OutboundStore:
     def __init__(self, db: Database) -> None:
         self.db = db
 
@@ -80,12 +95,8 @@ class OutboundStore:
         (`OutboundRow.before_relaying`)."""
         now = _now_ms()
         row = await self.db.fetchrow(
-            "INSERT INTO outbound (event_id, room_mxid, network, remote_room, sender, event, "
-            "state, attempts, next_attempt, created_at, in_flight_at) VALUES ($1, $2, $3, $4, "
-            "$5, $6, $7, 0, $8, $8, $9) ON CONFLICT (event_id) DO NOTHING RETURNING seq"
-            + (f", {BEFORE_RELAYING}" if in_flight else ""),
-            event_id, room_mxid, network, remote_room, sender, json.dumps(event),
-            OutboundState.QUEUED.value, now, now if in_flight else None)
+            _ADD_IN_FLIGHT if in_flight else _ADD, event_id, room_mxid, network, remote_room,
+            sender, json.dumps(event), OutboundState.QUEUED.value, now, now if in_flight else None)
         if row is None:
             return None
         return OutboundRow(row["seq"], event_id, room_mxid, network, remote_room, sender, event,
@@ -95,14 +106,11 @@ class OutboundStore:
 
     async def head(self, room_mxid: str) -> OutboundRow | None:
         """The oldest event of the room still to be sent (parked and failed ones wait aside)."""
-        row = await self.db.fetchrow(
-            f"SELECT {self._columns} FROM outbound WHERE room_mxid=$1 AND state=$2 "
-            "ORDER BY seq LIMIT 1", room_mxid, OutboundState.QUEUED.value)
+        row = await self.db.fetchrow(_HEAD, room_mxid, OutboundState.QUEUED.value)
         return _row(row) if row else None
 
     async def get(self, event_id: str) -> OutboundRow | None:
-        row = await self.db.fetchrow(
-            f"SELECT {self._columns} FROM outbound WHERE event_id=$1", event_id)
+        row = await self.db.fetchrow(_BY_EVENT, event_id)
         return _row(row) if row else None
 
     async def rooms_waiting(self) -> list[str]:
@@ -111,13 +119,12 @@ class OutboundStore:
         return [r["room_mxid"] for r in rows]
 
     async def done(self, seq: int) -> None:
-        await self.db.execute("DELETE FROM outbound WHERE seq=$1", seq)
+        await self.db.execute(_DONE, seq)
 
     async def mark_in_flight(self, seq: int) -> None:
         """The connector is about to be called: until an outcome is recorded, the network
         may have the event."""
-        await self.db.execute("UPDATE outbound SET in_flight_at=$2 WHERE seq=$1", seq,
-                              _now_ms())
+        await self.db.execute(_IN_FLIGHT, seq, _now_ms())
 
     # Every recorded outcome below clears the mark: the network answered, so the next
     # attempt (if any) knows whether it has the event.
