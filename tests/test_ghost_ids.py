@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
+import logging
 import re
 
+import aiohttp
 import pytest
+from mautrix.appservice import AppServiceAPI
+from mautrix.client.state_store.memory import MemoryStateStore
+from mautrix.types import UserID
+from yarl import URL
 
-from bridge.matrix.ghosts import GhostTemplate, escape_localpart, unescape_localpart
+from bridge.db import PuppetStore
+from bridge.matrix.ghosts import (
+    INTENTS_KEPT,
+    Ghosts,
+    GhostTemplate,
+    escape_localpart,
+    unescape_localpart,
+)
 from bridge.networks.base import RemoteUser
 
 VALID_LOCALPART = re.compile(r"^[a-z0-9._=\-/]+$")
@@ -36,3 +49,26 @@ def test_template_maps_both_ways():
     assert template.remote_id("@slack_1:other.org") is None
     assert template.display_name(RemoteUser("U1", "Ann")) == "Ann (Slack)"
     assert template.display_name(RemoteUser("U1")) == "U1 (Slack)"
+
+
+async def test_ghost_intents_are_kept_for_the_latest_senders_only():
+    """A sender who speaks again gets the intent made for them before; however many senders
+    speak, at most INTENTS_KEPT intents stay in memory, the least recent dropped first."""
+    # Nothing is sent: intents are only made.
+    session = aiohttp.ClientSession()
+    api = AppServiceAPI(base_url=URL("http://127.0.0.1:9"), bot_mxid=UserID("@bot:hs"),
+                        token="as", log=logging.getLogger("test"),
+                        state_store=MemoryStateStore(), client_session=session)
+    ghosts = Ghosts(api.bot_intent(), PuppetStore(None), {})  # type: ignore[arg-type]
+    first = ghosts.intent_for(UserID("@slack_first:hs"))
+    assert ghosts.intent_for(UserID("@slack_first:hs")) is first
+    for i in range(INTENTS_KEPT):
+        ghosts.intent_for(UserID(f"@slack_u{i}:hs"))
+        if i == INTENTS_KEPT // 2:
+            assert ghosts.intent_for(UserID("@slack_u0:hs")) is not None  # spoke again
+    assert len(ghosts._intents) == INTENTS_KEPT
+    assert UserID("@slack_first:hs") not in ghosts._intents  # least recent, dropped
+    assert UserID("@slack_u0:hs") in ghosts._intents
+    again = ghosts.intent_for(UserID("@slack_first:hs"))
+    assert again is not first and again.mxid == "@slack_first:hs"
+    await session.close()

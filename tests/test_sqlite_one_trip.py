@@ -10,6 +10,7 @@ with its statements on the thread and once with every statement marked to run on
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -344,3 +345,19 @@ async def test_the_write_ahead_log_is_checkpointed_on_the_thread(tmp_path):
     finally:
         raw.set_trace_callback(None)
         await storage.close()
+
+
+async def test_closing_lets_a_checkpoint_handed_to_the_thread_finish(tmp_path, caplog):
+    storage = await _with_portal(tmp_path)
+    pages = await storage.db.fetchval("PRAGMA wal_autocheckpoint")
+    # The last of these hands a checkpoint to the thread, and the bridge stops at once.
+    for i in range(pages // sqlite_conn.PAGES_PER_CHANGE):
+        await storage.messages.insert(_map_row(i))
+    await storage.close()
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+    reopened = await open_database(f"sqlite:{tmp_path / 'relayforge.db'}")
+    try:
+        assert await reopened.db.fetchval("SELECT COUNT(*) FROM message") == (
+            pages // sqlite_conn.PAGES_PER_CHANGE)
+    finally:
+        await reopened.close()

@@ -185,6 +185,12 @@ class OneTripConnection(TxnConnection):
             self._execute(_passive_checkpoint, self._conn))
         self._checkpoint.add_done_callback(self._checkpointed)
 
+    async def close(self) -> None:
+        if self._checkpoint is not None:
+            # Handed to the thread but maybe not started: it runs before the connection goes.
+            await asyncio.wait([self._checkpoint])
+        await super().close()
+
     def _checkpointed(self, task: asyncio.Task[Any]) -> None:
         self._checkpoint = None
         if not task.cancelled() and task.exception() is not None:

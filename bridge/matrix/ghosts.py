@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 import string
+from collections import OrderedDict
 
 from mautrix.appservice import IntentAPI
 from mautrix.types import UserID
@@ -13,6 +14,11 @@ from ..db import Puppet, PuppetStore
 from ..networks.base import RemoteUser
 
 _PLAIN = set(string.ascii_lowercase + string.digits + ".-/")
+
+#: Ghost intents kept, for the senders who spoke last. Making one is most of what a relayed
+#: message costs the bridge besides its request (mautrix wraps each of its methods anew);
+#: the oldest is dropped past this many and made again if its sender speaks again.
+INTENTS_KEPT = 1000
 
 
 def escape_localpart(remote_id: str) -> str:
@@ -82,6 +88,7 @@ class Ghosts:
         # message checks its sender's name and avatar. Only `ensure` writes the puppet table.
         # One small row per remote user who spoke, like the intents mautrix keeps.
         self._known: dict[tuple[str, str], Puppet] = {}
+        self._intents: OrderedDict[UserID, IntentAPI] = OrderedDict()
 
     def is_ghost(self, mxid: str) -> bool:
         return any(t.remote_id(mxid) is not None for t in self.templates.values())
@@ -93,7 +100,14 @@ class Ghosts:
         return self.templates[network].remote_id(mxid)
 
     def intent_for(self, mxid: UserID) -> IntentAPI:
-        return self.bot_intent.user(mxid)
+        intent = self._intents.get(mxid)
+        if intent is not None:
+            self._intents.move_to_end(mxid)
+            return intent
+        intent = self._intents[mxid] = self.bot_intent.user(mxid)
+        if len(self._intents) > INTENTS_KEPT:
+            self._intents.popitem(last=False)
+        return intent
 
     async def ensure(self, network: str, user: RemoteUser) -> IntentAPI:
         """The ghost's intent, registered and with its current display name."""
