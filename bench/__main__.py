@@ -44,7 +44,8 @@ METHOD = {
     "appservice receives the transaction; bridge: until the connector's send_message is "
     "called; samples alternate; ratio = bridge/baseline (lower is better)",
     "matrix_to_remote_burst": "the same, with all messages sent at once; per-message latency "
-    "from its own send; drain = first send to last delivery",
+    "from its own send, pooled over `repeats` bursts each in alternating order; drain = first "
+    "send to last delivery (mean)",
     "figures": "one row per relay figure: the bridge's value, its baseline from the same run, "
     "the ratio and the target it is held to (throughput: ratio >= target; latency: added "
     "share of the baseline <= target)",
@@ -64,7 +65,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--burst", type=int, default=200,
                         help="messages a person sends at once for the burst latency")
     parser.add_argument("--repeats", type=int, default=2,
-                        help="throughput runs per side, in alternating order (default 2)")
+                        help="throughput runs and bursts per side, in alternating order "
+                        "(default 2)")
     parser.add_argument("--database", help="the bridge's database URI (default: SQLite in "
                         "the run's directory); a PostgreSQL database should be empty")
     parser.add_argument("--workdir", type=Path,
@@ -224,7 +226,7 @@ async def relay(h: Any, args: argparse.Namespace) -> dict[str, Any]:
     # whether it was on.
     settings = getattr(getattr(h.bridge, "delivery", None), "settings", None)
     loaded = await measure.matrix_to_remote_burst(h, lanes.portals[0], probe_room,
-                                                  args.burst, queue)
+                                                  args.burst, queue, args.repeats)
     return {
         "remote_to_matrix": {
             "target_ratio": TARGET_RATIO,

@@ -247,14 +247,25 @@ async def burst(h: Harness, room: str, size: int) -> tuple[list[float], float]:
 
 
 async def matrix_to_remote_burst(h: Harness, portal: str, probe_room: str, size: int,
-                                 outbound_queue: bool) -> dict[str, object]:
+                                 outbound_queue: bool, repeats: int = 1) -> dict[str, object]:
     """THE QUEUE-UNDER-LOAD MEASUREMENT. The same burst through the bare probe and through the
     bridge as it is: with the durable outbound queue (bridge/core/delivery.py) when the bridge
     uses it, else its direct Matrix -> remote path. The clock stops at the connector's
-    `send_message` either way, so the two cases are comparable."""
-    base, base_drain = await burst(h, probe_room, size)
-    via, via_drain = await burst(h, portal, size)
-    result = compare_latency(base, via)
-    return {"burst": size, "outbound_queue": outbound_queue,
-            "baseline_drain_s": round(base_drain, 3), "bridge_drain_s": round(via_drain, 3),
+    `send_message` either way, so the two cases are comparable.
+
+    `repeats` bursts each, in alternating order (AB, BA, ...) as the throughput runs are: one
+    burst is a few seconds of a homeserver whose pace wanders, and the first of a pair meets it
+    fresher. The latencies of all bursts are pooled; the drain is their mean."""
+    latencies: dict[str, list[float]] = {"baseline": [], "bridge": []}
+    drains: dict[str, list[float]] = {"baseline": [], "bridge": []}
+    for repeat in range(repeats):
+        order = [("baseline", probe_room), ("bridge", portal)]
+        for name, room in order if repeat % 2 == 0 else reversed(order):
+            each, drain = await burst(h, room, size)
+            latencies[name].extend(each)
+            drains[name].append(drain)
+    result = compare_latency(latencies["baseline"], latencies["bridge"])
+    return {"burst": size, "repeats": repeats, "outbound_queue": outbound_queue,
+            "baseline_drain_s": round(statistics.mean(drains["baseline"]), 3),
+            "bridge_drain_s": round(statistics.mean(drains["bridge"]), 3),
             **result}
