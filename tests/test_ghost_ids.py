@@ -56,19 +56,23 @@ async def test_ghost_intents_are_kept_for_the_latest_senders_only():
     speak, at most INTENTS_KEPT intents stay in memory, the least recent dropped first."""
     # Nothing is sent: intents are only made.
     session = aiohttp.ClientSession()
-    api = AppServiceAPI(base_url=URL("http://127.0.0.1:9"), bot_mxid=UserID("@bot:hs"),
-                        token="as", log=logging.getLogger("test"),
-                        state_store=MemoryStateStore(), client_session=session)
-    ghosts = Ghosts(api.bot_intent(), PuppetStore(None), {})  # type: ignore[arg-type]
-    first = ghosts.intent_for(UserID("@slack_first:hs"))
-    assert ghosts.intent_for(UserID("@slack_first:hs")) is first
-    for i in range(INTENTS_KEPT):
-        ghosts.intent_for(UserID(f"@slack_u{i}:hs"))
-        if i == INTENTS_KEPT // 2:
-            assert ghosts.intent_for(UserID("@slack_u0:hs")) is not None  # spoke again
-    assert len(ghosts._intents) == INTENTS_KEPT
-    assert UserID("@slack_first:hs") not in ghosts._intents  # least recent, dropped
-    assert UserID("@slack_u0:hs") in ghosts._intents
-    again = ghosts.intent_for(UserID("@slack_first:hs"))
-    assert again is not first and again.mxid == "@slack_first:hs"
-    await session.close()
+    try:
+        api = AppServiceAPI(base_url=URL("http://127.0.0.1:9"), bot_mxid=UserID("@bot:hs"),
+                            token="as", log=logging.getLogger("test"),
+                            state_store=MemoryStateStore(), client_session=session)
+        ghosts = Ghosts(api.bot_intent(), PuppetStore(None), {})  # type: ignore[arg-type]
+        first = ghosts.intent_for(UserID("@slack_first:hs"))
+        assert ghosts.intent_for(UserID("@slack_first:hs")) is first
+        for i in range(INTENTS_KEPT):
+            made = ghosts.intent_for(UserID(f"@slack_u{i}:hs"))
+            if i == 0:
+                u0 = made
+            if i == INTENTS_KEPT // 2:  # u0 speaks again: now more recent than `first`
+                assert ghosts.intent_for(UserID("@slack_u0:hs")) is u0
+        assert len(ghosts._intents) == INTENTS_KEPT
+        assert UserID("@slack_first:hs") not in ghosts._intents  # least recent, dropped
+        assert ghosts._intents[UserID("@slack_u0:hs")] is u0
+        again = ghosts.intent_for(UserID("@slack_first:hs"))
+        assert again is not first and again.mxid == "@slack_first:hs"
+    finally:
+        await session.close()
